@@ -1,0 +1,648 @@
+//! `scimrelayctl`: the operator CLI of scimrelay. Sends events in bulk to ingest, shows what the
+//! status service knows (events, subjects, targets), watches outcomes live, and acts on dead
+//! letters and held events. Human output by default, `--json` for scripts; every error names
+//! the bad input and exits non-zero.
+
+mod input;
+mod output;
+mod send;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use scimrelay_proto::v1::status_service_client::StatusServiceClient;
+use scimrelay_proto::v1::{
+    GetEventRequest, GetSubjectRequest, GetTargetRequest, HeldSelection, ListDeadLettersRequest,
+    ListHeldRequest, ListTargetsRequest, OutcomeFilter, OutcomeResult, ReplayDeadLettersRequest,
+    WatchOutcomesRequest,
+};
+
+/// Operate scimrelay: send events, inspect status, watch outcomes, handle dead letters and held
+/// events.
+#[derive(Parser)]
+#[command(name = "scimrelayctl", version, about)]
+struct Cli {
+    /// Ingest's HTTP base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "SCIMRELAY_INGEST_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    ingest: String,
+    /// The status service's gRPC URL.
+    #[arg(
+        long,
+        global = true,
+        env = "SCIMRELAY_STATUS_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    status: String,
+    /// Print JSON (one document, or one line per item for `watch`) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send a file of users/groups (JSON, NDJSON or CSV) to ingest in batches, with a progress
+    /// bar. Resumable: after Ctrl-C, run the same command again.
+    ///
+    /// CSV columns: kind (default user.upserted), id, tenant, version (required), targets
+    /// (;-separated), subject_id (required), userName, displayName, givenName, familyName,
+    /// email, active, title, department, employeeNumber, members (;-separated, for groups).
+    Send(SendArgs),
+    /// Run a file of events in plan mode against one target and print the requests it would send.
+    Plan(PlanArgs),
+    /// Show what the status service knows.
+    #[command(subcommand)]
+    Status(StatusCommand),
+    /// Print outcomes as they are recorded (Ctrl-C to stop).
+    Watch(WatchArgs),
+    /// The dead-letter queue (parking lot).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Events held by the mass-deprovisioning guard.
+    #[command(subcommand)]
+    Held(HeldCommand),
+}
+
+#[derive(Args)]
+struct InputArgs {
+    /// The events file.
+    file: PathBuf,
+    /// Its format; by default from the extension (.json, .ndjson/.jsonl, .csv).
+    #[arg(long, value_enum)]
+    format: Option<input::Format>,
+    /// Tenant for events that name none.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Events per request (at most 1000).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    batch_size: u32,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Targets for events that name none (repeatable); default: every target of the tenant.
+    #[arg(long = "target")]
+    targets: Vec<String>,
+    /// The state file that makes the send resumable (default: FILE.scimrelayctl-state).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Ignore the state file and send from the first line.
+    #[arg(long)]
+    restart: bool,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// The target to plan against.
+    #[arg(long)]
+    target: String,
+    /// How long to wait for the plans.
+    #[arg(long, default_value_t = 60)]
+    wait_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum StatusCommand {
+    /// The outcome history of one event.
+    Event {
+        /// The event id.
+        id: String,
+    },
+    /// One subject (user or group id) across targets.
+    Subject {
+        /// The subject id.
+        id: String,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Every target's health (or one target's).
+    Targets {
+        /// Only this target.
+        target: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    /// Only this target.
+    #[arg(long)]
+    target: Option<String>,
+    /// Only this subject.
+    #[arg(long)]
+    subject: Option<String>,
+    /// Only this result (succeeded, superseded, unsupported, failed, dead-lettered, planned).
+    #[arg(long)]
+    result: Option<String>,
+    /// Resume after this cursor (the #seq of the last line seen); default: only new outcomes.
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Start with the oldest stored outcome instead of only new ones.
+    #[arg(long, conflicts_with = "cursor")]
+    from_start: bool,
+    /// Stop after this many outcomes.
+    #[arg(long)]
+    count: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Messages in the parking lot (left in place).
+    List {
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Most messages to show.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Move parked messages back to their shard queues.
+    Replay {
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Only these events (repeatable).
+        #[arg(long = "event")]
+        events: Vec<String>,
+        /// Most messages to replay (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+}
+
+#[derive(Args)]
+struct Selection {
+    /// These events (repeatable).
+    #[arg(long = "event")]
+    events: Vec<String>,
+    /// Every held event of this target.
+    #[arg(long)]
+    target: Option<String>,
+    /// Every held event.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Subcommand)]
+enum HeldCommand {
+    /// Held events.
+    List {
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Deliver held events.
+    Release(Selection),
+    /// Discard held events (each gets a failed outcome "dropped by operator").
+    Drop(Selection),
+}
+
+async fn status_client(url: &str) -> anyhow::Result<StatusServiceClient<Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| anyhow::anyhow!("--status {url:?}: not a URL: {e}"))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint.connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the status service at {url} (--status / SCIMRELAY_STATUS_URL): {e}"
+        )
+    })?;
+    Ok(StatusServiceClient::new(channel))
+}
+
+fn rpc_error(what: &str, s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())
+}
+
+fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+fn read_input(args: &InputArgs, targets: Vec<String>) -> anyhow::Result<Vec<input::Record>> {
+    let format = match args.format.or_else(|| input::Format::from_path(&args.file)) {
+        Some(f) => f,
+        None => anyhow::bail!(
+            "{}: unknown format; name it with --format json|ndjson|csv",
+            args.file.display()
+        ),
+    };
+    let defaults = input::Defaults {
+        tenant: args.tenant.clone(),
+        targets,
+    };
+    Ok(input::read(&args.file, format, &defaults)?)
+}
+
+fn parse_result(name: &str) -> anyhow::Result<i32> {
+    for r in [
+        OutcomeResult::Succeeded,
+        OutcomeResult::Superseded,
+        OutcomeResult::Unsupported,
+        OutcomeResult::Failed,
+        OutcomeResult::DeadLettered,
+        OutcomeResult::Planned,
+    ] {
+        if r.name() == name {
+            return Ok(r as i32);
+        }
+    }
+    anyhow::bail!(
+        "--result {name:?}: one of succeeded, superseded, unsupported, failed, dead-lettered, planned"
+    )
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json = cli.json;
+    match cli.command {
+        Command::Send(a) => {
+            let records = read_input(&a.input, a.targets)?;
+            let state = a.state.unwrap_or_else(|| send::state_path(&a.input.file));
+            let progress = !json;
+            let sent = send::send(
+                &cli.ingest,
+                &a.input.file,
+                &records,
+                a.input.batch_size as usize,
+                &state,
+                a.restart,
+                progress,
+            )
+            .await?;
+            let rate = sent.sent as f64 / sent.elapsed.as_secs_f64().max(0.001);
+            if json {
+                print_json(
+                    &json!({"sent": sent.sent, "skipped": sent.skipped, "total": records.len(),
+                    "interrupted": sent.interrupted, "seconds": sent.elapsed.as_secs_f64(), "eventIds": sent.ids}),
+                );
+            } else {
+                let skipped = if sent.skipped > 0 {
+                    format!(" ({} sent by an earlier run)", sent.skipped)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "sent {} of {} events{skipped} in {:.1} s ({rate:.0}/s)",
+                    sent.sent,
+                    records.len(),
+                    sent.elapsed.as_secs_f64()
+                );
+            }
+            if sent.interrupted {
+                eprintln!(
+                    "interrupted; run the same command again to resume (state in {})",
+                    state.display()
+                );
+                return Ok(ExitCode::from(130));
+            }
+        }
+        Command::Plan(a) => return plan(&cli.ingest, &cli.status, a, json).await,
+        Command::Status(StatusCommand::Event { id }) => {
+            let mut c = status_client(&cli.status).await?;
+            let ev = c
+                .get_event(GetEventRequest {
+                    event_id: id.clone(),
+                })
+                .await
+                .map_err(|s| rpc_error("status event", s))?
+                .into_inner();
+            if ev.history.is_empty() && ev.held.is_empty() {
+                anyhow::bail!(
+                    "event {id:?}: no outcome recorded (unknown id, or not processed yet)"
+                );
+            }
+            if json {
+                print_json(&json!({"eventId": ev.event_id,
+                    "history": ev.history.iter().map(output::recorded_json).collect::<Vec<_>>(),
+                    "held": ev.held.iter().map(output::held_json).collect::<Vec<_>>()}));
+            } else {
+                println!("event {}", ev.event_id);
+                print!("{}", output::history_table(&ev.history));
+                if !ev.held.is_empty() {
+                    println!("held:");
+                    print!("{}", output::held_table(&ev.held));
+                }
+            }
+        }
+        Command::Status(StatusCommand::Subject { id, target }) => {
+            let mut c = status_client(&cli.status).await?;
+            let s = c
+                .get_subject(GetSubjectRequest {
+                    subject_id: id,
+                    target: target.unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| rpc_error("status subject", s))?
+                .into_inner();
+            if json {
+                print_json(&json!(
+                    s.targets
+                        .iter()
+                        .map(output::subject_json)
+                        .collect::<Vec<_>>()
+                ));
+            } else {
+                print!("{}", output::subject_table(&s.targets));
+            }
+        }
+        Command::Status(StatusCommand::Targets { target }) => {
+            let mut c = status_client(&cli.status).await?;
+            let targets = match target {
+                Some(t) => vec![
+                    c.get_target(GetTargetRequest { target: t })
+                        .await
+                        .map_err(|s| rpc_error("status targets", s))?
+                        .into_inner(),
+                ],
+                None => {
+                    c.list_targets(ListTargetsRequest {})
+                        .await
+                        .map_err(|s| rpc_error("status targets", s))?
+                        .into_inner()
+                        .targets
+                }
+            };
+            if json {
+                print_json(&json!(
+                    targets.iter().map(output::target_json).collect::<Vec<_>>()
+                ));
+            } else {
+                print!("{}", output::targets_table(&targets));
+            }
+        }
+        Command::Watch(a) => {
+            let filter = OutcomeFilter {
+                target: a.target.unwrap_or_default(),
+                subject_id: a.subject.unwrap_or_default(),
+                result: a
+                    .result
+                    .as_deref()
+                    .map(parse_result)
+                    .transpose()?
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            let mut c = status_client(&cli.status).await?;
+            let req = WatchOutcomesRequest {
+                filter: Some(filter),
+                from_now: a.cursor.is_none() && !a.from_start,
+                cursor: a.cursor.unwrap_or_default(),
+            };
+            let mut stream = c
+                .watch_outcomes(req)
+                .await
+                .map_err(|s| rpc_error("watch", s))?
+                .into_inner();
+            let mut seen = 0usize;
+            let ctrl_c = tokio::signal::ctrl_c();
+            tokio::pin!(ctrl_c);
+            while a.count.is_none_or(|n| seen < n) {
+                let item = tokio::select! {
+                    _ = &mut ctrl_c => break,
+                    i = stream.next() => i,
+                };
+                let Some(item) = item else {
+                    anyhow::bail!(
+                        "watch: the status service closed the stream (restarting?); resume with --cursor"
+                    )
+                };
+                let r = item.map_err(|s| rpc_error("watch", s))?;
+                if json {
+                    println!("{}", output::recorded_json(&r));
+                } else {
+                    println!("{}", output::outcome_line(&r));
+                }
+                seen += 1;
+            }
+        }
+        Command::Dlq(DlqCommand::List { target, limit }) => {
+            let mut c = status_client(&cli.status).await?;
+            let l = c
+                .list_dead_letters(ListDeadLettersRequest {
+                    target: target.unwrap_or_default(),
+                    limit,
+                })
+                .await
+                .map_err(|s| rpc_error("dlq list", s))?
+                .into_inner();
+            if json {
+                print_json(
+                    &json!({"total": l.total, "messages": l.messages.iter().map(output::dead_json).collect::<Vec<_>>()}),
+                );
+            } else {
+                print!("{}", output::dead_table(&l.messages));
+                println!("{} shown, {} parked in all", l.messages.len(), l.total);
+            }
+        }
+        Command::Dlq(DlqCommand::Replay {
+            target,
+            events,
+            limit,
+        }) => {
+            let mut c = status_client(&cli.status).await?;
+            let r = c
+                .replay_dead_letters(ReplayDeadLettersRequest {
+                    target: target.unwrap_or_default(),
+                    event_ids: events,
+                    limit,
+                })
+                .await
+                .map_err(|s| rpc_error("dlq replay", s))?
+                .into_inner();
+            if json {
+                print_json(
+                    &json!({"replayed": r.replayed, "skipped": r.skipped, "skipReasons": r.skip_reasons, "eventIds": r.event_ids}),
+                );
+            } else {
+                println!("replayed {}, skipped {}", r.replayed, r.skipped);
+                for reason in &r.skip_reasons {
+                    println!("  skipped: {reason}");
+                }
+            }
+        }
+        Command::Held(HeldCommand::List { target }) => {
+            let mut c = status_client(&cli.status).await?;
+            let mut all = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = c
+                    .list_held(ListHeldRequest {
+                        target: target.clone().unwrap_or_default(),
+                        page_size: 1000,
+                        page_token: token,
+                    })
+                    .await
+                    .map_err(|s| rpc_error("held list", s))?
+                    .into_inner();
+                all.extend(page.held);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            if json {
+                print_json(&json!(
+                    all.iter().map(output::held_json).collect::<Vec<_>>()
+                ));
+            } else {
+                print!("{}", output::held_table(&all));
+            }
+        }
+        Command::Held(HeldCommand::Release(sel)) | Command::Held(HeldCommand::Drop(sel))
+            if sel.events.is_empty() && sel.target.is_none() && !sel.all =>
+        {
+            anyhow::bail!(
+                "name the held events: --event ID (repeatable), --target TARGET or --all"
+            );
+        }
+        Command::Held(HeldCommand::Release(sel)) => {
+            let mut c = status_client(&cli.status).await?;
+            let r = c
+                .release_held(HeldSelection {
+                    event_ids: sel.events,
+                    target: sel.target.unwrap_or_default(),
+                    all: sel.all,
+                })
+                .await
+                .map_err(|s| rpc_error("held release", s))?
+                .into_inner();
+            held_done("released", &r.event_ids, json);
+        }
+        Command::Held(HeldCommand::Drop(sel)) => {
+            let mut c = status_client(&cli.status).await?;
+            let r = c
+                .drop_held(HeldSelection {
+                    event_ids: sel.events,
+                    target: sel.target.unwrap_or_default(),
+                    all: sel.all,
+                })
+                .await
+                .map_err(|s| rpc_error("held drop", s))?
+                .into_inner();
+            held_done("dropped", &r.event_ids, json);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn held_done(verb: &str, ids: &[String], json: bool) {
+    if json {
+        print_json(&json!({verb: ids}));
+    } else {
+        println!(
+            "{verb} {} held event(s){}{}",
+            ids.len(),
+            if ids.is_empty() { "" } else { ": " },
+            ids.join(", ")
+        );
+    }
+}
+
+/// Sends the file with `"plan": true` to one target, waits for every plan, prints the requests.
+async fn plan(ingest: &str, status: &str, a: PlanArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let mut records = read_input(&a.input, vec![])?;
+    let file = a.input.file.display().to_string();
+    for r in &mut records {
+        if let Some(m) = r.event.as_object_mut() {
+            m.insert("plan".into(), json!(true));
+            m.insert("targets".into(), json!([a.target]));
+        }
+    }
+    let mut client = status_client(status).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let mut ids = Vec::new();
+    for batch in records.chunks(a.input.batch_size as usize) {
+        ids.extend(send::post_batch(&http, ingest, &file, batch).await?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(a.wait_secs);
+    let mut plans = Vec::new();
+    for id in &ids {
+        let outcome = loop {
+            let ev = client
+                .get_event(GetEventRequest {
+                    event_id: id.clone(),
+                })
+                .await
+                .map_err(|s| rpc_error("plan", s))?
+                .into_inner();
+            if let Some(o) = ev.outcomes.into_iter().find(|o| o.target == a.target) {
+                break o;
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "plan: no outcome for event {id} from target {} within {} s (is its connector running?)",
+                    a.target,
+                    a.wait_secs
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        plans.push(outcome);
+    }
+    if json {
+        print_json(&json!(
+            plans.iter().map(output::outcome_json).collect::<Vec<_>>()
+        ));
+    } else {
+        for o in &plans {
+            println!(
+                "event {} ({} {} v{}) → {}: {}",
+                o.event_id,
+                output::result_name(o.result),
+                o.subject_id,
+                o.version,
+                o.target,
+                o.detail
+            );
+            if o.planned.is_empty() {
+                println!("  (no request: nothing to change)");
+            }
+            for p in &o.planned {
+                println!("  {} {}", p.method, p.path);
+                if !p.body.is_empty() {
+                    println!("    {}", p.body);
+                }
+            }
+        }
+    }
+    let not_planned = plans
+        .iter()
+        .filter(|o| o.result != OutcomeResult::Planned as i32)
+        .count();
+    if not_planned > 0 {
+        eprintln!("{not_planned} event(s) were not planned (see their result)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("scimrelayctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! `send`: posts a file of events to ingest (`POST /v1/events`) in batches, with a progress bar
+//! (rate, ETA), resumable after Ctrl-C.
+//!
+//! Resuming: after each batch that ingest accepted (202, i.e. confirmed by the broker), the
+//! number of events acknowledged so far and the line of the last one are written to a small
+//! state file (`<input>.scimrelayctl-state` unless `--state`), atomically (write + rename).
+//! Running the same command again skips what was acknowledged. A batch cut short by Ctrl-C is
+//! resent in full next time; that is harmless because events are versioned desired state.
+//! The state file is removed when the whole file was sent.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::input::Record;
+
+/// Attempts per batch when ingest is unavailable (503, connection refused) before giving up.
+const ATTEMPTS: u32 = 5;
+/// Largest batch: ingest's default limit.
+pub const MAX_BATCH: usize = 1000;
+
+/// Where `send` stands in a file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    /// The input file.
+    pub file: String,
+    /// Events acknowledged by ingest, from the start of the file.
+    pub acked: usize,
+    /// Line of the last acknowledged event.
+    pub last_line: usize,
+}
+
+/// The default state file of an input.
+pub fn state_path(input: &Path) -> PathBuf {
+    let mut s = input.as_os_str().to_owned();
+    s.push(".scimrelayctl-state");
+    PathBuf::from(s)
+}
+
+fn load_state(path: &Path, input: &Path) -> anyhow::Result<Option<State>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => anyhow::bail!("{}: cannot read the state file: {e}", path.display()),
+    };
+    let state: State = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not a scimrelayctl state file ({e}); delete it or pass --restart",
+            path.display()
+        )
+    })?;
+    anyhow::ensure!(
+        state.file == input.display().to_string(),
+        "{}: state of another input ({}); pass --state or --restart",
+        path.display(),
+        state.file
+    );
+    Ok(Some(state))
+}
+
+fn save_state(path: &Path, state: &State) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(state)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// What a send did.
+#[derive(Debug, Default)]
+pub struct Sent {
+    /// Events accepted in this run.
+    pub sent: usize,
+    /// Events skipped because an earlier run sent them.
+    pub skipped: usize,
+    /// Accepted event ids, in order.
+    pub ids: Vec<String>,
+    /// Stopped by Ctrl-C.
+    pub interrupted: bool,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Posts one batch; retries while ingest is unavailable. An invalid event is an error naming
+/// its line.
+pub async fn post_batch(
+    http: &reqwest::Client,
+    ingest: &str,
+    file: &str,
+    batch: &[Record],
+) -> anyhow::Result<Vec<String>> {
+    let body = json!({"events": batch.iter().map(|r| r.event.clone()).collect::<Vec<_>>()});
+    let url = format!("{}/v1/events", ingest.trim_end_matches('/'));
+    let mut wait = Duration::from_millis(200);
+    for attempt in 1..=ATTEMPTS {
+        let resp = http.post(&url).json(&body).send().await;
+        let retry_reason = match resp {
+            Ok(r) if r.status().as_u16() == 202 => {
+                let v: Value = r
+                    .json()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("ingest at {ingest}: unreadable answer: {e}"))?;
+                let ids = v["accepted"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x["id"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                return Ok(ids);
+            }
+            Ok(r) if r.status().is_client_error() => {
+                let status = r.status();
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                let field = v["error"]["field"].as_str().unwrap_or_default().to_owned();
+                let message = v["error"]["message"]
+                    .as_str()
+                    .unwrap_or("rejected")
+                    .to_owned();
+                // `events[i].user.userName` → the line of event i and the field inside it (a
+                // batch of one may come back without the `events[0]` prefix).
+                let located = match field
+                    .strip_prefix("events[")
+                    .and_then(|rest| rest.split_once(']'))
+                {
+                    Some((i, inner)) => i
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| batch.get(i))
+                        .map(|r| (r, inner.trim_start_matches('.'))),
+                    None if batch.len() == 1 && !field.is_empty() => {
+                        batch.first().map(|r| (r, field.as_str()))
+                    }
+                    None => None,
+                };
+                if let Some((r, inner)) = located {
+                    let msg = message
+                        .strip_prefix(&format!("{field}: "))
+                        .unwrap_or(&message);
+                    anyhow::bail!("{file}:{}: {inner}: {msg}", r.line);
+                }
+                anyhow::bail!("{file}: ingest refused the batch ({status}): {message}");
+            }
+            Ok(r) => format!("ingest answered {}", r.status()),
+            Err(e) => format!("cannot reach ingest at {ingest}: {e}"),
+        };
+        if attempt == ATTEMPTS {
+            anyhow::bail!(
+                "{retry_reason} (after {ATTEMPTS} attempts); rerun the same command to resume"
+            );
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Sends `records` of `input` in batches of `batch_size`, resuming from `state_file`.
+pub async fn send(
+    ingest: &str,
+    input: &Path,
+    records: &[Record],
+    batch_size: usize,
+    state_file: &Path,
+    restart: bool,
+    progress: bool,
+) -> anyhow::Result<Sent> {
+    let file = input.display().to_string();
+    let start = Instant::now();
+    let state = if restart {
+        None
+    } else {
+        load_state(state_file, input)?
+    };
+    let skip = state
+        .as_ref()
+        .map(|s| s.acked)
+        .unwrap_or(0)
+        .min(records.len());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let bar = if progress {
+        indicatif::ProgressBar::new(records.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} events  {per_sec}  ETA {eta}  {msg}",
+        )
+        .map_err(|e| anyhow::anyhow!("progress template: {e}"))?,
+    );
+    bar.set_position(skip as u64);
+    if skip > 0 {
+        bar.println(format!(
+            "resuming {file} after line {} ({skip} events already sent)",
+            state.as_ref().map(|s| s.last_line).unwrap_or(0)
+        ));
+    }
+    bar.reset_eta();
+    let mut out = Sent {
+        skipped: skip,
+        ..Default::default()
+    };
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut acked = skip;
+    for batch in records[skip..].chunks(batch_size.clamp(1, MAX_BATCH)) {
+        let ids = tokio::select! {
+            _ = &mut ctrl_c => {
+                out.interrupted = true;
+                break;
+            }
+            r = post_batch(&http, ingest, &file, batch) => r?,
+        };
+        acked += batch.len();
+        let last_line = batch.last().map(|r| r.line).unwrap_or(0);
+        save_state(
+            state_file,
+            &State {
+                file: file.clone(),
+                acked,
+                last_line,
+            },
+        )?;
+        out.sent += batch.len();
+        out.ids.extend(ids);
+        bar.set_position(acked as u64);
+    }
+    bar.finish_and_clear();
+    if !out.interrupted && acked >= records.len() {
+        let _ = std::fs::remove_file(state_file);
+    }
+    out.elapsed = start.elapsed();
+    Ok(out)
+}

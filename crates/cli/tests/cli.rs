@@ -1,0 +1,615 @@
+//! `scimrelayctl` as a user runs it (the real binary, via assert_cmd): bad inputs name the file,
+//! line and column and exit non-zero; against ingest and status running in-process on a private
+//! RabbitMQ vhost (the test plays the connectors), every subcommand does its job.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use prost::Message;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use scimrelay_core::amqp::{self, OUTCOMES_EXCHANGE, Publisher};
+use scimrelay_core::config::TargetsFile;
+use scimrelay_proto::v1::{
+    Delivery, HeldEvent, Operation, Outcome, OutcomeResult, PlannedRequest, SubjectKind,
+};
+use scimrelay_tests::TestVhost;
+
+const TARGETS: &str = "targets:\n  - id: t1\n    provider: scim\n    tenants: [acme]\n    base_url: http://127.0.0.1:9/scim/v2\n    auth: { kind: none }\n    shards: 2\n";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn ctl() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::new(assert_cmd::cargo::cargo_bin!("scimrelayctl"));
+    c.env_remove("SCIMRELAY_INGEST_URL")
+        .env_remove("SCIMRELAY_STATUS_URL")
+        .timeout(Duration::from_secs(60));
+    c
+}
+
+/// Runs the CLI off the async runtime; returns (exit code, stdout, stderr).
+async fn run(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = ctl().args(&args).output().expect("run scimrelayctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("join")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write input");
+    p.display().to_string()
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let out = ctl().arg("--help").output().expect("help");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["send", "plan", "status", "watch", "dlq", "held"] {
+        assert!(text.contains(sub), "{sub} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn bad_inputs_name_file_line_and_column_and_exit_non_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nd = write(
+        dir.path(),
+        "e.ndjson",
+        "{\"kind\": \"user.upserted\", \"version\": 1}\n{\"kind\": oops}\n",
+    );
+    let csv = write(
+        dir.path(),
+        "u.csv",
+        "subject_id,version,userName\nu1,1,a\nu2,-3,b\n",
+    );
+    let cols = write(dir.path(), "c.csv", "subject_id,version,shoeSize\n");
+    let txt = write(dir.path(), "e.txt", "{}");
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["send".into(), nd.clone()],
+            format!("{nd}:2:10: invalid JSON"),
+        ),
+        (
+            vec!["send".into(), csv.clone()],
+            format!("{csv}:3:2: column version"),
+        ),
+        (
+            vec!["send".into(), cols.clone()],
+            format!("{cols}:1:3: unknown column \"shoeSize\""),
+        ),
+        (
+            vec!["send".into(), txt.clone()],
+            format!("{txt}: unknown format"),
+        ),
+        (
+            vec!["plan".into(), nd.clone(), "--target".into(), "t1".into()],
+            format!("{nd}:2:10"),
+        ),
+        (
+            vec![
+                "send".into(),
+                dir.path().join("missing.csv").display().to_string(),
+            ],
+            "missing.csv:0: cannot read".into(),
+        ),
+        (
+            vec!["watch".into(), "--result".into(), "great".into()],
+            "--result \"great\"".into(),
+        ),
+        (vec!["held".into(), "drop".into()], "--event ID".into()),
+    ];
+    for (args, want) in cases {
+        let out = ctl().args(&args).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: want {want:?} in {err}");
+    }
+    // A usage error is clap's (exit 2) and names the flag.
+    let out = ctl()
+        .args(["send", &csv, "--batch-size", "0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--batch-size"));
+}
+
+#[test]
+fn an_unreachable_service_is_named() {
+    for args in [
+        vec!["status", "event", "e1"],
+        vec!["status", "targets"],
+        vec!["dlq", "list"],
+        vec!["held", "list"],
+        vec!["watch"],
+    ] {
+        let out = ctl()
+            .args(["--status", "http://127.0.0.1:1"])
+            .args(&args)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            err.contains("cannot reach the status service at http://127.0.0.1:1"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// Ingest and status in-process on a private vhost.
+struct Stack {
+    vhost: TestVhost,
+    ingest: String,
+    status: String,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    conn: lapin::Connection,
+    publisher: Publisher,
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start(label: &str) -> Stack {
+        let vhost = TestVhost::create(label);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let targets = TargetsFile::parse(TARGETS).expect("targets");
+        let conn = amqp::connect(&vhost.amqp_url(), "cli-test")
+            .await
+            .expect("amqp");
+        amqp::declare_all(&conn, targets.targets.iter())
+            .await
+            .expect("topology");
+        let publisher = Publisher::new(&conn).await.expect("publisher");
+        let shutdown = CancellationToken::new();
+        let bind = || async {
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind")
+        };
+        let (sg, sh, ih, ig) = (bind().await, bind().await, bind().await, bind().await);
+        let status = format!("http://{}", sg.local_addr().expect("addr"));
+        let status_health = format!("http://{}", sh.local_addr().expect("addr"));
+        let ingest = format!("http://{}", ih.local_addr().expect("addr"));
+        let status_config = scimrelay_status::StatusConfig {
+            grpc_addr: String::new(),
+            http_addr: String::new(),
+            db_url: format!("sqlite://{}", dir.path().join("status.db").display()),
+            amqp_url: vhost.amqp_url(),
+            retention_days: 30,
+            shards: targets
+                .targets
+                .iter()
+                .map(|t| (t.id.clone(), t.shards))
+                .collect(),
+        };
+        let ingest_config = scimrelay_ingest::IngestConfig {
+            http_addr: String::new(),
+            grpc_addr: String::new(),
+            amqp_url: vhost.amqp_url(),
+            max_body_bytes: 4 << 20,
+            max_batch: 1000,
+            targets,
+        };
+        let tasks = vec![
+            tokio::spawn(scimrelay_status::serve(
+                status_config,
+                sg,
+                sh,
+                shutdown.clone(),
+            )),
+            tokio::spawn(scimrelay_ingest::serve(
+                ingest_config,
+                ih,
+                ig,
+                shutdown.clone(),
+            )),
+        ];
+        let http = reqwest::Client::new();
+        for url in [
+            format!("{status_health}/readyz"),
+            format!("{ingest}/readyz"),
+        ] {
+            let mut ok = false;
+            for _ in 0..200 {
+                if http
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+                {
+                    ok = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(ok, "{url} never ready");
+        }
+        Stack {
+            vhost,
+            ingest,
+            status,
+            shutdown,
+            tasks,
+            conn,
+            publisher,
+            _dir: dir,
+        }
+    }
+
+    fn args(&self, rest: &[&str]) -> Vec<String> {
+        let mut a = vec![
+            "--ingest".to_owned(),
+            self.ingest.clone(),
+            "--status".to_owned(),
+            self.status.clone(),
+        ];
+        a.extend(rest.iter().map(|s| (*s).to_owned()));
+        a
+    }
+
+    async fn outcome(&self, o: &Outcome) {
+        let key = amqp::outcome_routing_key(
+            "scim",
+            &o.target,
+            OutcomeResult::try_from(o.result)
+                .map(|r| r.name())
+                .unwrap_or("x"),
+        );
+        let props = amqp::properties(scimrelay_proto::TYPE_OUTCOME, FieldTable::default());
+        self.publisher
+            .publish(OUTCOMES_EXCHANGE, &key, &o.encode_to_vec(), props)
+            .await
+            .expect("outcome");
+    }
+
+    /// Takes `n` event copies from t1's shard queues.
+    async fn take(&self, n: usize) -> Vec<Delivery> {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let mut streams = Vec::new();
+        for shard in 0..2 {
+            let q = amqp::shard_queue("t1", shard);
+            streams.push(
+                ch.basic_consume(
+                    q.as_str().into(),
+                    format!("c{shard}").as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("consume"),
+            );
+        }
+        let mut merged = futures::stream::select_all(streams);
+        let mut out = Vec::new();
+        while out.len() < n {
+            let d = tokio::time::timeout(WAIT, merged.next())
+                .await
+                .expect("event in time")
+                .expect("open")
+                .expect("delivery");
+            d.acker.ack(BasicAckOptions::default()).await.expect("ack");
+            out.push(Delivery::decode(d.data.as_slice()).expect("delivery"));
+        }
+        let _ = ch.close(200, "done".into()).await;
+        out
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            t.await.expect("join").expect("clean exit");
+        }
+        drop(self.vhost);
+    }
+}
+
+fn outcome_of(d: &Delivery, result: OutcomeResult) -> Outcome {
+    let e = d.event.clone().unwrap_or_default();
+    Outcome {
+        event_id: e.id.clone(),
+        target: d.target.clone(),
+        provider: d.provider.clone(),
+        tenant: e.tenant.clone(),
+        subject_kind: SubjectKind::User as i32,
+        subject_id: e.subject_id().to_owned(),
+        version: e.version,
+        kind: e.kind,
+        operation: Operation::Created as i32,
+        result: result as i32,
+        attempt: 1,
+        http_status: 201,
+        remote_id: format!("remote-{}", e.subject_id()),
+        latency_ms: 12,
+        accepted_at_ms: d.accepted_at_ms,
+        finished_at_ms: d.accepted_at_ms + 12,
+        ..Default::default()
+    }
+}
+
+fn users_csv(n: usize) -> String {
+    let mut s = String::from("subject_id,userName,givenName,familyName,email,version\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "u{i},user{i},Given{i},Family{i},user{i}@example.com,1\n"
+        ));
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_posts_in_batches_resumes_and_names_rejected_lines() {
+    let stack = Stack::start("cli-send").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = write(dir.path(), "users.csv", &users_csv(50));
+    // An earlier run was interrupted after 20 events.
+    let state = format!("{csv}.scimrelayctl-state");
+    std::fs::write(
+        &state,
+        format!("{{\"file\":\"{csv}\",\"acked\":20,\"last_line\":21}}"),
+    )
+    .expect("state");
+    let (code, out, err) =
+        run(stack.args(&["send", &csv, "--tenant", "acme", "--batch-size", "7"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("sent 30 of 50 events (20 sent by an earlier run)"),
+        "{out}"
+    );
+    assert!(
+        !Path::new(&state).exists(),
+        "the state file goes when everything was sent"
+    );
+    let got = stack.take(30).await;
+    let subjects: BTreeSet<String> = got
+        .iter()
+        .filter_map(|d| d.event.as_ref().map(|e| e.subject_id().to_owned()))
+        .collect();
+    assert_eq!(
+        subjects,
+        (20..50).map(|i| format!("u{i}")).collect::<BTreeSet<_>>(),
+        "exactly the rest of the file"
+    );
+
+    // JSON output, and a row ingest refuses: named by its line, the batches before it are kept.
+    let mut bad = users_csv(10);
+    bad.push_str("u10,,,,,1\n");
+    let csv = write(dir.path(), "bad.csv", &bad);
+    let (code, out, err) = run(stack.args(&[
+        "--json",
+        "send",
+        &csv,
+        "--tenant",
+        "acme",
+        "--batch-size",
+        "5",
+    ]))
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&format!("{csv}:12: user.userName:")), "{err}");
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{csv}.scimrelayctl-state")).expect("state kept"),
+    )
+    .expect("json");
+    assert_eq!(state["acked"], 10);
+    let _ = stack.take(10).await;
+    let ndjson = write(
+        dir.path(),
+        "one.ndjson",
+        "{\"kind\":\"user.upserted\",\"tenant\":\"acme\",\"version\":2,\"user\":{\"id\":\"z\",\"userName\":\"z\"}}\n",
+    );
+    let (code, out, err) = run(stack.args(&["--json", "send", &ndjson])).await;
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json output");
+    assert_eq!(
+        (v["sent"].as_u64(), v["eventIds"].as_array().map(Vec::len)),
+        (Some(1), Some(1))
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_dlq_and_held_commands() {
+    let stack = Stack::start("cli-status").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = write(dir.path(), "users.csv", &users_csv(3));
+    let (code, _, err) = run(stack.args(&["send", &csv, "--tenant", "acme"])).await;
+    assert_eq!(code, 0, "{err}");
+    let events = stack.take(3).await;
+    let mut sorted = events.clone();
+    sorted.sort_by_key(|d| d.event.as_ref().map(|e| e.subject_id().to_owned()));
+    let id0 = sorted[0].event.as_ref().map(|e| e.id.clone()).expect("id");
+    for d in &sorted {
+        stack
+            .outcome(&outcome_of(d, OutcomeResult::Succeeded))
+            .await;
+    }
+
+    // watch: the three outcomes from the start, as JSON lines.
+    let (code, out, err) =
+        run(stack.args(&["--json", "watch", "--from-start", "--count", "3"])).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["result"] == "succeeded" && l["terminal"] == true)
+    );
+    let (code, out, _) =
+        run(stack.args(&["watch", "--from-start", "--count", "1", "--target", "t1"])).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(" t1 succeeded user u0 v1 created 12ms"),
+        "{out}"
+    );
+
+    // status event / subject / targets.
+    let (code, out, err) = run(stack.args(&["status", "event", &id0])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("TARGET")
+            && out.contains("succeeded")
+            && out.contains("remote-u0")
+            && out.contains("terminal"),
+        "{out}"
+    );
+    let (code, out, _) = run(stack.args(&["--json", "status", "subject", "u0"])).await;
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v[0]["remoteId"], "remote-u0");
+    assert_eq!(v[0]["state"], "created");
+    let (code, out, _) = run(stack.args(&["status", "targets"])).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("t1") && l.contains("scim") && l.contains(" 3 ")),
+        "{out}"
+    );
+    let (code, _, err) = run(stack.args(&["status", "event", "no-such-event"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no-such-event"), "{err}");
+    let (code, _, err) = run(stack.args(&["status", "subject", "ghost"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("ghost"), "{err}");
+
+    // dlq: park one copy as a connector does, list it, replay it into its shard queue.
+    let mut headers = FieldTable::default();
+    let key = amqp::event_routing_key("scim", "t1", amqp::shard_of("u1", 2));
+    headers.insert(
+        scimrelay_status::HEADER_ROUTING_KEY.into(),
+        AMQPValue::LongString(key.as_str().into()),
+    );
+    let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, headers);
+    stack
+        .publisher
+        .publish(amqp::DEAD_EXCHANGE, "t1", &sorted[1].encode_to_vec(), props)
+        .await
+        .expect("park");
+    let (code, out, err) = run(stack.args(&["dlq", "list"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&key) && out.contains("yes") && out.contains("1 parked in all"),
+        "{out}"
+    );
+    let (code, out, err) = run(stack.args(&["--json", "dlq", "replay", "--target", "t1"])).await;
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["replayed"], 1);
+    let back = stack.take(1).await;
+    assert_eq!(
+        back[0]
+            .event
+            .as_ref()
+            .map(|e| e.subject_id().to_owned())
+            .as_deref(),
+        Some("u1")
+    );
+
+    // held: two held deletions; release one, drop the other.
+    let held_publisher = &stack.publisher;
+    for d in [&sorted[1], &sorted[2]] {
+        let h = HeldEvent {
+            delivery: Some(d.clone()),
+            routing_key: amqp::event_routing_key("scim", "t1", 0),
+            reason: "mass deprovisioning".into(),
+            held_at_ms: 1,
+            id: 0,
+        };
+        let props = amqp::properties(scimrelay_status::TYPE_HELD_EVENT, FieldTable::default());
+        held_publisher
+            .publish(OUTCOMES_EXCHANGE, "scim.t1.held", &h.encode_to_vec(), props)
+            .await
+            .expect("held");
+    }
+    let id1 = sorted[1].event.as_ref().map(|e| e.id.clone()).expect("id");
+    let id2 = sorted[2].event.as_ref().map(|e| e.id.clone()).expect("id");
+    let mut listed = String::new();
+    for _ in 0..100 {
+        let (_, out, _) = run(stack.args(&["held", "list"])).await;
+        listed = out;
+        if listed.lines().count() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        listed.contains(&id1) && listed.contains(&id2) && listed.contains("mass deprovisioning"),
+        "{listed}"
+    );
+    let (code, out, err) = run(stack.args(&["held", "release", "--event", &id1])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("released 1 held event(s): {id1}")),
+        "{out}"
+    );
+    let _ = stack.take(1).await;
+    let (code, out, err) = run(stack.args(&["--json", "held", "drop", "--all"])).await;
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["dropped"], serde_json::json!([id2]));
+    let (code, out, _) = run(stack.args(&["status", "event", &id2])).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("dropped by operator"), "{out}");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_prints_the_planned_requests() {
+    let stack = Stack::start("cli-plan").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "plan.json",
+        "[{\"kind\":\"user.upserted\",\"tenant\":\"acme\",\"version\":1,\"user\":{\"id\":\"p1\",\"userName\":\"p1\"}}]",
+    );
+    let cli = tokio::spawn(run(stack.args(&[
+        "plan",
+        &file,
+        "--target",
+        "t1",
+        "--wait-secs",
+        "20",
+    ])));
+    // Play the connector: the copy arrives in plan mode; answer with a plan.
+    let d = stack.take(1).await.remove(0);
+    assert!(
+        d.event.as_ref().is_some_and(|e| e.plan),
+        "sent in plan mode"
+    );
+    let mut o = outcome_of(&d, OutcomeResult::Planned);
+    o.planned = vec![PlannedRequest {
+        method: "POST".into(),
+        path: "/Users".into(),
+        body: "{\"userName\":\"p1\"}".into(),
+    }];
+    stack.outcome(&o).await;
+    let (code, out, err) = cli.await.expect("join");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("POST /Users") && out.contains("{\"userName\":\"p1\"}"),
+        "{out}"
+    );
+    // Without a connector answering, plan gives up naming the target.
+    let (code, _, err) =
+        run(stack.args(&["plan", &file, "--target", "t1", "--wait-secs", "1"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("from target t1"), "{err}");
+    stack.stop().await;
+}

@@ -1,0 +1,555 @@
+//! The per-target request pipeline, in Vector's fixed order: **static ceiling** (governor) →
+//! **adaptive rate** (AIMD pacing) → **adaptive concurrency** (AIMD window) → request.
+//!
+//! Why both an adaptive rate and an adaptive concurrency: a provider's quota is a rate (GitHub:
+//! points per minute; the simulator: requests per second). With fast responses, even one request
+//! in flight exceeds a small rate, so concurrency alone cannot respect a quota; and with slow
+//! responses a rate alone lets requests pile up. The rate learns the quota (additive increase
+//! while answers are clean, ×0.9 on a throttling answer — at most once per cooldown so one burst
+//! of 429s counts once); the window learns the backend's capacity (+1/limit per clean response
+//! while the window is full, ×0.9 on timeouts, 5xx or latency far above the baseline).
+//!
+//! Like TCP, the rate starts in *slow start*: each clean answer to a request that had to wait
+//! for the pacer adds 1 request/s (doubling per second), until the first throttling answer;
+//! then it is congestion avoidance (+1/rate per answer, about +1 request/s per second). The rate
+//! only grows when the pacer was actually the bottleneck, so an idle target does not drift up.
+//!
+//! A throttling answer also **pauses the whole target** until its Retry-After / reset time (or a
+//! backoff when it names none): every request of the target waits, not only the one refused.
+//! Remaining-quota hints (`x-ratelimit-remaining` + reset, `Sforce-Limit-Info`) cap the rate so
+//! the rest of the quota is spread over the time left, before the provider throttles.
+//!
+//! With a static ceiling configured the adaptive rate starts at the ceiling and never goes
+//! above it; without one it starts at [`ADAPTIVE_START_PER_SEC`] and probes upwards.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Starting rate of a target with no ceiling: low enough for any SaaS API; slow start doubles
+/// it every second of paced traffic until the first throttling answer.
+pub const ADAPTIVE_START_PER_SEC: f64 = 50.0;
+/// Highest adaptive rate (no provider we serve allows more from one client).
+pub const ADAPTIVE_MAX_PER_SEC: f64 = 20_000.0;
+/// Multiplicative decrease on congestion.
+pub const DECREASE: f64 = 0.9;
+/// Minimum time between two rate decreases.
+pub const DECREASE_COOLDOWN: Duration = Duration::from_secs(1);
+/// Pause after a throttling answer that names no wait.
+pub const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
+/// Longest pause honoured from one answer (a provider asking for more gets re-asked later).
+pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
+
+/// What the response to one request said about the target's capacity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Feedback {
+    /// A normal answer (any status that is not congestion), with its latency.
+    Ok(Duration),
+    /// The provider throttled us; `pause` is its Retry-After or reset wait, if it gave one.
+    Throttled(Option<Duration>),
+    /// A timeout, connection failure or 5xx: the backend is struggling.
+    Overloaded,
+}
+
+/// A remaining-quota hint parsed from response headers by the provider profile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuotaHint {
+    /// Requests left in the current quota window.
+    pub remaining: u64,
+    /// Time until the window resets.
+    pub resets_in: Duration,
+}
+
+/// Settings of a target's pipeline.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Static ceiling in requests/s for this replica (already divided by the replica count).
+    pub ceiling_per_sec: Option<f64>,
+    /// Concurrency bounds.
+    pub min_concurrency: u32,
+    /// Concurrency bounds.
+    pub max_concurrency: u32,
+}
+
+struct State {
+    /// Current adaptive rate (requests/s).
+    rate: f64,
+    /// Next free sending slot of the pacer.
+    next_slot: Instant,
+    /// The target is paused until then (throttling).
+    paused_until: Option<Instant>,
+    last_decrease: Option<Instant>,
+    /// Current concurrency window.
+    window: f64,
+    in_flight: u32,
+    /// Smoothed clean-response latency, the baseline for "slow".
+    latency_ewma: Option<f64>,
+    /// Requests and throttles seen, for metrics and tests.
+    throttled: u64,
+    /// Upper bound on the rate from a remaining-quota hint, and until when it holds.
+    quota_cap: Option<(f64, Instant)>,
+    /// Slow start: no throttling answer seen yet.
+    slow_start: bool,
+    /// Requests that had to wait (pause, ceiling, pacing or window), and for how long in all.
+    waits: u64,
+    wait_ms: u64,
+    /// Times of the clean answers of the last second (the rate the provider accepted).
+    accepted: std::collections::VecDeque<Instant>,
+    /// The accepted rate when the provider last throttled: the quota, as far as we know.
+    w_max: Option<f64>,
+}
+
+/// One target's limits, shared by every request to it.
+pub struct Limits {
+    ceiling: Option<DefaultDirectRateLimiter>,
+    ceiling_per_sec: Option<f64>,
+    min_window: f64,
+    max_window: f64,
+    state: Mutex<State>,
+    slot_freed: Notify,
+}
+
+/// A granted request slot; report how it went with [`Limits::release`].
+#[derive(Debug)]
+pub struct Permit {
+    /// Time spent waiting for the ceiling, pacing, pauses and the window.
+    pub waited: Duration,
+    started: Instant,
+    /// Whether the pacer made this request wait (the rate was the bottleneck).
+    paced: bool,
+}
+
+impl Permit {
+    /// When the request was allowed to start.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+}
+
+fn quota_of(rate: f64) -> Option<Quota> {
+    if rate >= 1.0 {
+        let per_sec = NonZeroU32::new(rate.floor() as u32)?;
+        Some(Quota::per_second(per_sec).allow_burst(NonZeroU32::MIN))
+    } else {
+        let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+        Quota::with_period(period).map(|q| q.allow_burst(NonZeroU32::MIN))
+    }
+}
+
+impl Limits {
+    /// Builds the pipeline of one target.
+    pub fn new(config: &LimitsConfig) -> Self {
+        let ceiling = config
+            .ceiling_per_sec
+            .and_then(quota_of)
+            .map(RateLimiter::direct);
+        let rate = config.ceiling_per_sec.unwrap_or(ADAPTIVE_START_PER_SEC);
+        let min_window = f64::from(config.min_concurrency.max(1));
+        let max_window = f64::from(config.max_concurrency.max(config.min_concurrency.max(1)));
+        Limits {
+            ceiling,
+            ceiling_per_sec: config.ceiling_per_sec,
+            min_window,
+            max_window,
+            state: Mutex::new(State {
+                rate,
+                next_slot: Instant::now(),
+                paused_until: None,
+                last_decrease: None,
+                window: min_window.max(max_window.min(4.0)),
+                in_flight: 0,
+                latency_ewma: None,
+                throttled: 0,
+                quota_cap: None,
+                slow_start: true,
+                waits: 0,
+                wait_ms: 0,
+                accepted: std::collections::VecDeque::new(),
+                w_max: None,
+            }),
+            slot_freed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the counters inconsistent in a way that
+        // matters more than stopping the target, so recover the guard.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for the right to send one request: pause → ceiling → pacing → window.
+    pub async fn acquire(&self) -> Permit {
+        let begin = Instant::now();
+        // Pause (throttling) and pacing (adaptive rate): reserve a slot, sleep until it.
+        let mut paced = false;
+        loop {
+            let (wake, paused) = {
+                let mut s = self.lock();
+                let now = Instant::now();
+                match s.paused_until {
+                    Some(until) if until > now => (until, true),
+                    _ => {
+                        s.paused_until = None;
+                        let mut rate = s.rate;
+                        if let Some((cap, until)) = s.quota_cap {
+                            if until > now {
+                                rate = rate.min(cap)
+                            } else {
+                                s.quota_cap = None
+                            }
+                        }
+                        let slot = s.next_slot.max(now);
+                        s.next_slot = slot + Duration::from_secs_f64(1.0 / rate.max(1e-6));
+                        paced |= slot > now;
+                        (slot, false)
+                    }
+                }
+            };
+            tokio::time::sleep_until(wake).await;
+            // A throttling answer that arrived while this request waited for its slot holds it too.
+            if !paused && self.paused_until().is_none() {
+                break;
+            }
+        }
+        if let Some(c) = &self.ceiling {
+            c.until_ready().await;
+        }
+        // Concurrency window. The waiter is registered (`enable`) before the check, so a slot
+        // freed between the check and the await is not missed.
+        loop {
+            let notified = self.slot_freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = self.lock();
+                if f64::from(s.in_flight) < s.window.floor().max(1.0) {
+                    s.in_flight += 1;
+                    break;
+                }
+            }
+            notified.await;
+        }
+        let waited = begin.elapsed();
+        if waited >= Duration::from_millis(1) {
+            let mut s = self.lock();
+            s.waits += 1;
+            s.wait_ms += u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+        }
+        Permit {
+            waited,
+            started: Instant::now(),
+            paced,
+        }
+    }
+
+    /// Reports how a request went; frees its window slot and adapts.
+    pub fn release(&self, permit: Permit, feedback: Feedback) {
+        let now = Instant::now();
+        {
+            let mut s = self.lock();
+            let window_full = f64::from(s.in_flight) >= s.window.floor();
+            s.in_flight = s.in_flight.saturating_sub(1);
+            let may_decrease = s
+                .last_decrease
+                .is_none_or(|t| now.duration_since(t) >= DECREASE_COOLDOWN);
+            match feedback {
+                Feedback::Ok(latency) => {
+                    let l = latency.as_secs_f64();
+                    let slow = s
+                        .latency_ewma
+                        .is_some_and(|base| l > base * 4.0 && l > 0.05);
+                    if slow && may_decrease {
+                        s.window = (s.window * DECREASE).max(self.min_window);
+                        s.last_decrease = Some(now);
+                    } else {
+                        s.latency_ewma = Some(s.latency_ewma.map_or(l, |b| b * 0.95 + l * 0.05));
+                        if window_full {
+                            s.window = (s.window + 1.0 / s.window).min(self.max_window);
+                        }
+                        s.accepted.push_back(now);
+                        while s
+                            .accepted
+                            .front()
+                            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1))
+                        {
+                            s.accepted.pop_front();
+                        }
+                        if permit.paced {
+                            // Requests/s gained per second of paced traffic: doubling in slow
+                            // start; fast back to the known quota, then a slow probe above it
+                            // (like CUBIC's plateau), so throttling answers stay rare.
+                            let per_sec = match (s.slow_start, s.w_max) {
+                                (true, _) | (false, None) => s.rate,
+                                (false, Some(w)) if s.rate < 0.9 * w => 0.1 * w,
+                                (false, Some(w)) if s.rate < 0.98 * w => 1.0,
+                                (false, Some(_)) => 0.1,
+                            };
+                            let step = per_sec / s.rate.max(1.0);
+                            let cap = self.ceiling_per_sec.unwrap_or(ADAPTIVE_MAX_PER_SEC);
+                            s.rate = (s.rate + step).min(cap);
+                        }
+                    }
+                }
+                Feedback::Throttled(wait) => {
+                    s.throttled += 1;
+                    s.slow_start = false;
+                    let pause = wait.unwrap_or(DEFAULT_THROTTLE_PAUSE).min(MAX_PAUSE);
+                    let until = now + pause;
+                    s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
+                    if may_decrease {
+                        // What the provider accepted over the last second is the best estimate
+                        // of its quota (when we were busy enough for it to mean something).
+                        let span = s
+                            .accepted
+                            .front()
+                            .map(|t| now.duration_since(*t).as_secs_f64())
+                            .unwrap_or(0.0)
+                            .max(0.25);
+                        let accepted = s.accepted.len() as f64 / span.min(1.0);
+                        let w = if accepted >= s.rate * 0.5 {
+                            accepted
+                        } else {
+                            s.rate
+                        };
+                        s.w_max = Some(w);
+                        s.rate = (s.rate * DECREASE).min(w * 0.95).max(0.01);
+                        s.window = (s.window * DECREASE).max(self.min_window);
+                        s.last_decrease = Some(now);
+                    }
+                }
+                Feedback::Overloaded => {
+                    if may_decrease {
+                        s.window = (s.window * DECREASE).max(self.min_window);
+                        s.last_decrease = Some(now);
+                    }
+                }
+            }
+        }
+        self.slot_freed.notify_waiters();
+    }
+
+    /// Gives back a permit whose request was never sent (no feedback).
+    pub fn cancel(&self, _permit: Permit) {
+        {
+            let mut s = self.lock();
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+        self.slot_freed.notify_waiters();
+    }
+
+    /// Applies a remaining-quota hint: the rate is capped at `remaining / resets_in` until the
+    /// reset (with a 10% margin), so the quota lasts until it refills.
+    pub fn hint(&self, hint: QuotaHint) {
+        let secs = hint.resets_in.as_secs_f64().max(1.0);
+        let cap = (hint.remaining as f64 * 0.9 / secs).max(0.01);
+        let mut s = self.lock();
+        s.quota_cap = Some((cap, Instant::now() + hint.resets_in));
+    }
+
+    /// The current adaptive rate (requests/s).
+    pub fn rate(&self) -> f64 {
+        self.lock().rate
+    }
+
+    /// The current concurrency window.
+    pub fn window(&self) -> f64 {
+        self.lock().window
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.lock().in_flight
+    }
+
+    /// Requests that waited for the limits, and the total wait in milliseconds.
+    pub fn waits(&self) -> (u64, u64) {
+        let s = self.lock();
+        (s.waits, s.wait_ms)
+    }
+
+    /// Throttling answers seen.
+    pub fn throttled(&self) -> u64 {
+        self.lock().throttled
+    }
+
+    /// Whether the target is paused, and until when.
+    pub fn paused_until(&self) -> Option<Instant> {
+        self.lock().paused_until.filter(|t| *t > Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(ceiling: Option<f64>, max: u32) -> Limits {
+        Limits::new(&LimitsConfig {
+            ceiling_per_sec: ceiling,
+            min_concurrency: 1,
+            max_concurrency: max,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_holds_the_rate() {
+        let l = limits(Some(10.0), 64);
+        let start = Instant::now();
+        for _ in 0..21 {
+            let p = l.acquire().await;
+            l.release(p, Feedback::Ok(Duration::from_millis(5)));
+        }
+        // 21 requests at 10/s: the first is free, 20 intervals of 100 ms.
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(1_900) && took <= Duration::from_millis(2_200),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_pauses_the_whole_target_and_slows_down() {
+        let l = limits(None, 8);
+        let before = l.rate();
+        let p = l.acquire().await;
+        l.release(p, Feedback::Throttled(Some(Duration::from_secs(30))));
+        assert!(l.rate() < before);
+        assert!(l.paused_until().is_some());
+        let start = Instant::now();
+        let p = l.acquire().await;
+        assert!(
+            start.elapsed() >= Duration::from_secs(29),
+            "waited {:?}",
+            start.elapsed()
+        );
+        assert!(p.waited >= Duration::from_secs(29));
+        l.release(p, Feedback::Ok(Duration::from_millis(5)));
+        assert_eq!(l.throttled(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_throttles_decreases_once() {
+        let l = limits(None, 8);
+        let r0 = l.rate();
+        for _ in 0..5 {
+            let p = Permit {
+                waited: Duration::ZERO,
+                started: Instant::now(),
+                paced: false,
+            };
+            l.lock().in_flight += 1;
+            l.release(p, Feedback::Throttled(None));
+        }
+        assert!(
+            (l.rate() - r0 * DECREASE).abs() < 1e-9,
+            "{} vs {}",
+            l.rate(),
+            r0 * DECREASE
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_grows_when_full_and_bounds_in_flight() {
+        let l = std::sync::Arc::new(limits(Some(10_000.0), 6));
+        let w0 = l.window();
+        let mut permits = Vec::new();
+        for _ in 0..(w0 as usize) {
+            permits.push(l.acquire().await);
+        }
+        // The window is full: one more must wait.
+        let l2 = l.clone();
+        let waiter = tokio::spawn(async move { l2.acquire().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        for p in permits {
+            l.release(p, Feedback::Ok(Duration::from_millis(5)));
+        }
+        let p = waiter.await.expect("join");
+        l.release(p, Feedback::Ok(Duration::from_millis(5)));
+        assert!(l.window() > w0);
+        assert!(l.window() <= 6.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overload_shrinks_the_window_not_below_min() {
+        let l = limits(None, 16);
+        for _ in 0..100 {
+            let p = l.acquire().await;
+            l.release(p, Feedback::Overloaded);
+            tokio::time::sleep(DECREASE_COOLDOWN).await;
+        }
+        assert!((l.window() - 1.0).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quota_hint_spreads_the_rest() {
+        let l = limits(Some(100.0), 8);
+        l.hint(QuotaHint {
+            remaining: 10,
+            resets_in: Duration::from_secs(10),
+        });
+        let start = Instant::now();
+        for _ in 0..5 {
+            let p = l.acquire().await;
+            l.release(p, Feedback::Ok(Duration::from_millis(1)));
+        }
+        // Capped at 0.9 requests/s: 4 intervals of ~1.1 s.
+        assert!(
+            start.elapsed() >= Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_ramps_up_then_avoidance_after_a_throttle() {
+        let l = limits(None, 64);
+        for _ in 0..200 {
+            let p = l.acquire().await;
+            l.release(p, Feedback::Ok(Duration::from_millis(1)));
+        }
+        let ramped = l.rate();
+        assert!(
+            ramped >= ADAPTIVE_START_PER_SEC + 150.0,
+            "slow start: {ramped}"
+        );
+        let p = l.acquire().await;
+        l.release(p, Feedback::Throttled(Some(Duration::from_millis(10))));
+        let after = l.rate();
+        assert!(after <= ramped * DECREASE + 1e-9, "{after} vs {ramped}");
+        for _ in 0..100 {
+            let p = l.acquire().await;
+            l.release(p, Feedback::Ok(Duration::from_millis(1)));
+        }
+        assert!(
+            l.rate() - after < 1.0,
+            "congestion avoidance grows slowly: {} → {}",
+            after,
+            l.rate()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_target_does_not_drift_up() {
+        let l = limits(None, 64);
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let p = l.acquire().await;
+            l.release(p, Feedback::Ok(Duration::from_millis(1)));
+        }
+        assert!((l.rate() - ADAPTIVE_START_PER_SEC).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn adaptive_rate_never_exceeds_the_ceiling() {
+        let l = limits(Some(50.0), 8);
+        for _ in 0..500 {
+            let p = l.acquire().await;
+            l.release(p, Feedback::Ok(Duration::from_millis(1)));
+        }
+        assert!(l.rate() <= 50.0);
+    }
+}

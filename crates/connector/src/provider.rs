@@ -1,0 +1,274 @@
+//! The contract between the runtime and a provider profile.
+//!
+//! The runtime owns everything that is the same for every provider: consuming, ordering per
+//! subject, versions, retries, outcomes, acks, plan mode. A provider owns only how one event is
+//! converged at its API (mapping, which requests, which answers mean what). If runtime code
+//! needs to ask "which provider is this", a method is missing here.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use scimrelay_scim::{ScimError, ScimResponse};
+
+use scimrelay_core::config::TargetConfig;
+use scimrelay_proto::v1::{IdentityEvent, Operation};
+
+use crate::breaker::Health;
+use crate::exec::Exec;
+use crate::ledger::{Ledger, LedgerEntry};
+use crate::limits::{Feedback, QuotaHint};
+
+/// What converging did, on success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converged {
+    /// What was done to the target.
+    pub operation: Operation,
+    /// The provider's id of the subject afterwards (empty when it no longer exists).
+    pub remote_id: String,
+    /// Human-readable note (e.g. "already inactive"); never a secret or e-mail.
+    pub detail: String,
+}
+
+impl Converged {
+    /// A success with no note.
+    pub fn new(operation: Operation, remote_id: impl Into<String>) -> Self {
+        Converged {
+            operation,
+            remote_id: remote_id.into(),
+            detail: String::new(),
+        }
+    }
+
+    /// Adds a note.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
+/// How the runtime must treat a failure: the provider's classification hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Transient (timeouts, 5xx, throttling, a dependency not yet provisioned): try again later.
+    Retry,
+    /// The provider refused for good (validation, permission): a `failed` outcome.
+    Permanent,
+    /// The provider's API cannot do this: an `unsupported` outcome with the reason.
+    Unsupported,
+}
+
+/// A failure to converge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct ConvergeError {
+    /// What to do about it.
+    pub class: FailureClass,
+    /// The HTTP status of the failing response, 0 when none.
+    pub http_status: u16,
+    /// The SCIM error type, when the provider sent one.
+    pub scim_type: String,
+    /// Why, in words an operator can act on; never a secret or e-mail.
+    pub detail: String,
+    /// A wait the provider asked for (Retry-After), if any.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ConvergeError {
+    /// A failure of the given class.
+    pub fn new(class: FailureClass, detail: impl Into<String>) -> Self {
+        ConvergeError {
+            class,
+            http_status: 0,
+            scim_type: String::new(),
+            detail: detail.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// An `unsupported` outcome with its reason.
+    pub fn unsupported(detail: impl Into<String>) -> Self {
+        Self::new(FailureClass::Unsupported, detail)
+    }
+}
+
+/// Everything a provider needs to converge one event at one target.
+pub struct ConvergeInput<'a> {
+    /// The target's configuration.
+    pub target: &'a TargetConfig,
+    /// The event (desired state).
+    pub event: &'a IdentityEvent,
+    /// What the runtime knows of the subject at this target (remote id, applied version).
+    pub entry: Option<&'a LedgerEntry>,
+    /// The whole target's ledger, to resolve other subjects (group members) and learn ids.
+    pub ledger: &'a Ledger,
+    /// Sends SCIM requests (or records them in plan mode).
+    pub exec: &'a Exec,
+}
+
+/// How one answer is read for the target's limits and breaker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Assessment {
+    /// Capacity signal for the limits.
+    pub feedback: Feedback,
+    /// Health signal for the breaker.
+    pub health: Health,
+    /// A remaining-quota hint, when the answer carried one.
+    pub hint: Option<QuotaHint>,
+}
+
+/// What a provider publishes about its limits, used when a target configures none.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProviderDefaults {
+    /// Static request ceiling for the whole target (split across replicas), requests/s.
+    pub rate_limit_per_sec: Option<f64>,
+}
+
+/// A provider profile: GitHub, AWS, Salesforce, or generic SCIM.
+pub trait Provider: Send + Sync + 'static {
+    /// Published limits of the provider (defaults for targets that set none).
+    fn defaults(&self) -> ProviderDefaults {
+        ProviderDefaults::default()
+    }
+
+    /// Converges the target to the event's desired state.
+    fn converge<'a>(
+        &'a self,
+        input: ConvergeInput<'a>,
+    ) -> BoxFuture<'a, Result<Converged, ConvergeError>>;
+
+    /// Reads one answer: was it throttling, a failure of the target, a quota hint? The default
+    /// follows RFC 6585 / RFC 7644: 429 throttles (honouring Retry-After), 401 and 403 are
+    /// authentication failures, 5xx and transport errors are overload; `x-ratelimit-remaining`
+    /// with `x-ratelimit-reset` (epoch seconds) is a quota hint. Providers override it for their
+    /// quirks (GitHub's 403 throttling, Salesforce's REQUEST_LIMIT_EXCEEDED).
+    fn assess(&self, result: Result<&ScimResponse, &ScimError>, latency: Duration) -> Assessment {
+        default_assess(result, latency)
+    }
+}
+
+/// The RFC reading of an answer (see [`Provider::assess`]).
+pub fn default_assess(result: Result<&ScimResponse, &ScimError>, latency: Duration) -> Assessment {
+    match result {
+        Ok(resp) => Assessment {
+            feedback: Feedback::Ok(latency),
+            health: Health::Fine,
+            hint: ratelimit_hint(&resp.headers),
+        },
+        Err(ScimError::Http {
+            status,
+            retry_after,
+            headers,
+            ..
+        }) => match *status {
+            429 => Assessment {
+                feedback: Feedback::Throttled(retry_after.or_else(|| reset_wait(headers))),
+                health: Health::Fine,
+                hint: None,
+            },
+            401 | 403 => Assessment {
+                feedback: Feedback::Ok(latency),
+                health: Health::AuthFailed,
+                hint: None,
+            },
+            s if s >= 500 => Assessment {
+                feedback: Feedback::Overloaded,
+                health: Health::Failed,
+                hint: None,
+            },
+            _ => Assessment {
+                feedback: Feedback::Ok(latency),
+                health: Health::Fine,
+                hint: ratelimit_hint(headers),
+            },
+        },
+        Err(e @ ScimError::Token { .. }) if !e.is_transient() => {
+            // The token endpoint refused our credentials: quarantine, like a 401.
+            Assessment {
+                feedback: Feedback::Ok(latency),
+                health: Health::AuthFailed,
+                hint: None,
+            }
+        }
+        Err(ScimError::Decode(_)) | Err(ScimError::Config(_)) => Assessment {
+            feedback: Feedback::Ok(latency),
+            health: Health::Fine,
+            hint: None,
+        },
+        Err(_) => Assessment {
+            feedback: Feedback::Overloaded,
+            health: Health::Failed,
+            hint: None,
+        },
+    }
+}
+
+fn header_u64(headers: &http::HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The wait until `x-ratelimit-reset` (UTC epoch seconds), when the answer carries it.
+pub fn reset_wait(headers: &http::HeaderMap) -> Option<Duration> {
+    let reset = header_u64(headers, "x-ratelimit-reset")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(Duration::from_secs(reset.saturating_sub(now).max(1)))
+}
+
+/// A quota hint from `x-ratelimit-remaining` + `x-ratelimit-reset`.
+pub fn ratelimit_hint(headers: &http::HeaderMap) -> Option<QuotaHint> {
+    let remaining = header_u64(headers, "x-ratelimit-remaining")?;
+    let resets_in = reset_wait(headers)?;
+    Some(QuotaHint {
+        remaining,
+        resets_in,
+    })
+}
+
+/// The default classification of a SCIM client error: transport failures, throttling and 5xx
+/// are transient; 501 means the server cannot do it; anything else is permanent. Providers call
+/// this for the cases their quirks do not cover.
+pub fn classify(err: &scimrelay_scim::ScimError) -> ConvergeError {
+    use scimrelay_scim::ScimError;
+    match err {
+        ScimError::Http {
+            status,
+            scim_type,
+            detail,
+            retry_after,
+            ..
+        } => {
+            let class = match *status {
+                501 => FailureClass::Unsupported,
+                401 | 408 | 412 | 425 | 429 => FailureClass::Retry,
+                s if s >= 500 => FailureClass::Retry,
+                _ => FailureClass::Permanent,
+            };
+            ConvergeError {
+                class,
+                http_status: *status,
+                scim_type: scim_type.clone().unwrap_or_default(),
+                detail: format!(
+                    "HTTP {status}{}",
+                    detail
+                        .as_deref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                ),
+                retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
+            }
+        }
+        other => ConvergeError {
+            class: if matches!(other, ScimError::Decode(_) | ScimError::Config(_)) {
+                FailureClass::Permanent
+            } else {
+                FailureClass::Retry
+            },
+            http_status: 0,
+            scim_type: String::new(),
+            detail: other.to_string(),
+            retry_after_ms: None,
+        },
+    }
+}

@@ -1,0 +1,674 @@
+//! Configuration: the targets file (YAML) shared by ingest and connectors, and the environment.
+//!
+//! Secrets never live in the targets file: a target names the file or the environment variable
+//! that holds its secret, and only the connector that needs it reads it. Every error names the
+//! key that is wrong (`targets[2].base_url: …`), because a bad config must stop a service at
+//! start with one line an operator can act on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default AMQP URL: the local RabbitMQ with the default vhost.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Default number of shard queues per target. Fixed per target: changing it moves subjects
+/// between shards, so drain the queues first.
+pub const DEFAULT_SHARDS: u16 = 8;
+/// Upper bound on shards, so a typo cannot declare thousands of queues.
+pub const MAX_SHARDS: u16 = 256;
+
+/// A configuration error. Its message names the key or variable that is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The YAML does not parse or does not match the schema (the message carries the path).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// serde's message, which names the key.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The dotted key (`targets[1].shards`) or environment variable name.
+        key: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The provider kind of a target; selects the connector service that serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any RFC 7644 SCIM 2.0 server (scim-connector).
+    Scim,
+    /// GitHub Enterprise Managed Users (github-connector).
+    Github,
+    /// AWS IAM Identity Center (aws-connector).
+    Aws,
+    /// Salesforce (salesforce-connector).
+    Salesforce,
+}
+
+impl ProviderKind {
+    /// The name used in routing keys and outcomes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Scim => "scim",
+            ProviderKind::Github => "github",
+            ProviderKind::Aws => "aws",
+            ProviderKind::Salesforce => "salesforce",
+        }
+    }
+}
+
+/// Where a secret lives: a file or an environment variable, never the targets file itself.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of an environment variable holding the secret.
+    pub env: Option<String>,
+    /// Path of a file holding the secret (trailing newline stripped).
+    pub file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only the location is printed, which is not secret.
+        f.debug_struct("SecretRef")
+            .field("env", &self.env)
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+impl SecretRef {
+    fn check(&self, key: &str) -> Result<(), ConfigError> {
+        match (&self.env, &self.file) {
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
+                key,
+                "set either `env` or `file`, not both",
+            )),
+            (None, None) => Err(ConfigError::invalid(
+                key,
+                "set `env` (a variable name) or `file` (a path)",
+            )),
+            (Some(name), None) if name.is_empty() => Err(ConfigError::invalid(
+                format!("{key}.env"),
+                "must not be empty",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the secret's value. The error names `key` and the variable or file, never the value.
+    pub fn load(&self, key: &str) -> Result<String, ConfigError> {
+        if let Some(name) = &self.env {
+            return std::env::var(name).map_err(|_| {
+                ConfigError::invalid(key, format!("environment variable {name} is not set"))
+            });
+        }
+        if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::invalid(
+                    key,
+                    format!("cannot read secret file {}: {e}", path.display()),
+                )
+            })?;
+            return Ok(text.trim_end_matches(['\n', '\r']).to_owned());
+        }
+        Err(ConfigError::invalid(key, "no secret location"))
+    }
+}
+
+/// How a connector authenticates to a target.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// No authentication (local test servers only).
+    None,
+    /// HTTP Basic.
+    Basic {
+        /// The user name (not secret).
+        username: String,
+        /// Where the password lives.
+        password: SecretRef,
+    },
+    /// A static access token sent as `Authorization: Bearer`.
+    Bearer {
+        /// Where the token lives.
+        token: SecretRef,
+    },
+    /// OAuth 2.0 client credentials.
+    OauthClientCredentials {
+        /// The token endpoint URL.
+        token_url: String,
+        /// The client id (not secret).
+        client_id: String,
+        /// Where the client secret lives.
+        client_secret: SecretRef,
+        /// Optional scope.
+        #[serde(default)]
+        scope: Option<String>,
+    },
+    /// OAuth 2.0 JWT bearer (RS256), as Salesforce uses.
+    OauthJwtBearer {
+        /// The token endpoint URL.
+        token_url: String,
+        /// The client id / consumer key (`iss`).
+        client_id: String,
+        /// The user the token acts as (`sub`).
+        subject: String,
+        /// The audience (`aud`), e.g. `https://login.salesforce.com`.
+        audience: String,
+        /// Where the PEM private key lives.
+        private_key: SecretRef,
+    },
+}
+
+/// What a user deletion does at the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletePolicy {
+    /// Deactivate instead of deleting (safe default: reversible everywhere).
+    #[default]
+    Deactivate,
+    /// Send DELETE (permanent at GitHub; opt in per target).
+    Delete,
+}
+
+/// Whether a target's changes are applied or only planned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetMode {
+    /// Send the requests.
+    #[default]
+    Apply,
+    /// Compute the requests and report them; send nothing that changes the target.
+    Plan,
+}
+
+/// Bounds of the adaptive concurrency of a target.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyConfig {
+    /// Lower bound of in-flight requests.
+    #[serde(default = "one")]
+    pub min: u32,
+    /// Upper bound of in-flight requests (also the shard consumers' prefetch).
+    #[serde(default = "default_max_concurrency")]
+    pub max: u32,
+}
+
+impl Default for ConcurrencyConfig {
+    fn default() -> Self {
+        ConcurrencyConfig {
+            min: 1,
+            max: default_max_concurrency(),
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_max_concurrency() -> u32 {
+    16
+}
+
+/// Retry policy of a target.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included, before the message is dead-lettered.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Base of the full-jitter exponential backoff.
+    #[serde(default = "default_base_delay")]
+    pub base_delay_ms: u64,
+    /// Cap of the backoff.
+    #[serde(default = "default_max_delay")]
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: default_attempts(),
+            base_delay_ms: default_base_delay(),
+            max_delay_ms: default_max_delay(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    8
+}
+fn default_base_delay() -> u64 {
+    200
+}
+fn default_max_delay() -> u64 {
+    60_000
+}
+fn default_timeout() -> u64 {
+    30
+}
+fn default_shards() -> u16 {
+    DEFAULT_SHARDS
+}
+
+/// One target: one provider tenant (a GitHub enterprise, an AWS identity store, a Salesforce
+/// org, a SCIM application).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Unique id, used in routing keys, queue names and outcomes (`[a-z0-9-]`).
+    pub id: String,
+    /// Which connector serves it.
+    pub provider: ProviderKind,
+    /// Identity-platform tenants whose events go here when an event names no targets.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// The SCIM base URL (ending before `/Users`).
+    pub base_url: String,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Number of shard queues (subjects are hashed over them).
+    #[serde(default = "default_shards")]
+    pub shards: u16,
+    /// Static request ceiling; absent = the provider's published default.
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<f64>,
+    /// Adaptive concurrency bounds.
+    #[serde(default)]
+    pub concurrency: ConcurrencyConfig,
+    /// Retry policy.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Per-request timeout.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// What a user deletion does.
+    #[serde(default)]
+    pub delete_policy: DeletePolicy,
+    /// Apply or only plan.
+    #[serde(default)]
+    pub mode: TargetMode,
+    /// Provider-specific options (documented by each provider crate).
+    #[serde(default)]
+    pub options: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// The targets file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetsFile {
+    /// Every target of the installation.
+    pub targets: Vec<TargetConfig>,
+}
+
+impl TargetsFile {
+    /// Reads and validates a targets file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            ConfigError::Invalid { key, message } => ConfigError::Invalid {
+                key: format!("{}: {key}", path.display()),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates targets-file YAML.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let file: TargetsFile = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string(),
+        })?;
+        file.validate()?;
+        Ok(file)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            let key = |field: &str| format!("targets[{i}].{field}");
+            if t.id.is_empty()
+                || t.id.len() > 64
+                || !t
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(ConfigError::invalid(
+                    key("id"),
+                    format!("{:?} must be 1–64 characters of a-z, 0-9 and '-'", t.id),
+                ));
+            }
+            if !seen.insert(t.id.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("id"),
+                    format!("{:?} is used twice", t.id),
+                ));
+            }
+            if !(t.base_url.starts_with("http://") || t.base_url.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    key("base_url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if t.shards == 0 || t.shards > MAX_SHARDS {
+                return Err(ConfigError::invalid(
+                    key("shards"),
+                    format!("must be 1..={MAX_SHARDS}"),
+                ));
+            }
+            if let Some(rate) = t.rate_limit_per_sec
+                && !(rate.is_finite() && rate > 0.0)
+            {
+                return Err(ConfigError::invalid(
+                    key("rate_limit_per_sec"),
+                    "must be a positive number",
+                ));
+            }
+            let c = &t.concurrency;
+            if c.min == 0 || c.max < c.min || c.max > 1024 {
+                return Err(ConfigError::invalid(
+                    key("concurrency"),
+                    "needs 1 <= min <= max <= 1024",
+                ));
+            }
+            if t.retry.max_attempts == 0 || t.retry.max_attempts > 100 {
+                return Err(ConfigError::invalid(
+                    key("retry.max_attempts"),
+                    "must be 1..=100",
+                ));
+            }
+            if t.retry.base_delay_ms == 0 || t.retry.max_delay_ms < t.retry.base_delay_ms {
+                return Err(ConfigError::invalid(
+                    key("retry"),
+                    "needs 0 < base_delay_ms <= max_delay_ms",
+                ));
+            }
+            if t.timeout_secs == 0 {
+                return Err(ConfigError::invalid(
+                    key("timeout_secs"),
+                    "must be at least 1",
+                ));
+            }
+            for (j, tenant) in t.tenants.iter().enumerate() {
+                if tenant.is_empty() {
+                    return Err(ConfigError::invalid(
+                        key(&format!("tenants[{j}]")),
+                        "must not be empty",
+                    ));
+                }
+            }
+            match &t.auth {
+                AuthConfig::None => {}
+                AuthConfig::Basic { username, password } => {
+                    if username.is_empty() {
+                        return Err(ConfigError::invalid(
+                            key("auth.username"),
+                            "must not be empty",
+                        ));
+                    }
+                    password.check(&key("auth.password"))?;
+                }
+                AuthConfig::Bearer { token } => token.check(&key("auth.token"))?,
+                AuthConfig::OauthClientCredentials {
+                    token_url,
+                    client_secret,
+                    ..
+                } => {
+                    if !token_url.starts_with("http") {
+                        return Err(ConfigError::invalid(
+                            key("auth.token_url"),
+                            "must be an http(s) URL",
+                        ));
+                    }
+                    client_secret.check(&key("auth.client_secret"))?;
+                }
+                AuthConfig::OauthJwtBearer {
+                    token_url,
+                    private_key,
+                    ..
+                } => {
+                    if !token_url.starts_with("http") {
+                        return Err(ConfigError::invalid(
+                            key("auth.token_url"),
+                            "must be an http(s) URL",
+                        ));
+                    }
+                    private_key.check(&key("auth.private_key"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The target with this id.
+    pub fn target(&self, id: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.id == id)
+    }
+
+    /// Targets subscribed to a platform tenant.
+    pub fn targets_for_tenant<'a>(
+        &'a self,
+        tenant: &'a str,
+    ) -> impl Iterator<Item = &'a TargetConfig> {
+        self.targets
+            .iter()
+            .filter(move |t| t.tenants.iter().any(|x| x == tenant))
+    }
+
+    /// Targets served by one provider kind.
+    pub fn targets_of(&self, provider: ProviderKind) -> impl Iterator<Item = &TargetConfig> {
+        self.targets.iter().filter(move |t| t.provider == provider)
+    }
+}
+
+/// Settings every service reads from the environment (design.md §7).
+#[derive(Debug, Clone)]
+pub struct EnvConfig {
+    /// `SCIMRELAY_AMQP_URL`.
+    pub amqp_url: String,
+    /// `SCIMRELAY_CONFIG`: path of the targets file.
+    pub config_path: Option<PathBuf>,
+}
+
+impl EnvConfig {
+    /// Reads the shared variables, with defaults that run locally.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let amqp_url = env_or("SCIMRELAY_AMQP_URL", DEFAULT_AMQP_URL);
+        if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
+            return Err(ConfigError::invalid(
+                "SCIMRELAY_AMQP_URL",
+                "must start with amqp:// or amqps://",
+            ));
+        }
+        let config_path = std::env::var_os("SCIMRELAY_CONFIG").map(PathBuf::from);
+        Ok(EnvConfig {
+            amqp_url,
+            config_path,
+        })
+    }
+
+    /// Loads the targets file named by `SCIMRELAY_CONFIG` (required by services that route).
+    pub fn targets(&self) -> Result<TargetsFile, ConfigError> {
+        let path = self.config_path.as_ref().ok_or_else(|| {
+            ConfigError::invalid(
+                "SCIMRELAY_CONFIG",
+                "is not set: point it at the targets file (YAML)",
+            )
+        })?;
+        TargetsFile::load(path)
+    }
+}
+
+/// A variable's value, or the default when unset or empty.
+pub fn env_or(name: &str, default: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => default.to_owned(),
+    }
+}
+
+/// Parses a variable with `FromStr`; the error names the variable.
+pub fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .map_err(|e| ConfigError::invalid(name, format!("{v:?} is not valid: {e}"))),
+        _ => Ok(default),
+    }
+}
+
+/// Strips the password from an AMQP URL for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+targets:
+  - id: scim-demo
+    provider: scim
+    tenants: [acme]
+    base_url: http://127.0.0.1:9090/acme/scim/v2
+    auth: { kind: bearer, token: { env: DEMO_TOKEN } }
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let f = TargetsFile::parse(GOOD).expect("valid");
+        let t = &f.targets[0];
+        assert_eq!(t.shards, DEFAULT_SHARDS);
+        assert_eq!(t.delete_policy, DeletePolicy::Deactivate);
+        assert_eq!(t.retry.max_attempts, 8);
+        assert_eq!(f.targets_for_tenant("acme").count(), 1);
+        assert_eq!(f.targets_for_tenant("other").count(), 0);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let bad = GOOD.replace("base_url", "bse_url");
+        let err = TargetsFile::parse(&bad).expect_err("typo").to_string();
+        assert!(err.contains("bse_url"), "{err}");
+        assert!(err.contains("targets[0]"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases = [
+            (GOOD.replace("scim-demo", "Scim Demo"), "targets[0].id"),
+            (
+                GOOD.replace("http://127", "ftp://127"),
+                "targets[0].base_url",
+            ),
+            (
+                GOOD.replace("tenants: [acme]", "tenants: [acme]\n    shards: 0"),
+                "targets[0].shards",
+            ),
+            (
+                GOOD.replace("{ env: DEMO_TOKEN }", "{ }"),
+                "targets[0].auth.token",
+            ),
+            (
+                GOOD.replace(
+                    "tenants: [acme]",
+                    "tenants: [acme]\n    concurrency: { min: 4, max: 2 }",
+                ),
+                "targets[0].concurrency",
+            ),
+        ];
+        for (yaml, key) in cases {
+            let err = TargetsFile::parse(&yaml).expect_err(key).to_string();
+            assert!(err.starts_with(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_ids_are_rejected() {
+        let twice = format!("{GOOD}{}", GOOD.replace("targets:\n", ""));
+        let err = TargetsFile::parse(&twice).expect_err("dup").to_string();
+        assert!(
+            err.contains("targets[1].id") && err.contains("twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secret_ref_debug_and_errors_hold_no_value() {
+        let r = SecretRef {
+            env: Some("SCIMRELAY_TEST_UNSET_VAR".into()),
+            file: None,
+        };
+        let err = r
+            .load("targets[0].auth.token")
+            .expect_err("unset")
+            .to_string();
+        assert!(err.contains("SCIMRELAY_TEST_UNSET_VAR") && err.contains("targets[0].auth.token"));
+        let dir = std::env::temp_dir().join(format!("scimrelay-secret-{}", std::process::id()));
+        std::fs::write(&dir, "s3cr3t-value\n").expect("write temp");
+        let r = SecretRef {
+            env: None,
+            file: Some(dir.clone()),
+        };
+        assert_eq!(r.load("k").expect("readable"), "s3cr3t-value");
+        assert!(!format!("{r:?}").contains("s3cr3t"));
+        let _ = std::fs::remove_file(dir);
+    }
+
+    #[test]
+    fn redacts_amqp_password() {
+        assert_eq!(
+            redact_url("amqp://guest:pw@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://host/"), "amqp://host/");
+    }
+}

@@ -1,0 +1,159 @@
+//! The HTTP API: `POST /v1/events`, `/openapi.json`, `/healthz`, `/readyz`.
+//!
+//! Status codes: 202 accepted (every copy confirmed by the broker), 400 invalid (the body names
+//! the field), 413 body or batch too large, 415 not JSON, 503 broker unavailable.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::{Ingest, IngestError, model};
+
+/// The OpenAPI document of this API (kept in the repository at `crates/ingest/openapi.json`).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Builds the router.
+pub fn router(ingest: Arc<Ingest>, max_body_bytes: usize) -> Router {
+    let ready = {
+        let ingest = ingest.clone();
+        move || {
+            let ready = ingest.broker().ready();
+            async move {
+                if ready {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: not connected to RabbitMQ",
+                    )
+                }
+            }
+        }
+    };
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(ingest)
+}
+
+fn error(status: StatusCode, code: &str, field: Option<&str>, message: &str) -> Response {
+    let mut body = json!({"error": {"code": code, "message": message}});
+    if let Some(f) = field {
+        body["error"]["field"] = json!(f);
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        match &self {
+            IngestError::Invalid(e) => error(
+                StatusCode::BAD_REQUEST,
+                "invalid_argument",
+                Some(&e.field),
+                &self.to_string(),
+            ),
+            IngestError::TooManyEvents { .. } => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_events",
+                Some("events"),
+                &self.to_string(),
+            ),
+            IngestError::Unavailable(_) => {
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    None,
+                    &self.to_string(),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                r
+            }
+        }
+    }
+}
+
+async fn post_events(
+    State(ingest): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                Some("body"),
+                "request body is larger than the configured limit (SCIMRELAY_INGEST_MAX_BODY_BYTES)",
+            );
+        }
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                Some("body"),
+                &rejection.body_text(),
+            );
+        }
+    };
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+        if !ct.starts_with("application/json") {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                Some("Content-Type"),
+                "send application/json",
+            );
+        }
+    }
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                Some("body"),
+                &format!("body is not valid JSON: {e}"),
+            );
+        }
+    };
+    let events = match model::events_from_json(&value) {
+        Ok(ev) => ev,
+        Err(e) => return IngestError::Invalid(e).into_response(),
+    };
+    match ingest.publish(events).await {
+        Ok(accepted) => {
+            let accepted: Vec<_> = accepted
+                .iter()
+                .map(|a| json!({"id": a.id, "targets": a.targets}))
+                .collect();
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({"accepted": accepted})),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            if matches!(e, IngestError::Unavailable(_)) {
+                tracing::warn!(error = %e, "publish failed");
+            }
+            e.into_response()
+        }
+    }
+}

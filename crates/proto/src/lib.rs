@@ -1,0 +1,155 @@
+//! The protobuf contract shared by every scimrelay service, compiled once here.
+//!
+//! Besides the generated types this crate owns the names that appear on the wire outside
+//! protobuf: the event kind strings of the HTTP API (`user.upserted`, …), the result names
+//! used in AMQP routing keys, and the AMQP header names.
+
+/// Generated types and gRPC stubs of `scimrelay.v1`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("scimrelay.v1");
+
+    /// The encoded file descriptor set, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("scimrelay_descriptor");
+}
+
+use v1::{EventKind, Operation, OutcomeResult, SubjectKind};
+
+/// AMQP header carrying the protobuf message type of the body.
+pub const HEADER_MESSAGE_TYPE: &str = "x-scimrelay-type";
+/// AMQP header carrying the schema version of the body.
+pub const HEADER_SCHEMA_VERSION: &str = "x-scimrelay-schema";
+/// The schema version written by this build.
+pub const SCHEMA_VERSION: i64 = 1;
+/// Message type of a [`v1::Delivery`].
+pub const TYPE_DELIVERY: &str = "scimrelay.v1.Delivery";
+/// Message type of a [`v1::TargetReport`].
+pub const TYPE_TARGET_REPORT: &str = "scimrelay.v1.TargetReport";
+/// Message type of a [`v1::Outcome`].
+pub const TYPE_OUTCOME: &str = "scimrelay.v1.Outcome";
+
+impl EventKind {
+    /// The kind as the HTTP API spells it (`user.upserted`).
+    pub fn api_name(self) -> &'static str {
+        match self {
+            EventKind::Unspecified => "unspecified",
+            EventKind::UserUpserted => "user.upserted",
+            EventKind::UserDeactivated => "user.deactivated",
+            EventKind::UserDeleted => "user.deleted",
+            EventKind::GroupUpserted => "group.upserted",
+            EventKind::GroupDeleted => "group.deleted",
+        }
+    }
+
+    /// Parses the HTTP API spelling; `None` for anything else.
+    pub fn from_api_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "user.upserted" => EventKind::UserUpserted,
+            "user.deactivated" => EventKind::UserDeactivated,
+            "user.deleted" => EventKind::UserDeleted,
+            "group.upserted" => EventKind::GroupUpserted,
+            "group.deleted" => EventKind::GroupDeleted,
+            _ => return None,
+        })
+    }
+
+    /// Every kind the API accepts, for error messages.
+    pub const API_NAMES: &'static str =
+        "user.upserted, user.deactivated, user.deleted, group.upserted, group.deleted";
+
+    /// Whether the subject of this kind is a user (else a group).
+    pub fn is_user(self) -> bool {
+        matches!(
+            self,
+            EventKind::UserUpserted | EventKind::UserDeactivated | EventKind::UserDeleted
+        )
+    }
+}
+
+impl OutcomeResult {
+    /// Lower-case name used in routing keys, tables and JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutcomeResult::Unspecified => "unspecified",
+            OutcomeResult::Succeeded => "succeeded",
+            OutcomeResult::Superseded => "superseded",
+            OutcomeResult::Unsupported => "unsupported",
+            OutcomeResult::Failed => "failed",
+            OutcomeResult::DeadLettered => "dead-lettered",
+            OutcomeResult::Planned => "planned",
+        }
+    }
+}
+
+impl Operation {
+    /// Lower-case name used in tables and JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Unspecified => "-",
+            Operation::Created => "created",
+            Operation::Updated => "updated",
+            Operation::Deactivated => "deactivated",
+            Operation::Deleted => "deleted",
+            Operation::Noop => "noop",
+            Operation::Adopted => "adopted",
+        }
+    }
+}
+
+impl SubjectKind {
+    /// Lower-case name used in tables and JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            SubjectKind::Unspecified => "-",
+            SubjectKind::User => "user",
+            SubjectKind::Group => "group",
+        }
+    }
+}
+
+impl v1::IdentityEvent {
+    /// The platform id of the event's subject (user or group).
+    pub fn subject_id(&self) -> &str {
+        if self.kind().is_user() {
+            self.user
+                .as_ref()
+                .map(|u| u.id.as_str())
+                .unwrap_or_default()
+        } else {
+            self.group
+                .as_ref()
+                .map(|g| g.id.as_str())
+                .unwrap_or_default()
+        }
+    }
+
+    /// Whether the subject is a user or a group.
+    pub fn subject_kind(&self) -> SubjectKind {
+        if self.kind().is_user() {
+            SubjectKind::User
+        } else {
+            SubjectKind::Group
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_names_round_trip() {
+        for kind in [
+            EventKind::UserUpserted,
+            EventKind::UserDeactivated,
+            EventKind::UserDeleted,
+            EventKind::GroupUpserted,
+            EventKind::GroupDeleted,
+        ] {
+            assert_eq!(EventKind::from_api_name(kind.api_name()), Some(kind));
+            assert!(EventKind::API_NAMES.contains(kind.api_name()));
+        }
+        assert_eq!(EventKind::from_api_name("user.created"), None);
+    }
+}

@@ -1,0 +1,572 @@
+//! The AWS IAM Identity Center profile (providers.md §2, §4 "AWS IAM Identity Center").
+//!
+//! Base URL: `https://scim.{region}.amazonaws.com/{tenant_id}/scim/v2` (console: Settings →
+//! Identity source → Manage provisioning). Auth: the console's SCIM access token (bearer).
+//!
+//! What this profile does differently from the generic one, and why:
+//! - **Payload** ([`mapping`]): exactly one primary email, no `display` sub-attribute, names
+//!   required (a user without familyName is a permanent failure naming the field).
+//! - **User updates**: PATCH with an explicit single-attribute path per operation, never a
+//!   path-less replace of several attributes, userName/active at most once, never removed.
+//! - **Group membership** is never read back: GET /Groups returns no members (§4 AWS 1), so the
+//!   profile diffs the desired members against the member set **it last applied** to the group
+//!   ([`Aws`] keeps it per target and group, next to the ledger's remote id). It never GETs a
+//!   group. Changes go in PATCH add/remove chunks of at most [`MAX_MEMBER_CHANGES`]; never
+//!   `replace members` or a remove-all; no PUT on groups. A group is created with at most 100
+//!   members and the rest PATCHed. When the applied set is unknown (a restart, an adopted group)
+//!   it is learned once with the documented `GET /Users?filter=groups.value eq "<group>"`.
+//! - **Lookups** page with `cursor`/`nextCursor` (never `startIndex`; a short page is not the
+//!   end).
+//! - **409 on create** (body with the singular `schema` key, no scimType: keyed on the status)
+//!   → look up by externalId, then userName (groups: externalId, then displayName) and adopt.
+//! - **429 without Retry-After** → the target pauses and backs off (the runtime's limits).
+//! - **Limits**: no published SCIM rate; a ceiling of [`DEFAULT_RATE_PER_SEC`] by default.
+
+pub mod mapping;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+use scimrelay_connector::{
+    ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults, classify,
+};
+use scimrelay_core::config::DeletePolicy;
+use scimrelay_proto::v1::{EventKind, Operation};
+use scimrelay_provider_scim::kit::{self, MemberChange, id_of, send};
+use scimrelay_scim::{PatchBuilder, ScimRequest, filter_eq, member_values, path_segment};
+
+/// Most membership changes AWS accepts in one PATCH (and members in one POST /Groups).
+pub const MAX_MEMBER_CHANGES: usize = 100;
+/// Page size of cursor lists (AWS: 1–100).
+pub const PAGE_SIZE: u64 = 100;
+/// Most pages one lookup follows before giving up (a million objects).
+pub const MAX_PAGES: usize = 10_000;
+/// Client-side ceiling: AWS publishes no SCIM rate; 5–10 requests/s is the usual advice.
+pub const DEFAULT_RATE_PER_SEC: f64 = 10.0;
+
+/// What this profile last applied to a group at AWS (AWS cannot tell: GET returns no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedGroup {
+    /// AWS's group id.
+    pub id: String,
+    /// The displayName last applied.
+    pub display_name: String,
+    /// AWS user ids of the members last applied.
+    pub members: BTreeSet<String>,
+}
+
+/// The AWS IAM Identity Center profile.
+#[derive(Debug, Default)]
+pub struct Aws {
+    /// Applied group state per (target id, group subject id).
+    groups: Mutex<HashMap<(String, String), AppliedGroup>>,
+}
+
+impl Aws {
+    /// A profile with no applied state (learned from AWS on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn applied(&self, target: &str, group: &str) -> Option<AppliedGroup> {
+        self.groups
+            .lock()
+            .ok()?
+            .get(&(target.to_owned(), group.to_owned()))
+            .cloned()
+    }
+
+    fn store(&self, target: &str, group: &str, state: Option<AppliedGroup>) {
+        if let Ok(mut m) = self.groups.lock() {
+            let key = (target.to_owned(), group.to_owned());
+            match state {
+                Some(s) => {
+                    m.insert(key, s);
+                }
+                None => {
+                    m.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+impl Provider for Aws {
+    fn defaults(&self) -> ProviderDefaults {
+        ProviderDefaults {
+            rate_limit_per_sec: Some(DEFAULT_RATE_PER_SEC),
+        }
+    }
+
+    fn converge<'a>(
+        &'a self,
+        input: ConvergeInput<'a>,
+    ) -> BoxFuture<'a, Result<Converged, ConvergeError>> {
+        Box::pin(async move {
+            match input.event.kind() {
+                EventKind::UserUpserted => upsert_user(&input).await,
+                EventKind::UserDeactivated => deactivate_user(&input).await,
+                EventKind::UserDeleted => match input.target.delete_policy {
+                    DeletePolicy::Deactivate => deactivate_user(&input).await.map(|c| {
+                        c.with_detail(
+                            "delete_policy is deactivate: the user was deactivated, not deleted",
+                        )
+                    }),
+                    DeletePolicy::Delete => delete_user(&input).await,
+                },
+                EventKind::GroupUpserted => self.upsert_group(&input).await,
+                EventKind::GroupDeleted => self.delete_group(&input).await,
+                EventKind::Unspecified => Err(ConvergeError::new(
+                    FailureClass::Permanent,
+                    "event has no kind",
+                )),
+            }
+        })
+    }
+}
+
+/// Every object of a cursor-paged list matching `filter`, stopping early once `stop` holds.
+async fn list(
+    input: &ConvergeInput<'_>,
+    endpoint: &str,
+    filter: &str,
+    stop: impl Fn(&[Value]) -> bool,
+) -> Result<Vec<Value>, ConvergeError> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..MAX_PAGES {
+        let req = ScimRequest::get(format!("/{endpoint}"))
+            .with_query("filter", filter)
+            .with_query("count", PAGE_SIZE.to_string())
+            .with_query("cursor", cursor.clone());
+        let resp = send(input.exec, req).await?;
+        out.extend(kit::resources(&resp));
+        if stop(&out) {
+            return Ok(out);
+        }
+        let next = resp
+            .body
+            .as_ref()
+            .and_then(|b| b.get("nextCursor"))
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty() && *c != cursor)
+            .map(str::to_owned);
+        match next {
+            Some(c) => cursor = c,
+            None => return Ok(out),
+        }
+    }
+    Err(ConvergeError::new(
+        FailureClass::Retry,
+        format!("listing {endpoint} did not end after {MAX_PAGES} pages"),
+    ))
+}
+
+/// The first object with `attr eq value` (cursor paging: a short page is not the end).
+async fn find(
+    input: &ConvergeInput<'_>,
+    endpoint: &str,
+    attr: &str,
+    value: &str,
+) -> Result<Option<Value>, ConvergeError> {
+    Ok(list(input, endpoint, &filter_eq(attr, value), |found| {
+        !found.is_empty()
+    })
+    .await?
+    .into_iter()
+    .next())
+}
+
+/// The user: by the ledger's id, else by externalId.
+async fn current_user(input: &ConvergeInput<'_>) -> Result<Option<Value>, ConvergeError> {
+    if let Some(id) = kit::known_remote_id(input)
+        && let Some((u, _)) = kit::get_by_id(input.exec, "Users", &id).await?
+    {
+        return Ok(Some(u));
+    }
+    find(input, "Users", "externalId", input.event.subject_id()).await
+}
+
+async fn upsert_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
+    let user = kit::user_of(input)?;
+    let desired = mapping::user_resource(user, user.active)?;
+    if let Some(existing) = current_user(input).await? {
+        return update_user(input, &existing, &desired, Operation::Updated).await;
+    }
+    create_user(
+        input,
+        &desired,
+        &[("externalId", &user.id), ("userName", &user.user_name)],
+    )
+    .await
+}
+
+async fn create_user(
+    input: &ConvergeInput<'_>,
+    desired: &Value,
+    lookups: &[(&str, &str)],
+) -> Result<Converged, ConvergeError> {
+    match input
+        .exec
+        .send(ScimRequest::post("/Users", desired.clone()))
+        .await
+    {
+        Ok(resp) => Ok(Converged::new(
+            Operation::Created,
+            resp.body.as_ref().and_then(id_of).unwrap_or_default(),
+        )),
+        Err(e) if kit::is_conflict(&e) => {
+            for (attr, value) in lookups {
+                if let Some(existing) = find(input, "Users", attr, value).await? {
+                    let done = update_user(input, &existing, desired, Operation::Adopted).await?;
+                    return Ok(
+                        Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
+                            "409 on create: adopted the existing user found by {attr}"
+                        )),
+                    );
+                }
+            }
+            Err(ConvergeError {
+                detail: "409 on create but no user found by externalId or userName (the e-mail may belong to another user: AWS keeps e-mails unique)".into(),
+                ..classify(&e)
+            })
+        }
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+async fn update_user(
+    input: &ConvergeInput<'_>,
+    existing: &Value,
+    desired: &Value,
+    op: Operation,
+) -> Result<Converged, ConvergeError> {
+    let id = id_of(existing)
+        .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote user has no id"))?;
+    let patch = mapping::user_patch(desired, existing);
+    if patch.is_empty() {
+        return Ok(Converged::new(
+            if op == Operation::Adopted {
+                op
+            } else {
+                Operation::Noop
+            },
+            id,
+        )
+        .with_detail("remote user already matches the desired state"));
+    }
+    match input
+        .exec
+        .send(ScimRequest::patch(
+            format!("/Users/{}", path_segment(&id)),
+            patch.build(),
+        ))
+        .await
+    {
+        Ok(_) => Ok(Converged::new(op, id)),
+        Err(e) if e.status() == Some(404) => {
+            let resp = send(input.exec, ScimRequest::post("/Users", desired.clone())).await?;
+            Ok(Converged::new(
+                Operation::Created,
+                resp.body.as_ref().and_then(id_of).unwrap_or_default(),
+            )
+            .with_detail("the remote user had been deleted; created again"))
+        }
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+async fn deactivate_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
+    let Some(existing) = current_user(input).await? else {
+        return Ok(Converged::new(Operation::Noop, "")
+            .with_detail("user not present at AWS; nothing to deactivate"));
+    };
+    let id = id_of(&existing).unwrap_or_default();
+    if existing.get("active") == Some(&json!(false)) {
+        return Ok(Converged::new(Operation::Noop, id).with_detail("already inactive"));
+    }
+    let body = PatchBuilder::new()
+        .replace(Some("active"), json!(false))
+        .build();
+    match input
+        .exec
+        .send(ScimRequest::patch(
+            format!("/Users/{}", path_segment(&id)),
+            body,
+        ))
+        .await
+    {
+        Ok(_) => Ok(Converged::new(Operation::Deactivated, id)),
+        Err(e) if e.status() == Some(404) => {
+            Ok(Converged::new(Operation::Noop, "")
+                .with_detail("user disappeared before deactivation"))
+        }
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+async fn delete_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
+    let Some(existing) = current_user(input).await? else {
+        return Ok(Converged::new(Operation::Noop, "")
+            .with_detail("not present at AWS; nothing to delete"));
+    };
+    let id = id_of(&existing).unwrap_or_default();
+    match input
+        .exec
+        .send(ScimRequest::delete(format!("/Users/{}", path_segment(&id))))
+        .await
+    {
+        Ok(_) => Ok(Converged::new(Operation::Deleted, "")),
+        Err(e) if e.status() == Some(404) => {
+            Ok(Converged::new(Operation::Noop, "").with_detail("already deleted"))
+        }
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+/// One AWS membership PATCH: explicit member values, `remove` then `add`, never `replace`.
+pub fn member_patch(changes: &[MemberChange], rename: Option<&str>) -> Value {
+    let remove: Vec<&str> = changes
+        .iter()
+        .filter_map(|c| match c {
+            MemberChange::Remove(id) => Some(id.as_str()),
+            MemberChange::Add(_) => None,
+        })
+        .collect();
+    let add: Vec<&str> = changes
+        .iter()
+        .filter_map(|c| match c {
+            MemberChange::Add(id) => Some(id.as_str()),
+            MemberChange::Remove(_) => None,
+        })
+        .collect();
+    let mut p = PatchBuilder::new();
+    if let Some(name) = rename {
+        p = p.replace(Some("displayName"), json!(name));
+    }
+    if !remove.is_empty() {
+        p = p.remove("members", Some(member_values(remove)));
+    }
+    if !add.is_empty() {
+        p = p.add(Some("members"), member_values(add));
+    }
+    p.build()
+}
+
+impl Aws {
+    /// The group's id and applied state: remembered, else found by externalId with its members
+    /// learned through the `groups.value` user filter (never a GET of the group).
+    async fn known_group(
+        &self,
+        input: &ConvergeInput<'_>,
+        attr: &str,
+        value: &str,
+    ) -> Result<Option<AppliedGroup>, ConvergeError> {
+        let subject = input.event.subject_id();
+        if let Some(state) = self.applied(&input.target.id, subject) {
+            return Ok(Some(state));
+        }
+        let Some(found) = find(input, "Groups", attr, value).await? else {
+            return Ok(None);
+        };
+        let id = id_of(&found).unwrap_or_default();
+        let members = list(input, "Users", &filter_eq("groups.value", &id), |_| false)
+            .await?
+            .iter()
+            .filter_map(id_of)
+            .collect();
+        Ok(Some(AppliedGroup {
+            id,
+            display_name: found
+                .get("displayName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            members,
+        }))
+    }
+
+    async fn upsert_group(&self, input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
+        let group = kit::group_of(input)?;
+        let (ids, unknown) = kit::members_from_ledger(input)?;
+        let mut looked_up = Vec::with_capacity(unknown.len());
+        for member in unknown {
+            let found = find(input, "Users", "externalId", &member)
+                .await?
+                .and_then(|u| id_of(&u));
+            looked_up.push((member, found));
+        }
+        let desired: BTreeSet<String> = kit::finish_members(input, ids, looked_up)?
+            .into_iter()
+            .collect();
+        let plan = input.exec.is_plan();
+        let (mut state, mut op) = match self.known_group(input, "externalId", &group.id).await? {
+            Some(s) => (s, Operation::Updated),
+            None => {
+                let first: Vec<&String> = desired.iter().take(MAX_MEMBER_CHANGES).collect();
+                let body = json!({
+                    "schemas": [scimrelay_provider_scim::mapping::GROUP_SCHEMA],
+                    "externalId": group.id,
+                    "displayName": group.display_name,
+                    "members": first.iter().map(|id| json!({"value": id})).collect::<Vec<_>>(),
+                });
+                match input.exec.send(ScimRequest::post("/Groups", body)).await {
+                    Ok(resp) => (
+                        AppliedGroup {
+                            id: resp.body.as_ref().and_then(id_of).unwrap_or_default(),
+                            display_name: group.display_name.clone(),
+                            members: first.into_iter().cloned().collect(),
+                        },
+                        Operation::Created,
+                    ),
+                    Err(e) if kit::is_conflict(&e) => {
+                        let mut adopted = None;
+                        for (attr, value) in [
+                            ("externalId", &group.id),
+                            ("displayName", &group.display_name),
+                        ] {
+                            if let Some(s) = self.known_group(input, attr, value).await? {
+                                adopted = Some(s);
+                                break;
+                            }
+                        }
+                        let s = adopted.ok_or_else(|| ConvergeError {
+                            detail: "409 on group create but no group found by externalId or displayName".into(),
+                            ..classify(&e)
+                        })?;
+                        (s, Operation::Adopted)
+                    }
+                    Err(e) => return Err(classify(&e)),
+                }
+            }
+        };
+        if !plan {
+            self.store(&input.target.id, &group.id, Some(state.clone()));
+        }
+        let path = format!("/Groups/{}", path_segment(&state.id));
+        let changes = kit::member_diff(&state.members, &desired);
+        let mut rename =
+            (state.display_name != group.display_name).then_some(group.display_name.as_str());
+        let mut sent = 0;
+        let result: Result<(), scimrelay_scim::ScimError> = async {
+            if changes.is_empty()
+                && let Some(name) = rename.take()
+            {
+                input
+                    .exec
+                    .send(ScimRequest::patch(&path, member_patch(&[], Some(name))))
+                    .await?;
+                state.display_name = name.to_owned();
+                sent += 1;
+            }
+            for part in changes.chunks(MAX_MEMBER_CHANGES) {
+                input
+                    .exec
+                    .send(ScimRequest::patch(&path, member_patch(part, rename.take())))
+                    .await?;
+                state.display_name = group.display_name.clone();
+                for c in part {
+                    match c {
+                        MemberChange::Add(id) => state.members.insert(id.clone()),
+                        MemberChange::Remove(id) => state.members.remove(id),
+                    };
+                }
+                sent += 1;
+                if !plan {
+                    self.store(&input.target.id, &group.id, Some(state.clone()));
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {}
+            Err(e) if e.status() == Some(404) => {
+                // Deleted underneath us: forget it; the retry creates it again.
+                self.store(&input.target.id, &group.id, None);
+                input.ledger.learn_remote_id(&group.id, "");
+                return Err(ConvergeError::new(
+                    FailureClass::Retry,
+                    "the group no longer exists at AWS; it will be created again",
+                ));
+            }
+            Err(e) => return Err(classify(&e)),
+        }
+        if sent == 0 && op == Operation::Updated {
+            op = Operation::Noop;
+        }
+        Ok(Converged::new(op, state.id).with_detail(format!(
+            "{} member change(s) in {sent} PATCH request(s)",
+            changes.len()
+        )))
+    }
+
+    async fn delete_group(&self, input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
+        let subject = input.event.subject_id();
+        let id = match kit::known_remote_id(input)
+            .or_else(|| self.applied(&input.target.id, subject).map(|s| s.id))
+        {
+            Some(id) => id,
+            None => match find(input, "Groups", "externalId", subject).await? {
+                Some(g) => id_of(&g).unwrap_or_default(),
+                None => {
+                    return Ok(Converged::new(Operation::Noop, "")
+                        .with_detail("not present at AWS; nothing to delete"));
+                }
+            },
+        };
+        let result = input
+            .exec
+            .send(ScimRequest::delete(format!(
+                "/Groups/{}",
+                path_segment(&id)
+            )))
+            .await;
+        if !input.exec.is_plan() {
+            self.store(&input.target.id, subject, None);
+        }
+        match result {
+            Ok(_) => Ok(Converged::new(Operation::Deleted, "")),
+            Err(e) if e.status() == Some(404) => {
+                Ok(Converged::new(Operation::Noop, "").with_detail("already deleted"))
+            }
+            Err(e) => Err(classify(&e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_patch_never_replaces() {
+        let changes = vec![
+            MemberChange::Remove("a".into()),
+            MemberChange::Add("b".into()),
+        ];
+        let body = member_patch(&changes, Some("New"));
+        assert_eq!(
+            body["Operations"],
+            json!([
+                {"op": "replace", "path": "displayName", "value": "New"},
+                {"op": "remove", "path": "members", "value": [{"value": "a"}]},
+                {"op": "add", "path": "members", "value": [{"value": "b"}]}
+            ])
+        );
+    }
+
+    #[test]
+    fn diffs_chunk_to_at_most_100() {
+        let cur: BTreeSet<String> = (0..60).map(|i| format!("u{i:03}")).collect();
+        let want: BTreeSet<String> = (30..150).map(|i| format!("u{i:03}")).collect();
+        let changes = kit::member_diff(&cur, &want);
+        assert_eq!(changes.len(), 30 + 90);
+        let chunks: Vec<_> = changes.chunks(MAX_MEMBER_CHANGES).collect();
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks.iter().all(|c| c.len() <= MAX_MEMBER_CHANGES));
+    }
+}

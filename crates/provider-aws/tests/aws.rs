@@ -1,0 +1,315 @@
+//! The AWS IAM Identity Center profile against the in-process simulator's aws mode: every
+//! matrix cell and each quirk of providers.md §4 "AWS IAM Identity Center".
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use scimrelay_connector::{FailureClass, Provider};
+use scimrelay_proto::v1::{EventKind, Operation};
+use scimrelay_provider_aws::Aws;
+use scimrelay_provider_scim::testkit::{Harness, events};
+use scimrelay_scim::{Auth, Secret};
+
+const TOKEN: &str = "aws-scim-token";
+
+async fn sim(extra: &str) -> String {
+    let yaml = format!(
+        "tenants: [{{id: acme, mode: aws, auth: {{kind: bearer, token: {TOKEN}}}{extra}}}]"
+    );
+    let config = scimrelay_sim::SimConfig::from_yaml_str(&yaml).expect("sim config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(scimrelay_sim::serve(
+        config,
+        listener,
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+async fn admin(origin: &str, what: &str) -> Value {
+    reqwest::get(format!("{origin}/_admin/tenants/acme/{what}"))
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("admin json")
+}
+
+async fn reset_stats(origin: &str) -> Value {
+    admin(origin, "stats").await
+}
+
+fn count(stats: &Value, method: &str, path: &str) -> u64 {
+    stats["requests"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| {
+                    r["method"] == method && r["path"].as_str().is_some_and(|p| p.ends_with(path))
+                })
+                .map(|r| r["count"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn harness_with(origin: &str, provider: Arc<dyn Provider>, extra: &str) -> Harness {
+    Harness::new(
+        provider,
+        &format!(
+            "targets:\n  - id: aws\n    provider: aws\n    base_url: \"{origin}/acme/scim/v2\"\n    auth: {{kind: none}}\n    rate_limit_per_sec: 2000\n{extra}"
+        ),
+        Auth::Bearer(Secret::new(TOKEN.to_string())),
+    )
+}
+
+fn harness(origin: &str, extra: &str) -> Harness {
+    harness_with(origin, Arc::new(Aws::new()), extra)
+}
+
+async fn members_of(origin: &str, external_id: &str) -> Vec<String> {
+    let groups = admin(origin, "groups").await;
+    let users = admin(origin, "users").await;
+    let g = groups
+        .as_array()
+        .and_then(|a| a.iter().find(|g| g["externalId"] == external_id))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut out: Vec<String> = g["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|x| x["value"].as_str())
+                .filter_map(|id| {
+                    users.as_array()?.iter().find(|u| u["id"] == id)?["externalId"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn user_cells_with_single_attribute_patches() {
+    let origin = sim("").await;
+    let h = harness(&origin, "    delete_policy: delete\n");
+    let mut u = events::user("u1");
+    u.title = "Engineer".into();
+    u.department = "R&D".into();
+    assert_eq!(
+        h.ok(&events::upsert(u.clone(), 1)).await.operation,
+        Operation::Created
+    );
+    // Several attributes at once, userName included: the sim refuses a path-less multi-attribute
+    // replace and repeated userName/active operations, so success proves explicit paths.
+    u.given_name = "Renamed".into();
+    u.user_name = "u1-renamed@example.com".into();
+    u.title.clear();
+    u.department = "Ops".into();
+    assert_eq!(
+        h.ok(&events::upsert(u.clone(), 2)).await.operation,
+        Operation::Updated
+    );
+    let users = admin(&origin, "users").await;
+    assert_eq!(users[0]["name"]["givenName"], "Renamed");
+    assert_eq!(users[0]["userName"], "u1-renamed@example.com");
+    assert!(
+        users[0].get("title").is_none(),
+        "title removed: {}",
+        users[0]
+    );
+    assert_eq!(
+        h.ok(&events::user_event("u1", EventKind::UserDeactivated, 3))
+            .await
+            .operation,
+        Operation::Deactivated
+    );
+    assert_eq!(admin(&origin, "users").await[0]["active"], false);
+    assert_eq!(
+        h.ok(&events::user_event("u1", EventKind::UserDeleted, 4))
+            .await
+            .operation,
+        Operation::Deleted
+    );
+    assert_eq!(
+        admin(&origin, "users").await.as_array().map(Vec::len),
+        Some(0)
+    );
+    let s = admin(&origin, "stats").await;
+    assert_eq!(count(&s, "PUT", "Users/{id}"), 0, "{s}");
+    assert_eq!(
+        s["by_status"]["400"].as_u64().unwrap_or(0),
+        0,
+        "no 400: {s}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_without_family_name_fails_permanently_before_any_request() {
+    let origin = sim("").await;
+    let h = harness(&origin, "");
+    let mut u = events::user("u2");
+    u.family_name.clear();
+    let run = h.run(&events::upsert(u, 1)).await;
+    let err = run.result.expect_err("no family name");
+    assert_eq!(err.class, FailureClass::Permanent);
+    assert!(err.detail.contains("familyName"), "{err}");
+    assert_eq!(run.stats.requests, 0);
+}
+
+#[tokio::test]
+async fn a_150_member_group_takes_two_patches_and_shrinks_without_reading_members() {
+    let origin = sim("").await;
+    let h = harness(&origin, "");
+    let ids: Vec<String> = (0..150).map(|i| format!("m{i:03}")).collect();
+    for id in &ids {
+        h.ok(&events::upsert(events::user(id), 1)).await;
+    }
+    let before = reset_stats(&origin).await;
+    let c = h.ok(&events::group("g1", "Eng", &ids[0..10], 1)).await;
+    assert_eq!(c.operation, Operation::Created);
+    let grown = h.ok(&events::group("g1", "Eng", &ids, 2)).await;
+    assert_eq!(grown.operation, Operation::Updated);
+    let s = admin(&origin, "stats").await;
+    assert_eq!(
+        count(&s, "PATCH", "Groups/{id}") - count(&before, "PATCH", "Groups/{id}"),
+        2,
+        "140 additions in two PATCH requests (100 + 40): {s}"
+    );
+    assert_eq!(members_of(&origin, "g1").await.len(), 150);
+    // Shrink to 50: 100 removals, one PATCH, and the members are right although AWS never shows them.
+    let shrunk = h.ok(&events::group("g1", "Eng", &ids[100..150], 3)).await;
+    assert_eq!(shrunk.operation, Operation::Updated);
+    let mut want = ids[100..150].to_vec();
+    want.sort();
+    assert_eq!(members_of(&origin, "g1").await, want);
+    let s = admin(&origin, "stats").await;
+    assert_eq!(
+        count(&s, "PATCH", "Groups/{id}") - count(&before, "PATCH", "Groups/{id}"),
+        3,
+        "{s}"
+    );
+    assert_eq!(
+        count(&s, "GET", "Groups/{id}"),
+        0,
+        "never a GET of the group's members: {s}"
+    );
+    assert_eq!(count(&s, "PUT", "Groups/{id}"), 0, "{s}");
+    assert_eq!(
+        s["by_status"]["400"].as_u64().unwrap_or(0),
+        0,
+        "no chunk over 100: {s}"
+    );
+    // Created with 150 at once: POST with 100, PATCH with 50.
+    let before = admin(&origin, "stats").await;
+    assert_eq!(
+        h.ok(&events::group("g2", "Big", &ids, 1)).await.operation,
+        Operation::Created
+    );
+    let s = admin(&origin, "stats").await;
+    assert_eq!(
+        count(&s, "PATCH", "Groups/{id}") - count(&before, "PATCH", "Groups/{id}"),
+        1
+    );
+    assert_eq!(members_of(&origin, "g2").await.len(), 150);
+    assert_eq!(
+        h.ok(&events::group_deleted("g2", 2)).await.operation,
+        Operation::Deleted
+    );
+    assert!(members_of(&origin, "g2").await.is_empty());
+}
+
+#[tokio::test]
+async fn after_a_restart_membership_is_learned_by_filter_not_by_get() {
+    let origin = sim("").await;
+    let ids: Vec<String> = (0..6).map(|i| format!("r{i}")).collect();
+    let first = harness(&origin, "");
+    for id in &ids {
+        first.ok(&events::upsert(events::user(id), 1)).await;
+    }
+    first.ok(&events::group("g", "Team", &ids[0..4], 1)).await;
+    // A new process: empty ledger, no applied member set.
+    let second = harness(&origin, "");
+    let done = second
+        .ok(&events::group("g", "Team renamed", &ids[2..6], 2))
+        .await;
+    assert_eq!(done.operation, Operation::Updated, "{done:?}");
+    let mut want = ids[2..6].to_vec();
+    want.sort();
+    assert_eq!(members_of(&origin, "g").await, want);
+    let s = admin(&origin, "stats").await;
+    assert_eq!(count(&s, "GET", "Groups/{id}"), 0, "{s}");
+    assert_eq!(
+        s["by_status"]["409"].as_u64().unwrap_or(0),
+        0,
+        "found by externalId, not created twice"
+    );
+}
+
+#[tokio::test]
+async fn a_409_on_create_adopts_by_user_name() {
+    let origin = sim("").await;
+    harness(&origin, "")
+        .ok(&events::upsert(events::user("u5"), 1))
+        .await;
+    let mut again = events::user("u5");
+    again.id = "u5-platform".into();
+    let done = harness(&origin, "").ok(&events::upsert(again, 1)).await;
+    assert_eq!(done.operation, Operation::Adopted, "{done:?}");
+    let users = admin(&origin, "users").await;
+    assert_eq!(users.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        users[0]["externalId"], "u5-platform",
+        "linked to the platform id"
+    );
+}
+
+#[tokio::test]
+async fn throttling_without_retry_after_backs_off_and_succeeds() {
+    let origin = sim(", faults: {rate_limit: {per_sec: 3, burst: 1}}").await;
+    let h = harness(&origin, "");
+    for i in 0..5 {
+        h.ok(&events::upsert(events::user(&format!("t{i}")), 1))
+            .await;
+    }
+    let s = admin(&origin, "stats").await;
+    assert!(s["throttled"].as_u64().unwrap_or(0) >= 1, "{s}");
+    assert_eq!(
+        admin(&origin, "users").await.as_array().map(Vec::len),
+        Some(5)
+    );
+}
+
+#[tokio::test]
+async fn plan_mode_reports_the_chunked_requests_and_sends_no_write() {
+    let origin = sim("").await;
+    let apply = harness(&origin, "");
+    let ids: Vec<String> = (0..150).map(|i| format!("p{i:03}")).collect();
+    for id in &ids {
+        apply.ok(&events::upsert(events::user(id), 1)).await;
+    }
+    let plan = harness(&origin, "    mode: plan\n");
+    let run = plan.run(&events::group("pg", "Planned", &ids, 1)).await;
+    assert!(run.result.is_ok(), "{run:?}");
+    let methods: Vec<&str> = run.planned.iter().map(|p| p.method.as_str()).collect();
+    assert_eq!(
+        methods,
+        ["POST", "PATCH"],
+        "create with 100, PATCH the other 50"
+    );
+    assert!(
+        !run.planned[1].body.contains("@example.com"),
+        "bodies are masked"
+    );
+    assert_eq!(
+        admin(&origin, "groups").await.as_array().map(Vec::len),
+        Some(0)
+    );
+}

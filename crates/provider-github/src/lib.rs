@@ -1,0 +1,686 @@
+//! The GitHub Enterprise Managed Users profile (providers.md §1, §4 "GitHub EMU").
+//!
+//! Base URL: `https://api.github.com/scim/v2/enterprises/{enterprise}` (GHE.com: the
+//! enterprise's API host; GHES: `https://HOST/api/v3/scim/v2`). Auth: a classic PAT of the setup
+//! user with `scim:enterprise`, as a static bearer token.
+//!
+//! What this profile does differently from the generic one, and why:
+//! - **Payload**: every attribute GitHub requires, core schema only ([`mapping`]); a user
+//!   lacking one is a permanent failure naming it, not a 400 per retry.
+//! - **Login normalisation**: the login GitHub derives from the userName is computed before any
+//!   request (`options.shortcode`); an empty or too long login fails permanently naming the
+//!   login. A 409 on create that no externalId/userName lookup explains is a normalisation clash
+//!   with another user, also permanent.
+//! - **Updates**: PATCH `replace` of whole attributes, never filtered paths (documented as
+//!   ineffective). **Deactivate**: PATCH `{"op":"replace","value":{"active":false}}`.
+//! - **Delete**: DELETE is a hard, irreversible deprovision at GitHub, so it is sent only with
+//!   `delete_policy: delete`; otherwise user.deleted deactivates.
+//! - **Groups**: members referenced by the GitHub SCIM user id (ledger, else an `externalId eq`
+//!   lookup); membership changes are PATCH add/remove diffs, never PUT (a PUT without the full
+//!   member list wipes the group).
+//! - **Throttling**: 403 *or* 429 with `x-ratelimit-remaining: 0` or `retry-after` (or a
+//!   rate-limit message) pauses the target — it is not an authentication failure — for
+//!   retry-after, else until `x-ratelimit-reset`, else at least 60 s (GH-RL).
+//! - **Limits**: a ceiling of 5,000 requests/hour (≈1.39/s) by default, and a separate governor
+//!   of 1,000 user creations per hour per target (GH-SCIMRL; `options.user_creates_per_hour`).
+//!
+//! Options (`targets[].options`): `shortcode` (the enterprise short code, enables the login
+//! length check), `max_login_len` (default 39; 30 on GHE.com), `user_creates_per_hour`
+//! (default 1000).
+
+pub mod mapping;
+
+use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::{Value, json};
+
+use scimrelay_connector::breaker::Health;
+use scimrelay_connector::limits::Feedback;
+use scimrelay_connector::{
+    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults,
+    classify, default_assess, provider::reset_wait,
+};
+use scimrelay_core::config::DeletePolicy;
+use scimrelay_proto::v1::{EventKind, Operation};
+use scimrelay_provider_scim::kit::{self, MemberChange, id_of};
+use scimrelay_provider_scim::mapping::differs;
+use scimrelay_scim::{
+    PatchBuilder, ScimError, ScimRequest, ScimResponse, member_values, path_segment,
+};
+
+/// GitHub's primary REST budget for a PAT: 5,000 requests per hour.
+pub const REQUESTS_PER_HOUR: f64 = 5_000.0;
+/// GitHub's SCIM guidance: at most 1,000 users provisioned per hour.
+pub const DEFAULT_USER_CREATES_PER_HOUR: u64 = 1_000;
+/// Wait after a throttling answer that names no wait (GH-RL: "at least one minute").
+pub const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
+/// Most member changes sent in one group PATCH (GitHub documents no maximum; 100 keeps each
+/// request small and under the secondary limits).
+pub const MEMBER_CHUNK: usize = 100;
+
+/// The GitHub EMU profile.
+#[derive(Default)]
+pub struct Github {
+    /// The user-creation governor of each target (POST /Users only).
+    creates: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
+}
+
+impl std::fmt::Debug for Github {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Github").finish_non_exhaustive()
+    }
+}
+
+impl Github {
+    /// A profile with no governor yet (one is made per target on its first creation).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn creation_governor(
+        &self,
+        input: &ConvergeInput<'_>,
+    ) -> Result<Arc<DefaultDirectRateLimiter>, ConvergeError> {
+        let per_hour = kit::opt_u64(
+            input.target,
+            "user_creates_per_hour",
+            DEFAULT_USER_CREATES_PER_HOUR,
+        )?;
+        let n = NonZeroU32::new(u32::try_from(per_hour).unwrap_or(u32::MAX)).ok_or_else(|| {
+            ConvergeError::new(
+                FailureClass::Permanent,
+                format!(
+                    "targets file: target {} options.user_creates_per_hour must be at least 1",
+                    input.target.id
+                ),
+            )
+        })?;
+        let mut map = self
+            .creates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(map
+            .entry(input.target.id.clone())
+            .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_hour(n))))
+            .clone())
+    }
+}
+
+/// Whether an answer is GitHub throttling (primary or secondary rate limit, or the SCIM
+/// user-creation budget) rather than a permission problem, and how long to wait.
+pub fn throttle_wait(
+    status: u16,
+    headers: &http::HeaderMap,
+    detail: Option<&str>,
+) -> Option<Duration> {
+    if !matches!(status, 403 | 429) {
+        return None;
+    }
+    let retry_after =
+        scimrelay_scim::error::retry_after_from_headers(headers, std::time::SystemTime::now());
+    let exhausted = headers
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "0");
+    let says_rate_limit = detail.is_some_and(|d| d.to_ascii_lowercase().contains("rate limit"));
+    if !(exhausted || retry_after.is_some() || says_rate_limit || status == 429) {
+        return None;
+    }
+    Some(
+        retry_after
+            .or_else(|| exhausted.then(|| reset_wait(headers)).flatten())
+            .unwrap_or(SECONDARY_LIMIT_WAIT),
+    )
+}
+
+/// GitHub's classification: throttling (also as 403) is retried after its wait; the rest as
+/// the default.
+pub fn classify_github(e: &ScimError) -> ConvergeError {
+    if let ScimError::Http {
+        status,
+        headers,
+        detail,
+        ..
+    } = e
+        && let Some(wait) = throttle_wait(*status, headers, detail.as_deref())
+    {
+        return ConvergeError {
+            class: FailureClass::Retry,
+            retry_after_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            ..classify(e)
+        };
+    }
+    classify(e)
+}
+
+impl Provider for Github {
+    fn defaults(&self) -> ProviderDefaults {
+        ProviderDefaults {
+            rate_limit_per_sec: Some(REQUESTS_PER_HOUR / 3600.0),
+        }
+    }
+
+    fn assess(&self, result: Result<&ScimResponse, &ScimError>, latency: Duration) -> Assessment {
+        if let Err(ScimError::Http {
+            status,
+            headers,
+            detail,
+            ..
+        }) = result
+            && let Some(wait) = throttle_wait(*status, headers, detail.as_deref())
+        {
+            return Assessment {
+                feedback: Feedback::Throttled(Some(wait)),
+                health: Health::Fine,
+                hint: None,
+            };
+        }
+        default_assess(result, latency)
+    }
+
+    fn converge<'a>(
+        &'a self,
+        input: ConvergeInput<'a>,
+    ) -> BoxFuture<'a, Result<Converged, ConvergeError>> {
+        Box::pin(async move {
+            match input.event.kind() {
+                EventKind::UserUpserted => self.upsert_user(&input).await,
+                EventKind::UserDeactivated => deactivate_user(&input).await,
+                EventKind::UserDeleted => match input.target.delete_policy {
+                    DeletePolicy::Deactivate => deactivate_user(&input).await.map(|c| {
+                        c.with_detail("delete_policy is deactivate: the user was suspended (active=false), not deleted; GitHub's DELETE is permanent and needs delete_policy: delete")
+                    }),
+                    DeletePolicy::Delete => delete(&input, "Users").await.map(|c| {
+                        if c.operation == Operation::Deleted {
+                            c.with_detail("permanently deprovisioned at GitHub (delete_policy: delete)")
+                        } else {
+                            c
+                        }
+                    }),
+                },
+                EventKind::GroupUpserted => upsert_group(&input).await,
+                EventKind::GroupDeleted => delete(&input, "Groups").await,
+                EventKind::Unspecified => Err(ConvergeError::new(
+                    FailureClass::Permanent,
+                    "event has no kind",
+                )),
+            }
+        })
+    }
+}
+
+async fn send(input: &ConvergeInput<'_>, req: ScimRequest) -> Result<ScimResponse, ConvergeError> {
+    input.exec.send(req).await.map_err(|e| classify_github(&e))
+}
+
+async fn find(
+    input: &ConvergeInput<'_>,
+    endpoint: &str,
+    attr: &str,
+    value: &str,
+) -> Result<Option<Value>, ConvergeError> {
+    let req = ScimRequest::get(format!("/{endpoint}"))
+        .with_query("filter", scimrelay_scim::filter_eq(attr, value));
+    let resp = send(input, req).await?;
+    Ok(kit::resources(&resp).into_iter().next())
+}
+
+/// The subject's remote object: by the ledger's id, else by externalId.
+async fn current(
+    input: &ConvergeInput<'_>,
+    endpoint: &str,
+) -> Result<Option<Value>, ConvergeError> {
+    if let Some(id) = kit::known_remote_id(input) {
+        match input
+            .exec
+            .send(ScimRequest::get(format!(
+                "/{endpoint}/{}",
+                path_segment(&id)
+            )))
+            .await
+        {
+            Ok(r) if r.body.is_some() => return Ok(r.body),
+            Ok(_) => {}
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => return Err(classify_github(&e)),
+        }
+    }
+    find(input, endpoint, "externalId", input.event.subject_id()).await
+}
+
+/// One `replace` per differing top-level attribute, whole values (no filtered paths).
+fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
+    let mut patch = PatchBuilder::new();
+    if let Value::Object(d) = desired {
+        for (k, v) in d {
+            if k == "schemas" {
+                continue;
+            }
+            if differs(&json!({ k.clone(): v.clone() }), existing) {
+                patch = patch.replace(Some(k), v.clone());
+            }
+        }
+    }
+    patch
+}
+
+impl Github {
+    async fn upsert_user(&self, input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
+        let user = kit::user_of(input)?;
+        let shortcode = kit::opt_str(input.target, "shortcode")?;
+        let max_len = kit::opt_u64(
+            input.target,
+            "max_login_len",
+            mapping::DEFAULT_MAX_LOGIN_LEN as u64,
+        )?;
+        mapping::check_login(
+            &user.id,
+            &user.user_name,
+            shortcode.as_deref(),
+            usize::try_from(max_len).unwrap_or(usize::MAX),
+        )?;
+        let desired = mapping::user_resource(user, user.active)?;
+        if let Some(existing) = current(input, "Users").await? {
+            return update_user(input, &existing, &desired, Operation::Updated).await;
+        }
+        if !input.exec.is_plan() {
+            self.creation_governor(input)?.until_ready().await;
+        }
+        match input
+            .exec
+            .send(ScimRequest::post("/Users", desired.clone()))
+            .await
+        {
+            Ok(resp) => Ok(Converged::new(
+                Operation::Created,
+                resp.body.as_ref().and_then(id_of).unwrap_or_default(),
+            )),
+            Err(e) if kit::is_conflict(&e) => {
+                for (attr, value) in [("externalId", &user.id), ("userName", &user.user_name)] {
+                    if let Some(existing) = find(input, "Users", attr, value).await? {
+                        let done =
+                            update_user(input, &existing, &desired, Operation::Adopted).await?;
+                        return Ok(
+                            Converged::new(Operation::Adopted, done.remote_id).with_detail(
+                                format!("409 on create: adopted the existing user found by {attr}"),
+                            ),
+                        );
+                    }
+                }
+                let login = shortcode
+                    .as_deref()
+                    .map(|c| mapping::login(&user.user_name, c))
+                    .unwrap_or_else(|| {
+                        format!("{}_<shortcode>", mapping::normalize(&user.user_name))
+                    });
+                Err(ConvergeError {
+                    class: FailureClass::Permanent,
+                    detail: format!(
+                        "user {}: GitHub refused the create as a duplicate, but no user has this externalId or userName: the userName normalises to the login {login:?}, which another user of the enterprise already has (GitHub username normalisation clash); give one of them a different userName",
+                        user.id
+                    ),
+                    ..classify(&e)
+                })
+            }
+            Err(e) => Err(classify_github(&e)),
+        }
+    }
+}
+
+async fn update_user(
+    input: &ConvergeInput<'_>,
+    existing: &Value,
+    desired: &Value,
+    op: Operation,
+) -> Result<Converged, ConvergeError> {
+    let id = id_of(existing)
+        .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote user has no id"))?;
+    let patch = user_patch(desired, existing);
+    if patch.is_empty() {
+        return Ok(Converged::new(
+            if op == Operation::Adopted {
+                op
+            } else {
+                Operation::Noop
+            },
+            id,
+        )
+        .with_detail("remote user already matches the desired state"));
+    }
+    match input
+        .exec
+        .send(ScimRequest::patch(
+            format!("/Users/{}", path_segment(&id)),
+            patch.build(),
+        ))
+        .await
+    {
+        Ok(_) => Ok(Converged::new(op, id)),
+        Err(e) if e.status() == Some(404) => {
+            let resp = send(input, ScimRequest::post("/Users", desired.clone())).await?;
+            Ok(Converged::new(
+                Operation::Created,
+                resp.body.as_ref().and_then(id_of).unwrap_or_default(),
+            )
+            .with_detail("the remote user had been deleted; created again"))
+        }
+        Err(e) => Err(classify_github(&e)),
+    }
+}
+
+/// PATCH `{"op":"replace","value":{"active":false}}`: GitHub suspends the account (reversible).
+async fn deactivate_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
+    let Some(existing) = current(input, "Users").await? else {
+        return Ok(Converged::new(Operation::Noop, "")
+            .with_detail("user not present at GitHub; nothing to deactivate"));
+    };
+    let id = id_of(&existing).unwrap_or_default();
+    if existing.get("active") == Some(&json!(false)) {
+        return Ok(Converged::new(Operation::Noop, id).with_detail("already suspended"));
+    }
+    let body = PatchBuilder::new()
+        .replace(None, json!({"active": false}))
+        .build();
+    match input
+        .exec
+        .send(ScimRequest::patch(
+            format!("/Users/{}", path_segment(&id)),
+            body,
+        ))
+        .await
+    {
+        Ok(_) => Ok(Converged::new(Operation::Deactivated, id)),
+        Err(e) if e.status() == Some(404) => {
+            Ok(Converged::new(Operation::Noop, "")
+                .with_detail("user disappeared before deactivation"))
+        }
+        Err(e) => Err(classify_github(&e)),
+    }
+}
+
+async fn delete(input: &ConvergeInput<'_>, endpoint: &str) -> Result<Converged, ConvergeError> {
+    let Some(existing) = current(input, endpoint).await? else {
+        return Ok(Converged::new(Operation::Noop, "")
+            .with_detail("not present at GitHub; nothing to delete"));
+    };
+    let id = id_of(&existing).unwrap_or_default();
+    match input
+        .exec
+        .send(ScimRequest::delete(format!(
+            "/{endpoint}/{}",
+            path_segment(&id)
+        )))
+        .await
+    {
+        Ok(_) => Ok(Converged::new(Operation::Deleted, "")),
+        Err(e) if e.status() == Some(404) => {
+            Ok(Converged::new(Operation::Noop, "").with_detail("already deleted"))
+        }
+        Err(e) => Err(classify_github(&e)),
+    }
+}
+
+/// One GitHub membership PATCH: `add` with the new members, `remove` with `path: members` and
+/// the members as value (no filtered path).
+pub fn member_patch(changes: &[MemberChange]) -> Value {
+    let add: Vec<&str> = changes
+        .iter()
+        .filter_map(|c| match c {
+            MemberChange::Add(id) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let remove: Vec<&str> = changes
+        .iter()
+        .filter_map(|c| match c {
+            MemberChange::Remove(id) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut p = PatchBuilder::new();
+    if !remove.is_empty() {
+        p = p.remove("members", Some(member_values(remove)));
+    }
+    if !add.is_empty() {
+        p = p.add(Some("members"), member_values(add));
+    }
+    p.build()
+}
+
+async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
+    let group = kit::group_of(input)?;
+    let (ids, unknown) = kit::members_from_ledger(input)?;
+    let mut looked_up = Vec::with_capacity(unknown.len());
+    for member in unknown {
+        let found = find(input, "Users", "externalId", &member)
+            .await?
+            .and_then(|u| id_of(&u));
+        looked_up.push((member, found));
+    }
+    let members = kit::finish_members(input, ids, looked_up)?;
+    let desired_set: BTreeSet<String> = members.iter().cloned().collect();
+    let (existing, op) = match current(input, "Groups").await? {
+        Some(g) => (g, Operation::Updated),
+        None => {
+            let first: Vec<String> = members.iter().take(MEMBER_CHUNK).cloned().collect();
+            let body = mapping::group_resource(group, &first);
+            match input.exec.send(ScimRequest::post("/Groups", body)).await {
+                Ok(resp) => {
+                    let id = resp.body.as_ref().and_then(id_of).unwrap_or_default();
+                    let rest: Vec<MemberChange> = members
+                        .iter()
+                        .skip(MEMBER_CHUNK)
+                        .cloned()
+                        .map(MemberChange::Add)
+                        .collect();
+                    kit::patch_members_chunked(
+                        input.exec,
+                        &format!("/Groups/{}", path_segment(&id)),
+                        &rest,
+                        MEMBER_CHUNK,
+                        member_patch,
+                        |_| {},
+                    )
+                    .await
+                    .map_err(|e| classify_github(&e))?;
+                    return Ok(Converged::new(Operation::Created, id));
+                }
+                Err(e) if kit::is_conflict(&e) => {
+                    let mut found = None;
+                    for (attr, value) in [
+                        ("externalId", &group.id),
+                        ("displayName", &group.display_name),
+                    ] {
+                        if let Some(g) = find(input, "Groups", attr, value).await? {
+                            found = Some(g);
+                            break;
+                        }
+                    }
+                    let g = found.ok_or_else(|| ConvergeError {
+                        detail:
+                            "409 on group create but no group found by externalId or displayName"
+                                .into(),
+                        ..classify(&e)
+                    })?;
+                    (g, Operation::Adopted)
+                }
+                Err(e) => return Err(classify_github(&e)),
+            }
+        }
+    };
+    let id = id_of(&existing)
+        .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote group has no id"))?;
+    let path = format!("/Groups/{}", path_segment(&id));
+    // GitHub returns the members of a group; a list answer may omit them, so read the group.
+    let existing = if existing.get("members").is_none() {
+        match input.exec.send(ScimRequest::get(&path)).await {
+            Ok(r) => r.body.unwrap_or(existing),
+            Err(e) => return Err(classify_github(&e)),
+        }
+    } else {
+        existing
+    };
+    let mut sent = 0;
+    let mut rename = PatchBuilder::new();
+    if existing.get("displayName").and_then(Value::as_str) != Some(group.display_name.as_str()) {
+        rename = rename.replace(Some("displayName"), json!(group.display_name));
+    }
+    if existing.get("externalId").and_then(Value::as_str) != Some(group.id.as_str()) {
+        rename = rename.replace(Some("externalId"), json!(group.id));
+    }
+    if !rename.is_empty() {
+        send(input, ScimRequest::patch(&path, rename.build())).await?;
+        sent += 1;
+    }
+    let changes = kit::member_diff(&kit::member_ids(&existing), &desired_set);
+    sent += kit::patch_members_chunked(
+        input.exec,
+        &path,
+        &changes,
+        MEMBER_CHUNK,
+        member_patch,
+        |_| {},
+    )
+    .await
+    .map_err(|e| match e.status() {
+        Some(404) => ConvergeError::new(
+            FailureClass::Retry,
+            "the group disappeared during the update; it will be created again",
+        ),
+        _ => classify_github(&e),
+    })?;
+    let op = if sent == 0 && op == Operation::Updated {
+        Operation::Noop
+    } else {
+        op
+    };
+    Ok(Converged::new(op, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn a_403_with_rate_limit_headers_is_throttling_not_auth() {
+        let h = headers(&[("x-ratelimit-remaining", "0"), ("retry-after", "7")]);
+        assert_eq!(throttle_wait(403, &h, None), Some(Duration::from_secs(7)));
+        let reset = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() + 120)
+            .unwrap_or_default();
+        let h = headers(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", &reset.to_string()),
+        ]);
+        let w = throttle_wait(403, &h, None).expect("throttled");
+        assert!(
+            w > Duration::from_secs(100) && w <= Duration::from_secs(120),
+            "{w:?}"
+        );
+        // A secondary limit names no wait: at least a minute.
+        assert_eq!(
+            throttle_wait(
+                403,
+                &HeaderMap::new(),
+                Some("You have exceeded a secondary rate limit")
+            ),
+            Some(SECONDARY_LIMIT_WAIT)
+        );
+        assert_eq!(
+            throttle_wait(429, &HeaderMap::new(), None),
+            Some(SECONDARY_LIMIT_WAIT)
+        );
+        // A plain 403 is a permission problem.
+        assert_eq!(
+            throttle_wait(
+                403,
+                &headers(&[("x-ratelimit-remaining", "4999")]),
+                Some("Forbidden")
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn assess_reads_403_throttling() {
+        let gh = Github::new();
+        let err = ScimError::Http {
+            status: 403,
+            scim_type: None,
+            detail: Some("API rate limit exceeded".into()),
+            error_code: None,
+            retry_after: None,
+            headers: Box::new(headers(&[("retry-after", "3")])),
+        };
+        let a = gh.assess(Err(&err), Duration::from_millis(5));
+        assert_eq!(
+            a.feedback,
+            Feedback::Throttled(Some(Duration::from_secs(3)))
+        );
+        assert_eq!(a.health, Health::Fine);
+        assert_eq!(classify_github(&err).class, FailureClass::Retry);
+        let denied = ScimError::Http {
+            status: 403,
+            scim_type: None,
+            detail: Some("Must have admin rights".into()),
+            error_code: None,
+            retry_after: None,
+            headers: Box::new(HeaderMap::new()),
+        };
+        assert_eq!(
+            gh.assess(Err(&denied), Duration::ZERO).health,
+            Health::AuthFailed
+        );
+        assert_eq!(classify_github(&denied).class, FailureClass::Permanent);
+    }
+
+    #[test]
+    fn defaults_are_the_published_rest_budget() {
+        let r = Github::new()
+            .defaults()
+            .rate_limit_per_sec
+            .unwrap_or_default();
+        assert!((r - 1.388).abs() < 0.01, "{r}");
+    }
+
+    #[test]
+    fn member_patch_has_no_filtered_paths() {
+        let body = member_patch(&[
+            MemberChange::Remove("a".into()),
+            MemberChange::Add("b".into()),
+        ]);
+        assert_eq!(
+            body["Operations"],
+            json!([
+                {"op": "remove", "path": "members", "value": [{"value": "a"}]},
+                {"op": "add", "path": "members", "value": [{"value": "b"}]}
+            ])
+        );
+    }
+
+    #[test]
+    fn user_patch_replaces_whole_attributes() {
+        let desired = json!({"schemas": [], "name": {"givenName": "A", "familyName": "B"}, "emails": [{"value": "x@y.z", "type": "work", "primary": true}]});
+        let existing = json!({"id": "1", "name": {"givenName": "A", "familyName": "C"}, "emails": [{"value": "x@y.z", "type": "work", "primary": true}]});
+        let ops = user_patch(&desired, &existing).build()["Operations"].clone();
+        assert_eq!(
+            ops,
+            json!([{"op": "replace", "path": "name", "value": {"givenName": "A", "familyName": "B"}}])
+        );
+    }
+}

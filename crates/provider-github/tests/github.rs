@@ -1,0 +1,284 @@
+//! The GitHub EMU profile against the in-process simulator's github mode: every matrix cell
+//! and each quirk of providers.md §4 "GitHub EMU".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use scimrelay_connector::FailureClass;
+use scimrelay_proto::v1::{EventKind, Operation};
+use scimrelay_provider_github::Github;
+use scimrelay_provider_scim::testkit::{Harness, events};
+use scimrelay_scim::{Auth, Secret};
+
+const TOKEN: &str = "ghp_test";
+
+async fn sim(github: &str, faults: &str) -> String {
+    let yaml = format!(
+        "tenants: [{{id: acme, mode: github, auth: {{kind: bearer, token: {TOKEN}}}, github: {{shortcode: acme, requests_per_hour: 0, {github}}}{faults}}}]"
+    );
+    let config = scimrelay_sim::SimConfig::from_yaml_str(&yaml).expect("sim config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(scimrelay_sim::serve(
+        config,
+        listener,
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+async fn admin(origin: &str, what: &str) -> Value {
+    reqwest::get(format!("{origin}/_admin/tenants/acme/{what}"))
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("admin json")
+}
+
+fn count(stats: &Value, method: &str, path: &str) -> u64 {
+    stats["requests"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| {
+                    r["method"] == method && r["path"].as_str().is_some_and(|p| p.ends_with(path))
+                })
+                .map(|r| r["count"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn harness(origin: &str, extra: &str) -> Harness {
+    harness_with(origin, extra, "{shortcode: acme}")
+}
+
+fn harness_with(origin: &str, extra: &str, options: &str) -> Harness {
+    Harness::new(
+        Arc::new(Github::new()),
+        &format!(
+            "targets:\n  - id: gh\n    provider: github\n    base_url: \"{origin}/scim/v2/enterprises/acme\"\n    auth: {{kind: none}}\n    rate_limit_per_sec: 1000\n    options: {options}\n{extra}"
+        ),
+        Auth::Bearer(Secret::new(TOKEN.to_string())),
+    )
+}
+
+fn user_named(id: &str, user_name: &str) -> scimrelay_proto::v1::UserState {
+    let mut u = events::user(id);
+    u.user_name = user_name.into();
+    u.emails[0].value = user_name.into();
+    u
+}
+
+#[tokio::test]
+async fn user_cells_create_update_deactivate_and_opt_in_delete() {
+    let origin = sim("", "").await;
+    let h = harness(&origin, "    delete_policy: delete\n");
+    let mut u = events::user("u1");
+    u.emails[0].r#type = String::new();
+    u.emails[0].primary = false;
+    let created = h.ok(&events::upsert(u.clone(), 1)).await;
+    assert_eq!(created.operation, Operation::Created);
+    u.given_name = "Renamed".into();
+    assert_eq!(
+        h.ok(&events::upsert(u.clone(), 2)).await.operation,
+        Operation::Updated
+    );
+    assert_eq!(
+        h.ok(&events::user_event("u1", EventKind::UserDeactivated, 3))
+            .await
+            .operation,
+        Operation::Deactivated
+    );
+    let users = admin(&origin, "users").await;
+    assert_eq!(users[0]["active"], false);
+    assert_eq!(users[0]["name"]["givenName"], "Renamed");
+    assert_eq!(users[0]["emails"][0]["type"], "work", "type filled in");
+    assert_eq!(users[0]["emails"][0]["primary"], true, "primary filled in");
+    let deleted = h
+        .ok(&events::user_event("u1", EventKind::UserDeleted, 4))
+        .await;
+    assert_eq!(deleted.operation, Operation::Deleted);
+    assert!(deleted.detail.contains("permanently"), "{deleted:?}");
+    assert_eq!(
+        admin(&origin, "users").await.as_array().map(Vec::len),
+        Some(0)
+    );
+    let s = admin(&origin, "stats").await;
+    assert_eq!(count(&s, "PUT", "Users/{id}"), 0, "updates are PATCH: {s}");
+    assert_eq!(count(&s, "PATCH", "Users/{id}"), 2, "{s}");
+}
+
+#[tokio::test]
+async fn delete_without_opt_in_only_suspends() {
+    let origin = sim("", "").await;
+    let h = harness(&origin, "");
+    h.ok(&events::upsert(events::user("u2"), 1)).await;
+    let done = h
+        .ok(&events::user_event("u2", EventKind::UserDeleted, 2))
+        .await;
+    assert_eq!(done.operation, Operation::Deactivated);
+    assert!(done.detail.contains("delete_policy"), "{done:?}");
+    let users = admin(&origin, "users").await;
+    assert_eq!(users[0]["active"], false);
+    let s = admin(&origin, "stats").await;
+    assert_eq!(count(&s, "DELETE", "Users/{id}"), 0, "{s}");
+}
+
+#[tokio::test]
+async fn group_cells_by_github_ids_with_patch_diffs() {
+    let origin = sim("group_patch_204_rate: 0.5", "").await;
+    let h = harness(&origin, "");
+    let ids: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    for id in &ids {
+        h.ok(&events::upsert(events::user(id), 1)).await;
+    }
+    assert_eq!(
+        h.ok(&events::group("g1", "Eng", &ids[0..3], 1))
+            .await
+            .operation,
+        Operation::Created
+    );
+    assert_eq!(
+        h.ok(&events::group("g1", "Engineering", &ids[2..5], 2))
+            .await
+            .operation,
+        Operation::Updated
+    );
+    let groups = admin(&origin, "groups").await;
+    let users = admin(&origin, "users").await;
+    let members: Vec<&str> = groups[0]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["value"].as_str())
+        .collect();
+    assert_eq!(members.len(), 3);
+    for m in &members {
+        assert!(
+            users
+                .as_array()
+                .expect("users")
+                .iter()
+                .any(|u| u["id"] == *m),
+            "members are GitHub SCIM ids"
+        );
+    }
+    assert_eq!(groups[0]["displayName"], "Engineering");
+    assert_eq!(
+        h.ok(&events::group_deleted("g1", 3)).await.operation,
+        Operation::Deleted
+    );
+    let s = admin(&origin, "stats").await;
+    assert_eq!(count(&s, "PUT", "Groups/{id}"), 0, "never PUT a group: {s}");
+    assert!(count(&s, "PATCH", "Groups/{id}") >= 1, "{s}");
+}
+
+#[tokio::test]
+async fn too_long_login_fails_before_any_request() {
+    let origin = sim("", "").await;
+    let h = harness(&origin, "");
+    let u = user_named(
+        "u3",
+        "an.extraordinarily.long.given-name.and.surname@example.com",
+    );
+    let run = h.run(&events::upsert(u, 1)).await;
+    let err = run.result.expect_err("too long");
+    assert_eq!(err.class, FailureClass::Permanent);
+    assert!(
+        err.detail.contains("_acme") && err.detail.contains("39"),
+        "{err}"
+    );
+    assert_eq!(run.stats.requests, 0, "nothing sent");
+}
+
+#[tokio::test]
+async fn normalisation_clash_is_a_permanent_failure_naming_the_login() {
+    let origin = sim("", "").await;
+    let h = harness(&origin, "");
+    h.ok(&events::upsert(user_named("a1", "john.smith@a.example"), 1))
+        .await;
+    let err = h
+        .run(&events::upsert(user_named("b1", "john.smith@b.example"), 1))
+        .await
+        .result
+        .expect_err("clash");
+    assert_eq!(err.class, FailureClass::Permanent);
+    assert!(
+        err.detail.contains("john-smith_acme") && err.detail.contains("clash"),
+        "{err}"
+    );
+    assert!(
+        !err.detail.contains("@b.example"),
+        "no e-mail in the detail: {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_resent_create_adopts_instead_of_duplicating() {
+    let origin = sim("", "").await;
+    harness(&origin, "")
+        .ok(&events::upsert(events::user("u4"), 1))
+        .await;
+    // A fresh connector (empty ledger) whose lookup misses because the user was made with another
+    // externalId: the 409 is resolved by userName.
+    let mut again = events::user("u4");
+    again.id = "u4-platform".into();
+    let done = harness(&origin, "").ok(&events::upsert(again, 1)).await;
+    assert_eq!(done.operation, Operation::Adopted);
+    assert_eq!(
+        admin(&origin, "users").await.as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn a_403_rate_limit_pauses_and_succeeds_without_quarantine() {
+    let origin = sim(
+        "throttle_status: 403",
+        ", faults: {rate_limit: {per_sec: 2, burst: 1}}",
+    )
+    .await;
+    let h = harness(&origin, "");
+    for i in 0..4 {
+        let done = h
+            .ok(&events::upsert(events::user(&format!("t{i}")), 1))
+            .await;
+        assert_eq!(done.operation, Operation::Created);
+    }
+    let s = admin(&origin, "stats").await;
+    assert!(
+        s["by_status"]["403"].as_u64().unwrap_or(0) >= 1,
+        "the sim throttled with 403: {s}"
+    );
+    assert_eq!(
+        admin(&origin, "users").await.as_array().map(Vec::len),
+        Some(4)
+    );
+}
+
+#[tokio::test]
+async fn user_creations_have_their_own_hourly_governor() {
+    let origin = sim("", "").await;
+    let h = harness_with(&origin, "", "{shortcode: acme, user_creates_per_hour: 2}");
+    h.ok(&events::upsert(events::user("c1"), 1)).await;
+    h.ok(&events::upsert(events::user("c2"), 1)).await;
+    let third = tokio::time::timeout(
+        Duration::from_millis(800),
+        h.run(&events::upsert(events::user("c3"), 1)),
+    )
+    .await;
+    assert!(
+        third.is_err(),
+        "the third creation within the hour waits for the governor"
+    );
+    // Updates are not creations: they pass.
+    let mut u = events::user("c1");
+    u.display_name = "Changed".into();
+    h.ok(&events::upsert(u, 2)).await;
+}

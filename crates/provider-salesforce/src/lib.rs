@@ -1,0 +1,608 @@
+//! The Salesforce profile (providers.md §3, §4 "Salesforce").
+//!
+//! Base URL: `https://MyDomain.my.salesforce.com/services/scim/v2`. Auth: OAuth 2.0 only —
+//! client credentials (an External Client App with a Run-As user) or JWT bearer (RS256,
+//! pre-authorised app); neither issues a refresh token, so the SCIM client runs the grant again
+//! when a 401 arrives (session timeout) and retries the request once.
+//!
+//! What this profile does differently from the generic one, and why:
+//! - **Discovery** once per target at `/ServiceProviderConfigs` (plural; the singular is a 404
+//!   that would make a generic client assume "no PATCH, no filter"). A 404 there means the base
+//!   URL is wrong — a permanent failure saying so.
+//! - **Profile entitlement**: exactly one profile id in `entitlements`, from the event's
+//!   `user.attributes.salesforce_profile_id` or `options.profile_id`; a user without one fails
+//!   permanently ("no Salesforce profile: set options.profile_id …"), never a 409 retry loop.
+//! - **Usernames** are unique across every Salesforce org: `options.username_suffix` is
+//!   appended (`ann@corp.com` → `ann@corp.com.prod`).
+//! - **Updates** are PATCH `{"op":"replace","value":{…changed attributes…}}` (Salesforce style).
+//! - **DELETE only deactivates** at Salesforce: user.deleted deactivates (PATCH active=false)
+//!   whatever the delete policy, and the outcome says so.
+//! - **Groups**: only membership of existing public groups. The group is found by displayName;
+//!   creating or deleting one is an `unsupported` outcome with the reason. Membership changes
+//!   use Salesforce's shape `{"op":"add"|"remove","path":"members","value":{"members":[…]}}`.
+//! - **Throttling** is 403 `REQUEST_LIMIT_EXCEEDED`, not 429: the target pauses (long for the
+//!   daily allocation, short for concurrency limits). `Sforce-Limit-Info: api-usage=x/y` is a
+//!   quota hint once half the allocation is used, spreading the rest (minus a reserve for the
+//!   org's other integrations) over the rolling 24 h window — well before the limit.
+//!
+//! Options: `profile_id`, `username_suffix`.
+
+pub mod mapping;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+use scimrelay_connector::breaker::Health;
+use scimrelay_connector::limits::{Feedback, QuotaHint};
+use scimrelay_connector::{
+    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, Provider, classify,
+    default_assess,
+};
+use scimrelay_proto::v1::{EventKind, Operation};
+use scimrelay_provider_scim::kit::{self, MemberChange, id_of};
+use scimrelay_provider_scim::mapping::differs;
+use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ScimResponse, filter_eq, path_segment};
+
+/// The discovery path (plural, Salesforce's spelling).
+pub const DISCOVERY_PATH: &str = "/ServiceProviderConfigs";
+/// The error code of Salesforce throttling.
+pub const REQUEST_LIMIT_EXCEEDED: &str = "REQUEST_LIMIT_EXCEEDED";
+/// Pause after the org's request allocation is exhausted: it refills over a rolling 24 h.
+pub const ALLOCATION_PAUSE: Duration = Duration::from_secs(300);
+/// Pause after a concurrency limit (ConcurrentPerOrgLongTxn …): seconds, not minutes.
+pub const CONCURRENCY_PAUSE: Duration = Duration::from_secs(2);
+/// Used fraction of the allocation from which the target slows down.
+pub const SLOW_DOWN_FROM: f64 = 0.5;
+/// Fraction of the allocation left to the org's other integrations.
+pub const RESERVE: f64 = 0.1;
+/// The allocation's window.
+pub const ALLOCATION_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// Most member changes in one group PATCH.
+pub const MEMBER_CHUNK: usize = 100;
+
+/// The Salesforce profile.
+#[derive(Debug, Default)]
+pub struct Salesforce {
+    /// Targets whose discovery succeeded, with their `filter.maxResults` (an async lock, so
+    /// concurrent first events wait for one discovery).
+    discovered: tokio::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl Salesforce {
+    /// A profile with nothing discovered yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads `/ServiceProviderConfigs` once per target; returns `filter.maxResults`.
+    async fn discover(&self, input: &ConvergeInput<'_>) -> Result<u64, ConvergeError> {
+        let mut known = self.discovered.lock().await;
+        if let Some(n) = known.get(&input.target.id) {
+            return Ok(*n);
+        }
+        let resp = input.exec.send(ScimRequest::get(DISCOVERY_PATH)).await.map_err(|e| {
+            if e.status() == Some(404) {
+                ConvergeError {
+                    class: FailureClass::Permanent,
+                    detail: format!(
+                        "{DISCOVERY_PATH} not found: targets file: target {} base_url must be https://MYDOMAIN.my.salesforce.com/services/scim/v2",
+                        input.target.id
+                    ),
+                    ..classify(&e)
+                }
+            } else {
+                classify_salesforce(&e)
+            }
+        })?;
+        let max = resp
+            .body
+            .as_ref()
+            .and_then(|b| {
+                serde_json::from_value::<scimrelay_scim::ServiceProviderConfig>(b.clone()).ok()
+            })
+            .and_then(|c| c.max_results())
+            .unwrap_or(200);
+        known.insert(input.target.id.clone(), max);
+        Ok(max)
+    }
+}
+
+/// Whether an error is Salesforce throttling, and how long to pause.
+pub fn throttle_wait(e: &ScimError) -> Option<Duration> {
+    let ScimError::Http {
+        status: 403,
+        error_code,
+        detail,
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let text = format!(
+        "{} {}",
+        error_code.as_deref().unwrap_or(""),
+        detail.as_deref().unwrap_or("")
+    );
+    if !text.contains(REQUEST_LIMIT_EXCEEDED) {
+        return None;
+    }
+    Some(if text.contains("Concurrent") {
+        CONCURRENCY_PAUSE
+    } else {
+        ALLOCATION_PAUSE
+    })
+}
+
+/// A quota hint from `Sforce-Limit-Info` once [`SLOW_DOWN_FROM`] of the allocation is used.
+pub fn quota_hint(headers: &http::HeaderMap) -> Option<QuotaHint> {
+    let (used, limit) = mapping::api_usage(headers.get("sforce-limit-info")?.to_str().ok()?)?;
+    if limit == 0 || (used as f64) < SLOW_DOWN_FROM * limit as f64 {
+        return None;
+    }
+    let usable = (limit as f64 * (1.0 - RESERVE)) as u64;
+    Some(QuotaHint {
+        remaining: usable.saturating_sub(used),
+        resets_in: ALLOCATION_WINDOW,
+    })
+}
+
+/// Salesforce's classification: REQUEST_LIMIT_EXCEEDED is retried after its pause.
+pub fn classify_salesforce(e: &ScimError) -> ConvergeError {
+    match throttle_wait(e) {
+        Some(wait) => ConvergeError {
+            class: FailureClass::Retry,
+            retry_after_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            ..classify(e)
+        },
+        None => classify(e),
+    }
+}
+
+impl Provider for Salesforce {
+    fn assess(&self, result: Result<&ScimResponse, &ScimError>, latency: Duration) -> Assessment {
+        if let Err(e) = result
+            && let Some(wait) = throttle_wait(e)
+        {
+            return Assessment {
+                feedback: Feedback::Throttled(Some(wait)),
+                health: Health::Fine,
+                hint: None,
+            };
+        }
+        let headers = match result {
+            Ok(r) => Some(&r.headers),
+            Err(e) => e.headers(),
+        };
+        let mut a = default_assess(result, latency);
+        if let Some(h) = headers.and_then(quota_hint) {
+            a.hint = Some(h);
+        }
+        a
+    }
+
+    fn converge<'a>(
+        &'a self,
+        input: ConvergeInput<'a>,
+    ) -> BoxFuture<'a, Result<Converged, ConvergeError>> {
+        Box::pin(async move {
+            match input.event.kind() {
+                EventKind::GroupDeleted => Err(ConvergeError::unsupported(
+                    "Salesforce cannot delete groups through SCIM (public groups are read and update only); delete the public group in Salesforce Setup if it should go",
+                )),
+                EventKind::Unspecified => Err(ConvergeError::new(
+                    FailureClass::Permanent,
+                    "event has no kind",
+                )),
+                EventKind::UserUpserted => {
+                    self.discover(&input).await?;
+                    upsert_user(&input).await
+                }
+                EventKind::UserDeactivated => {
+                    self.discover(&input).await?;
+                    deactivate_user(&input).await
+                }
+                EventKind::UserDeleted => {
+                    self.discover(&input).await?;
+                    let note = "Salesforce cannot delete users (its DELETE only deactivates): the user was deactivated";
+                    deactivate_user(&input).await.map(|c| {
+                        let detail = if c.detail.is_empty() {
+                            note.to_owned()
+                        } else {
+                            format!("{note}; {}", c.detail)
+                        };
+                        c.with_detail(detail)
+                    })
+                }
+                EventKind::GroupUpserted => {
+                    self.discover(&input).await?;
+                    upsert_group(&input).await
+                }
+            }
+        })
+    }
+}
+
+async fn send(input: &ConvergeInput<'_>, req: ScimRequest) -> Result<ScimResponse, ConvergeError> {
+    input
+        .exec
+        .send(req)
+        .await
+        .map_err(|e| classify_salesforce(&e))
+}
+
+async fn find(
+    input: &ConvergeInput<'_>,
+    endpoint: &str,
+    attr: &str,
+    value: &str,
+) -> Result<Option<Value>, ConvergeError> {
+    let req = ScimRequest::get(format!("/{endpoint}")).with_query("filter", filter_eq(attr, value));
+    Ok(kit::resources(&send(input, req).await?).into_iter().next())
+}
+
+async fn get(
+    input: &ConvergeInput<'_>,
+    endpoint: &str,
+    id: &str,
+) -> Result<Option<Value>, ConvergeError> {
+    match input
+        .exec
+        .send(ScimRequest::get(format!(
+            "/{endpoint}/{}",
+            path_segment(id)
+        )))
+        .await
+    {
+        Ok(r) => Ok(r.body),
+        Err(e) if e.status() == Some(404) => Ok(None),
+        Err(e) => Err(classify_salesforce(&e)),
+    }
+}
+
+async fn current_user(input: &ConvergeInput<'_>) -> Result<Option<Value>, ConvergeError> {
+    if let Some(id) = kit::known_remote_id(input)
+        && let Some(u) = get(input, "Users", &id).await?
+    {
+        return Ok(Some(u));
+    }
+    find(input, "Users", "externalId", input.event.subject_id()).await
+}
+
+/// The changed attributes, as one Salesforce-style path-less `replace` value object.
+pub fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
+    let mut changed = serde_json::Map::new();
+    if let Value::Object(d) = desired {
+        for (k, v) in d {
+            match k.as_str() {
+                "schemas" => {}
+                "entitlements" => {
+                    let want: BTreeSet<String> = kit::member_ids(&json!({"members": v}));
+                    let have: BTreeSet<String> = kit::member_ids(
+                        &json!({"members": existing.get("entitlements").cloned().unwrap_or(Value::Null)}),
+                    );
+                    if !want.is_subset(&have) {
+                        changed.insert(k.clone(), v.clone());
+                    }
+                }
+                _ => {
+                    if differs(&json!({ k.clone(): v.clone() }), existing) {
+                        changed.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+    }
+    if changed.is_empty() {
+        PatchBuilder::new()
+    } else {
+        PatchBuilder::new().replace(None, Value::Object(changed))
+    }
+}
+
+async fn upsert_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
+    let user = kit::user_of(input)?;
+    let profile = mapping::profile_id(
+        user,
+        &input.target.id,
+        kit::opt_str(input.target, "profile_id")?.as_deref(),
+    )?;
+    let suffix = kit::opt_str(input.target, "username_suffix")?;
+    let desired = mapping::user_resource(user, user.active, &profile, suffix.as_deref())?;
+    if let Some(existing) = current_user(input).await? {
+        return update_user(input, &existing, &desired, Operation::Updated).await;
+    }
+    match input
+        .exec
+        .send(ScimRequest::post("/Users", desired.clone()))
+        .await
+    {
+        Ok(resp) => Ok(Converged::new(
+            Operation::Created,
+            resp.body.as_ref().and_then(id_of).unwrap_or_default(),
+        )),
+        Err(e) if kit::is_conflict(&e) && is_required_field_missing(&e) => Err(ConvergeError {
+            class: FailureClass::Permanent,
+            detail: format!(
+                "Salesforce refused the user: a required field is missing ({}); check the profile id ({profile}) and the user's last name and e-mail",
+                e.detail().unwrap_or("REQUIRED_FIELD_MISSING")
+            ),
+            ..classify(&e)
+        }),
+        Err(e) if kit::is_conflict(&e) => {
+            let user_name = mapping::user_name(user, suffix.as_deref());
+            for (attr, value) in [
+                ("externalId", user.id.as_str()),
+                ("userName", user_name.as_str()),
+            ] {
+                if let Some(existing) = find(input, "Users", attr, value).await? {
+                    let done = update_user(input, &existing, &desired, Operation::Adopted).await?;
+                    return Ok(
+                        Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
+                            "409 on create: adopted the existing user found by {attr}"
+                        )),
+                    );
+                }
+            }
+            Err(ConvergeError {
+                class: FailureClass::Permanent,
+                detail: format!(
+                    "user {}: the username already exists in another Salesforce organization (usernames are global); set options.username_suffix on target {} (e.g. \".prod\")",
+                    user.id, input.target.id
+                ),
+                ..classify(&e)
+            })
+        }
+        Err(e) => Err(classify_salesforce(&e)),
+    }
+}
+
+fn is_required_field_missing(e: &ScimError) -> bool {
+    e.error_code() == Some("REQUIRED_FIELD_MISSING")
+        || e.detail()
+            .is_some_and(|d| d.contains("REQUIRED_FIELD_MISSING"))
+}
+
+async fn update_user(
+    input: &ConvergeInput<'_>,
+    existing: &Value,
+    desired: &Value,
+    op: Operation,
+) -> Result<Converged, ConvergeError> {
+    let id = id_of(existing)
+        .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote user has no id"))?;
+    let patch = user_patch(desired, existing);
+    if patch.is_empty() {
+        return Ok(Converged::new(
+            if op == Operation::Adopted {
+                op
+            } else {
+                Operation::Noop
+            },
+            id,
+        )
+        .with_detail("remote user already matches the desired state"));
+    }
+    match input
+        .exec
+        .send(ScimRequest::patch(
+            format!("/Users/{}", path_segment(&id)),
+            patch.build(),
+        ))
+        .await
+    {
+        Ok(_) => Ok(Converged::new(op, id)),
+        Err(e) if e.status() == Some(404) => {
+            let resp = send(input, ScimRequest::post("/Users", desired.clone())).await?;
+            Ok(Converged::new(
+                Operation::Created,
+                resp.body.as_ref().and_then(id_of).unwrap_or_default(),
+            )
+            .with_detail("the remote user had disappeared; created again"))
+        }
+        Err(e) => Err(classify_salesforce(&e)),
+    }
+}
+
+async fn deactivate_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
+    let Some(existing) = current_user(input).await? else {
+        return Ok(Converged::new(Operation::Noop, "")
+            .with_detail("user not present at Salesforce; nothing to deactivate"));
+    };
+    let id = id_of(&existing).unwrap_or_default();
+    if existing.get("active") == Some(&json!(false)) {
+        return Ok(Converged::new(Operation::Noop, id).with_detail("already inactive"));
+    }
+    let body = PatchBuilder::new()
+        .replace(None, json!({"active": false}))
+        .build();
+    send(
+        input,
+        ScimRequest::patch(format!("/Users/{}", path_segment(&id)), body),
+    )
+    .await?;
+    Ok(Converged::new(Operation::Deactivated, id))
+}
+
+/// One Salesforce membership PATCH: `{"op":…,"path":"members","value":{"members":[…]}}`.
+pub fn member_patch(changes: &[MemberChange]) -> Value {
+    let pick = |add: bool| -> Vec<Value> {
+        changes
+            .iter()
+            .filter_map(|c| match (c, add) {
+                (MemberChange::Add(id), true) | (MemberChange::Remove(id), false) => {
+                    Some(json!({"value": id}))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let (remove, add) = (pick(false), pick(true));
+    let mut p = PatchBuilder::new();
+    if !remove.is_empty() {
+        p = p.remove("members", Some(json!({"members": remove})));
+    }
+    if !add.is_empty() {
+        p = p.add(Some("members"), json!({"members": add}));
+    }
+    p.build()
+}
+
+async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
+    let group = kit::group_of(input)?;
+    let mut existing = None;
+    if let Some(id) = kit::known_remote_id(input) {
+        existing = get(input, "Groups", &id).await?;
+    }
+    if existing.is_none() {
+        existing = find(input, "Groups", "displayName", &group.display_name).await?;
+    }
+    let Some(mut existing) = existing else {
+        return Err(ConvergeError::unsupported(format!(
+            "Salesforce cannot create groups through SCIM: create the public group {:?} in Salesforce Setup; scimrelay then keeps its membership",
+            group.display_name
+        )));
+    };
+    let id = id_of(&existing)
+        .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote group has no id"))?;
+    if existing.get("members").is_none()
+        && let Some(full) = get(input, "Groups", &id).await?
+    {
+        existing = full;
+    }
+    let (ids, unknown) = kit::members_from_ledger(input)?;
+    let mut looked_up = Vec::with_capacity(unknown.len());
+    for member in unknown {
+        let found = find(input, "Users", "externalId", &member)
+            .await?
+            .and_then(|u| id_of(&u));
+        looked_up.push((member, found));
+    }
+    let desired: BTreeSet<String> = kit::finish_members(input, ids, looked_up)?
+        .into_iter()
+        .collect();
+    let changes = kit::member_diff(&kit::member_ids(&existing), &desired);
+    let path = format!("/Groups/{}", path_segment(&id));
+    let sent = kit::patch_members_chunked(
+        input.exec,
+        &path,
+        &changes,
+        MEMBER_CHUNK,
+        member_patch,
+        |_| {},
+    )
+    .await
+    .map_err(|e| classify_salesforce(&e))?;
+    let mut done = Converged::new(
+        if sent == 0 {
+            Operation::Noop
+        } else {
+            Operation::Updated
+        },
+        id,
+    );
+    if existing.get("displayName").and_then(Value::as_str) != Some(group.display_name.as_str()) {
+        done = done.with_detail("membership synced; the group's name differs and is managed in Salesforce (SCIM cannot rename public groups)");
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    fn err(status: u16, code: Option<&str>, detail: &str) -> ScimError {
+        ScimError::Http {
+            status,
+            scim_type: None,
+            detail: Some(detail.into()),
+            error_code: code.map(str::to_owned),
+            retry_after: None,
+            headers: Box::new(HeaderMap::new()),
+        }
+    }
+
+    #[test]
+    fn request_limit_exceeded_is_throttling_not_auth() {
+        let sf = Salesforce::new();
+        let total = err(
+            403,
+            Some(REQUEST_LIMIT_EXCEEDED),
+            "TotalRequests Limit exceeded.",
+        );
+        let a = sf.assess(Err(&total), Duration::ZERO);
+        assert_eq!(a.feedback, Feedback::Throttled(Some(ALLOCATION_PAUSE)));
+        assert_eq!(a.health, Health::Fine);
+        assert_eq!(classify_salesforce(&total).class, FailureClass::Retry);
+        let conc = err(
+            403,
+            Some(REQUEST_LIMIT_EXCEEDED),
+            "ConcurrentPerOrgLongTxn Limit exceeded.",
+        );
+        assert_eq!(throttle_wait(&conc), Some(CONCURRENCY_PAUSE));
+        let denied = err(403, Some("INSUFFICIENT_ACCESS"), "no");
+        assert_eq!(
+            sf.assess(Err(&denied), Duration::ZERO).health,
+            Health::AuthFailed
+        );
+    }
+
+    #[test]
+    fn limit_info_slows_down_from_half_the_allocation() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "sforce-limit-info",
+            HeaderValue::from_static("api-usage=100/15000"),
+        );
+        assert_eq!(quota_hint(&h), None, "plenty left: no cap");
+        h.insert(
+            "sforce-limit-info",
+            HeaderValue::from_static("api-usage=9000/15000"),
+        );
+        let hint = quota_hint(&h).expect("hint");
+        assert_eq!(
+            hint.remaining,
+            13_500 - 9_000,
+            "the reserve stays for other integrations"
+        );
+        assert_eq!(hint.resets_in, ALLOCATION_WINDOW);
+        let ok = ScimResponse {
+            status: 200,
+            headers: h,
+            body: None,
+        };
+        assert!(
+            Salesforce::new()
+                .assess(Ok(&ok), Duration::ZERO)
+                .hint
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn member_patch_uses_the_salesforce_shape() {
+        let body = member_patch(&[
+            MemberChange::Remove("005a".into()),
+            MemberChange::Add("005b".into()),
+        ]);
+        assert_eq!(
+            body["Operations"],
+            json!([
+                {"op": "remove", "path": "members", "value": {"members": [{"value": "005a"}]}},
+                {"op": "add", "path": "members", "value": {"members": [{"value": "005b"}]}}
+            ])
+        );
+    }
+
+    #[test]
+    fn user_patch_is_a_pathless_value_object_of_changes() {
+        let desired = json!({"schemas": [], "title": "Lead", "active": true, "entitlements": [{"value": "00e1"}]});
+        let existing = json!({"id": "005", "title": "Dev", "active": true,
+                              "entitlements": [{"value": "00e1", "type": "Profile", "display": "Std"}, {"value": "0PS1"}]});
+        let ops = user_patch(&desired, &existing).build()["Operations"].clone();
+        assert_eq!(ops, json!([{"op": "replace", "value": {"title": "Lead"}}]));
+    }
+}

@@ -1,0 +1,355 @@
+//! The Salesforce profile against the in-process simulator's salesforce mode: every matrix
+//! cell (and the exact `unsupported` outcomes), both OAuth flows, token expiry mid-run, and each
+//! quirk of providers.md §4 "Salesforce".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use scimrelay_connector::FailureClass;
+use scimrelay_proto::v1::{EventKind, Operation};
+use scimrelay_provider_salesforce::Salesforce;
+use scimrelay_provider_scim::testkit::{Harness, events};
+use scimrelay_scim::{Auth, Secret};
+
+const CLIENT_ID: &str = "3MVG9-test-consumer-key";
+const CLIENT_SECRET: &str = "sf-client-secret";
+const JWT_USER: &str = "integration@acme.example";
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../sim/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+async fn sim(extra: Value) -> String {
+    let mut sf = json!({
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "jwt_public_key_pem": fixture("jwt_public.pem"),
+        "jwt_usernames": [JWT_USER],
+        "groups": ["Sales", "Support"],
+    });
+    if let (Some(o), Value::Object(e)) = (sf.as_object_mut(), extra.clone()) {
+        o.extend(e.into_iter().filter(|(k, _)| k != "faults"));
+    }
+    let mut tenant = json!({"id": "acme", "mode": "salesforce", "salesforce": sf});
+    if let Some(f) = extra.get("faults") {
+        tenant["faults"] = f.clone();
+    }
+    let config = scimrelay_sim::SimConfig::from_yaml_str(&json!({"tenants": [tenant]}).to_string())
+        .expect("sim config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(scimrelay_sim::serve(
+        config,
+        listener,
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+fn client_credentials(origin: &str) -> Auth {
+    Auth::OauthClientCredentials {
+        token_url: format!("{origin}/acme/services/oauth2/token"),
+        client_id: CLIENT_ID.into(),
+        client_secret: Secret::new(CLIENT_SECRET.to_string()),
+        scope: None,
+    }
+}
+
+/// The id of the simulator's "Standard User" profile, read through the API.
+async fn profile_id(origin: &str) -> String {
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!("{origin}/acme/services/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=client_credentials&client_id={CLIENT_ID}&client_secret={CLIENT_SECRET}"
+        ))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token json");
+    let list: Value = http
+        .get(format!("{origin}/acme/services/scim/v2/Entitlements"))
+        .bearer_auth(token["access_token"].as_str().unwrap_or_default())
+        .send()
+        .await
+        .expect("entitlements")
+        .json()
+        .await
+        .expect("entitlements json");
+    list["Resources"]
+        .as_array()
+        .and_then(|r| r.iter().find(|e| e["displayName"] == "Standard User"))
+        .and_then(|e| e["id"].as_str())
+        .expect("a Standard User profile")
+        .to_owned()
+}
+
+async fn admin(origin: &str, what: &str) -> Value {
+    reqwest::get(format!("{origin}/_admin/tenants/acme/{what}"))
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("admin json")
+}
+
+fn count(stats: &Value, method: &str, path: &str) -> u64 {
+    stats["requests"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| {
+                    r["method"] == method && r["path"].as_str().is_some_and(|p| p.ends_with(path))
+                })
+                .map(|r| r["count"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn harness(origin: &str, options: &str, auth: Auth) -> Harness {
+    Harness::new(
+        Arc::new(Salesforce::new()),
+        &format!(
+            "targets:\n  - id: sf\n    provider: salesforce\n    base_url: \"{origin}/acme/services/scim/v2\"\n    auth: {{kind: none}}\n    rate_limit_per_sec: 1000\n    delete_policy: delete\n    options: {options}\n"
+        ),
+        auth,
+    )
+}
+
+#[tokio::test]
+async fn user_cells_with_profile_suffix_and_delete_that_deactivates() {
+    let origin = sim(json!({})).await;
+    let profile = profile_id(&origin).await;
+    let h = harness(
+        &origin,
+        &format!("{{profile_id: \"{profile}\", username_suffix: \".prod\"}}"),
+        client_credentials(&origin),
+    );
+    let mut u = events::user("u1");
+    assert_eq!(
+        h.ok(&events::upsert(u.clone(), 1)).await.operation,
+        Operation::Created
+    );
+    let users = admin(&origin, "users").await;
+    assert_eq!(users[0]["userName"], "u1@example.com.prod");
+    assert_eq!(users[0]["entitlements"][0]["value"], profile.as_str());
+    u.title = "Account Executive".into();
+    assert_eq!(
+        h.ok(&events::upsert(u.clone(), 2)).await.operation,
+        Operation::Updated
+    );
+    assert_eq!(
+        h.ok(&events::upsert(u.clone(), 3)).await.operation,
+        Operation::Noop
+    );
+    assert_eq!(
+        h.ok(&events::user_event("u1", EventKind::UserDeactivated, 4))
+            .await
+            .operation,
+        Operation::Deactivated
+    );
+    u.title = "Back".into();
+    assert_eq!(
+        h.ok(&events::upsert(u.clone(), 5)).await.operation,
+        Operation::Updated,
+        "reactivated"
+    );
+    let deleted = h
+        .ok(&events::user_event("u1", EventKind::UserDeleted, 6))
+        .await;
+    assert_eq!(deleted.operation, Operation::Deactivated);
+    assert!(
+        deleted.detail.contains("cannot delete users"),
+        "{deleted:?}"
+    );
+    let users = admin(&origin, "users").await;
+    assert_eq!(users.as_array().map(Vec::len), Some(1), "still there");
+    assert_eq!(users[0]["active"], false);
+    let s = admin(&origin, "stats").await;
+    assert_eq!(
+        count(&s, "GET", "ServiceProviderConfigs"),
+        1,
+        "discovered once at the plural path: {s}"
+    );
+    assert_eq!(count(&s, "DELETE", "Users/{id}"), 0, "{s}");
+}
+
+#[tokio::test]
+async fn a_user_without_a_profile_is_a_permanent_clear_failure() {
+    let origin = sim(json!({})).await;
+    let h = harness(&origin, "{}", client_credentials(&origin));
+    let err = h
+        .run(&events::upsert(events::user("np"), 1))
+        .await
+        .result
+        .expect_err("no profile");
+    assert_eq!(err.class, FailureClass::Permanent);
+    assert!(
+        err.detail
+            .starts_with("no Salesforce profile: set options.profile_id"),
+        "{err}"
+    );
+    let s = admin(&origin, "stats").await;
+    assert_eq!(
+        count(&s, "POST", "Users"),
+        0,
+        "nothing sent that would 409: {s}"
+    );
+}
+
+#[tokio::test]
+async fn groups_membership_only_and_exact_unsupported_outcomes() {
+    let origin = sim(json!({})).await;
+    let profile = profile_id(&origin).await;
+    let h = harness(
+        &origin,
+        &format!("{{profile_id: \"{profile}\"}}"),
+        client_credentials(&origin),
+    );
+    let ids: Vec<String> = (0..4).map(|i| format!("m{i}")).collect();
+    for id in &ids {
+        h.ok(&events::upsert(events::user(id), 1)).await;
+    }
+    let created = h
+        .run(&events::group("g-new", "Brand New Group", &ids, 1))
+        .await
+        .result
+        .expect_err("cannot create");
+    assert_eq!(created.class, FailureClass::Unsupported);
+    assert!(
+        created
+            .detail
+            .starts_with("Salesforce cannot create groups through SCIM"),
+        "{created}"
+    );
+    assert_eq!(
+        h.ok(&events::group("g-sales", "Sales", &ids[0..3], 1))
+            .await
+            .operation,
+        Operation::Updated
+    );
+    assert_eq!(
+        h.ok(&events::group("g-sales", "Sales", &ids[1..4], 2))
+            .await
+            .operation,
+        Operation::Updated
+    );
+    let groups = admin(&origin, "groups").await;
+    let sales = groups
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["displayName"] == "Sales"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        sales["members"].as_array().map(Vec::len),
+        Some(3),
+        "{sales}"
+    );
+    let deleted = h
+        .run(&events::group_deleted("g-sales", 3))
+        .await
+        .result
+        .expect_err("cannot delete");
+    assert_eq!(deleted.class, FailureClass::Unsupported);
+    assert!(
+        deleted
+            .detail
+            .starts_with("Salesforce cannot delete groups through SCIM"),
+        "{deleted}"
+    );
+    let s = admin(&origin, "stats").await;
+    assert_eq!(count(&s, "POST", "Groups"), 0, "{s}");
+    assert_eq!(count(&s, "DELETE", "Groups/{id}"), 0, "{s}");
+}
+
+#[tokio::test]
+async fn jwt_bearer_auth_and_409_adoption() {
+    let origin = sim(json!({})).await;
+    let profile = profile_id(&origin).await;
+    let jwt = Auth::OauthJwtBearer {
+        token_url: format!("{origin}/acme/services/oauth2/token"),
+        client_id: CLIENT_ID.into(),
+        subject: JWT_USER.into(),
+        audience: "https://login.salesforce.com".into(),
+        private_key_pem: Secret::new(fixture("jwt_private.pem")),
+    };
+    let options = format!("{{profile_id: \"{profile}\"}}");
+    harness(&origin, &options, jwt.clone())
+        .ok(&events::upsert(events::user("j1"), 1))
+        .await;
+    let mut again = events::user("j1");
+    again.id = "j1-platform".into();
+    let done = harness(&origin, &options, jwt)
+        .ok(&events::upsert(again, 1))
+        .await;
+    assert_eq!(done.operation, Operation::Adopted, "{done:?}");
+    assert_eq!(
+        admin(&origin, "users").await.as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn an_expiring_token_is_renewed_mid_run_and_nothing_fails() {
+    let origin = sim(json!({"token_ttl_secs": 1})).await;
+    let profile = profile_id(&origin).await;
+    let h = harness(
+        &origin,
+        &format!("{{profile_id: \"{profile}\"}}"),
+        client_credentials(&origin),
+    );
+    for i in 0..3 {
+        h.ok(&events::upsert(events::user(&format!("e{i}")), 1))
+            .await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    let s = admin(&origin, "stats").await;
+    assert!(
+        s["by_status"]["401"].as_u64().unwrap_or(0) >= 1,
+        "the token did expire: {s}"
+    );
+    assert_eq!(
+        admin(&origin, "users").await.as_array().map(Vec::len),
+        Some(3)
+    );
+}
+
+#[tokio::test]
+async fn request_limit_exceeded_pauses_and_succeeds() {
+    let origin = sim(json!({})).await;
+    let profile = profile_id(&origin).await;
+    let r = reqwest::Client::new()
+        .put(format!("{origin}/_admin/tenants/acme/faults"))
+        .json(&json!({"rate_limit": {"per_sec": 3, "burst": 1}}))
+        .send()
+        .await
+        .expect("faults");
+    assert!(r.status().is_success(), "{r:?}");
+    let h = harness(
+        &origin,
+        &format!("{{profile_id: \"{profile}\"}}"),
+        client_credentials(&origin),
+    );
+    for i in 0..4 {
+        h.ok(&events::upsert(events::user(&format!("t{i}")), 1))
+            .await;
+    }
+    let s = admin(&origin, "stats").await;
+    assert!(s["by_status"]["403"].as_u64().unwrap_or(0) >= 1, "{s}");
+    assert_eq!(
+        admin(&origin, "users").await.as_array().map(Vec::len),
+        Some(4)
+    );
+}

@@ -1,0 +1,307 @@
+//! Convergence building blocks every provider profile shares: reading ids and list answers,
+//! looking objects up, resolving group members to provider ids, member-set diffs in chunks,
+//! and the canonical failures (missing members, missing attributes).
+//!
+//! They are policy-free on purpose — which endpoint, which filter, which PATCH shape is the
+//! profile's choice — and every request goes through [`Exec::send`], so plan mode, limits and
+//! the breaker apply to all of them.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use scimrelay_connector::exec::Exec;
+use scimrelay_connector::{ConvergeError, ConvergeInput, FailureClass, classify};
+use scimrelay_proto::v1::{GroupState, UserState};
+use scimrelay_scim::{ScimError, ScimRequest, ScimResponse, filter_eq};
+
+/// The `id` of a SCIM resource.
+pub fn id_of(v: &Value) -> Option<String> {
+    v.get("id").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The `Resources` of a list answer (empty when absent).
+pub fn resources(resp: &ScimResponse) -> Vec<Value> {
+    resp.body
+        .as_ref()
+        .and_then(|b| b.get("Resources"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The member ids (`members[].value`) of a group resource.
+pub fn member_ids(group: &Value) -> BTreeSet<String> {
+    group
+        .get("members")
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter_map(|x| x.get("value").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The user of a user event, or a permanent failure.
+pub fn user_of<'a>(input: &ConvergeInput<'a>) -> Result<&'a UserState, ConvergeError> {
+    input
+        .event
+        .user
+        .as_ref()
+        .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "user event without user"))
+}
+
+/// The group of a group event, or a permanent failure.
+pub fn group_of<'a>(input: &ConvergeInput<'a>) -> Result<&'a GroupState, ConvergeError> {
+    input
+        .event
+        .group
+        .as_ref()
+        .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "group event without group"))
+}
+
+/// A permanent failure for a required attribute the desired state lacks, naming the field and
+/// the provider that requires it — instead of a 400 the runtime would retry or an operator
+/// would have to decode.
+pub fn missing_attribute(provider: &str, field: &str, why: &str) -> ConvergeError {
+    ConvergeError::new(
+        FailureClass::Permanent,
+        format!(
+            "the user has no {field}, which {provider} requires{why}; set it at the identity platform"
+        ),
+    )
+}
+
+/// Sends a request and maps an error through the default classification.
+pub async fn send(exec: &Exec, req: ScimRequest) -> Result<ScimResponse, ConvergeError> {
+    exec.send(req).await.map_err(|e| classify(&e))
+}
+
+/// `GET /{endpoint}?filter=attr eq "value"` (plus `extra` query parameters); the first match.
+pub async fn find_eq(
+    exec: &Exec,
+    endpoint: &str,
+    attr: &str,
+    value: &str,
+    extra: &[(&str, &str)],
+) -> Result<Option<Value>, ConvergeError> {
+    let mut req =
+        ScimRequest::get(format!("/{endpoint}")).with_query("filter", filter_eq(attr, value));
+    for (k, v) in extra {
+        req = req.with_query(*k, *v);
+    }
+    let resp = send(exec, req).await?;
+    Ok(resources(&resp).into_iter().next())
+}
+
+/// `GET /{endpoint}/{id}`: the resource and its ETag; `None` on 404.
+pub async fn get_by_id(
+    exec: &Exec,
+    endpoint: &str,
+    id: &str,
+) -> Result<Option<(Value, Option<String>)>, ConvergeError> {
+    match exec
+        .send(ScimRequest::get(format!(
+            "/{endpoint}/{}",
+            scimrelay_scim::path_segment(id)
+        )))
+        .await
+    {
+        Ok(r) => {
+            let etag = r.etag();
+            Ok(r.body.map(|b| (b, etag)))
+        }
+        Err(e) if e.status() == Some(404) => Ok(None),
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+/// The remote id the ledger holds for the event's subject, if any.
+pub fn known_remote_id(input: &ConvergeInput<'_>) -> Option<String> {
+    input
+        .entry
+        .map(|e| e.remote_id.clone())
+        .filter(|id| !id.is_empty() && id != scimrelay_connector::exec::PLANNED_ID)
+}
+
+/// Group members (platform user ids) split into the provider ids the ledger knows and the
+/// members still to look up (the caller looks them up its own way, then calls
+/// [`finish_members`]).
+pub fn members_from_ledger(
+    input: &ConvergeInput<'_>,
+) -> Result<(Vec<String>, Vec<String>), ConvergeError> {
+    let group = group_of(input)?;
+    let mut ids = Vec::with_capacity(group.member_ids.len());
+    let mut unknown = Vec::new();
+    for member in &group.member_ids {
+        match input
+            .ledger
+            .remote_id(member)
+            .filter(|id| id != scimrelay_connector::exec::PLANNED_ID)
+        {
+            Some(id) => ids.push(id),
+            None => unknown.push(member.clone()),
+        }
+    }
+    Ok((ids, unknown))
+}
+
+/// Completes member resolution: `looked_up` holds (member, provider id found) for each member
+/// [`members_from_ledger`] could not resolve; found ids are taught to the ledger. Members not
+/// provisioned yet are a transient failure: the user event may still be on its way, so the
+/// group is retried later. Returns the provider ids, sorted and deduplicated.
+pub fn finish_members(
+    input: &ConvergeInput<'_>,
+    mut ids: Vec<String>,
+    looked_up: Vec<(String, Option<String>)>,
+) -> Result<Vec<String>, ConvergeError> {
+    let mut missing = Vec::new();
+    for (member, found) in looked_up {
+        match found {
+            Some(id) => {
+                input.ledger.learn_remote_id(&member, &id);
+                ids.push(id);
+            }
+            // The member's own events converged it to "not at the target" (deleted, or
+            // deactivated before it was ever created): it cannot be a member, and waiting for
+            // it would never end. Anything else not found may still be on its way.
+            None if input
+                .ledger
+                .get(&member)
+                .is_some_and(|e| e.applied_version > 0 && e.remote_id.is_empty()) => {}
+            None => missing.push(member),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ConvergeError::new(
+            FailureClass::Retry,
+            format!(
+                "{} member(s) not provisioned at the target yet (first: {})",
+                missing.len(),
+                missing[0]
+            ),
+        ));
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// One membership change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Add this provider user id.
+    Add(String),
+    /// Remove this provider user id.
+    Remove(String),
+}
+
+/// The changes that turn `current` into `desired`, removals first (so a chunked sync never
+/// briefly exceeds a group-size limit), each side sorted for stable requests.
+pub fn member_diff(current: &BTreeSet<String>, desired: &BTreeSet<String>) -> Vec<MemberChange> {
+    current
+        .difference(desired)
+        .map(|id| MemberChange::Remove(id.clone()))
+        .chain(
+            desired
+                .difference(current)
+                .map(|id| MemberChange::Add(id.clone())),
+        )
+        .collect()
+}
+
+/// Whether a SCIM error is a 409 conflict.
+pub fn is_conflict(e: &ScimError) -> bool {
+    e.status() == Some(409)
+}
+
+/// A string option of the target (`options.<key>`); a value of another type is a permanent
+/// failure naming the key.
+pub fn opt_str(
+    target: &scimrelay_core::config::TargetConfig,
+    key: &str,
+) -> Result<Option<String>, ConvergeError> {
+    match target.options.get(key) {
+        None | Some(serde_yaml::Value::Null) => Ok(None),
+        Some(serde_yaml::Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(serde_yaml::Value::String(s)) => Ok(Some(s.trim().to_owned())),
+        Some(serde_yaml::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(ConvergeError::new(
+            FailureClass::Permanent,
+            format!(
+                "targets file: target {} options.{key} must be a string",
+                target.id
+            ),
+        )),
+    }
+}
+
+/// A whole-number option of the target (`options.<key>`), or `default`.
+pub fn opt_u64(
+    target: &scimrelay_core::config::TargetConfig,
+    key: &str,
+    default: u64,
+) -> Result<u64, ConvergeError> {
+    match target.options.get(key) {
+        None | Some(serde_yaml::Value::Null) => Ok(default),
+        Some(serde_yaml::Value::Number(n)) if n.as_u64().is_some() => {
+            Ok(n.as_u64().unwrap_or(default))
+        }
+        Some(_) => Err(ConvergeError::new(
+            FailureClass::Permanent,
+            format!(
+                "targets file: target {} options.{key} must be a whole number",
+                target.id
+            ),
+        )),
+    }
+}
+
+/// Sends membership changes in chunks of at most `chunk` changes per request; `build` turns one
+/// chunk into a PATCH body. `applied` is called after each accepted chunk (so a failure midway
+/// leaves a record of what was applied). Returns the number of requests sent.
+pub async fn patch_members_chunked(
+    exec: &Exec,
+    path: &str,
+    changes: &[MemberChange],
+    chunk: usize,
+    build: impl Fn(&[MemberChange]) -> Value,
+    mut applied: impl FnMut(&[MemberChange]),
+) -> Result<usize, ScimError> {
+    let mut sent = 0;
+    for part in changes.chunks(chunk.max(1)) {
+        exec.send(ScimRequest::patch(path, build(part))).await?;
+        applied(part);
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_diff_removes_first_and_sorts() {
+        let cur: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let want: BTreeSet<String> = ["c", "d", "e"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            member_diff(&cur, &want),
+            vec![
+                MemberChange::Remove("a".into()),
+                MemberChange::Remove("b".into()),
+                MemberChange::Add("d".into()),
+                MemberChange::Add("e".into()),
+            ]
+        );
+        assert!(member_diff(&want, &want).is_empty());
+    }
+
+    #[test]
+    fn member_ids_reads_values() {
+        let g = serde_json::json!({"members": [{"value": "1"}, {"value": "2", "display": "x"}]});
+        assert_eq!(member_ids(&g).len(), 2);
+        assert!(member_ids(&serde_json::json!({})).is_empty());
+    }
+}

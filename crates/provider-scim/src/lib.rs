@@ -1,0 +1,604 @@
+//! The generic RFC 7644 SCIM 2.0 provider profile, for any SCIM application.
+//!
+//! # Adapting to the server
+//! On the first event of a target the profile reads the server's ServiceProviderConfig (either
+//! spelling; [`discover`]) and caches what it says per target ([`Caps`]):
+//! - **PATCH supported** → updates are PATCH `replace` operations of the attributes that differ
+//!   (whole attribute values, explicit paths) and group membership is an add/remove diff;
+//!   otherwise the whole resource is replaced with PUT.
+//! - **filter supported** → lookups use `externalId eq` / `userName eq`; otherwise the profile
+//!   pages through the list and compares on its side (bounded by [`MAX_SCAN_PAGES`]).
+//! - **ETag supported** → every update carries `If-Match` with the version just read; a 412
+//!   (someone else changed it in between) re-reads and tries again, [`MAX_PRECONDITION_RETRIES`]
+//!   times.
+//!
+//! A server with no discovery document gets the conservative RFC reading ([`Caps::FALLBACK`]).
+//!
+//! # Convergence, per event kind (design.md §5)
+//! - **user.upserted**: find the user (ledger → `externalId eq`); absent → POST; a 409 on create
+//!   means it exists → look it up by externalId, then userName, and adopt it; present → update
+//!   only when something differs; a 404 on update (deleted underneath) → create again.
+//! - **user.deactivated**: PATCH (or PUT) `active=false` (no-op when already inactive or absent).
+//! - **user.deleted**: the target's `delete_policy` (default: deactivate; `delete` → DELETE).
+//! - **group.upserted**: members resolved to the provider's user ids (a member not provisioned
+//!   yet is a transient failure, retried); create, or update the diff.
+//! - **group.deleted**: DELETE (404 = already gone).
+//!
+//! Subjects are linked by `externalId` = the platform's id, so a lookup after a crash or on a
+//! new replica finds what an earlier attempt created instead of creating it twice.
+
+pub mod kit;
+pub mod mapping;
+pub mod testkit;
+
+use std::collections::{BTreeSet, HashMap};
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+use scimrelay_connector::{
+    ConvergeError, ConvergeInput, Converged, FailureClass, Provider, classify,
+};
+use scimrelay_core::config::DeletePolicy;
+use scimrelay_proto::v1::{EventKind, Operation};
+use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ServiceProviderConfig, path_segment};
+
+use kit::{id_of, resources};
+
+/// Pages a lookup scans on a server without filter support, 100 objects each.
+pub const MAX_SCAN_PAGES: u64 = 100;
+/// Page size of such a scan.
+pub const SCAN_PAGE_SIZE: u64 = 100;
+/// Re-reads after a 412 (ETag mismatch) before the event is retried later.
+pub const MAX_PRECONDITION_RETRIES: u32 = 3;
+
+/// What a server said it can do, cached per target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// PATCH is supported (else PUT).
+    pub patch: bool,
+    /// Filtering is supported (else lookups scan pages).
+    pub filter: bool,
+    /// ETags are supported (send If-Match).
+    pub etag: bool,
+}
+
+impl Caps {
+    /// A server without a discovery document: PUT (every server has it), filters (nearly every
+    /// server has `eq`), no ETags.
+    pub const FALLBACK: Caps = Caps {
+        patch: false,
+        filter: true,
+        etag: false,
+    };
+
+    /// The capabilities a ServiceProviderConfig announces.
+    pub fn from_config(c: &ServiceProviderConfig) -> Caps {
+        Caps {
+            patch: c.patch_supported(),
+            filter: c.filter_supported(),
+            etag: c.etag_supported(),
+        }
+    }
+}
+
+/// The generic SCIM profile.
+#[derive(Debug, Default)]
+pub struct GenericScim {
+    /// Discovered capabilities per target id (discovered once, on the target's first event; the
+    /// async lock makes concurrent first events wait for one discovery instead of each running it).
+    caps: tokio::sync::Mutex<HashMap<String, Caps>>,
+}
+
+impl GenericScim {
+    /// A profile with nothing discovered yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The target's capabilities, discovering them on first use.
+    async fn caps(&self, input: &ConvergeInput<'_>) -> Result<Caps, ConvergeError> {
+        let mut known = self.caps.lock().await;
+        if let Some(c) = known.get(&input.target.id) {
+            return Ok(*c);
+        }
+        let caps = discover(input).await?;
+        tracing::info!(target = %input.target.id, patch = caps.patch, filter = caps.filter, etag = caps.etag, "discovered server capabilities");
+        known.insert(input.target.id.clone(), caps);
+        Ok(caps)
+    }
+}
+
+/// Reads `/ServiceProviderConfig`, then `/ServiceProviderConfigs`; a server that has neither
+/// gets [`Caps::FALLBACK`]. Throttling, auth and server errors are returned (and retried).
+pub async fn discover(input: &ConvergeInput<'_>) -> Result<Caps, ConvergeError> {
+    for path in scimrelay_scim::typed::SERVICE_PROVIDER_CONFIG_PATHS {
+        match input.exec.send(ScimRequest::get(path)).await {
+            Ok(resp) => {
+                let Some(body) = resp.body else { continue };
+                let body = match body
+                    .get("Resources")
+                    .and_then(Value::as_array)
+                    .and_then(|r| r.first())
+                {
+                    Some(first) => first.clone(),
+                    None => body,
+                };
+                return Ok(serde_json::from_value::<ServiceProviderConfig>(body)
+                    .map(|c| Caps::from_config(&c))
+                    .unwrap_or(Caps::FALLBACK));
+            }
+            Err(e) if matches!(e.status(), Some(s) if (400..500).contains(&s) && !matches!(s, 401 | 403 | 429) || s == 501) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(classify(&e)),
+        }
+    }
+    Ok(Caps::FALLBACK)
+}
+
+impl Provider for GenericScim {
+    fn converge<'a>(
+        &'a self,
+        input: ConvergeInput<'a>,
+    ) -> BoxFuture<'a, Result<Converged, ConvergeError>> {
+        Box::pin(async move {
+            let caps = self.caps(&input).await?;
+            match input.event.kind() {
+                EventKind::UserUpserted => upsert_user(&input, caps).await,
+                EventKind::UserDeactivated => deactivate_user(&input, caps).await,
+                EventKind::UserDeleted => match input.target.delete_policy {
+                    DeletePolicy::Deactivate => deactivate_user(&input, caps).await.map(|c| {
+                        c.with_detail(
+                            "delete_policy is deactivate: the user was deactivated, not deleted",
+                        )
+                    }),
+                    DeletePolicy::Delete => delete(&input, caps, "Users").await,
+                },
+                EventKind::GroupUpserted => upsert_group(&input, caps).await,
+                EventKind::GroupDeleted => delete(&input, caps, "Groups").await,
+                EventKind::Unspecified => Err(ConvergeError::new(
+                    FailureClass::Permanent,
+                    "event has no kind",
+                )),
+            }
+        })
+    }
+}
+
+/// Finds a resource by an attribute: a filter, or a scan when the server cannot filter.
+async fn find(
+    input: &ConvergeInput<'_>,
+    caps: Caps,
+    endpoint: &str,
+    attr: &str,
+    value: &str,
+) -> Result<Option<Value>, ConvergeError> {
+    if caps.filter {
+        return kit::find_eq(input.exec, endpoint, attr, value, &[]).await;
+    }
+    let mut start = 1;
+    for _ in 0..MAX_SCAN_PAGES {
+        let resp = kit::send(
+            input.exec,
+            ScimRequest::get(format!("/{endpoint}"))
+                .with_query("startIndex", start.to_string())
+                .with_query("count", SCAN_PAGE_SIZE.to_string()),
+        )
+        .await?;
+        let page = resources(&resp);
+        let matches = |v: &&Value| {
+            v.get(attr).and_then(Value::as_str).is_some_and(|s| {
+                if attr == "userName" {
+                    s.eq_ignore_ascii_case(value)
+                } else {
+                    s == value
+                }
+            })
+        };
+        if let Some(hit) = page.iter().find(matches) {
+            return Ok(Some(hit.clone()));
+        }
+        if (page.len() as u64) < SCAN_PAGE_SIZE {
+            return Ok(None);
+        }
+        start += page.len() as u64;
+    }
+    Ok(None)
+}
+
+/// Current remote state of the subject and its ETag: by the remembered id, else by externalId.
+async fn current(
+    input: &ConvergeInput<'_>,
+    caps: Caps,
+    endpoint: &str,
+) -> Result<Option<(Value, Option<String>)>, ConvergeError> {
+    if let Some(id) = kit::known_remote_id(input)
+        && let Some(found) = kit::get_by_id(input.exec, endpoint, &id).await?
+    {
+        return Ok(Some(found));
+    }
+    let Some(found) = find(
+        input,
+        caps,
+        endpoint,
+        "externalId",
+        input.event.subject_id(),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    if !caps.etag {
+        return Ok(Some((found, None)));
+    }
+    // A list answer carries no ETag header: read the object itself for its version.
+    let id = id_of(&found).unwrap_or_default();
+    Ok(kit::get_by_id(input.exec, endpoint, &id)
+        .await?
+        .or(Some((found, None))))
+}
+
+async fn upsert_user(input: &ConvergeInput<'_>, caps: Caps) -> Result<Converged, ConvergeError> {
+    let user = kit::user_of(input)?;
+    let desired = mapping::user_resource(user, user.active);
+    match current(input, caps, "Users").await? {
+        Some((existing, etag)) => {
+            update(
+                input,
+                caps,
+                "Users",
+                existing,
+                etag,
+                desired,
+                Operation::Updated,
+            )
+            .await
+        }
+        None => {
+            create_or_adopt(
+                input,
+                caps,
+                "Users",
+                desired,
+                &[("externalId", &user.id), ("userName", &user.user_name)],
+            )
+            .await
+        }
+    }
+}
+
+async fn create_or_adopt(
+    input: &ConvergeInput<'_>,
+    caps: Caps,
+    endpoint: &str,
+    desired: Value,
+    lookups: &[(&str, &str)],
+) -> Result<Converged, ConvergeError> {
+    match input
+        .exec
+        .send(ScimRequest::post(format!("/{endpoint}"), desired.clone()))
+        .await
+    {
+        Ok(resp) => {
+            let id = resp.body.as_ref().and_then(id_of).unwrap_or_default();
+            Ok(Converged::new(Operation::Created, id))
+        }
+        Err(e) if kit::is_conflict(&e) => {
+            for (attr, value) in lookups {
+                if value.is_empty() {
+                    continue;
+                }
+                if let Some(existing) = find(input, caps, endpoint, attr, value).await? {
+                    let id = id_of(&existing).unwrap_or_default();
+                    let (existing, etag) = if caps.etag {
+                        kit::get_by_id(input.exec, endpoint, &id)
+                            .await?
+                            .unwrap_or((existing, None))
+                    } else {
+                        (existing, None)
+                    };
+                    let done = update(
+                        input,
+                        caps,
+                        endpoint,
+                        existing,
+                        etag,
+                        desired,
+                        Operation::Adopted,
+                    )
+                    .await?;
+                    return Ok(
+                        Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
+                            "409 on create: adopted the existing object found by {attr}"
+                        )),
+                    );
+                }
+            }
+            Err(ConvergeError {
+                detail: format!(
+                    "409 on create but no object found by {}",
+                    lookups
+                        .iter()
+                        .map(|(a, _)| *a)
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+                ..classify(&e)
+            })
+        }
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+/// The PATCH that turns `existing` into `desired`: one `replace` per differing top-level
+/// attribute, whole values; group members as an add/remove diff.
+pub fn patch_for(endpoint: &str, desired: &Value, existing: &Value) -> PatchBuilder {
+    let mut patch = PatchBuilder::new();
+    let (Value::Object(d), Value::Object(_)) = (desired, existing) else {
+        return patch;
+    };
+    for (k, dv) in d {
+        if matches!(k.as_str(), "schemas" | "id" | "members") {
+            continue;
+        }
+        let single = json!({ k.clone(): dv.clone() });
+        if mapping::differs(&single, existing) {
+            patch = patch.replace(Some(k), dv.clone());
+        }
+    }
+    if endpoint == "Groups" {
+        let want: BTreeSet<String> = kit::member_ids(desired);
+        let have: BTreeSet<String> = kit::member_ids(existing);
+        let add: Vec<&str> = want.difference(&have).map(String::as_str).collect();
+        if !add.is_empty() {
+            patch = patch.add(Some("members"), scimrelay_scim::member_values(add));
+        }
+        for gone in have.difference(&want) {
+            patch = patch.remove(
+                &format!(
+                    "members[value eq \"{}\"]",
+                    scimrelay_scim::escape_value(gone)
+                ),
+                None,
+            );
+        }
+    }
+    patch
+}
+
+/// Updates the remote object when it differs from the desired state: PATCH or PUT as the server
+/// supports, with If-Match when it supports ETags.
+async fn update(
+    input: &ConvergeInput<'_>,
+    caps: Caps,
+    endpoint: &str,
+    mut existing: Value,
+    mut etag: Option<String>,
+    desired: Value,
+    op: Operation,
+) -> Result<Converged, ConvergeError> {
+    let id = id_of(&existing)
+        .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote object has no id"))?;
+    let path = format!("/{endpoint}/{}", path_segment(&id));
+    let mut attempt = 0;
+    loop {
+        if !mapping::differs(&desired, &existing) {
+            return Ok(Converged::new(
+                if op == Operation::Adopted {
+                    op
+                } else {
+                    Operation::Noop
+                },
+                id,
+            )
+            .with_detail("remote object already matches the desired state"));
+        }
+        let mut req = if caps.patch {
+            ScimRequest::patch(&path, patch_for(endpoint, &desired, &existing).build())
+        } else {
+            let mut body = desired.clone();
+            if let Value::Object(m) = &mut body {
+                m.insert("id".into(), json!(id));
+            }
+            ScimRequest::put(&path, body)
+        };
+        if let (true, Some(tag)) = (caps.etag, etag.as_ref()) {
+            req = req.with_if_match(tag.clone());
+        }
+        match input.exec.send(req).await {
+            Ok(_) => return Ok(Converged::new(op, id)),
+            Err(e) if e.status() == Some(404) => return recreate(input, endpoint, desired).await,
+            Err(e) if e.status() == Some(412) && attempt < MAX_PRECONDITION_RETRIES => {
+                // Changed underneath us since we read it: read again and recompute.
+                attempt += 1;
+                match kit::get_by_id(input.exec, endpoint, &id).await? {
+                    Some((fresh, tag)) => {
+                        existing = fresh;
+                        etag = tag;
+                    }
+                    None => return recreate(input, endpoint, desired).await,
+                }
+            }
+            Err(e) => return Err(classify(&e)),
+        }
+    }
+}
+
+/// The object was deleted underneath us: converging means it must exist again.
+async fn recreate(
+    input: &ConvergeInput<'_>,
+    endpoint: &str,
+    desired: Value,
+) -> Result<Converged, ConvergeError> {
+    let resp = kit::send(
+        input.exec,
+        ScimRequest::post(format!("/{endpoint}"), desired),
+    )
+    .await?;
+    Ok(Converged::new(
+        Operation::Created,
+        resp.body.as_ref().and_then(id_of).unwrap_or_default(),
+    )
+    .with_detail("the remote object had been deleted; created again"))
+}
+
+async fn deactivate_user(
+    input: &ConvergeInput<'_>,
+    caps: Caps,
+) -> Result<Converged, ConvergeError> {
+    let Some((existing, etag)) = current(input, caps, "Users").await? else {
+        return Ok(Converged::new(Operation::Noop, "")
+            .with_detail("user not present at the target; nothing to deactivate"));
+    };
+    let id = id_of(&existing).unwrap_or_default();
+    if existing.get("active") == Some(&json!(false)) {
+        return Ok(Converged::new(Operation::Noop, id).with_detail("already inactive"));
+    }
+    let path = format!("/Users/{}", path_segment(&id));
+    let mut req = if caps.patch {
+        ScimRequest::patch(
+            &path,
+            PatchBuilder::new()
+                .replace(Some("active"), json!(false))
+                .build(),
+        )
+    } else {
+        let mut body = existing.clone();
+        if let Value::Object(m) = &mut body {
+            m.insert("active".into(), json!(false));
+            m.remove("meta");
+        }
+        ScimRequest::put(&path, body)
+    };
+    if let (true, Some(tag)) = (caps.etag, etag) {
+        req = req.with_if_match(tag);
+    }
+    match input.exec.send(req).await {
+        Ok(_) => Ok(Converged::new(Operation::Deactivated, id)),
+        Err(e) if e.status() == Some(404) => {
+            Ok(Converged::new(Operation::Noop, "")
+                .with_detail("user disappeared before deactivation"))
+        }
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+async fn delete(
+    input: &ConvergeInput<'_>,
+    caps: Caps,
+    endpoint: &str,
+) -> Result<Converged, ConvergeError> {
+    let Some((existing, etag)) = current(input, caps, endpoint).await? else {
+        return Ok(Converged::new(Operation::Noop, "")
+            .with_detail("not present at the target; nothing to delete"));
+    };
+    let id = id_of(&existing).unwrap_or_default();
+    let mut req = ScimRequest::delete(format!("/{endpoint}/{}", path_segment(&id)));
+    if let (true, Some(tag)) = (caps.etag, etag) {
+        req = req.with_if_match(tag);
+    }
+    match input.exec.send(req).await {
+        Ok(_) => Ok(Converged::new(Operation::Deleted, "")),
+        Err(e) if e.status() == Some(404) => {
+            Ok(Converged::new(Operation::Noop, "").with_detail("already deleted"))
+        }
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+async fn upsert_group(input: &ConvergeInput<'_>, caps: Caps) -> Result<Converged, ConvergeError> {
+    let group = kit::group_of(input)?;
+    let (ids, unknown) = kit::members_from_ledger(input)?;
+    let mut looked_up = Vec::with_capacity(unknown.len());
+    for member in unknown {
+        let found = find(input, caps, "Users", "externalId", &member)
+            .await?
+            .and_then(|u| id_of(&u));
+        looked_up.push((member, found));
+    }
+    let members = kit::finish_members(input, ids, looked_up)?;
+    let desired = mapping::group_resource(group, &members);
+    match current(input, caps, "Groups").await? {
+        Some((existing, etag)) => {
+            update(
+                input,
+                caps,
+                "Groups",
+                existing,
+                etag,
+                desired,
+                Operation::Updated,
+            )
+            .await
+        }
+        None => {
+            create_or_adopt(
+                input,
+                caps,
+                "Groups",
+                desired,
+                &[
+                    ("externalId", &group.id),
+                    ("displayName", &group.display_name),
+                ],
+            )
+            .await
+        }
+    }
+}
+
+/// Whether an error is a 409 (kept for callers of the earlier API).
+pub fn is_conflict(e: &ScimError) -> bool {
+    kit::is_conflict(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_replaces_whole_changed_attributes_only() {
+        let desired =
+            json!({"userName": "a", "name": {"givenName": "A", "familyName": "B"}, "title": "X"});
+        let existing = json!({"id": "1", "userName": "A", "name": {"givenName": "A", "familyName": "C"}, "title": "X"});
+        let body = patch_for("Users", &desired, &existing).build();
+        assert_eq!(
+            body["Operations"],
+            json!([{"op": "replace", "path": "name", "value": {"givenName": "A", "familyName": "B"}}])
+        );
+    }
+
+    #[test]
+    fn group_patch_is_a_member_diff() {
+        let desired = json!({"displayName": "G", "members": [{"value": "1"}, {"value": "3"}]});
+        let existing =
+            json!({"id": "g", "displayName": "G", "members": [{"value": "1"}, {"value": "2"}]});
+        let body = patch_for("Groups", &desired, &existing).build();
+        assert_eq!(
+            body["Operations"],
+            json!([
+                {"op": "add", "path": "members", "value": [{"value": "3"}]},
+                {"op": "remove", "path": "members[value eq \"2\"]"}
+            ])
+        );
+    }
+
+    #[test]
+    fn caps_follow_the_config() {
+        let c: ServiceProviderConfig = serde_json::from_value(json!({
+            "patch": {"supported": false}, "filter": {"supported": true, "maxResults": 10},
+            "etag": {"supported": "true"}
+        }))
+        .expect("config");
+        assert_eq!(
+            Caps::from_config(&c),
+            Caps {
+                patch: false,
+                filter: true,
+                etag: true
+            }
+        );
+    }
+}

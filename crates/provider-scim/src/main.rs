@@ -1,0 +1,41 @@
+//! `scim-connector`: serves every `provider: scim` target of the targets file.
+
+use std::sync::Arc;
+
+use clap::Parser;
+use scimrelay_core::config::ProviderKind;
+
+/// Delivers identity events to generic RFC 7644 SCIM 2.0 applications.
+///
+/// Consumes the shard queues of every `provider: scim` target in the targets file, converges
+/// each event at the target and publishes its outcome.
+///
+/// Environment: SCIMRELAY_CONFIG (targets file, required), SCIMRELAY_AMQP_URL,
+/// SCIMRELAY_CONNECTOR_HTTP_ADDR (health, default 127.0.0.1:8081), SCIMRELAY_DRAIN_TIMEOUT_SECS
+/// (default 5), RUST_LOG, SCIMRELAY_LOG_FORMAT=json, OTEL_EXPORTER_OTLP_ENDPOINT.
+/// Secrets are read from the env vars or files each target names.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Args {}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let _ = Args::parse();
+    let config = match scimrelay_connector::ConnectorConfig::from_env(ProviderKind::Scim) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("scim-connector: configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let _telemetry = scimrelay_core::telemetry::init("scim-connector");
+    let shutdown = scimrelay_core::shutdown::token_on_signal();
+    let provider = Arc::new(scimrelay_provider_scim::GenericScim::new());
+    match scimrelay_connector::run(config, provider, shutdown).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scim-connector: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

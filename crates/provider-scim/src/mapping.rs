@@ -1,0 +1,199 @@
+//! Canonical user/group state → RFC 7643 resources, and the comparison that skips no-op writes.
+
+use serde_json::{Map, Value, json};
+
+use scimrelay_proto::v1::{GroupState, UserState};
+
+/// The RFC 7643 core User schema URN.
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+/// The RFC 7643 core Group schema URN.
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+/// The RFC 7643 enterprise User extension URN.
+pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+fn put(m: &mut Map<String, Value>, key: &str, value: &str) {
+    if !value.is_empty() {
+        m.insert(key.into(), json!(value));
+    }
+}
+
+/// The SCIM User for a desired state; `active` is passed separately because a deactivation
+/// forces it false whatever the state says.
+pub fn user_resource(u: &UserState, active: bool) -> Value {
+    let mut m = Map::new();
+    let mut schemas = vec![json!(USER_SCHEMA)];
+    m.insert("externalId".into(), json!(u.id));
+    m.insert("userName".into(), json!(u.user_name));
+    m.insert("active".into(), json!(active));
+    put(&mut m, "displayName", &u.display_name);
+    if !u.given_name.is_empty() || !u.family_name.is_empty() {
+        let mut name = Map::new();
+        put(&mut name, "givenName", &u.given_name);
+        put(&mut name, "familyName", &u.family_name);
+        m.insert("name".into(), Value::Object(name));
+    }
+    if !u.emails.is_empty() {
+        let emails: Vec<Value> = u
+            .emails
+            .iter()
+            .map(|e| {
+                let mut x = Map::new();
+                x.insert("value".into(), json!(e.value));
+                put(&mut x, "type", &e.r#type);
+                x.insert("primary".into(), json!(e.primary));
+                Value::Object(x)
+            })
+            .collect();
+        m.insert("emails".into(), Value::Array(emails));
+    }
+    if !u.phone_numbers.is_empty() {
+        let phones: Vec<Value> = u
+            .phone_numbers
+            .iter()
+            .map(|p| {
+                let mut x = Map::new();
+                x.insert("value".into(), json!(p.value));
+                put(&mut x, "type", &p.r#type);
+                x.insert("primary".into(), json!(p.primary));
+                Value::Object(x)
+            })
+            .collect();
+        m.insert("phoneNumbers".into(), Value::Array(phones));
+    }
+    put(&mut m, "title", &u.title);
+    put(&mut m, "locale", &u.locale);
+    put(&mut m, "timezone", &u.timezone);
+    put(&mut m, "preferredLanguage", &u.preferred_language);
+    if !u.employee_number.is_empty() || !u.department.is_empty() {
+        let mut ext = Map::new();
+        put(&mut ext, "employeeNumber", &u.employee_number);
+        put(&mut ext, "department", &u.department);
+        m.insert(ENTERPRISE_SCHEMA.into(), Value::Object(ext));
+        schemas.push(json!(ENTERPRISE_SCHEMA));
+    }
+    m.insert("schemas".into(), Value::Array(schemas));
+    Value::Object(m)
+}
+
+/// The SCIM Group for a desired state, members given as provider ids.
+pub fn group_resource(g: &GroupState, member_remote_ids: &[String]) -> Value {
+    json!({
+        "schemas": [GROUP_SCHEMA],
+        "externalId": g.id,
+        "displayName": g.display_name,
+        "members": member_remote_ids.iter().map(|id| json!({"value": id})).collect::<Vec<_>>(),
+    })
+}
+
+/// Whether `current` (what the provider holds) differs from `desired` in any attribute the
+/// desired state sets. Attributes the provider adds (id, meta, defaults) are ignored; strings
+/// that SCIM treats case-insensitively (userName, e-mails) compare case-insensitively;
+/// multi-valued attributes compare as sets.
+pub fn differs(desired: &Value, current: &Value) -> bool {
+    let (Value::Object(d), Value::Object(c)) = (desired, current) else {
+        return desired != current;
+    };
+    d.iter().any(|(k, dv)| {
+        if k == "schemas" || k == "id" {
+            return false;
+        }
+        let cv = c.get(k).or_else(|| {
+            c.iter()
+                .find(|(ck, _)| ck.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v)
+        });
+        match cv {
+            None => !is_empty(dv),
+            Some(cv) => value_differs(k, dv, cv),
+        }
+    })
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.values().all(is_empty),
+        _ => false,
+    }
+}
+
+fn value_differs(key: &str, d: &Value, c: &Value) -> bool {
+    match (d, c) {
+        (Value::Object(_), Value::Object(_)) => differs(d, c),
+        (Value::Array(da), Value::Array(ca)) => {
+            da.len() != ca.len()
+                || da
+                    .iter()
+                    .any(|x| !ca.iter().any(|y| !value_differs(key, x, y)))
+        }
+        (Value::String(ds), Value::String(cs)) if matches!(key, "userName" | "value") => {
+            !ds.eq_ignore_ascii_case(cs)
+        }
+        _ => d != c,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scimrelay_proto::v1::Email;
+
+    fn alice() -> UserState {
+        UserState {
+            id: "u1".into(),
+            user_name: "alice@example.com".into(),
+            given_name: "Alice".into(),
+            family_name: "Liddell".into(),
+            emails: vec![Email {
+                value: "alice@example.com".into(),
+                r#type: "work".into(),
+                primary: true,
+            }],
+            department: "R&D".into(),
+            active: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn user_resource_has_core_and_enterprise() {
+        let r = user_resource(&alice(), true);
+        assert_eq!(r["externalId"], "u1");
+        assert_eq!(r["name"]["familyName"], "Liddell");
+        assert_eq!(r[ENTERPRISE_SCHEMA]["department"], "R&D");
+        assert_eq!(r["schemas"].as_array().map(Vec::len), Some(2));
+        assert!(r.get("title").is_none(), "empty attributes are omitted");
+    }
+
+    #[test]
+    fn differs_ignores_server_additions_and_case() {
+        let desired = user_resource(&alice(), true);
+        let mut current = desired.clone();
+        current["id"] = json!("abc");
+        current["meta"] = json!({"resourceType": "User"});
+        current["userName"] = json!("Alice@Example.com");
+        current["emails"][0]["display"] = json!("x");
+        assert!(!differs(&desired, &current));
+        current["name"]["givenName"] = json!("Alicia");
+        assert!(differs(&desired, &current));
+        let mut inactive = desired.clone();
+        inactive["active"] = json!(false);
+        assert!(differs(&desired, &inactive));
+    }
+
+    #[test]
+    fn member_lists_compare_as_sets() {
+        let g = GroupState {
+            id: "g".into(),
+            display_name: "Eng".into(),
+            member_ids: vec![],
+        };
+        let a = group_resource(&g, &["1".into(), "2".into()]);
+        let b = group_resource(&g, &["2".into(), "1".into()]);
+        let c = group_resource(&g, &["1".into()]);
+        assert!(!differs(&a, &b));
+        assert!(differs(&a, &c));
+    }
+}

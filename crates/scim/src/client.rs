@@ -1,0 +1,318 @@
+//! `ScimClient`: sends one [`ScimRequest`] to one target and maps the answer.
+//!
+//! One client per target, cheap to clone (an `Arc` around a reqwest client, the base URL and
+//! the authorizer). [`ScimClient::execute`] is the single place a SCIM request leaves the
+//! process: it joins the path to the base URL, encodes the query, adds the auth header, and
+//! maps the answer: status ≥ 400 → [`ScimError::Http`] parsed from the body; 2xx and 3xx → a
+//! [`ScimResponse`] (redirects are not followed: a SCIM server has no reason to redirect, and
+//! following one could carry the credential elsewhere). With OAuth, a 401 renews the token once
+//! and the request is retried once. Retries for anything else, rate limits and concurrency
+//! belong to the connector runtime, which wraps this call.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::auth::{Auth, Authorizer};
+use crate::encoding::query_string;
+use crate::error::{ScimError, protect_headers};
+use crate::request::{ScimRequest, ScimResponse};
+
+/// The content type of SCIM request bodies (RFC 7644 §3.1).
+pub const DEFAULT_CONTENT_TYPE: &str = "application/scim+json";
+
+/// The request timeout when the config gives none.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
+/// The longest the TCP/TLS connect phase may take, whatever the request timeout: a target
+/// that cannot be reached should fail fast and count as a connect error.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `Accept` asks for: SCIM JSON, or plain JSON from servers that only know that.
+const ACCEPT: &str = "application/scim+json, application/json;q=0.9";
+
+/// Everything a [`ScimClient`] needs for one target. `Debug` prints no secret.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The SCIM base URL, e.g. `https://api.github.com/scim/v2/enterprises/acme` (a trailing
+    /// `/` is ignored).
+    pub base_url: String,
+    /// How to authenticate.
+    pub auth: Auth,
+    /// Per-request timeout, whole request including the body (0 = [`DEFAULT_TIMEOUT_SECS`]).
+    pub timeout_secs: u64,
+    /// The `User-Agent` header (GitHub rejects requests without one; empty = `scimrelay/<version>`).
+    pub user_agent: String,
+    /// The content type of request bodies (empty = [`DEFAULT_CONTENT_TYPE`]); some servers
+    /// only accept `application/json`.
+    pub content_type: String,
+}
+
+impl ClientConfig {
+    /// A config with the default timeout, user agent and content type.
+    pub fn new(base_url: impl Into<String>, auth: Auth) -> Self {
+        ClientConfig {
+            base_url: base_url.into(),
+            auth,
+            ..Default::default()
+        }
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            base_url: String::new(),
+            auth: Auth::None,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            user_agent: default_user_agent(),
+            content_type: DEFAULT_CONTENT_TYPE.to_owned(),
+        }
+    }
+}
+
+fn default_user_agent() -> String {
+    format!("scimrelay/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A SCIM client for one target. Clones share the connection pool and the token cache.
+#[derive(Clone)]
+pub struct ScimClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: String,
+    auth: Authorizer,
+    content_type: HeaderValue,
+}
+
+impl fmt::Debug for ScimClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScimClient")
+            .field("base_url", &self.inner.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A raw answer before status mapping.
+struct RawResponse {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl ScimClient {
+    /// Builds a client; a bad base URL, header value or key is a [`ScimError::Config`] naming
+    /// the field.
+    pub fn new(config: ClientConfig) -> Result<Self, ScimError> {
+        let base = config.base_url.trim();
+        let parsed = reqwest::Url::parse(base)
+            .map_err(|e| ScimError::Config(format!("base_url {base:?} is not a URL ({e})")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ScimError::Config(format!(
+                "base_url {base:?} must be http(s)"
+            )));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(ScimError::Config(format!(
+                "base_url {base:?} must not have a query or fragment"
+            )));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(ScimError::Config(
+                "base_url must not embed credentials; use the auth settings".into(),
+            ));
+        }
+        let user_agent = match config.user_agent.trim() {
+            "" => default_user_agent(),
+            ua => ua.to_owned(),
+        };
+        let content_type = match config.content_type.trim() {
+            "" => DEFAULT_CONTENT_TYPE,
+            ct => ct,
+        };
+        let content_type = HeaderValue::from_str(content_type).map_err(|_| {
+            ScimError::Config(format!(
+                "content_type {content_type:?} is not a valid header value"
+            ))
+        })?;
+        let timeout = Duration::from_secs(match config.timeout_secs {
+            0 => DEFAULT_TIMEOUT_SECS,
+            t => t,
+        });
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
+            .user_agent(HeaderValue::from_str(&user_agent).map_err(|_| {
+                ScimError::Config(format!(
+                    "user_agent {user_agent:?} is not a valid header value"
+                ))
+            })?)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ScimError::Config(format!("could not build the HTTP client ({e})")))?;
+        let auth = Authorizer::new(&config.auth)?;
+        Ok(ScimClient {
+            inner: Arc::new(Inner {
+                http,
+                base_url: base.trim_end_matches('/').to_owned(),
+                auth,
+                content_type,
+            }),
+        })
+    }
+
+    /// The base URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// How many OAuth token requests this client (and its clones) made; 0 without OAuth.
+    pub fn token_requests(&self) -> u64 {
+        self.inner.auth.token_requests()
+    }
+
+    /// The full URL of a request: base URL + path + percent-encoded query.
+    fn url_for(&self, req: &ScimRequest) -> Result<reqwest::Url, ScimError> {
+        let mut url = self.inner.base_url.clone();
+        if !req.path.is_empty() && !req.path.starts_with('/') {
+            url.push('/');
+        }
+        url.push_str(&req.path);
+        if !req.query.is_empty() {
+            url.push(if req.path.contains('?') { '&' } else { '?' });
+            url.push_str(&query_string(&req.query));
+        }
+        reqwest::Url::parse(&url).map_err(|e| {
+            ScimError::Config(format!(
+                "request path {:?} does not form a URL ({e})",
+                req.path
+            ))
+        })
+    }
+
+    /// Sends one request. Status ≥ 400 becomes `Err(ScimError::Http{..})` parsed from the body;
+    /// 2xx and 3xx are `Ok`, with `body: None` for 204 or an empty body. With OAuth, a 401
+    /// renews the token and retries once.
+    pub async fn execute(&self, req: &ScimRequest) -> Result<ScimResponse, ScimError> {
+        let url = self.url_for(req)?;
+        let started = Instant::now();
+        let cred = self.inner.auth.credential(&self.inner.http).await?;
+        let mut raw = self.send(req, url.clone(), cred.header).await?;
+        if raw.status == 401
+            && let Some(fresh) = self
+                .inner
+                .auth
+                .after_unauthorized(&self.inner.http, cred.generation)
+                .await
+        {
+            tracing::debug!(method = %req.method, path = %req.path, "401 with an oauth token; renewing it and retrying once");
+            let fresh = fresh?;
+            raw = self.send(req, url, fresh.header).await?;
+        }
+        tracing::debug!(
+            method = %req.method,
+            path = %req.path,
+            status = raw.status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "scim request"
+        );
+        finish(raw)
+    }
+
+    /// One HTTP attempt.
+    async fn send(
+        &self,
+        req: &ScimRequest,
+        url: reqwest::Url,
+        auth: Option<HeaderValue>,
+    ) -> Result<RawResponse, ScimError> {
+        let mut builder = self
+            .inner
+            .http
+            .request(req.method.clone(), url)
+            .header(http::header::ACCEPT, ACCEPT);
+        if let Some(auth) = auth {
+            builder = builder.header(http::header::AUTHORIZATION, auth);
+        }
+        if let Some(etag) = &req.if_match {
+            let v = HeaderValue::from_str(etag).map_err(|_| {
+                ScimError::Config("the If-Match ETag is not a valid header value".into())
+            })?;
+            builder = builder.header(http::header::IF_MATCH, v);
+        }
+        if let Some(body) = &req.body {
+            let bytes = serde_json::to_vec(body).map_err(|e| {
+                ScimError::Decode(format!("could not serialize the request body ({e})"))
+            })?;
+            builder = builder
+                .header(http::header::CONTENT_TYPE, self.inner.content_type.clone())
+                .body(bytes);
+        }
+        let resp = builder
+            .send()
+            .await
+            .map_err(|e| ScimError::from_reqwest(e, "scim request"))?;
+        let status = resp.status().as_u16();
+        let headers = protect_headers(resp.headers().clone());
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ScimError::from_reqwest(e, "reading the scim response"))?
+            .to_vec();
+        Ok(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Maps a raw answer: errors parsed, bodies decoded.
+fn finish(raw: RawResponse) -> Result<ScimResponse, ScimError> {
+    let RawResponse {
+        status,
+        headers,
+        body,
+    } = raw;
+    if status >= 400 {
+        return Err(ScimError::from_response(status, headers, &body));
+    }
+    let is_blank = body.iter().all(u8::is_ascii_whitespace);
+    if status == 204 || status == 205 || is_blank {
+        return Ok(ScimResponse {
+            status,
+            headers,
+            body: None,
+        });
+    }
+    let says_json = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => Ok(ScimResponse {
+            status,
+            headers,
+            body: Some(v),
+        }),
+        Err(e) if says_json => Err(ScimError::Decode(format!(
+            "HTTP {status} response is not valid JSON ({e})"
+        ))),
+        // A non-JSON body on success ("OK", an HTML page): the status is what counts.
+        Err(_) => Ok(ScimResponse {
+            status,
+            headers,
+            body: None,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

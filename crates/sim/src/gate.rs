@@ -1,0 +1,299 @@
+//! The tenant gate: middleware in front of every mode's routes. In this order it resolves the
+//! tenant, records the arrival, applies faults (latency, hang, reset, rate limit, token
+//! revocation), lets the mode admit the request (GitHub's User-Agent rule and hourly budget,
+//! Salesforce's rolling allocation), checks credentials, injects errors, runs the handler,
+//! re-renders errors in the mode's dialect, adds the mode's per-response headers and records the
+//! outcome. Faults come before auth so a throttled or broken provider looks the same to any caller.
+//! Every provider difference the gate needs comes from the mode's [`ModeHooks`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use rand::Rng;
+
+use crate::config::{AuthConfig, Mode};
+use crate::error::{ErrorStyle, RenderedError, ScimError};
+use crate::tenant::{App, Tenant};
+
+/// What differs between providers at the gate. Every method has the plain-SCIM default.
+pub trait ModeHooks: Send + Sync + 'static {
+    /// The dialect of the mode's error bodies.
+    fn style(&self) -> ErrorStyle {
+        ErrorStyle::Rfc
+    }
+
+    /// The answer to a request naming a tenant this mode does not serve.
+    fn unknown_tenant(&self, id: &str, mode: Mode) -> Response {
+        ScimError::not_found(format!("no {} tenant {id:?}", mode.name()))
+            .styled(self.style())
+            .into_response()
+    }
+
+    /// Mode rules checked after faults and before credentials; `Some((response, throttled))`
+    /// ends the request.
+    fn admit(
+        &self,
+        _tenant: &Tenant,
+        _method: &Method,
+        _path: &str,
+        _headers: &HeaderMap,
+    ) -> Option<(Response, bool)> {
+        None
+    }
+
+    /// Whether the request may skip the credential check (an OAuth token endpoint).
+    fn public(&self, _path: &str) -> bool {
+        false
+    }
+
+    /// Checks credentials; `Err(detail)` is answered by [`ModeHooks::unauthorized`].
+    fn authorize(&self, tenant: &Tenant, headers: &HeaderMap) -> Result<(), String> {
+        if authorized(&tenant.config.auth, headers) {
+            Ok(())
+        } else {
+            Err("missing or invalid credentials".into())
+        }
+    }
+
+    /// The 401 of this mode.
+    fn unauthorized(&self, tenant: &Tenant, detail: &str) -> Response {
+        ScimError::unauthorized(detail)
+            .with_header(header::WWW_AUTHENTICATE, challenge(&tenant.config.auth))
+            .styled(self.style())
+            .into_response()
+    }
+
+    /// The answer when the `rate_limit` fault refuses a request; `wait_secs` until a retry
+    /// would pass.
+    fn throttled(&self, _tenant: &Tenant, per_sec: f64, wait_secs: u64) -> Response {
+        ScimError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+            format!("rate limit of {per_sec} requests/s exceeded"),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(wait_secs))
+        .styled(self.style())
+        .into_response()
+    }
+
+    /// Headers every response of the mode carries (`x-ratelimit-*`, `Sforce-Limit-Info`, …).
+    fn finish(&self, _tenant: &Tenant, _response: &mut Response) {}
+}
+
+/// The plain RFC 7644 gate behaviour.
+#[derive(Debug)]
+pub struct PlainHooks;
+
+impl ModeHooks for PlainHooks {}
+
+/// Status recorded in statistics for a connection reset (no HTTP response was sent).
+pub const RESET_STATUS: u16 = 0;
+
+/// What the gate needs to know about the mode whose routes it guards.
+#[derive(Clone, Copy)]
+pub struct GateSpec {
+    /// Only tenants of this mode are served by these routes.
+    pub mode: Mode,
+    /// Route prefix stripped from the matched route to name the path class (`Users/{id}`).
+    pub prefix: &'static str,
+    /// The mode's differences at the gate.
+    pub hooks: &'static dyn ModeHooks,
+}
+
+impl std::fmt::Debug for GateSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GateSpec")
+            .field("mode", &self.mode)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Marks a response as throttling, for statistics (a mode may throttle with 403, like GitHub).
+#[derive(Debug, Clone, Copy)]
+pub struct Throttled;
+
+/// Checks the request's credentials against the tenant's static ones.
+pub fn authorized(auth: &AuthConfig, headers: &HeaderMap) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (scheme, rest) = given.split_once(' ').unwrap_or((given, ""));
+    match auth {
+        AuthConfig::None => true,
+        AuthConfig::Bearer { token } => {
+            scheme.eq_ignore_ascii_case("bearer") && rest.trim() == token
+        }
+        AuthConfig::Basic { username, password } => {
+            scheme.eq_ignore_ascii_case("basic")
+                && base64::engine::general_purpose::STANDARD
+                    .decode(rest.trim())
+                    .ok()
+                    .and_then(|raw| String::from_utf8(raw).ok())
+                    .and_then(|s| {
+                        s.split_once(':')
+                            .map(|(u, p)| u == username && p == password)
+                    })
+                    .unwrap_or(false)
+        }
+    }
+}
+
+/// The `WWW-Authenticate` challenge for a tenant's scheme.
+pub fn challenge(auth: &AuthConfig) -> HeaderValue {
+    match auth {
+        AuthConfig::Basic { .. } => HeaderValue::from_static("Basic realm=\"scimrelay-sim\""),
+        _ => HeaderValue::from_static("Bearer realm=\"scimrelay-sim\""),
+    }
+}
+
+/// A response whose body fails at once: hyper drops the connection without sending a complete
+/// response, which the client sees as a reset / incomplete message.
+fn reset_response() -> Response {
+    let stream = futures::stream::once(async {
+        Err::<axum::body::Bytes, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected reset",
+        ))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    r.extensions_mut().insert(ResetMarker);
+    r
+}
+
+/// The middleware; see the module doc for the order of steps.
+pub async fn gate(
+    State((app, spec)): State<(Arc<App>, GateSpec)>,
+    Path(params): Path<HashMap<String, String>>,
+    matched: MatchedPath,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let tenant_id = params.get("tenant").map(String::as_str).unwrap_or_default();
+    let Some(tenant) = app
+        .tenant(tenant_id)
+        .filter(|t| t.config.mode == spec.mode)
+        .cloned()
+    else {
+        return spec.hooks.unknown_tenant(tenant_id, spec.mode);
+    };
+    let class = matched
+        .as_str()
+        .strip_prefix(spec.prefix)
+        .unwrap_or(matched.as_str())
+        .to_string();
+    let method = req.method().clone();
+    tenant.stats().arrived(Instant::now());
+    let path = req.uri().path();
+    let public = spec.hooks.public(path);
+    let (mut response, throttled) = match guarded(
+        &app,
+        &tenant,
+        spec.hooks,
+        &method,
+        path,
+        req.headers(),
+        public,
+    )
+    .await
+    {
+        Some(early) => early,
+        None => {
+            req.extensions_mut().insert(tenant.clone());
+            (next.run(req).await, false)
+        }
+    };
+    let style = spec.hooks.style();
+    if style != ErrorStyle::Rfc
+        && let Some(RenderedError(err)) = response.extensions_mut().remove::<RenderedError>()
+    {
+        let throttled_marker = response.extensions().get::<Throttled>().copied();
+        response = err.styled(style).into_response();
+        if let Some(t) = throttled_marker {
+            response.extensions_mut().insert(t);
+        }
+    }
+    let throttled = throttled || response.extensions().get::<Throttled>().is_some();
+    let status = if response.extensions().get::<ResetMarker>().is_some() {
+        RESET_STATUS
+    } else {
+        spec.hooks.finish(&tenant, &mut response);
+        response.status().as_u16()
+    };
+    tenant.stats().answered(&method, &class, status, throttled);
+    response
+}
+
+/// Marks a reset response for statistics.
+#[derive(Debug, Clone, Copy)]
+struct ResetMarker;
+
+/// Applies faults, mode admission and auth; `Some((response, throttled))` ends the request early.
+async fn guarded(
+    app: &App,
+    tenant: &Tenant,
+    hooks: &dyn ModeHooks,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    public: bool,
+) -> Option<(Response, bool)> {
+    let faults = tenant.faults();
+    if let Some(l) = faults.latency_ms {
+        let ms = if l.max > l.min {
+            rand::rng().random_range(l.min..=l.max)
+        } else {
+            l.min
+        };
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+    if faults.hang_rate > 0.0 && rand::random::<f64>() < faults.hang_rate {
+        tokio::select! {
+            () = tokio::time::sleep(faults.hang()) => {}
+            () = app.shutdown.cancelled() => {}
+        }
+    }
+    if faults.reset_rate > 0.0 && rand::random::<f64>() < faults.reset_rate {
+        return Some((reset_response(), false));
+    }
+    if let Some(limit) = faults.rate_limit
+        && let Err(wait) = tenant.bucket().take(limit, Instant::now())
+    {
+        let secs = wait.ceil().max(1.0) as u64;
+        return Some((hooks.throttled(tenant, limit.per_sec, secs), true));
+    }
+    if let Some(early) = hooks.admit(tenant, method, path, headers) {
+        return Some(early);
+    }
+    if !public {
+        if faults.token_revoked {
+            return Some((
+                hooks.unauthorized(tenant, "the access token has been revoked"),
+                false,
+            ));
+        }
+        if let Err(detail) = hooks.authorize(tenant, headers) {
+            return Some((hooks.unauthorized(tenant, &detail), false));
+        }
+    }
+    if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
+        let statuses = faults.statuses();
+        let code = statuses[rand::rng().random_range(0..statuses.len())];
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let r = ScimError::new(status, None, format!("injected fault: {code}"))
+            .styled(hooks.style())
+            .into_response();
+        return Some((r, false));
+    }
+    None
+}

@@ -1,0 +1,186 @@
+//! The status service: consumes every outcome into a store and serves it over gRPC.
+//!
+//! Outcomes are acked only after their batch was committed to the store, so a crash or a
+//! restart loses nothing: unacked outcomes are redelivered and written once (the store ignores
+//! duplicates). Besides outcomes it consumes held events (same queue) and connector reports
+//! (`scimrelay.reports`), prunes history older than the retention age, and performs the
+//! operator actions on the broker (dead-letter replay, held-event release).
+
+pub mod broker;
+pub mod consumer;
+pub mod grpc;
+pub mod reports;
+pub mod store;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use scimrelay_core::config::{ConfigError, EnvConfig, env_or, env_parse};
+
+/// Default gRPC address.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50052";
+/// Default address of the health endpoints.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8082";
+/// Default store: a SQLite file in the working directory.
+pub const DEFAULT_DB: &str = "sqlite://scimrelay-status.db";
+/// Default age after which outcome history is pruned.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// How often history is pruned (and once at start).
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Topic exchange connectors publish [`scimrelay_proto::v1::TargetReport`]s to (routing key =
+/// target id).
+pub const REPORTS_EXCHANGE: &str = "scimrelay.reports";
+/// The status service's queue of reports.
+pub const REPORTS_QUEUE: &str = "scimrelay.status.reports";
+/// Message type (header `x-scimrelay-type`) of a held event on `scimrelay.outcomes`.
+pub const TYPE_HELD_EVENT: &str = "scimrelay.v1.HeldEvent";
+/// Message type of a target report.
+pub const TYPE_TARGET_REPORT: &str = "scimrelay.v1.TargetReport";
+/// Header a connector sets on a parked copy: the message's original routing key on
+/// `scimrelay.events`, which a replay sends it back to.
+pub const HEADER_ROUTING_KEY: &str = "x-scimrelay-routing-key";
+/// Header set on a released held event: the mass-deprovisioning guard must let it through.
+pub const HEADER_RELEASED: &str = "x-scimrelay-released";
+
+/// Status settings.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// `SCIMRELAY_STATUS_GRPC_ADDR`.
+    pub grpc_addr: String,
+    /// `SCIMRELAY_STATUS_HTTP_ADDR`: health endpoints.
+    pub http_addr: String,
+    /// `SCIMRELAY_STATUS_DB`: `postgres://…`, `sqlite://file`, a path, or `sqlite::memory:`.
+    pub db_url: String,
+    /// `SCIMRELAY_AMQP_URL`.
+    pub amqp_url: String,
+    /// `SCIMRELAY_STATUS_RETENTION_DAYS`: outcome history older than this is pruned; 0 keeps
+    /// everything.
+    pub retention_days: u32,
+    /// Shard count per target, from the targets file when `SCIMRELAY_CONFIG` is set (optional:
+    /// connector reports also carry it). Used for queue depths and replaying old dead letters.
+    pub shards: HashMap<String, u16>,
+}
+
+impl StatusConfig {
+    /// Reads the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let env = EnvConfig::from_env()?;
+        let db_url = env_or("SCIMRELAY_STATUS_DB", DEFAULT_DB);
+        if db_url.contains("://")
+            && !(db_url.starts_with("sqlite:")
+                || db_url.starts_with("postgres://")
+                || db_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "SCIMRELAY_STATUS_DB".into(),
+                message:
+                    "unsupported URL: use postgres://USER@HOST/DB, sqlite://PATH or a file path"
+                        .into(),
+            });
+        }
+        let shards = match &env.config_path {
+            Some(_) => env
+                .targets()?
+                .targets
+                .iter()
+                .map(|t| (t.id.clone(), t.shards))
+                .collect(),
+            None => HashMap::new(),
+        };
+        Ok(StatusConfig {
+            grpc_addr: env_or("SCIMRELAY_STATUS_GRPC_ADDR", DEFAULT_GRPC_ADDR),
+            http_addr: env_or("SCIMRELAY_STATUS_HTTP_ADDR", DEFAULT_HTTP_ADDR),
+            db_url,
+            amqp_url: env.amqp_url,
+            retention_days: env_parse("SCIMRELAY_STATUS_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)?,
+            shards,
+        })
+    }
+}
+
+/// Prunes history older than `days` now and every [`PRUNE_INTERVAL`] until `shutdown`.
+pub async fn prune_loop(store: store::Store, days: u32, shutdown: CancellationToken) {
+    if days == 0 {
+        return;
+    }
+    loop {
+        let before = store::now_ms() - i64::from(days) * 86_400_000;
+        match store.prune(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                outcomes = n,
+                retention_days = days,
+                "pruned outcome history"
+            ),
+            Err(e) => tracing::warn!(error = %e, "pruning outcome history failed; retrying later"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_INTERVAL) => {}
+        }
+    }
+}
+
+/// Runs the service on already-bound listeners until `shutdown` is cancelled.
+pub async fn serve(
+    config: StatusConfig,
+    grpc: tokio::net::TcpListener,
+    http: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = store::Store::open(&config.db_url).await.map_err(|e| {
+        anyhow::anyhow!(
+            "SCIMRELAY_STATUS_DB: cannot open {}: {e}",
+            redact_db(&config.db_url)
+        )
+    })?;
+    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, backend = ?store.backend(), "status listening");
+    let ready = scimrelay_core::health::Readiness::default();
+    let health = tokio::spawn(scimrelay_core::health::serve(
+        http,
+        scimrelay_core::health::routes(ready.clone()),
+        shutdown.clone(),
+    ));
+    let consume = tokio::spawn(consumer::run(
+        config.amqp_url.clone(),
+        store.clone(),
+        ready,
+        shutdown.clone(),
+    ));
+    let report = tokio::spawn(reports::run(
+        config.amqp_url.clone(),
+        store.clone(),
+        shutdown.clone(),
+    ));
+    let prune = tokio::spawn(prune_loop(
+        store.clone(),
+        config.retention_days,
+        shutdown.clone(),
+    ));
+    let ops = broker::Ops::new(
+        config.amqp_url.clone(),
+        config.shards.clone(),
+        store.clone(),
+    );
+    let serve = grpc::serve(store, ops, grpc, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = tokio::join!(consume, report, prune, health);
+    serve
+}
+
+/// Binds the configured addresses and serves until `shutdown` is cancelled.
+pub async fn run(config: StatusConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let grpc =
+        scimrelay_core::health::bind(&config.grpc_addr, "SCIMRELAY_STATUS_GRPC_ADDR").await?;
+    let http =
+        scimrelay_core::health::bind(&config.http_addr, "SCIMRELAY_STATUS_HTTP_ADDR").await?;
+    serve(config, grpc, http, shutdown).await
+}
+
+/// A database URL without its password, for logs and errors.
+pub fn redact_db(url: &str) -> String {
+    scimrelay_core::config::redact_url(url)
+}

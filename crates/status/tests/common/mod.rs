@@ -1,0 +1,380 @@
+//! Shared helpers of the status integration tests: a fresh database per test on either backend,
+//! the service in-process on ephemeral ports over a private RabbitMQ vhost, and a confirmed
+//! publisher that plays the connectors.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use lapin::types::{AMQPValue, FieldTable};
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+use scimrelay_core::amqp::{self, OUTCOMES_EXCHANGE, Publisher};
+use scimrelay_core::config::TargetsFile;
+use scimrelay_proto::v1::status_service_client::StatusServiceClient;
+use scimrelay_proto::v1::{HeldEvent, Outcome, OutcomeResult, TargetReport};
+use scimrelay_status::StatusConfig;
+use scimrelay_tests::TestVhost;
+
+/// Two targets, two shards each (queues `scimrelay.t1.0`, `scimrelay.t1.1`, …).
+pub const TARGETS: &str = "targets:\n  - id: t1\n    provider: scim\n    tenants: [acme]\n    base_url: http://127.0.0.1:9/scim/v2\n    auth: { kind: none }\n    shards: 2\n  - id: t2\n    provider: scim\n    tenants: [acme]\n    base_url: http://127.0.0.1:9/scim/v2\n    auth: { kind: none }\n    shards: 2\n";
+
+/// The PostgreSQL server's maintenance database (`SCIMRELAY_TEST_PG_URL` overrides it).
+pub fn pg_admin_url() -> String {
+    std::env::var("SCIMRELAY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database that exists for one test: a temp SQLite file, or a fresh PostgreSQL database that
+/// is dropped on drop.
+pub struct TestDb {
+    /// `SCIMRELAY_STATUS_DB` for the service.
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A SQLite file in a temp dir.
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("status.db").display());
+        TestDb {
+            url,
+            pg_name: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A new PostgreSQL database. Panics with instructions when PostgreSQL is not running: the
+    /// test fails loudly, it never skips.
+    pub async fn postgres() -> Self {
+        use sqlx::Connection;
+        let name = format!("scimrelay_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = pg_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL not reachable at {admin} ({e}); start it or set SCIMRELAY_TEST_PG_URL"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let _ = conn.close().await;
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or(admin);
+        TestDb {
+            url: format!("{base}/{name}"),
+            pg_name: Some(name),
+            _dir: None,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The status service running in-process, on its own runtime and thread so a test can crash it
+/// (drop every task and connection at once, nothing acked) as well as stop it.
+pub struct Running {
+    /// gRPC endpoint.
+    pub grpc: String,
+    /// Health endpoint base.
+    pub http: String,
+    /// Cancels the service (graceful stop).
+    pub shutdown: CancellationToken,
+    crash: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<Option<anyhow::Result<()>>>,
+}
+
+impl Running {
+    /// Starts the service on `db` and `vhost`, and waits until it consumes.
+    pub async fn start(db: &str, vhost: &TestVhost) -> Running {
+        let grpc = std::net::TcpListener::bind("127.0.0.1:0").expect("bind grpc");
+        let http = std::net::TcpListener::bind("127.0.0.1:0").expect("bind http");
+        let (g, h) = (
+            grpc.local_addr().expect("addr"),
+            http.local_addr().expect("addr"),
+        );
+        grpc.set_nonblocking(true).expect("nonblocking");
+        http.set_nonblocking(true).expect("nonblocking");
+        let targets = TargetsFile::parse(TARGETS).expect("targets");
+        let config = StatusConfig {
+            grpc_addr: g.to_string(),
+            http_addr: h.to_string(),
+            db_url: db.to_owned(),
+            amqp_url: vhost.amqp_url(),
+            retention_days: 30,
+            shards: targets
+                .targets
+                .iter()
+                .map(|t| (t.id.clone(), t.shards))
+                .collect::<HashMap<_, _>>(),
+        };
+        let shutdown = CancellationToken::new();
+        let (crash, crashed) = std::sync::mpsc::channel::<()>();
+        let token = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let task = rt.spawn(async move {
+                let grpc = tokio::net::TcpListener::from_std(grpc).expect("grpc listener");
+                let http = tokio::net::TcpListener::from_std(http).expect("http listener");
+                scimrelay_status::serve(config, grpc, http, token).await
+            });
+            loop {
+                if crashed.try_recv().is_ok() {
+                    rt.shutdown_background();
+                    return None;
+                }
+                if task.is_finished() {
+                    return Some(
+                        rt.block_on(task)
+                            .unwrap_or_else(|e| Err(anyhow::anyhow!("status task: {e}"))),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let r = Running {
+            grpc: format!("http://{g}"),
+            http: format!("http://{h}"),
+            shutdown,
+            crash,
+            thread,
+        };
+        r.wait_ready().await;
+        r
+    }
+
+    async fn wait_ready(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Ok(mut s)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect(self.http.trim_start_matches("http://")),
+            )
+            .await
+            {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let _ = s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await;
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out).await;
+                if out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            assert!(
+                !self.thread.is_finished(),
+                "status service exited before becoming ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("status service not ready within 30 s");
+    }
+
+    /// A gRPC client.
+    pub async fn client(&self) -> StatusServiceClient<tonic::transport::Channel> {
+        StatusServiceClient::connect(self.grpc.clone())
+            .await
+            .expect("status gRPC")
+    }
+
+    /// Stops the service gracefully and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let thread = self.thread;
+        let result = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("join")
+            .expect("thread");
+        result.expect("stopped, not crashed").expect("clean exit");
+    }
+
+    /// Kills the service like a crash: every task and connection dropped mid-work.
+    pub async fn crash(self) {
+        let _ = self.crash.send(());
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+/// Plays the connectors: publishes with confirms on the test vhost.
+pub struct Broker {
+    /// The connection.
+    pub conn: lapin::Connection,
+    /// A confirmed publisher.
+    pub publisher: Publisher,
+}
+
+impl Broker {
+    /// Connects and declares the whole topology of [`TARGETS`] (so publishes are routed before
+    /// the status service runs).
+    pub async fn connect(vhost: &TestVhost) -> Broker {
+        let conn = amqp::connect(&vhost.amqp_url(), "status-test")
+            .await
+            .expect("amqp");
+        let targets = TargetsFile::parse(TARGETS).expect("targets");
+        amqp::declare_all(&conn, targets.targets.iter())
+            .await
+            .expect("topology");
+        let ch = conn.create_channel().await.expect("channel");
+        scimrelay_status::reports::declare(&ch)
+            .await
+            .expect("reports topology");
+        let publisher = Publisher::new(&conn).await.expect("publisher");
+        Broker { conn, publisher }
+    }
+
+    /// Publishes outcomes as a connector does, pipelining confirms.
+    pub async fn outcomes(&self, outcomes: &[Outcome]) {
+        let mut pending = Vec::new();
+        for o in outcomes {
+            let result = OutcomeResult::try_from(o.result).unwrap_or(OutcomeResult::Unspecified);
+            let key = amqp::outcome_routing_key(&o.provider, &o.target, result.name());
+            let props = amqp::properties(scimrelay_proto::TYPE_OUTCOME, FieldTable::default());
+            pending.push(
+                self.publisher
+                    .send(OUTCOMES_EXCHANGE, &key, &o.encode_to_vec(), props)
+                    .await
+                    .expect("send"),
+            );
+        }
+        for p in pending {
+            p.wait().await.expect("confirm");
+        }
+    }
+
+    /// Publishes a held event as the mass-deprovisioning guard does.
+    pub async fn held(&self, h: &HeldEvent) {
+        let d = h.delivery.as_ref().expect("delivery");
+        let key = format!("{}.{}.held", d.provider, d.target);
+        let props = amqp::properties(scimrelay_status::TYPE_HELD_EVENT, FieldTable::default());
+        self.publisher
+            .publish(OUTCOMES_EXCHANGE, &key, &h.encode_to_vec(), props)
+            .await
+            .expect("held");
+    }
+
+    /// Publishes a connector report.
+    pub async fn report(&self, r: &TargetReport) {
+        let props = amqp::properties(scimrelay_status::TYPE_TARGET_REPORT, FieldTable::default());
+        self.publisher
+            .publish(
+                scimrelay_status::REPORTS_EXCHANGE,
+                &r.target,
+                &r.encode_to_vec(),
+                props,
+            )
+            .await
+            .expect("report");
+    }
+
+    /// Parks a message as a connector does (routing key = target, original key in a header).
+    pub async fn park(&self, target: &str, original_key: Option<&str>, body: &[u8]) {
+        let mut headers = FieldTable::default();
+        if let Some(k) = original_key {
+            headers.insert(
+                scimrelay_status::HEADER_ROUTING_KEY.into(),
+                AMQPValue::LongString(k.into()),
+            );
+        }
+        let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, headers);
+        self.publisher
+            .publish(amqp::DEAD_EXCHANGE, target, body, props)
+            .await
+            .expect("park");
+    }
+}
+
+/// An outcome of `event` for `target` about `subject`.
+pub fn outcome(
+    event: &str,
+    target: &str,
+    subject: &str,
+    result: OutcomeResult,
+    finished_at_ms: i64,
+) -> Outcome {
+    Outcome {
+        event_id: event.into(),
+        target: target.into(),
+        provider: "scim".into(),
+        tenant: "acme".into(),
+        subject_kind: scimrelay_proto::v1::SubjectKind::User as i32,
+        subject_id: subject.into(),
+        version: 1,
+        kind: scimrelay_proto::v1::EventKind::UserUpserted as i32,
+        operation: scimrelay_proto::v1::Operation::Created as i32,
+        result: result as i32,
+        attempt: 1,
+        remote_id: format!("r-{subject}"),
+        latency_ms: 10,
+        accepted_at_ms: finished_at_ms - 10,
+        finished_at_ms,
+        ..Default::default()
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs one async test body on SQLite and on PostgreSQL: `on_both!(name, …)` makes
+/// `name::sqlite` and `name::postgres` from `async fn name(db: TestDb)`.
+#[macro_export]
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::common::TestDb::sqlite().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::common::TestDb::postgres().await).await
+            }
+        }
+    )* };
+}

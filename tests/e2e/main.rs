@@ -1,0 +1,12 @@
+//! End-to-end tests: the real binaries as processes, the real RabbitMQ, the simulator.
+//! Build the binaries first (`make test` does): `cargo build --workspace --bins`.
+
+mod chaos;
+mod ctl;
+mod delivery;
+mod provider_aws;
+mod provider_github;
+mod provider_salesforce;
+mod provider_scim;
+mod provider_support;
+mod skeleton;

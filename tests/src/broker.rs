@@ -1,0 +1,137 @@
+//! A private RabbitMQ vhost per test, created and deleted through the management API
+//! (`make test` enables the plugin), so tests never see each other's queues.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use base64::Engine;
+
+/// The management API address.
+pub const MANAGEMENT: &str = "127.0.0.1:15672";
+
+/// A vhost that is deleted on drop.
+pub struct TestVhost {
+    /// The vhost name.
+    pub name: String,
+}
+
+fn request(method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(
+        &MANAGEMENT
+            .parse()
+            .map_err(|e| std::io::Error::other(format!("{e}")))?,
+        Duration::from_secs(5),
+    )?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = base64::engine::general_purpose::STANDARD.encode("guest:guest");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {MANAGEMENT}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, out))
+}
+
+fn encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+impl TestVhost {
+    /// Creates `scimrelay-test-<label>-<random>` with full permissions for guest.
+    /// Panics with instructions when RabbitMQ or its management plugin is not running: a test
+    /// that needs the broker fails loudly, it never skips.
+    pub fn create(label: &str) -> Self {
+        let name = format!(
+            "scimrelay-test-{label}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let path = format!("/api/vhosts/{}", encode(&name));
+        match request("PUT", &path, "{}") {
+            Ok((201 | 204, _)) => {}
+            Ok((status, body)) => {
+                panic!("creating vhost {name}: management API answered {status}: {body}")
+            }
+            Err(e) => panic!(
+                "RabbitMQ management API not reachable at {MANAGEMENT} ({e}); run `make rabbitmq` (starts RabbitMQ and enables rabbitmq_management)"
+            ),
+        }
+        let perm = r#"{"configure":".*","write":".*","read":".*"}"#;
+        match request(
+            "PUT",
+            &format!("/api/permissions/{}/guest", encode(&name)),
+            perm,
+        ) {
+            Ok((201 | 204, _)) => {}
+            other => panic!("setting permissions on {name}: {other:?}"),
+        }
+        TestVhost { name }
+    }
+
+    /// The AMQP URL of this vhost.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", encode(&self.name))
+    }
+
+    /// Messages ready + unacked in a queue of this vhost (management API; refreshed every few
+    /// seconds by the broker, so poll).
+    pub fn queue_depth(&self, queue: &str) -> Option<(u64, u64)> {
+        let (status, body) = request(
+            "GET",
+            &format!("/api/queues/{}/{}", encode(&self.name), encode(queue)),
+            "",
+        )
+        .ok()?;
+        if status != 200 {
+            return None;
+        }
+        let json = body.split_once("\r\n\r\n").map(|(_, b)| b)?;
+        let json = dechunk(json);
+        let v: serde_json::Value = serde_json::from_str(&json).ok()?;
+        Some((
+            v.get("messages_ready")?.as_u64()?,
+            v.get("messages_unacknowledged")?.as_u64()?,
+        ))
+    }
+}
+
+/// Undoes HTTP/1.1 chunked transfer encoding when present.
+fn dechunk(body: &str) -> String {
+    if body.trim_start().starts_with('{') {
+        return body.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        let _ = request("DELETE", &format!("/api/vhosts/{}", encode(&self.name)), "");
+    }
+}
