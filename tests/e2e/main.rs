@@ -4,6 +4,7 @@
 mod chaos;
 mod ctl;
 mod delivery;
+mod demo;
 mod provider_aws;
 mod provider_github;
 mod provider_salesforce;

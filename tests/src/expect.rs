@@ -39,6 +39,19 @@ fn by_external_id(objects: &[Value]) -> (HashMap<String, &Value>, Vec<String>) {
     (map, dups)
 }
 
+/// How a target represents the platform's subjects, for [`check_with`].
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// user.deleted removes the user (else it deactivates).
+    pub delete_removes: bool,
+    /// Appended to every userName by the target (Salesforce's `username_suffix`).
+    pub user_name_suffix: String,
+    /// The target does not store `title` (so it is not compared).
+    pub skip_title: bool,
+    /// Groups are matched by displayName (Salesforce's existing public groups), not externalId.
+    pub groups_by_display_name: bool,
+}
+
 /// Compares the simulator's users and groups with the final events; returns every mismatch
 /// in words (empty = the invariant holds). `delete_policy_delete` says whether user.deleted
 /// removes the user (else it deactivates).
@@ -48,9 +61,38 @@ pub fn check(
     events: &[Value],
     delete_policy_delete: bool,
 ) -> Vec<String> {
+    let opts = CheckOptions {
+        delete_removes: delete_policy_delete,
+        ..Default::default()
+    };
+    check_with(users, groups, events, &opts)
+}
+
+/// [`check`] for targets that represent subjects their own way.
+pub fn check_with(
+    users: &[Value],
+    groups: &[Value],
+    events: &[Value],
+    opts: &CheckOptions,
+) -> Vec<String> {
+    let delete_policy_delete = opts.delete_removes;
     let finals = final_events(events);
     let (users_by_ext, dup_users) = by_external_id(users);
-    let (groups_by_ext, dup_groups) = by_external_id(groups);
+    let (groups_by_ext, dup_groups) = if opts.groups_by_display_name {
+        let mut map = HashMap::new();
+        for e in events.iter().filter(|e| e["kind"] == "group.upserted") {
+            let id = e["group"]["id"].as_str().unwrap_or_default().to_owned();
+            if let Some(g) = groups
+                .iter()
+                .find(|g| g["displayName"] == e["group"]["displayName"])
+            {
+                map.insert(id, g);
+            }
+        }
+        (map, Vec::new())
+    } else {
+        by_external_id(groups)
+    };
     let mut problems: Vec<String> = dup_users
         .iter()
         .map(|d| format!("user {d} exists more than once"))
@@ -84,10 +126,19 @@ pub fn check(
                     ));
                 }
                 if kind == "user.upserted" {
+                    let user_name = e["user"]["userName"]
+                        .as_str()
+                        .map(|n| Value::from(format!("{n}{}", opts.user_name_suffix)))
+                        .unwrap_or(Value::Null);
+                    let title = if opts.skip_title {
+                        Value::Null
+                    } else {
+                        e["user"]["title"].clone()
+                    };
                     for (path, want) in [
-                        ("userName", &e["user"]["userName"]),
+                        ("userName", &user_name),
                         ("displayName", &e["user"]["displayName"]),
-                        ("title", &e["user"]["title"]),
+                        ("title", &title),
                     ] {
                         if !want.is_null()
                             && u[path].as_str().map(str::to_lowercase)

@@ -25,7 +25,8 @@
 //!   quota hint once half the allocation is used, spreading the rest (minus a reserve for the
 //!   org's other integrations) over the rolling 24 h window — well before the limit.
 //!
-//! Options: `profile_id`, `username_suffix`.
+//! Options: `profile_id` (or `profile_name`, resolved once from `/Entitlements`),
+//! `username_suffix`.
 
 pub mod mapping;
 
@@ -69,12 +70,54 @@ pub struct Salesforce {
     /// Targets whose discovery succeeded, with their `filter.maxResults` (an async lock, so
     /// concurrent first events wait for one discovery).
     discovered: tokio::sync::Mutex<HashMap<String, u64>>,
+    /// Profile ids resolved from `options.profile_name`, per target.
+    profiles: tokio::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Salesforce {
     /// A profile with nothing discovered yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The target's default profile id: `options.profile_id`, else `options.profile_name`
+    /// looked up once in `/Entitlements` (operators know profile names, not their `00e…` ids).
+    async fn default_profile(
+        &self,
+        input: &ConvergeInput<'_>,
+    ) -> Result<Option<String>, ConvergeError> {
+        if let Some(id) = kit::opt_str(input.target, "profile_id")? {
+            return Ok(Some(id));
+        }
+        let Some(name) = kit::opt_str(input.target, "profile_name")? else {
+            return Ok(None);
+        };
+        let mut known = self.profiles.lock().await;
+        if let Some(id) = known.get(&input.target.id) {
+            return Ok(Some(id.clone()));
+        }
+        let resp = input
+            .exec
+            .send(ScimRequest::get("/Entitlements"))
+            .await
+            .map_err(|e| classify_salesforce(&e))?;
+        let found = kit::resources(&resp).into_iter().find(|e| {
+            e.get("displayName").and_then(Value::as_str) == Some(name.as_str())
+                && e.get("type")
+                    .and_then(Value::as_str)
+                    .is_none_or(|t| t.eq_ignore_ascii_case("profile"))
+        });
+        let id = found.as_ref().and_then(kit::id_of).ok_or_else(|| {
+            ConvergeError::new(
+                FailureClass::Permanent,
+                format!(
+                    "no Salesforce profile named {name:?} in /Entitlements: check options.profile_name on target {}",
+                    input.target.id
+                ),
+            )
+        })?;
+        known.insert(input.target.id.clone(), id.clone());
+        Ok(Some(id))
     }
 
     /// Reads `/ServiceProviderConfigs` once per target; returns `filter.maxResults`.
@@ -198,7 +241,8 @@ impl Provider for Salesforce {
                 )),
                 EventKind::UserUpserted => {
                     self.discover(&input).await?;
-                    upsert_user(&input).await
+                    let profile = self.default_profile(&input).await?;
+                    upsert_user(&input, profile.as_deref()).await
                 }
                 EventKind::UserDeactivated => {
                     self.discover(&input).await?;
@@ -302,13 +346,12 @@ pub fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
     }
 }
 
-async fn upsert_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
+async fn upsert_user(
+    input: &ConvergeInput<'_>,
+    default_profile: Option<&str>,
+) -> Result<Converged, ConvergeError> {
     let user = kit::user_of(input)?;
-    let profile = mapping::profile_id(
-        user,
-        &input.target.id,
-        kit::opt_str(input.target, "profile_id")?.as_deref(),
-    )?;
+    let profile = mapping::profile_id(user, &input.target.id, default_profile)?;
     let suffix = kit::opt_str(input.target, "username_suffix")?;
     let desired = mapping::user_resource(user, user.active, &profile, suffix.as_deref())?;
     if let Some(existing) = current_user(input).await? {

@@ -40,7 +40,7 @@ pub fn profile_id(
             ConvergeError::new(
                 FailureClass::Permanent,
                 format!(
-                    "no Salesforce profile: set options.profile_id on target {target_id} (a profile id, 00e…) or the user's attributes.{PROFILE_ATTRIBUTE}; Salesforce requires exactly one profile per user"
+                    "no Salesforce profile: set options.profile_id on target {target_id} (a profile id, 00e…), options.profile_name, or the user's attributes.{PROFILE_ATTRIBUTE}; Salesforce requires exactly one profile per user"
                 ),
             )
         })

@@ -353,3 +353,37 @@ async fn request_limit_exceeded_pauses_and_succeeds() {
         Some(4)
     );
 }
+
+#[tokio::test]
+async fn a_profile_named_in_the_options_is_resolved_once_from_entitlements() {
+    let origin = sim(json!({})).await;
+    let h = harness(
+        &origin,
+        "{profile_name: \"Standard User\"}",
+        client_credentials(&origin),
+    );
+    h.ok(&events::upsert(events::user("pn1"), 1)).await;
+    h.ok(&events::upsert(events::user("pn2"), 1)).await;
+    let s = admin(&origin, "stats").await;
+    assert_eq!(count(&s, "GET", "Entitlements"), 1, "looked up once: {s}");
+    let want = profile_id(&origin).await;
+    let users = admin(&origin, "users").await;
+    let users = users.as_array().cloned().unwrap_or_default();
+    assert_eq!(users.len(), 2);
+    for u in &users {
+        assert_eq!(u["entitlements"][0]["value"], want.as_str(), "{u}");
+    }
+
+    let h = harness(
+        &origin,
+        "{profile_name: \"No Such Profile\"}",
+        client_credentials(&origin),
+    );
+    let err = h
+        .run(&events::upsert(events::user("pn3"), 1))
+        .await
+        .result
+        .expect_err("unknown profile");
+    assert_eq!(err.class, FailureClass::Permanent);
+    assert!(err.detail.contains("No Such Profile"), "{err}");
+}

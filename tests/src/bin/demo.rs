@@ -1,7 +1,9 @@
-//! `scimrelay-demo` (run by `make demo`): starts every service and the simulator on a private
-//! vhost, sends `deploy/samples/events.json` through ingest, waits for every outcome, prints one
-//! row per event and checks the simulator holds every sample subject in its final state.
-//! Exits 0 only if every event succeeded and the state check passed.
+//! `scimrelay-demo` (run by `make demo`): starts every service — status, ingest and the four
+//! connectors (generic SCIM, GitHub, AWS, Salesforce) — and the simulator with one tenant per
+//! provider on a private vhost, sends `deploy/samples/events.json` through ingest to all four
+//! targets, waits for every outcome, prints one row per event with its outcome at each target,
+//! and checks the simulator holds every sample subject in its final state at each target.
+//! Exits 0 only if every event succeeded everywhere and every state check passed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,22 +42,104 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// One demo target: its id, the simulator tenant behind it, and how to check its state.
+struct DemoTarget {
+    id: &'static str,
+    tenant: &'static str,
+    check: expect::CheckOptions,
+}
+
+fn demo_targets() -> Vec<DemoTarget> {
+    vec![
+        DemoTarget {
+            id: "scim-demo",
+            tenant: "acme",
+            check: expect::CheckOptions::default(),
+        },
+        DemoTarget {
+            id: "github-demo",
+            tenant: "acme-gh",
+            check: expect::CheckOptions {
+                skip_title: true,
+                ..Default::default()
+            },
+        },
+        DemoTarget {
+            id: "aws-demo",
+            tenant: "acme-aws",
+            check: expect::CheckOptions::default(),
+        },
+        DemoTarget {
+            id: "salesforce-demo",
+            tenant: "acme-sf",
+            check: expect::CheckOptions {
+                user_name_suffix: ".demo".into(),
+                skip_title: true,
+                groups_by_display_name: true,
+                ..Default::default()
+            },
+        },
+    ]
+}
+
+fn cell(o: &scimrelay_proto::v1::Outcome) -> String {
+    let result = OutcomeResult::try_from(o.result).unwrap_or(OutcomeResult::Unspecified);
+    if result == OutcomeResult::Succeeded {
+        Operation::try_from(o.operation)
+            .unwrap_or(Operation::Unspecified)
+            .name()
+            .to_owned()
+    } else {
+        result.name().to_uppercase()
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(&args.events)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.events.display()))?;
     let events: Vec<Value> = serde_json::from_str(&text)?;
-    let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
+    let secret = |name: &str| format!("demo-{name}-{}", uuid::Uuid::new_v4().simple());
+    let (scim, github, aws, sf) = (
+        secret("scim"),
+        secret("github"),
+        secret("aws"),
+        secret("sf"),
+    );
     let _ = std::fs::remove_dir_all(&args.dir);
     println!(
-        "starting RabbitMQ vhost, simulator, status, scim-connector and ingest (logs in {}/)",
+        "starting a RabbitMQ vhost, the simulator (plain SCIM, GitHub, AWS and Salesforce tenants),"
+    );
+    println!(
+        "status, the four connectors and ingest (logs in {}/)",
         args.dir.display()
     );
     let stack = Stack::start(StackOptions {
         label: "demo".into(),
-        sim_args: vec!["--tenant".into(), format!("acme:scim:bearer={token}")],
+        sim_args: vec![
+            "--tenant".into(),
+            format!("acme:scim:bearer={scim}"),
+            "--tenant".into(),
+            format!("acme-gh:github:shortcode=acme:requests_per_hour=1000000:bearer={github}"),
+            "--tenant".into(),
+            format!("acme-aws:aws:bearer={aws}"),
+            "--tenant".into(),
+            format!("acme-sf:salesforce:client=demo-client:secret={sf}:groups=Engineering,Sales"),
+        ],
         targets_yaml: DEMO_TARGETS.into(),
-        env: BTreeMap::from([("DEMO_SCIM_TOKEN".to_owned(), token)]),
-        connectors: vec!["scim-connector".into()],
+        env: BTreeMap::from([
+            ("DEMO_SCIM_TOKEN".to_owned(), scim),
+            ("DEMO_GITHUB_TOKEN".to_owned(), github),
+            ("DEMO_AWS_TOKEN".to_owned(), aws),
+            ("DEMO_SF_SECRET".to_owned(), sf),
+        ]),
+        connectors: [
+            "scim-connector",
+            "github-connector",
+            "aws-connector",
+            "salesforce-connector",
+        ]
+        .map(String::from)
+        .to_vec(),
         dir: Some(args.dir.clone()),
     })
     .await;
@@ -71,68 +155,119 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         anyhow::ensure!(status == 202, "ingest answered {status}: {answer}");
         ids.extend(Stack::accepted_ids(&answer));
     }
+    let targets = demo_targets();
     println!(
-        "sent {} events in {} requests; waiting for outcomes…\n",
+        "sent {} events in {} requests, each to {} targets; waiting for outcomes…\n",
         ids.len(),
-        events.len().div_ceil(args.batch.max(1))
+        events.len().div_ceil(args.batch.max(1)),
+        targets.len()
     );
-    let outcomes = stack.wait_outcomes(&ids, 1, Duration::from_secs(60)).await;
+    let outcomes = stack
+        .wait_outcomes(&ids, targets.len(), Duration::from_secs(120))
+        .await;
     let elapsed = started.elapsed();
 
-    println!(
-        "{:<16} {:<17} {:<8} {:>3}  {:<10} {:<10} {:<11} {:>8}  detail",
-        "event", "kind", "subject", "ver", "target", "result", "operation", "latency"
+    print!(
+        "{:<14} {:<17} {:<7} {:>3}",
+        "event", "kind", "subject", "ver"
     );
+    for t in &targets {
+        print!("  {:<15}", t.id);
+    }
+    println!();
     let mut all_ok = true;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut notes = Vec::new();
+    let mut latencies: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for (event, id) in events.iter().zip(&ids) {
-        for o in outcomes.get(id).into_iter().flatten() {
-            let result = OutcomeResult::try_from(o.result).unwrap_or(OutcomeResult::Unspecified);
-            let op = Operation::try_from(o.operation).unwrap_or(Operation::Unspecified);
-            all_ok &= result == OutcomeResult::Succeeded;
-            *counts.entry(result.name()).or_default() += 1;
-            println!(
-                "{:<16} {:<17} {:<8} {:>3}  {:<10} {:<10} {:<11} {:>6}ms  {}",
-                id,
-                event["kind"].as_str().unwrap_or_default(),
-                o.subject_id,
-                o.version,
-                o.target,
-                result.name(),
-                op.name(),
-                o.latency_ms,
-                o.detail
-            );
+        let subject = event["user"]["id"]
+            .as_str()
+            .or(event["group"]["id"].as_str())
+            .unwrap_or_default();
+        print!(
+            "{:<14} {:<17} {:<7} {:>3}",
+            id,
+            event["kind"].as_str().unwrap_or_default(),
+            subject,
+            event["version"]
+        );
+        for t in &targets {
+            let o = outcomes
+                .get(id)
+                .into_iter()
+                .flatten()
+                .find(|o| o.target == t.id);
+            match o {
+                Some(o) => {
+                    let result =
+                        OutcomeResult::try_from(o.result).unwrap_or(OutcomeResult::Unspecified);
+                    all_ok &= result == OutcomeResult::Succeeded;
+                    *counts.entry(result.name()).or_default() += 1;
+                    latencies.entry(t.id).or_default().push(o.latency_ms);
+                    if !o.detail.is_empty() {
+                        notes.push(format!("{id} → {}: {}", t.id, o.detail));
+                    }
+                    print!("  {:<15}", cell(o));
+                }
+                None => {
+                    all_ok = false;
+                    print!("  {:<15}", "MISSING");
+                }
+            }
         }
+        println!();
+    }
+    println!();
+    for n in &notes {
+        println!("  note: {n}");
     }
     println!(
-        "\n{} events, outcomes: {counts:?}, all recorded in {:.2}s",
+        "\n{} events × {} targets, outcomes: {counts:?}, all recorded in {:.2}s",
         ids.len(),
+        targets.len(),
         elapsed.as_secs_f64()
     );
-
-    let users = stack.sim_users("acme").await;
-    let groups = stack.sim_groups("acme").await;
-    let problems = expect::check(&users, &groups, &events, false);
-    if problems.is_empty() {
-        let finals = expect::final_events(&events);
+    for (t, l) in &mut latencies {
+        l.sort_unstable();
+        let p = |q: f64| {
+            l.get(((l.len() as f64 - 1.0) * q) as usize)
+                .copied()
+                .unwrap_or(0)
+        };
         println!(
-            "simulator check: OK — it holds every sample subject in its final state ({} users, {} groups; {} subjects checked)",
-            users.len(),
-            groups.len(),
-            finals.len()
+            "  {t:<16} ingest→outcome latency p50 {} ms, max {} ms",
+            p(0.5),
+            p(1.0)
         );
-    } else {
-        all_ok = false;
-        println!("simulator check: FAILED");
-        for p in &problems {
-            println!("  - {p}");
+    }
+
+    println!();
+    for t in &targets {
+        let users = stack.sim_users(t.tenant).await;
+        let groups = stack.sim_groups(t.tenant).await;
+        let problems = expect::check_with(&users, &groups, &events, &t.check);
+        if problems.is_empty() {
+            println!(
+                "simulator check {:<16} OK — every sample subject in its final state ({} users, {} groups)",
+                t.id,
+                users.len(),
+                groups
+                    .iter()
+                    .filter(|g| g["members"].as_array().is_some_and(|m| !m.is_empty()))
+                    .count()
+            );
+        } else {
+            all_ok = false;
+            println!("simulator check {:<16} FAILED", t.id);
+            for p in &problems {
+                println!("  - {p}");
+            }
         }
     }
     println!(
         "{}",
         if all_ok {
-            "demo: every event succeeded"
+            "demo: every event succeeded at every target"
         } else {
             "demo: FAILED (see above and the logs)"
         }
@@ -140,16 +275,47 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(all_ok)
 }
 
-const DEMO_TARGETS: &str = r#"# The demo's targets file: one generic SCIM application, served by the simulator.
+const DEMO_TARGETS: &str = r#"# The demo's targets file: one target per provider, each served by the simulator.
+# Rate ceilings are raised for the simulator (its GitHub tenant also gets a larger hourly budget:
+# with GitHub's real 5,000 requests/hour, scimrelay spreads the remaining quota over the hour,
+# about 1.4 requests/s); real providers keep their published defaults.
 targets:
   - id: scim-demo
     provider: scim
     tenants: [acme]
     base_url: "{sim}/acme/scim/v2"
-    auth:
-      kind: bearer
-      token: { env: DEMO_SCIM_TOKEN }
+    auth: { kind: bearer, token: { env: DEMO_SCIM_TOKEN } }
     shards: 4
     concurrency: { min: 1, max: 8 }
     retry: { max_attempts: 10, base_delay_ms: 100, max_delay_ms: 2000 }
+  - id: github-demo
+    provider: github
+    tenants: [acme]
+    base_url: "{sim}/scim/v2/enterprises/acme-gh"
+    auth: { kind: bearer, token: { env: DEMO_GITHUB_TOKEN } }
+    shards: 4
+    rate_limit_per_sec: 100
+    retry: { max_attempts: 10, base_delay_ms: 100, max_delay_ms: 2000 }
+    options: { shortcode: acme, user_creates_per_hour: 100000 }
+  - id: aws-demo
+    provider: aws
+    tenants: [acme]
+    base_url: "{sim}/acme-aws/scim/v2"
+    auth: { kind: bearer, token: { env: DEMO_AWS_TOKEN } }
+    shards: 4
+    rate_limit_per_sec: 100
+    delete_policy: delete
+    retry: { max_attempts: 10, base_delay_ms: 100, max_delay_ms: 2000 }
+  - id: salesforce-demo
+    provider: salesforce
+    tenants: [acme]
+    base_url: "{sim}/acme-sf/services/scim/v2"
+    auth:
+      kind: oauth_client_credentials
+      token_url: "{sim}/acme-sf/services/oauth2/token"
+      client_id: demo-client
+      client_secret: { env: DEMO_SF_SECRET }
+    shards: 4
+    retry: { max_attempts: 10, base_delay_ms: 100, max_delay_ms: 2000 }
+    options: { profile_name: "Standard User", username_suffix: ".demo" }
 "#;
