@@ -155,6 +155,41 @@ async fn sample_events_reach_the_simulator_and_the_status_service() {
         "still exactly one terminal outcome"
     );
     assert_eq!(stack.sim_users("acme").await.len(), 22);
+
+    // A newer version with the same desired state is a no-op: outcome noop, no request sent.
+    let stats_before = sim_requests(&stack).await;
+    let mut same = events[0].clone();
+    same["id"] = json!("evt-u001-v9");
+    same["version"] = json!(9);
+    let (status, answer) = stack.post_events(&same).await;
+    assert_eq!(status, 202, "{answer}");
+    let noop = stack
+        .wait_outcomes(&Stack::accepted_ids(&answer), 1, Duration::from_secs(30))
+        .await;
+    let o = &noop["evt-u001-v9"][0];
+    assert_eq!(
+        (o.result, o.operation),
+        (OutcomeResult::Succeeded as i32, Operation::Noop as i32),
+        "{o:?}"
+    );
+    assert_eq!(
+        sim_requests(&stack).await,
+        stats_before,
+        "a no-op sends nothing to the provider"
+    );
+}
+
+async fn sim_requests(stack: &Stack) -> u64 {
+    let stats: Value = stack
+        .http()
+        .get(format!("{}/_admin/tenants/acme/stats", stack.sim_url))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("stats json");
+    stats["total"].as_u64().unwrap_or(0)
 }
 
 #[tokio::test]
