@@ -338,39 +338,8 @@ async fn update_user(
     desired: &Value,
     op: Operation,
 ) -> Result<Converged, ConvergeError> {
-    let id = id_of(existing)
-        .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote user has no id"))?;
     let patch = user_patch(desired, existing);
-    if patch.is_empty() {
-        return Ok(Converged::new(
-            if op == Operation::Adopted {
-                op
-            } else {
-                Operation::Noop
-            },
-            id,
-        )
-        .with_detail("remote user already matches the desired state"));
-    }
-    match input
-        .exec
-        .send(ScimRequest::patch(
-            format!("/Users/{}", path_segment(&id)),
-            patch.build(),
-        ))
-        .await
-    {
-        Ok(_) => Ok(Converged::new(op, id)),
-        Err(e) if e.status() == Some(404) => {
-            let resp = send(input, ScimRequest::post("/Users", desired.clone())).await?;
-            Ok(Converged::new(
-                Operation::Created,
-                resp.body.as_ref().and_then(id_of).unwrap_or_default(),
-            )
-            .with_detail("the remote user had been deleted; created again"))
-        }
-        Err(e) => Err(classify_github(&e)),
-    }
+    kit::patch_user(input, existing, desired, patch, op, classify_github).await
 }
 
 /// PATCH `{"op":"replace","value":{"active":false}}`: GitHub suspends the account (reversible).

@@ -278,6 +278,55 @@ pub async fn patch_members_chunked(
     Ok(sent)
 }
 
+/// Brings a user to its desired state with one PATCH (`patch`, built by the profile from the
+/// differences; nothing is sent when it is empty) and recreates it when it disappeared
+/// underneath (a 404: converging means it must exist). `op` is what a successful PATCH counts as
+/// (`Updated`, or `Adopted` after a 409); `classify` is the profile's error reading.
+pub async fn patch_user(
+    input: &ConvergeInput<'_>,
+    existing: &Value,
+    desired: &Value,
+    patch: scimrelay_scim::PatchBuilder,
+    op: scimrelay_proto::v1::Operation,
+    classify: fn(&ScimError) -> ConvergeError,
+) -> Result<scimrelay_connector::Converged, ConvergeError> {
+    use scimrelay_connector::Converged;
+    use scimrelay_proto::v1::Operation;
+    let id = id_of(existing)
+        .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote user has no id"))?;
+    if patch.is_empty() {
+        let done = if op == Operation::Adopted {
+            op
+        } else {
+            Operation::Noop
+        };
+        return Ok(
+            Converged::new(done, id).with_detail("remote user already matches the desired state")
+        );
+    }
+    let path = format!("/Users/{}", scimrelay_scim::encoding::path_segment(&id));
+    match input
+        .exec
+        .send(ScimRequest::patch(path, patch.build()))
+        .await
+    {
+        Ok(_) => Ok(Converged::new(op, id)),
+        Err(e) if e.status() == Some(404) => {
+            let resp = input
+                .exec
+                .send(ScimRequest::post("/Users", desired.clone()))
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(Converged::new(
+                Operation::Created,
+                resp.body.as_ref().and_then(id_of).unwrap_or_default(),
+            )
+            .with_detail("the remote user had been deleted; created again"))
+        }
+        Err(e) => Err(classify(&e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
