@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test lint fmt build proto rabbitmq conformance chaos
+.PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ build: proto ## Build every crate and binary (debug)
 demo: rabbitmq build ## Run everything against the simulator with sample events, print the outcomes
 	./target/debug/scimrelay-demo
 
-test: rabbitmq build lint ## Lint, then unit, integration and end-to-end tests (real RabbitMQ, real processes)
+test: rabbitmq build lint helm-lint ## Lint, chart checks, then unit, integration and end-to-end tests (real RabbitMQ, real processes)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -40,3 +40,11 @@ conformance: ## SCIM conformance (scim2-tester from PyPI) against the simulator'
 
 chaos: rabbitmq build ## The chaos suite at full size (5,000 events per scenario)
 	SCIMRELAY_CHAOS_EVENTS=5000 $(CARGO) nextest run -p scimrelay-tests --no-fail-fast --no-capture -E 'test(chaos::)'
+
+HELM_VENV := target/helm-venv
+helm-lint: ## Chart: strict lint, render (default + production), k8s 1.30 strict schemas; image/compose/chart agree with the binaries
+	@command -v python3 >/dev/null || { echo "helm-lint needs python3 >= 3.10 with venv: apt-get install -y python3 python3-venv"; exit 1; }
+	@test -x $(HELM_VENV)/bin/python || python3 -m venv $(HELM_VENV)
+	@$(HELM_VENV)/bin/pip install --quiet --disable-pip-version-check -r helm/tests/requirements.txt
+	PYTHONDONTWRITEBYTECODE=1 $(HELM_VENV)/bin/python scripts/helm-lint.py
+	PYTHONDONTWRITEBYTECODE=1 $(HELM_VENV)/bin/python -m pytest -q -p no:cacheprovider helm/tests
