@@ -5,6 +5,7 @@ mod chaos;
 mod ctl;
 mod delivery;
 mod demo;
+mod observability;
 mod provider_aws;
 mod provider_github;
 mod provider_salesforce;

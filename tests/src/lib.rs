@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod expect;
+pub mod otlp;
 pub mod procs;
 pub mod stack;
 pub mod workload;

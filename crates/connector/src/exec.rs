@@ -4,6 +4,10 @@
 //! A throttling answer is not a failure of the event: the target pauses (see [`crate::limits`])
 //! and the same request is sent again after the pause, up to [`MAX_THROTTLE_RETRIES`] times.
 //!
+//! Every request sent is one `scim` span (method, path template, status, attempt within the
+//! throttling loop, time waited for the limits, throttled) and feeds the per-target metrics
+//! (requests, latency, rate-limit waits, throttling, concurrency window, in-flight, quarantine).
+//!
 //! In plan mode reads are sent (so the plan is computed against the real remote state) and
 //! writes are recorded instead, answered with a synthetic success, so a provider's convergence
 //! code runs unchanged in both modes.
@@ -12,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use scimrelay_proto::v1::PlannedRequest;
 use scimrelay_scim::{ScimClient, ScimError, ScimRequest, ScimResponse};
@@ -19,6 +24,7 @@ use scimrelay_scim::{ScimClient, ScimError, ScimRequest, ScimResponse};
 use crate::breaker::Breaker;
 use crate::limits::Limits;
 use crate::provider::Provider;
+use scimrelay_core::metrics::{self, metrics};
 
 /// Placeholder id given to objects a plan would create.
 pub const PLANNED_ID: &str = "planned";
@@ -41,6 +47,7 @@ pub struct Exec {
     provider: Arc<dyn Provider>,
     plan: Option<Mutex<Vec<PlannedRequest>>>,
     stats: Mutex<ExecStats>,
+    target: String,
 }
 
 /// What happened to the requests of one convergence.
@@ -64,7 +71,14 @@ impl Exec {
             provider,
             plan: plan.then(|| Mutex::new(Vec::new())),
             stats: Mutex::new(ExecStats::default()),
+            target: String::new(),
         }
+    }
+
+    /// Names the target in metrics labels and span attributes.
+    pub fn with_target(mut self, target: &str) -> Self {
+        self.target = target.to_owned();
+        self
     }
 
     /// Whether writes are only planned.
@@ -87,30 +101,94 @@ impl Exec {
                 continue;
             }
             let waited = permit.waited;
+            let template = path_template(&req.path);
+            let span = tracing::info_span!(
+                "scim request",
+                "otel.name" = format!("{} {}", req.method, template),
+                "otel.kind" = "client",
+                "otel.status_code" = tracing::field::Empty,
+                "http.request.method" = %req.method,
+                "url.template" = %template,
+                "http.response.status_code" = tracing::field::Empty,
+                "scimrelay.target" = %self.target,
+                "scimrelay.send_attempt" = throttles + 1,
+                "scimrelay.waited_ms" = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                "scimrelay.throttled" = tracing::field::Empty,
+                "error.type" = tracing::field::Empty,
+            );
             let started = tokio::time::Instant::now();
-            let result = self.io.client.execute(&req).await;
-            let assessment = self.provider.assess(result.as_ref(), started.elapsed());
+            let result = self.io.client.execute(&req).instrument(span.clone()).await;
+            let elapsed = started.elapsed();
+            let assessment = self.provider.assess(result.as_ref(), elapsed);
             self.io.limits.release(permit, assessment.feedback);
             self.io.breaker.record(assessment.health);
             if let Some(hint) = assessment.hint {
                 self.io.limits.hint(hint);
             }
             let throttled = matches!(assessment.feedback, crate::limits::Feedback::Throttled(_));
+            let status = match &result {
+                Ok(r) => r.status,
+                Err(e) => e.status().unwrap_or(0),
+            };
             if let Ok(mut s) = self.stats.lock() {
                 s.requests += 1;
                 s.waited += waited;
                 s.throttled += u32::from(throttled);
-                s.last_status = match &result {
-                    Ok(r) => r.status,
-                    Err(e) => e.status().unwrap_or(0),
-                };
+                s.last_status = status;
             }
+            span.record("scimrelay.throttled", throttled);
+            if status != 0 {
+                span.record("http.response.status_code", status);
+            }
+            if status == 0 || status >= 500 || throttled {
+                span.record("otel.status_code", "ERROR");
+                span.record(
+                    "error.type",
+                    if status == 0 {
+                        "no_response".to_owned()
+                    } else {
+                        status.to_string()
+                    },
+                );
+            }
+            self.observe(&req, status, elapsed, waited, throttled);
             if throttled && throttles < MAX_THROTTLE_RETRIES {
                 throttles += 1;
                 continue;
             }
             return result;
         }
+    }
+
+    fn observe(
+        &self,
+        req: &ScimRequest,
+        status: u16,
+        elapsed: Duration,
+        waited: Duration,
+        throttled: bool,
+    ) {
+        let m = metrics();
+        let method = req.method.to_string();
+        m.scim_requests
+            .get_or_create(&vec![
+                ("target", self.target.clone()),
+                ("method", method.clone()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+        m.scim_duration
+            .get_or_create(&metrics::target_and(&self.target, "method", method))
+            .observe(elapsed.as_secs_f64());
+        m.rate_limit_wait
+            .get_or_create(&metrics::target(&self.target))
+            .observe(waited.as_secs_f64());
+        if throttled {
+            m.throttled
+                .get_or_create(&metrics::target(&self.target))
+                .inc();
+        }
+        observe_gauges(&self.target, &self.io);
     }
 
     /// The status of the last response received (0 if none).
@@ -130,6 +208,51 @@ impl Exec {
             .and_then(|p| p.lock().ok().map(|v| v.clone()))
             .unwrap_or_default()
     }
+}
+
+/// Sets a target's gauges: concurrency window, in-flight requests, quarantine.
+pub fn observe_gauges(target: &str, io: &TargetIo) {
+    let m = metrics();
+    let labels = metrics::target(target);
+    m.concurrency_limit
+        .get_or_create(&labels)
+        .set(io.limits.window() as i64);
+    m.in_flight
+        .get_or_create(&labels)
+        .set(i64::from(io.limits.in_flight()));
+    m.quarantined
+        .get_or_create(&labels)
+        .set(i64::from(io.breaker.quarantined().is_some()));
+}
+
+/// The path of a SCIM request with ids replaced by `{id}` and no query string, for span names
+/// and attributes: `/Users/ada@example.com?x=y` → `/Users/{id}`. Only the SCIM resource-type and
+/// endpoint names are kept verbatim.
+pub fn path_template(path: &str) -> String {
+    const KNOWN: &[&str] = &[
+        "Users",
+        "Groups",
+        "ServiceProviderConfig",
+        "ResourceTypes",
+        "Schemas",
+        "Bulk",
+        "Me",
+        ".search",
+    ];
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let mut out = String::new();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        if KNOWN.contains(&seg) {
+            out.push_str(seg);
+        } else {
+            out.push_str("{id}");
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 fn record_plan(plan: &Mutex<Vec<PlannedRequest>>, req: &ScimRequest) -> ScimResponse {
@@ -184,6 +307,21 @@ pub fn mask(v: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_templates_hold_no_ids_or_queries() {
+        assert_eq!(path_template("/Users/ada@example.com"), "/Users/{id}");
+        assert_eq!(
+            path_template("Users?filter=userName eq \"a@b.c\""),
+            "/Users"
+        );
+        assert_eq!(path_template("/Groups/123/extra?x=1"), "/Groups/{id}/{id}");
+        assert_eq!(
+            path_template("/ServiceProviderConfig"),
+            "/ServiceProviderConfig"
+        );
+        assert_eq!(path_template(""), "/");
+    }
 
     #[test]
     fn masks_emails_phones_and_passwords() {

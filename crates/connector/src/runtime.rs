@@ -15,6 +15,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::breaker::Breaker;
 use crate::exec::TargetIo;
@@ -23,6 +24,8 @@ use crate::provider::ProviderDefaults;
 use crate::status::{LedgerLookup, REPORT_INTERVAL};
 use scimrelay_core::amqp::{self, DEAD_EXCHANGE, OUTCOMES_EXCHANGE, Publisher};
 use scimrelay_core::config::{AuthConfig, ConfigError, TargetConfig, TargetMode};
+use scimrelay_core::metrics::{self, metrics};
+use scimrelay_core::telemetry;
 use scimrelay_proto::v1::{Delivery, EventKind, Operation, Outcome, OutcomeResult};
 use scimrelay_scim::{Auth, ClientConfig, ScimClient, Secret};
 
@@ -391,14 +394,55 @@ impl ShardCtx {
         });
     }
 
+    /// One `consume` span per message, child of the publish that sent it (ingest's, or the
+    /// retry publish of the previous attempt), so every attempt of an event is in one trace.
+    async fn handle(&self, incoming: Incoming) -> anyhow::Result<()> {
+        let t = &self.target.config;
+        let span = tracing::info_span!(
+            "consume",
+            "otel.name" = format!("process scimrelay.{}", t.id),
+            "otel.kind" = "consumer",
+            "messaging.system" = "rabbitmq",
+            "messaging.destination.name" = incoming.raw.routing_key.as_str(),
+            "scimrelay.target" = %t.id,
+            "scimrelay.provider" = t.provider.as_str(),
+            "scimrelay.attempt" = incoming.decoded.as_ref().map(|d| d.attempt + 1).unwrap_or(1),
+            "scimrelay.event_kind" = incoming
+                .decoded
+                .as_ref()
+                .and_then(|d| d.event.as_ref())
+                .map(|e| e.kind().api_name())
+                .unwrap_or("undecodable"),
+            "scimrelay.result" = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        telemetry::set_parent(&span, &amqp::ReadHeaders::of(&incoming.raw.properties));
+        self.handle_in_span(incoming).instrument(span).await
+    }
+
     /// Processes one message: a terminal outcome (published, then acked) or a retry copy on a
     /// delay tier (confirmed, then acked). The shard never waits for a retry.
-    async fn handle(&self, incoming: Incoming) -> anyhow::Result<()> {
+    async fn handle_in_span(&self, incoming: Incoming) -> anyhow::Result<()> {
         let Incoming { raw, decoded } = incoming;
         let Some(delivery) = decoded else {
             return self.park_poison(raw).await;
         };
-        match self.process(&delivery).await {
+        let started = std::time::Instant::now();
+        let step = self.process(&delivery).await;
+        let target = self.target.config.id.as_str();
+        let result_name = match &step {
+            Step::Done(o) => OutcomeResult::try_from(o.result)
+                .unwrap_or(OutcomeResult::Unspecified)
+                .name(),
+            Step::Retry { .. } => "retry",
+        };
+        tracing::Span::current().record("scimrelay.result", result_name);
+        metrics()
+            .event_duration
+            .get_or_create(&metrics::target_and(target, "result", result_name))
+            .observe(started.elapsed().as_secs_f64());
+        match step {
             Step::Done(outcome) => {
                 if outcome.result == OutcomeResult::DeadLettered as i32 {
                     self.park(
@@ -414,22 +458,41 @@ impl ShardCtx {
                 wait,
                 attempt,
                 reason,
+                class,
             } => {
                 let tier = amqp::retry_tier(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
                 let copy = Delivery {
                     attempt,
                     ..delivery
                 };
-                let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, FieldTable::default());
+                let exchange = amqp::retry_exchange(tier);
+                let span = tracing::info_span!(
+                    "publish",
+                    "otel.name" = format!("publish {exchange}"),
+                    "otel.kind" = "producer",
+                    "messaging.system" = "rabbitmq",
+                    "messaging.destination.name" = %exchange,
+                    "scimrelay.target" = target,
+                    "scimrelay.retry_reason" = class,
+                    "scimrelay.retry_tier_ms" = tier,
+                );
+                let mut headers = FieldTable::default();
+                telemetry::inject_span(&span, &mut amqp::Headers(&mut headers));
+                let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, headers);
                 self.publisher
                     .publish(
-                        &amqp::retry_exchange(tier),
+                        &exchange,
                         raw.routing_key.as_str(),
                         &copy.encode_to_vec(),
                         props,
                     )
+                    .instrument(span)
                     .await?;
-                tracing::info!(target = %self.target.config.id, attempt, tier_ms = tier, reason = %reason, "retry scheduled");
+                metrics()
+                    .retries
+                    .get_or_create(&metrics::target_and(target, "reason", class))
+                    .inc();
+                tracing::info!(target = %self.target.config.id, attempt, tier_ms = tier, reason = %telemetry::redact(&reason), "retry scheduled");
             }
         }
         raw.acker.ack(BasicAckOptions::default()).await?;
@@ -443,6 +506,7 @@ impl ShardCtx {
             ROUTING_KEY_HEADER.into(),
             lapin::types::AMQPValue::LongString(routing_key.into()),
         );
+        telemetry::inject(&mut amqp::Headers(&mut headers));
         let props = amqp::properties(message_type, headers);
         self.publisher
             .publish(DEAD_EXCHANGE, &self.target.config.id, body, props)
@@ -450,13 +514,36 @@ impl ShardCtx {
         Ok(())
     }
 
+    /// Publishes a terminal outcome carrying its trace id, the trace context in its headers.
     async fn publish_outcome(&self, outcome: &Outcome) -> anyhow::Result<()> {
         let result = OutcomeResult::try_from(outcome.result).unwrap_or(OutcomeResult::Unspecified);
         let key = amqp::outcome_routing_key(&outcome.provider, &outcome.target, result.name());
-        let props = amqp::properties(scimrelay_proto::TYPE_OUTCOME, FieldTable::default());
+        let span = tracing::info_span!(
+            "publish",
+            "otel.name" = "publish scimrelay.outcomes",
+            "otel.kind" = "producer",
+            "messaging.system" = "rabbitmq",
+            "messaging.destination.name" = OUTCOMES_EXCHANGE,
+            "scimrelay.target" = %outcome.target,
+            "scimrelay.result" = result.name(),
+        );
+        let mut headers = FieldTable::default();
+        telemetry::inject_span(&span, &mut amqp::Headers(&mut headers));
+        let mut outcome = outcome.clone();
+        outcome.trace_id = telemetry::trace_id(&span);
+        let props = amqp::properties(scimrelay_proto::TYPE_OUTCOME, headers);
         self.publisher
             .publish(OUTCOMES_EXCHANGE, &key, &outcome.encode_to_vec(), props)
+            .instrument(span)
             .await?;
+        metrics()
+            .events
+            .get_or_create(&metrics::target_and(
+                &outcome.target,
+                "result",
+                result.name(),
+            ))
+            .inc();
         Ok(())
     }
 
@@ -508,8 +595,31 @@ impl ShardCtx {
         }
     }
 
-    /// Converges one delivery (one attempt).
+    /// Converges one delivery (one attempt), in a `converge` span.
     async fn process(&self, delivery: &Delivery) -> Step {
+        let span = tracing::info_span!(
+            "converge",
+            "scimrelay.target" = %self.target.config.id,
+            "scimrelay.attempt" = delivery.attempt + 1,
+            "scimrelay.decision" = tracing::field::Empty,
+        );
+        let step = self
+            .process_in_span(delivery)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "scimrelay.decision",
+            match &step {
+                Step::Done(o) => OutcomeResult::try_from(o.result)
+                    .unwrap_or(OutcomeResult::Unspecified)
+                    .name(),
+                Step::Retry { .. } => "retry",
+            },
+        );
+        step
+    }
+
+    async fn process_in_span(&self, delivery: &Delivery) -> Step {
         let t = &self.target;
         let event = delivery.event.clone().unwrap_or_default();
         let subject = event.subject_id().to_owned();
@@ -557,7 +667,7 @@ impl ShardCtx {
                 return Step::Done(Box::new(finish(outcome)));
             }
         }
-        let exec = Exec::new(t.io.clone(), self.provider.clone(), plan);
+        let exec = Exec::new(t.io.clone(), self.provider.clone(), plan).with_target(&t.config.id);
         let result = self
             .provider
             .converge(ConvergeInput {
@@ -617,6 +727,7 @@ impl ShardCtx {
                         ),
                         attempt: delivery.attempt,
                         reason: format!("target quarantined: {}", err.detail),
+                        class: "quarantined",
                     },
                     FailureClass::Retry if attempt >= retry.max_attempts => {
                         outcome.result = OutcomeResult::DeadLettered as i32;
@@ -632,6 +743,7 @@ impl ShardCtx {
                             err.retry_after_ms,
                         ),
                         attempt,
+                        class: retry_class(outcome.http_status),
                         reason: err.detail,
                     },
                 }
@@ -652,7 +764,19 @@ enum Step {
         attempt: u32,
         /// Why, for the log.
         reason: String,
+        /// Why, as a metrics label and span attribute (no free text).
+        class: &'static str,
     },
+}
+
+/// A retry's reason as a bounded label: `throttled`, `http_5xx`, `no_response`, `http_4xx`.
+fn retry_class(http_status: u32) -> &'static str {
+    match http_status {
+        0 => "no_response",
+        429 => "throttled",
+        500..=599 => "http_5xx",
+        _ => "http_4xx",
+    }
 }
 
 fn finish(mut o: Outcome) -> Outcome {
@@ -716,6 +840,7 @@ async fn report_loop(
     );
     loop {
         for t in &targets {
+            crate::exec::observe_gauges(&t.config.id, &t.io);
             let (waits, wait_ms) = t.io.limits.waits();
             let reason = t.io.breaker.quarantined();
             let report = scimrelay_proto::v1::TargetReport {

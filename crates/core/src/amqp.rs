@@ -403,6 +403,49 @@ pub fn header_str<'a>(props: &'a BasicProperties, name: &str) -> Option<&'a str>
     }
 }
 
+/// AMQP headers as a trace-context carrier (W3C `traceparent` / `tracestate`).
+pub struct Headers<'a>(pub &'a mut FieldTable);
+
+impl scimrelay_proto::trace::Carrier for Headers<'_> {
+    fn get_str(&self, key: &str) -> Option<String> {
+        ReadHeaders(Some(&*self.0)).get_str(key)
+    }
+
+    fn set_str(&mut self, key: &str, value: String) {
+        self.0
+            .insert(key.into(), AMQPValue::LongString(value.into()));
+    }
+}
+
+/// Read-only AMQP headers (of a received message) as a trace-context carrier.
+pub struct ReadHeaders<'a>(pub Option<&'a FieldTable>);
+
+impl<'a> ReadHeaders<'a> {
+    /// The headers of a message's properties.
+    pub fn of(props: &'a BasicProperties) -> Self {
+        ReadHeaders(props.headers().as_ref())
+    }
+}
+
+impl scimrelay_proto::trace::Carrier for ReadHeaders<'_> {
+    fn get_str(&self, key: &str) -> Option<String> {
+        match self.0?.inner().get(key)? {
+            AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_owned),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+            _ => None,
+        }
+    }
+
+    fn set_str(&mut self, _key: &str, _value: String) {}
+}
+
+/// Headers holding the current span's trace context, for [`properties`].
+pub fn trace_headers() -> FieldTable {
+    let mut h = FieldTable::default();
+    crate::telemetry::inject(&mut Headers(&mut h));
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! `/healthz` (the process is alive) and `/readyz` (it can do its job, e.g. the broker is
-//! connected), served by every service on its admin address.
+//! connected), served by every service on its admin address, beside `/metrics`
+//! ([`crate::metrics`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,13 +46,13 @@ pub fn routes(ready: Readiness) -> Router {
         )
 }
 
-/// Serves a router on `listener` until `shutdown` is cancelled.
+/// Serves a router, plus `/metrics`, on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    axum::serve(listener, router.merge(crate::metrics::routes()))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

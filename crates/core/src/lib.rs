@@ -6,6 +6,7 @@
 pub mod amqp;
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 

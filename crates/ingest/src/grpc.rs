@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use scimrelay_proto::v1::ingest_service_server::{IngestService, IngestServiceServer};
 use scimrelay_proto::v1::{PublishRequest, PublishResponse};
@@ -31,8 +32,41 @@ impl IngestService for Service {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let accepted = self.0.publish(request.into_inner().events).await?;
-        Ok(Response::new(PublishResponse { accepted }))
+        let span = tracing::info_span!(
+            "ingest request",
+            "otel.name" = "scimrelay.v1.IngestService/Publish",
+            "otel.kind" = "server",
+            "rpc.system" = "grpc",
+            "rpc.service" = "scimrelay.v1.IngestService",
+            "rpc.method" = "Publish",
+            "rpc.grpc.status_code" = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        scimrelay_core::telemetry::set_parent(&span, request.metadata());
+        let started = std::time::Instant::now();
+        let result = self
+            .0
+            .publish(request.into_inner().events)
+            .instrument(span.clone())
+            .await
+            .map_err(Status::from);
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        span.record("rpc.grpc.status_code", code as i32);
+        let m = scimrelay_core::metrics::metrics();
+        m.ingest_requests
+            .get_or_create(&vec![
+                ("transport", "grpc".to_owned()),
+                ("status", format!("{code:?}")),
+            ])
+            .inc();
+        m.ingest_duration
+            .get_or_create(&vec![("transport", "grpc".to_owned())])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Response::new(PublishResponse { accepted: result? }))
     }
 }
 

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::{Ingest, IngestError, model};
 
@@ -89,6 +90,43 @@ impl IntoResponse for IngestError {
 
 async fn post_events(
     State(ingest): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let span = tracing::info_span!(
+        "ingest request",
+        "otel.name" = "POST /v1/events",
+        "otel.kind" = "server",
+        "http.request.method" = "POST",
+        "http.route" = "/v1/events",
+        "http.response.status_code" = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    // A caller's W3C trace context (`traceparent`) continues here.
+    let carrier = tonic::metadata::MetadataMap::from_headers(headers.clone());
+    scimrelay_core::telemetry::set_parent(&span, &carrier);
+    let started = std::time::Instant::now();
+    let response = handle_post(ingest, headers, body)
+        .instrument(span.clone())
+        .await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    let m = scimrelay_core::metrics::metrics();
+    m.ingest_requests
+        .get_or_create(&vec![
+            ("transport", "http".to_owned()),
+            ("status", status.to_string()),
+        ])
+        .inc();
+    m.ingest_duration
+        .get_or_create(&vec![("transport", "http".to_owned())])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn handle_post(
+    ingest: Arc<Ingest>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {

@@ -14,11 +14,16 @@ pub mod model;
 
 use std::sync::Arc;
 
+use opentelemetry::trace::TraceContextExt as _;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use scimrelay_core::amqp::{self, EVENTS_EXCHANGE};
 use scimrelay_core::config::{ConfigError, EnvConfig, TargetsFile, env_or, env_parse};
+use scimrelay_core::metrics::metrics;
+use scimrelay_core::telemetry;
 use scimrelay_proto::v1::{AcceptedEvent, Delivery, IdentityEvent};
 
 pub use model::FieldError;
@@ -144,6 +149,7 @@ impl Ingest {
             .broker
             .publisher()
             .ok_or_else(|| IngestError::Unavailable("not connected to RabbitMQ".into()))?;
+        let request_span = tracing::Span::current();
         let now_ms = now_ms();
         let mut pending = Vec::new();
         let mut accepted = Vec::with_capacity(events.len());
@@ -164,6 +170,33 @@ impl Ingest {
                     .collect()
             };
             let subject = event.subject_id().to_owned();
+            // One trace per event: a single event continues the request's trace; each event of
+            // a batch starts its own trace, linked to the request span.
+            let event_span = if batch {
+                let span = tracing::info_span!(
+                    parent: None,
+                    "ingest event",
+                    "scimrelay.event_kind" = event.kind().api_name(),
+                    "scimrelay.tenant" = %event.tenant,
+                    trace_id = tracing::field::Empty,
+                    span_id = tracing::field::Empty,
+                );
+                let link = request_span.context().span().span_context().clone();
+                if link.is_valid() {
+                    span.add_link(link);
+                }
+                span
+            } else {
+                tracing::info_span!(
+                    parent: &request_span,
+                    "ingest event",
+                    "scimrelay.event_kind" = event.kind().api_name(),
+                    "scimrelay.tenant" = %event.tenant,
+                    trace_id = tracing::field::Empty,
+                    span_id = tracing::field::Empty,
+                )
+            };
+            telemetry::record_ids(&event_span);
             for target in &targets {
                 let delivery = Delivery {
                     event: Some(event.clone()),
@@ -174,19 +207,49 @@ impl Ingest {
                 };
                 let shard = amqp::shard_of(&subject, target.shards);
                 let key = amqp::event_routing_key(target.provider.as_str(), &target.id, shard);
-                let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, Default::default());
+                let span = tracing::info_span!(
+                    parent: &event_span,
+                    "publish",
+                    "otel.name" = "publish scimrelay.events",
+                    "otel.kind" = "producer",
+                    "messaging.system" = "rabbitmq",
+                    "messaging.destination.name" = EVENTS_EXCHANGE,
+                    "scimrelay.target" = %target.id,
+                    "scimrelay.provider" = target.provider.as_str(),
+                    "scimrelay.shard" = shard,
+                );
+                let mut headers = lapin::types::FieldTable::default();
+                telemetry::inject_span(&span, &mut amqp::Headers(&mut headers));
+                let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, headers);
                 let sent = publisher
                     .send(EVENTS_EXCHANGE, &key, &delivery.encode_to_vec(), props)
+                    .instrument(span.clone())
                     .await
                     .map_err(|e| IngestError::Unavailable(e.to_string()))?;
-                pending.push(sent);
+                pending.push((sent, span, target.id.clone()));
             }
             accepted.push(AcceptedEvent {
                 id: event.id.clone(),
                 targets: targets.iter().map(|t| t.id.clone()).collect(),
             });
         }
-        for result in futures::future::join_all(pending.into_iter().map(|p| p.wait())).await {
+        let confirms = pending.into_iter().map(|(p, span, target)| {
+            async move {
+                let r = p.wait().await;
+                if r.is_ok() {
+                    metrics()
+                        .ingest_published
+                        .get_or_create(&scimrelay_core::metrics::target(&target))
+                        .inc();
+                } else {
+                    tracing::Span::current()
+                        .set_status(opentelemetry::trace::Status::error("publish not confirmed"));
+                }
+                r
+            }
+            .instrument(span)
+        });
+        for result in futures::future::join_all(confirms).await {
             result.map_err(|e| IngestError::Unavailable(e.to_string()))?;
         }
         tracing::debug!(events = accepted.len(), "published");

@@ -14,6 +14,9 @@ pub mod v1 {
         tonic::include_file_descriptor_set!("scimrelay_descriptor");
 }
 
+/// W3C trace context on AMQP headers and gRPC metadata.
+pub mod trace;
+
 use v1::{EventKind, Operation, OutcomeResult, SubjectKind};
 
 /// AMQP header carrying the protobuf message type of the body.

@@ -4,6 +4,12 @@
 //! The queue carries outcomes and the held events of the mass-deprovisioning guard (header
 //! `x-scimrelay-type`, see status.proto); both go through the same batch, so a held event and a
 //! later outcome of the same (event, target) are applied in the order they were published.
+//!
+//! Tracing of batched writes: each message gets its own `record outcome` span, a child of the
+//! connector's outcome publish (so the event's trace ends with the status write), open from
+//! the moment the message is taken until its batch is committed. The transaction itself is one
+//! `write outcomes` span in a trace of its own, linked from every per-message span, so a slow
+//! commit is visible from each event's trace and the batch's size and duration are one span.
 
 use std::time::Duration;
 
@@ -12,9 +18,13 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use scimrelay_core::amqp::{self, STATUS_QUEUE};
 use scimrelay_core::health::Readiness;
+use scimrelay_core::metrics::{self, metrics};
+use scimrelay_core::telemetry;
 use scimrelay_proto::v1::{HeldEvent, Outcome};
 
 use crate::store::{Record, Store};
@@ -82,9 +92,68 @@ async fn session(
                 _ => break,
             }
         }
-        let records: Vec<Record> = batch.iter().filter_map(decode).collect();
+        let batch_span = tracing::info_span!(
+            parent: None,
+            "write outcomes",
+            "otel.kind" = "internal",
+            "db.operation.name" = "write",
+            "messaging.batch.message_count" = batch.len(),
+            "scimrelay.inserted" = tracing::field::Empty,
+            "scimrelay.duplicates" = tracing::field::Empty,
+        );
+        let batch_cx = {
+            use opentelemetry::trace::TraceContextExt as _;
+            batch_span.context().span().span_context().clone()
+        };
+        let mut records: Vec<Record> = Vec::with_capacity(batch.len());
+        let mut spans = Vec::with_capacity(batch.len());
+        for d in &batch {
+            let Some(record) = decode(d) else { continue };
+            let (kind, target, result) = match &record {
+                Record::Outcome(o) => (
+                    "outcome",
+                    o.target.clone(),
+                    scimrelay_proto::v1::OutcomeResult::try_from(o.result)
+                        .unwrap_or(scimrelay_proto::v1::OutcomeResult::Unspecified)
+                        .name(),
+                ),
+                Record::Held(h) => (
+                    "held",
+                    h.delivery
+                        .as_ref()
+                        .map(|d| d.target.clone())
+                        .unwrap_or_default(),
+                    "held",
+                ),
+                _ => ("record", String::new(), "other"),
+            };
+            let span = tracing::info_span!(
+                parent: None,
+                "record outcome",
+                "otel.name" = format!("record {kind}"),
+                "otel.kind" = "consumer",
+                "messaging.system" = "rabbitmq",
+                "messaging.destination.name" = STATUS_QUEUE,
+                "scimrelay.target" = %target,
+                "scimrelay.result" = result,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            telemetry::set_parent(&span, &amqp::ReadHeaders::of(&d.properties));
+            if batch_cx.is_valid() {
+                span.add_link(batch_cx.clone());
+            }
+            spans.push(span);
+            records.push(record);
+        }
         // Not acked on failure: the channel closes and the broker redelivers the batch.
-        let written = store.write(&records).await?;
+        let started = std::time::Instant::now();
+        let written = store.write(&records).instrument(batch_span.clone()).await?;
+        batch_span.record("scimrelay.inserted", written.inserted);
+        batch_span.record("scimrelay.duplicates", written.duplicates);
+        observe(&records, started.elapsed());
+        drop(spans);
+        drop(batch_span);
         if let Some(last) = batch.last() {
             last.acker.ack(BasicAckOptions { multiple: true }).await?;
         }
@@ -97,6 +166,33 @@ async fn session(
     };
     let _ = conn.close(200, "status consumer stopping".into()).await;
     result
+}
+
+/// Outcome counts per target and result, end-to-end latency, write duration.
+fn observe(records: &[Record], write: Duration) {
+    let m = metrics();
+    m.status_write_duration
+        .get_or_create(&Vec::new())
+        .observe(write.as_secs_f64());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    for r in records {
+        if let Record::Outcome(o) = r {
+            let result = scimrelay_proto::v1::OutcomeResult::try_from(o.result)
+                .unwrap_or(scimrelay_proto::v1::OutcomeResult::Unspecified)
+                .name();
+            m.outcomes_written
+                .get_or_create(&metrics::target_and(&o.target, "result", result))
+                .inc();
+            if o.accepted_at_ms > 0 && now >= o.accepted_at_ms {
+                m.end_to_end
+                    .get_or_create(&metrics::target(&o.target))
+                    .observe((now - o.accepted_at_ms) as f64 / 1000.0);
+            }
+        }
+    }
 }
 
 /// Decodes one message by its type header (an outcome when the header is absent).

@@ -446,10 +446,30 @@ impl StatusService for Service {
     }
 }
 
+/// One server span per call, continuing the caller's W3C trace context from the metadata.
+/// Named by the gRPC path (`scimrelay.v1.StatusService/GetEvent`); no request field is recorded.
+fn grpc_span(req: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let path = req.uri().path().trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    let span = tracing::info_span!(
+        "grpc",
+        "otel.name" = %path,
+        "otel.kind" = "server",
+        "rpc.system" = "grpc",
+        "rpc.service" = %service,
+        "rpc.method" = %method,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    let carrier = tonic::metadata::MetadataMap::from_headers(req.headers().clone());
+    scimrelay_core::telemetry::set_parent(&span, &carrier);
+    span
+}
+
 /// Serves gRPC on `listener` until `shutdown`; open watch streams end at shutdown.
 pub async fn serve(
     store: Store,
-    ops: Ops,
+    ops: Arc<Ops>,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -462,10 +482,11 @@ pub async fn serve(
         .build_v1()?;
     let service = Service {
         store,
-        ops: Arc::new(ops),
+        ops,
         shutdown: shutdown.clone(),
     };
     tonic::transport::Server::builder()
+        .trace_fn(grpc_span)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(StatusServiceServer::new(service))

@@ -13,6 +13,7 @@ pub mod reports;
 pub mod store;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -124,6 +125,29 @@ pub async fn prune_loop(store: store::Store, days: u32, shutdown: CancellationTo
     }
 }
 
+/// How often the queue-depth gauges are refreshed.
+pub const DEPTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refreshes `scimrelay_queue_depth{target}` for every target known to the store.
+async fn depth_loop(store: store::Store, ops: Arc<broker::Ops>, shutdown: CancellationToken) {
+    loop {
+        if let Ok(ids) = store.target_ids().await {
+            for id in ids {
+                if let Some(depth) = ops.queue_depth(&id).await {
+                    scimrelay_core::metrics::metrics()
+                        .queue_depth
+                        .get_or_create(&scimrelay_core::metrics::target(&id))
+                        .set(i64::try_from(depth).unwrap_or(i64::MAX));
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(DEPTH_INTERVAL) => {}
+        }
+    }
+}
+
 /// Runs the service on already-bound listeners until `shutdown` is cancelled.
 pub async fn serve(
     config: StatusConfig,
@@ -165,9 +189,11 @@ pub async fn serve(
         config.shards.clone(),
         store.clone(),
     );
+    let ops = Arc::new(ops);
+    let depth = tokio::spawn(depth_loop(store.clone(), ops.clone(), shutdown.clone()));
     let serve = grpc::serve(store, ops, grpc, shutdown.clone()).await;
     shutdown.cancel();
-    let _ = tokio::join!(consume, report, prune, health);
+    let _ = tokio::join!(consume, report, prune, health, depth);
     serve
 }
 
