@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint
+.PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint bench bench-quick
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,3 +48,11 @@ helm-lint: ## Chart: strict lint, render (default + production), k8s 1.30 strict
 	@$(HELM_VENV)/bin/pip install --quiet --disable-pip-version-check -r helm/tests/requirements.txt
 	PYTHONDONTWRITEBYTECODE=1 $(HELM_VENV)/bin/python scripts/helm-lint.py
 	PYTHONDONTWRITEBYTECODE=1 $(HELM_VENV)/bin/python -m pytest -q -p no:cacheprovider helm/tests
+
+bench: rabbitmq proto ## Benchmarks, release build (< 15 min): writes BENCHMARKS.md and docs/bench/*.png
+	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || apt-get install -y -q fonts-dejavu-core || echo "charts need fonts-dejavu-core"
+	$(CARGO) build --release --workspace --bins
+	./target/release/scimrelay-bench
+
+bench-quick: rabbitmq build ## Every benchmark section at a tiny size (< 2 min; make test runs it as a test)
+	./target/debug/scimrelay-bench --quick
