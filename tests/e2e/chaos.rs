@@ -69,29 +69,6 @@ async fn send_all(stack: &Stack, events: &[Value]) -> Vec<String> {
     ids
 }
 
-async fn set_faults(stack: &Stack, faults: Value) {
-    let r = stack
-        .http()
-        .put(format!("{}/_admin/tenants/acme/faults", stack.sim_url))
-        .json(&faults)
-        .send()
-        .await
-        .expect("faults");
-    assert!(r.status().is_success(), "faults: {}", r.status());
-}
-
-async fn sim_stats(stack: &Stack) -> Value {
-    stack
-        .http()
-        .get(format!("{}/_admin/tenants/acme/stats", stack.sim_url))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("stats json")
-}
-
 /// Waits for every event, then checks the invariant in full. Returns the outcomes.
 async fn assert_invariant(stack: &Stack, events: &[Value], ids: &[String], limit: Duration) {
     let distinct: Vec<String> = ids
@@ -205,12 +182,13 @@ async fn provider_errors_resets_and_hangs() {
         timeout_secs: 1,
     };
     let stack = stack(&setup).await;
-    set_faults(
-        &stack,
-        json!({"error_rate": 0.2, "error_statuses": [500, 502, 503], "reset_rate": 0.05,
+    stack
+        .set_faults(
+            "acme",
+            &json!({"error_rate": 0.2, "error_statuses": [500, 502, 503], "reset_rate": 0.05,
                               "hang_rate": 0.02, "hang_ms": 2000}),
-    )
-    .await;
+        )
+        .await;
     let work = workload::mixed(13, size(), "acme", "f");
     let ids = send_all(&stack, &work.events).await;
     let distinct: Vec<String> = ids
@@ -222,7 +200,7 @@ async fn provider_errors_resets_and_hangs() {
     stack
         .wait_outcomes(&distinct, 1, Duration::from_secs(240))
         .await;
-    set_faults(&stack, json!({})).await;
+    stack.set_faults("acme", &json!({})).await;
     assert_invariant(&stack, &work.events, &ids, Duration::from_secs(30)).await;
 }
 
@@ -239,11 +217,12 @@ async fn quota_run(label: &'static str, r: f64, ceiling: Option<f64>) -> (f64, f
         timeout_secs: 10,
     };
     let stack = stack(&setup).await;
-    set_faults(
-        &stack,
-        json!({"rate_limit": {"per_sec": r, "burst": (r / 10.0).ceil() as u32}}),
-    )
-    .await;
+    stack
+        .set_faults(
+            "acme",
+            &json!({"rate_limit": {"per_sec": r, "burst": (r / 10.0).ceil() as u32}}),
+        )
+        .await;
     let n = (size() * 2).max(400);
     let events: Vec<Value> = (0..n)
         .map(|i| json!({"kind": "user.upserted", "tenant": "acme", "version": 1,
@@ -265,7 +244,7 @@ async fn quota_run(label: &'static str, r: f64, ceiling: Option<f64>) -> (f64, f
         .max()
         .unwrap_or(0);
     let elapsed = ((last - first) as f64 / 1000.0).max(0.001);
-    let stats = sim_stats(&stack).await;
+    let stats = stack.sim_stats("acme").await;
     let total = stats["total"].as_f64().unwrap_or(0.0);
     let throttled = stats["throttled"].as_f64().unwrap_or(0.0);
     let achieved = (total - throttled) / elapsed;
@@ -314,12 +293,14 @@ async fn a_revoked_token_quarantines_the_target_until_restored() {
         timeout_secs: 10,
     };
     let stack = stack(&setup).await;
-    set_faults(&stack, json!({"token_revoked": true})).await;
+    stack
+        .set_faults("acme", &json!({"token_revoked": true}))
+        .await;
     let work = workload::mixed(15, size() / 2, "acme", "t");
     let ids = send_all(&stack, &work.events).await;
     // While revoked: a few probes, no storm, and nothing fails.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let stats = sim_stats(&stack).await;
+    let stats = stack.sim_stats("acme").await;
     let revoked_requests = stats["total"].as_u64().unwrap_or(0);
     assert!(
         revoked_requests < 40,
@@ -340,6 +321,6 @@ async fn a_revoked_token_quarantines_the_target_until_restored() {
             r.outcomes
         );
     }
-    set_faults(&stack, json!({})).await;
+    stack.set_faults("acme", &json!({})).await;
     assert_invariant(&stack, &work.events, &ids, Duration::from_secs(180)).await;
 }

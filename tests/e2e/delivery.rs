@@ -43,25 +43,15 @@ fn user(id: &str, version: u64) -> Value {
                     "name": {"givenName": "G", "familyName": id}}})
 }
 
-async fn set_faults(stack: &Stack, faults: Value) {
-    let r = stack
-        .http()
-        .put(format!("{}/_admin/tenants/acme/faults", stack.sim_url))
-        .json(&faults)
-        .send()
-        .await
-        .expect("faults");
-    assert!(r.status().is_success(), "faults: {}", r.status());
-}
-
 #[tokio::test]
 async fn transient_errors_are_retried_until_every_event_succeeds() {
     let stack = stack("retry").await;
-    set_faults(
-        &stack,
-        json!({"error_rate": 0.3, "error_statuses": [500, 502, 503]}),
-    )
-    .await;
+    stack
+        .set_faults(
+            "acme",
+            &json!({"error_rate": 0.3, "error_statuses": [500, 502, 503]}),
+        )
+        .await;
     let mut events: Vec<Value> = (0..60).map(|i| user(&format!("r{i:02}"), 1)).collect();
     events.extend((0..20).map(|i| user(&format!("r{i:02}"), 2)));
     let mut ids = Vec::new();
@@ -87,7 +77,7 @@ async fn transient_errors_are_retried_until_every_event_succeeds() {
         retried > 0,
         "with 30% errors some events needed more than one attempt"
     );
-    set_faults(&stack, json!({})).await;
+    stack.set_faults("acme", &json!({})).await;
     let users = stack.sim_users("acme").await;
     assert_eq!(users.len(), 60, "no user created twice");
     let problems = expect::check(&users, &[], &events, false);

@@ -77,17 +77,6 @@ fn user(id: &str, email: &str, version: u64) -> Value {
                     "emails": [{"value": email, "type": "work", "primary": true}]}})
 }
 
-async fn set_faults(stack: &Stack, tenant: &str, faults: Value) {
-    let r = stack
-        .http()
-        .put(format!("{}/_admin/tenants/{tenant}/faults", stack.sim_url))
-        .json(&faults)
-        .send()
-        .await
-        .expect("faults");
-    assert!(r.status().is_success(), "faults: {}", r.status());
-}
-
 fn is_scim_request(s: &Span) -> bool {
     s.service == "scim-connector" && s.attributes.contains_key("http.request.method")
 }
@@ -99,12 +88,9 @@ async fn observability_one_trace_per_event_across_services_without_secrets() {
     let email = format!("grace.{}@example.com", uuid::Uuid::new_v4().simple());
 
     // Every request to target `app` fails with 503 until the first failure was seen.
-    set_faults(
-        &stack,
-        "acme",
-        json!({"error_rate": 1.0, "error_statuses": [503]}),
-    )
-    .await;
+    stack
+        .set_faults("acme", &json!({"error_rate": 1.0, "error_statuses": [503]}))
+        .await;
     let (status, answer) = stack.post_events(&user("u-obs-1", &email, 1)).await;
     assert_eq!(status, 202, "{answer}");
     let ids = Stack::accepted_ids(&answer);
@@ -121,7 +107,7 @@ async fn observability_one_trace_per_event_across_services_without_secrets() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    set_faults(&stack, "acme", json!({"error_rate": 0.0})).await;
+    stack.set_faults("acme", &json!({"error_rate": 0.0})).await;
 
     let outcomes = stack.wait_outcomes(&ids, 2, Duration::from_secs(60)).await;
     let app = outcomes[&ids[0]]
@@ -413,12 +399,9 @@ async fn observability_metrics_per_target_exist_and_move() {
     assert_eq!(value(c, "scimrelay_quarantined{target=\"app\"}"), 0.0);
 
     // They move: more events, a retried one among them.
-    set_faults(
-        &stack,
-        "acme",
-        json!({"error_rate": 1.0, "error_statuses": [503]}),
-    )
-    .await;
+    stack
+        .set_faults("acme", &json!({"error_rate": 1.0, "error_statuses": [503]}))
+        .await;
     let (code, answer) = stack.post_events(&send(2, 2)).await;
     assert_eq!(code, 202, "{answer}");
     let start = std::time::Instant::now();
@@ -437,7 +420,7 @@ async fn observability_metrics_per_target_exist_and_move() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    set_faults(&stack, "acme", json!({"error_rate": 0.0})).await;
+    stack.set_faults("acme", &json!({"error_rate": 0.0})).await;
     stack
         .wait_outcomes(&Stack::accepted_ids(&answer), 2, Duration::from_secs(60))
         .await;

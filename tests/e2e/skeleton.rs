@@ -157,7 +157,7 @@ async fn sample_events_reach_the_simulator_and_the_status_service() {
     assert_eq!(stack.sim_users("acme").await.len(), 22);
 
     // A newer version with the same desired state is a no-op: outcome noop, no request sent.
-    let stats_before = sim_requests(&stack).await;
+    let stats_before = stack.sim_stats("acme").await["total"].as_u64().unwrap_or(0);
     let mut same = events[0].clone();
     same["id"] = json!("evt-u001-v9");
     same["version"] = json!(9);
@@ -173,23 +173,10 @@ async fn sample_events_reach_the_simulator_and_the_status_service() {
         "{o:?}"
     );
     assert_eq!(
-        sim_requests(&stack).await,
+        stack.sim_stats("acme").await["total"].as_u64().unwrap_or(0),
         stats_before,
         "a no-op sends nothing to the provider"
     );
-}
-
-async fn sim_requests(stack: &Stack) -> u64 {
-    let stats: Value = stack
-        .http()
-        .get(format!("{}/_admin/tenants/acme/stats", stack.sim_url))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("stats json");
-    stats["total"].as_u64().unwrap_or(0)
 }
 
 #[tokio::test]

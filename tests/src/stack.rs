@@ -333,6 +333,32 @@ impl Stack {
         }
     }
 
+    /// Replaces a simulator tenant's faults (admin API; `{}` turns them all off).
+    pub async fn set_faults(&self, tenant: &str, faults: &Value) {
+        let url = format!("{}/_admin/tenants/{tenant}/faults", self.sim_url);
+        let r = self
+            .http
+            .put(&url)
+            .json(faults)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+        assert!(r.status().is_success(), "PUT {url}: {}", r.status());
+    }
+
+    /// A simulator tenant's request statistics (admin API).
+    pub async fn sim_stats(&self, tenant: &str) -> Value {
+        let url = format!("{}/_admin/tenants/{tenant}/stats", self.sim_url);
+        self.http
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
     /// The simulator's users of a tenant (admin API).
     pub async fn sim_users(&self, tenant: &str) -> Vec<Value> {
         self.sim_admin(tenant, "users").await
