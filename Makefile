@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint bench bench-quick
+.PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint bench bench-quick fuzz fuzz-smoke audit schemathesis
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,3 +56,15 @@ bench: rabbitmq proto ## Benchmarks, release build (< 15 min): writes BENCHMARKS
 
 bench-quick: rabbitmq build ## Every benchmark section at a tiny size (< 2 min; make test runs it as a test)
 	./target/debug/scimrelay-bench --quick
+
+fuzz: ## Every fuzz target for FUZZ_SECONDS (default 60) each; needs cargo-fuzz (cargo install cargo-fuzz)
+	scripts/fuzz.sh
+
+fuzz-smoke: ## 5 s per fuzz target
+	FUZZ_SECONDS=5 scripts/fuzz.sh
+
+audit: ## cargo-deny: licenses, bans, sources offline; advisories when the database is reachable
+	scripts/audit.sh
+
+schemathesis: ## Property-based API fuzzing of ingest (PyPI schemathesis) against RabbitMQ (ST_MAX_EXAMPLES, default 300)
+	scripts/schemathesis.sh
