@@ -46,6 +46,22 @@ pub fn router(ingest: Arc<Ingest>, max_body_bytes: usize) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                None,
+                "no such endpoint; the API is described at /openapi.json",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                None,
+                "method not allowed on this endpoint; see /openapi.json",
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(ingest)
 }

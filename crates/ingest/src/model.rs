@@ -71,6 +71,11 @@ fn opt_bool(
 
 fn check_keys(m: &Map<String, Value>, prefix: &str, allowed: &[&str]) -> Result<(), FieldError> {
     for k in m.keys() {
+        if k.is_empty() {
+            // Found by fuzzing: `{"": 1}` must still name where the problem is.
+            let field = if prefix.is_empty() { "body" } else { prefix };
+            return Err(FieldError::new(field, "an object member has an empty name"));
+        }
         if !allowed.contains(&k.as_str()) {
             return Err(FieldError::new(
                 join(prefix, k),
@@ -638,6 +643,15 @@ mod tests {
         let mut other_tenant = user_event();
         other_tenant["tenant"] = json!("globex");
         assert_eq!(err_of(other_tenant).field, "tenant");
+    }
+
+    #[test]
+    fn an_empty_member_name_is_named_too() {
+        let e = events_from_json(&json!({"di": "g1", "": 24})).expect_err("empty key");
+        assert_eq!(e.field, "body");
+        let mut nested = user_event();
+        nested["user"][""] = json!(1);
+        assert_eq!(events_from_json(&nested).expect_err("nested").field, "user");
     }
 
     #[test]

@@ -302,3 +302,29 @@ async fn openapi_document_is_served_and_describes_the_api() {
     r.shutdown.cancel();
     r.task.await.expect("join").expect("clean exit");
 }
+
+#[tokio::test]
+async fn unknown_paths_and_methods_answer_with_a_json_error() {
+    // Found by schemathesis: 404 and 405 used to come with an empty body.
+    let vhost = TestVhost::create("ingest-404");
+    let r = start(vhost.amqp_url(), 1 << 20, 100).await;
+    let client = reqwest::Client::new();
+    let nf = client
+        .get(format!("{}/v2/nothing", r.http))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(nf.status().as_u16(), 404);
+    let body: Value = nf.json().await.expect("json 404");
+    assert_eq!(body["error"]["code"], "not_found");
+    let na = client
+        .delete(format!("{}/v1/events", r.http))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(na.status().as_u16(), 405);
+    let body: Value = na.json().await.expect("json 405");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    r.shutdown.cancel();
+    r.task.await.expect("join").expect("clean exit");
+}
