@@ -186,10 +186,7 @@ impl Breaker {
         if let Some(reason) = reason {
             tracing::warn!(reason = %reason, "target quarantined");
             s.trips += 1;
-            s.since_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .and_then(|d| i64::try_from(d.as_millis()).ok());
+            s.since_ms = Some(scimrelay_core::now_ms());
             let until = now + s.open_for;
             s.phase = Phase::Open { until, reason };
         }

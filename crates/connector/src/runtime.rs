@@ -36,6 +36,7 @@ use crate::ConnectorConfig;
 use crate::exec::Exec;
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::provider::{ConvergeError, ConvergeInput, FailureClass, Provider};
+use scimrelay_core::now_ms;
 
 /// Longest wait between broker reconnection attempts.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
@@ -817,13 +818,6 @@ fn fingerprint(event: &scimrelay_proto::v1::IdentityEvent) -> u64 {
         bytes.extend(g.encode_to_vec());
     }
     amqp::fnv1a(&bytes)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Publishes each target's report every [`REPORT_INTERVAL`] until the session ends.

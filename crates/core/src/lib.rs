@@ -11,3 +11,12 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use config::{ConfigError, EnvConfig, TargetConfig, TargetsFile};
+
+/// Milliseconds since the Unix epoch: the one clock outcomes, ledgers and reports are stamped
+/// with, in every service.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}

@@ -257,13 +257,7 @@ impl Ingest {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
+pub use scimrelay_core::now_ms;
 
 /// Runs ingest on already-bound listeners until `shutdown` is cancelled.
 pub async fn serve(

@@ -289,13 +289,7 @@ pub struct Store {
     last_seq: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
+pub use scimrelay_core::now_ms;
 
 /// Whether an outcome result ends its (event, target).
 pub fn is_terminal(result: i32) -> bool {
