@@ -152,6 +152,41 @@ pub async fn run(
     ));
 
     let lookup = LedgerLookup::start(config.status_url.clone(), shutdown.clone());
+    // Shutdown is bounded: in-flight work gets the drain deadline, the broker gets its close
+    // timeouts, and past that the connector exits anyway (non-zero) rather than hang — an
+    // unacked message goes back to its queue when the socket closes, so nothing is lost.
+    let limit = config.drain_timeout + amqp::CLOSE_TIMEOUT * 3;
+    let watchdog = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(limit).await;
+        }
+    };
+    let work = async {
+        serve(&config, &targets, provider, &lookup, &ready, &shutdown).await;
+        let _ = health.await;
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = watchdog => {
+            tracing::error!(limit_ms = limit.as_millis() as u64, "shutdown did not finish in time; exiting");
+            anyhow::bail!("shutdown did not finish within {} ms", limit.as_millis());
+        }
+    }
+    tracing::info!("connector stopped");
+    Ok(())
+}
+
+/// Broker sessions until `shutdown`, reconnecting with backoff.
+async fn serve(
+    config: &ConnectorConfig,
+    targets: &[Arc<TargetRuntime>],
+    provider: Arc<dyn Provider>,
+    lookup: &LedgerLookup,
+    ready: &scimrelay_core::health::Readiness,
+    shutdown: &CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
         match amqp::connect(
@@ -163,13 +198,13 @@ pub async fn run(
             Ok(conn) => {
                 backoff = Duration::from_millis(100);
                 match session(
-                    &config,
+                    config,
                     &conn,
-                    &targets,
+                    targets,
                     provider.clone(),
-                    &lookup,
-                    &ready,
-                    &shutdown,
+                    lookup,
+                    ready,
+                    shutdown,
                 )
                 .await
                 {
@@ -177,7 +212,7 @@ pub async fn run(
                     Err(e) => tracing::warn!(error = %e, "broker session ended"),
                 }
                 ready.set(false);
-                let _ = conn.close(200, "connector session over".into()).await;
+                amqp::close(&conn, "connector session over").await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "RabbitMQ unavailable")
@@ -192,9 +227,6 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
     }
-    let _ = health.await;
-    tracing::info!("connector stopped");
-    Ok(())
 }
 
 async fn session(
@@ -264,6 +296,8 @@ async fn session(
         _ = lost.cancelled() => { tracker.wait().await; }
     }
     reporter.abort();
+    let _ = reporter.await;
+    publisher.close().await;
     if lost.is_cancelled() && !shutdown.is_cancelled() {
         anyhow::bail!("lost the RabbitMQ connection");
     }
@@ -358,10 +392,7 @@ impl ShardCtx {
                 "drain deadline passed; unacked messages return to the queue"
             );
         }
-        let _ = me
-            .channel
-            .close(200, "shard consumer stopping".into())
-            .await;
+        amqp::close_channel(&me.channel, "shard consumer stopping").await;
         result
     }
 

@@ -96,6 +96,28 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, AmqpError> {
     }
 }
 
+/// How long a clean close may wait for the broker's close-ok before giving up on it.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Closes `conn`, waiting at most [`CLOSE_TIMEOUT`]. A shutdown must never hang on the broker:
+/// a connection that failed mid-close (or a broker that stopped answering) is simply dropped,
+/// and whatever was unacked goes back to its queue when the socket closes.
+pub async fn close(conn: &Connection, reason: &str) {
+    match tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, reason.to_owned().into())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "RabbitMQ connection was already closing"),
+        Err(_) => tracing::warn!(
+            timeout_ms = CLOSE_TIMEOUT.as_millis() as u64,
+            "RabbitMQ did not confirm the close in time; dropping the connection"
+        ),
+    }
+}
+
+/// Closes `ch`, waiting at most [`CLOSE_TIMEOUT`] (see [`close`]).
+pub async fn close_channel(ch: &Channel, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, reason.to_owned().into())).await;
+}
+
 /// FNV-1a 64: stable across processes and versions (unlike `DefaultHasher`), which matters
 /// because the shard of a subject must not move when a service restarts.
 pub fn fnv1a(data: &[u8]) -> u64 {
@@ -339,6 +361,13 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         Ok(Publisher { channel })
+    }
+
+    /// Closes the channel. Call it before closing the connection: a publisher channel that is
+    /// only dropped is closed by the client library in the background, and that close racing
+    /// the connection close turns a clean shutdown into a connection error.
+    pub async fn close(&self) {
+        close_channel(&self.channel, "publisher stopping").await;
     }
 
     /// Whether the channel is still usable.

@@ -71,8 +71,9 @@ async fn supervise(
                 if let Ok(mut s) = slot.write() {
                     *s = None;
                 }
+                publisher.close().await;
                 if shutdown.is_cancelled() {
-                    let _ = conn.close(200, "ingest shutting down".into()).await;
+                    amqp::close(&conn, "ingest shutting down").await;
                     return;
                 }
             }

@@ -290,10 +290,7 @@ impl Ops {
             }
         }
         let _ = ch.close(200, "dead letters replayed".into()).await;
-        let _ = publisher
-            .channel()
-            .close(200, "dead letters replayed".into())
-            .await;
+        publisher.close().await;
         if !done.event_ids.is_empty() {
             tracing::info!(
                 replayed = done.event_ids.len(),
@@ -333,10 +330,7 @@ impl Ops {
                 .await?;
             released.push(event_id);
         }
-        let _ = publisher
-            .channel()
-            .close(200, "held events released".into())
-            .await;
+        publisher.close().await;
         Ok(released)
     }
 }

@@ -164,7 +164,7 @@ async fn session(
             "recorded"
         );
     };
-    let _ = conn.close(200, "status consumer stopping".into()).await;
+    amqp::close(&conn, "status consumer stopping").await;
     result
 }
 

@@ -113,8 +113,6 @@ async fn session(url: &str, store: &Store, shutdown: &CancellationToken) -> anyh
         }
         d.acker.ack(BasicAckOptions::default()).await?;
     };
-    let _ = conn
-        .close(200, "status report consumer stopping".into())
-        .await;
+    amqp::close(&conn, "status report consumer stopping").await;
     result
 }
