@@ -12,9 +12,16 @@ What it proves:
                   strict schema check for Kubernetes KUBE_VERSION (unknown fields rejected).
   schema          values.schema.json rejects typos and wrong types at every level.
   security        Every rendered Deployment: non-root, read-only root, no privilege escalation,
-                  drop ALL, seccomp RuntimeDefault, /healthz + /readyz probes on a declared port,
-                  resources, containers bind 0.0.0.0 on the port they declare.
+                  drop ALL, seccomp RuntimeDefault, /healthz + /readyz probes on a declared port
+                  (HTTPS when the port speaks TLS; TCP checks when it demands client certificates,
+                  which the kubelet cannot present), resources, containers bind 0.0.0.0 on the
+                  port they declare.
   secrets         No secret value in values.yaml, no Secret rendered, credentials come from secretKeyRef.
+  auth            Ingest and status start (a keys file, or the explicit unauthenticated opt-out) and
+                  are authenticated with the default values; the keys file is a Secret mounted
+                  without subPath (kubelet updates rotate keys); every *_FILE the services read
+                  lies in a mounted volume; connectors reach status with a key when status
+                  demands one, https when it speaks TLS, a client certificate under mutual TLS.
   networkpolicy   Every pod is selected by a policy; only ingest and status admit traffic from
                   outside the release.
   replicas        SCIMRELAY_CONNECTOR_REPLICAS equals the replica count (maxReplicas with an HPA).
@@ -56,9 +63,12 @@ CONNECTORS = {
     "aws": "aws-connector",
     "salesforce": "salesforce-connector",
 }
+# core's modules only the servers run (API keys, server TLS): their variables are read by ingest
+# and status, not by every binary that links core. "core-server" is their pseudo-crate.
+SERVER_ONLY_SOURCES = {"core/src/auth.rs", "core/src/tls.rs"}
 CRATES_OF = {
-    "scimrelay-ingest": ["core", "ingest"],
-    "scimrelay-status": ["core", "status"],
+    "scimrelay-ingest": ["core", "core-server", "ingest"],
+    "scimrelay-status": ["core", "core-server", "status"],
     "scimrelay-sim": ["sim"],
     "scimrelayctl": ["core", "cli"],
     **{b: ["core", "scim", "connector", f"provider-{k}"] for k, b in CONNECTORS.items()},
@@ -76,6 +86,18 @@ REQUIRED_ENV = {
 OPTIONAL_ENV = {
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",  # OTEL_EXPORTER_OTLP_ENDPOINT covers it
     "OTEL_SDK_DISABLED",  # an operator's switch, not a deployment's
+    "SCIMRELAY_AMQP_CA_FILE",  # only for an amqps:// broker with a private CA
+    # TLS is a deployment's choice (the chart's tls.*; compose runs plain inside its network)
+    "SCIMRELAY_TLS_CERT_FILE", "SCIMRELAY_TLS_KEY_FILE", "SCIMRELAY_TLS_CLIENT_CA_FILE",
+    "SCIMRELAY_STATUS_CA_FILE", "SCIMRELAY_STATUS_CLIENT_CERT_FILE", "SCIMRELAY_STATUS_CLIENT_KEY_FILE",
+}
+# Variables of which a deployment must set one (either spelling), per binary, with the reason.
+ONE_OF_ENV = {
+    # they bind 0.0.0.0: without a keys file they refuse to start unless explicitly unauthenticated
+    **{b: [("SCIMRELAY_API_KEYS_FILE", "SCIMRELAY_ALLOW_UNAUTHENTICATED")]
+       for b in ("scimrelay-ingest", "scimrelay-status")},
+    # status demands a key in every deployment checked here (production chart, compose)
+    **{b: [("SCIMRELAY_STATUS_API_KEY", "SCIMRELAY_STATUS_API_KEY_FILE")] for b in CONNECTORS.values()},
 }
 ENV_NAME = re.compile(r'"((?:SCIMRELAY|OTEL)_[A-Z0-9_]+)"')
 
@@ -165,6 +187,21 @@ def variants() -> dict[str, dict[str, Any]]:
             "nodeSelector": {"kubernetes.io/os": "linux"},
             "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
         }),
+        "tls+unauthenticated+servicemonitor": {
+            "auth": {"allowUnauthenticated": True, "keys": {"existingSecret": ""}},
+            "tls": {"existingSecret": "scimrelay-tls", "serverCA": {"existingSecretKey": ""}},
+            "serviceMonitor": {"enabled": True},
+        },
+        "mutual-tls+own-cas+amqp-ca": {
+            "tls": {"existingSecret": "scimrelay-tls", "mutual": True,
+                    "clientCA": {"existingSecret": "clients-ca", "existingSecretKey": "bundle.pem"},
+                    "serverCA": {"existingSecret": "servers-ca"},
+                    "connectorCert": {"existingSecret": "scimrelay-connector-tls"}},
+            "amqp": {"ca": {"existingSecret": "rabbitmq-ca"}},
+            "connectors": {"github": {"enabled": True}},
+            "targets": {"extraVolumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca"}}],
+                        "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True}]},
+        },
         "amqp-url+no-networkpolicy+no-sa": {
             "amqp": {"existingSecret": "", "url": "amqp://rabbitmq:5672/%2f"},
             "networkPolicy": {"enabled": False},
@@ -240,11 +277,25 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "AMQP URL with another scheme": {"amqp": {"existingSecret": "", "url": "http://rabbitmq"}},
     "secretFiles without mountPath": {"targets": {"secretFiles": [{"name": "x"}]}},
     "a secret value where a reference belongs": {"amqp": {"password": "hunter2"}},
+    "typo under auth": {"auth": {"allowUnauthenticate": True}},
+    "typo in auth's keys Secret": {"auth": {"keys": {"existingSecrt": "api-keys"}}},
+    "an API key where its Secret belongs": {"auth": {"connectorKey": {"apiKey": "srk_x"}}},
+    "allowUnauthenticated as a string": {"auth": {"allowUnauthenticated": "true"}},
+    "typo under tls": {"tls": {"mutal": True}},
+    "typo in tls's client CA": {"tls": {"clientCA": {"existingSecretkey": "ca.crt"}}},
+    "tls.mutual as a string": {"tls": {"mutual": "yes"}},
+    "typo in amqp's CA": {"amqp": {"ca": {"secret": "rabbitmq-ca"}}},
+    "extraVolumeMounts without mountPath": {"targets": {"extraVolumeMounts": [{"name": "ca"}]}},
+    "extraVolumes without name": {"targets": {"extraVolumes": [{"configMap": {"name": "ca"}}]}},
 }
 # Values the schema allows but the templates refuse, with why.
 BAD_COMBINATIONS: dict[str, dict[str, Any]] = {
     "several status replicas on SQLite": {"status": {"replicaCount": 2}},
     "no AMQP secret and no URL": {"amqp": {"existingSecret": "", "url": ""}},
+    "no API keys and authentication not turned off": {"auth": {"keys": {"existingSecret": ""}}},
+    "API keys but no key for the connectors": {"auth": {"connectorKey": {"existingSecret": ""}}},
+    "mutual TLS without TLS": {"tls": {"mutual": True}},
+    "mutual TLS without the connectors' certificate": {"tls": {"existingSecret": "scimrelay-tls", "mutual": True}},
 }
 
 
@@ -303,15 +354,33 @@ def check_security() -> list[str]:
                 if sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
                     errs.append(f"{cname}: seccompProfile is not RuntimeDefault")
                 ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
-                for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
-                    get = c.get(probe, {}).get("httpGet", {})
+                env = container_env(c)
+                # ingest's health endpoints share its API listener; status's have their own plain one
+                tls_http = binary_of(c) == "scimrelay-ingest" and "SCIMRELAY_TLS_CERT_FILE" in env
+                mutual = tls_http and "SCIMRELAY_TLS_CLIENT_CA_FILE" in env
+                for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"),
+                                    ("readinessProbe", "/readyz")):
+                    check = c.get(probe, {})
+                    if mutual:
+                        port = check.get("tcpSocket", {}).get("port")
+                        if "tcpSocket" not in check:
+                            errs.append(f"{cname}: {probe} is not a tcpSocket check, and under mutual TLS "
+                                        "the kubelet (no client certificate) cannot pass the handshake")
+                        elif port not in ports and port not in ports.values():
+                            errs.append(f"{cname}: {probe} port {port} is not a declared port")
+                        continue
+                    get = check.get("httpGet", {})
+                    scheme = get.get("scheme", "HTTP")
                     if get.get("path") != path:
-                        errs.append(f"{cname}: {probe} is not an httpGet on {path}")
+                        if probe != "startupProbe" or check:
+                            errs.append(f"{cname}: {probe} is not an httpGet on {path}")
                     elif get.get("port") not in ports and get.get("port") not in ports.values():
                         errs.append(f"{cname}: {probe} port {get.get('port')} is not a declared port")
+                    elif scheme != ("HTTPS" if tls_http else "HTTP"):
+                        errs.append(f"{cname}: {probe} uses {scheme} on a listener that speaks "
+                                    f"{'TLS' if tls_http else 'plain HTTP'}")
                 if not c.get("resources", {}).get("requests"):
                     errs.append(f"{cname}: no resource requests")
-                env = container_env(c)
                 # Every *_ADDR must bind all interfaces on a port the container declares.
                 for var, e in env.items():
                     if var.endswith("_ADDR"):
@@ -367,11 +436,75 @@ def check_secrets() -> list[str]:
                     for var in ("SCIMRELAY_AMQP_URL", "SCIMRELAY_STATUS_DB"):
                         if CREDENTIALS_IN_URL.search(env.get(var, {}).get("value", "")):
                             errs.append(f"{label}: {c['name']} {var} carries credentials in plain text")
+                    if "value" in env.get("SCIMRELAY_STATUS_API_KEY", {}):
+                        errs.append(f"{label}: {c['name']} SCIMRELAY_STATUS_API_KEY is a plain value, not a Secret")
     amqp = render({})
     for _, pod in deployments_of(amqp):
         env = container_env(pod["containers"][0])
         if "secretKeyRef" not in env["SCIMRELAY_AMQP_URL"].get("valueFrom", {}):
             errs.append("default values: SCIMRELAY_AMQP_URL does not come from a Secret")
+    return errs
+
+
+def mount_of(container: dict, path: str) -> dict | None:
+    """The volumeMount a file path lies in (the deepest one; a file mounted by subPath counts), or None."""
+    best = None
+    for m in container.get("volumeMounts", []):
+        root = m["mountPath"].rstrip("/") + "/"
+        if (path.startswith(root) or path == m["mountPath"]) and (
+                best is None or len(m["mountPath"]) > len(best["mountPath"])):
+            best = m
+    return best
+
+
+def check_auth() -> list[str]:
+    errs = []
+    for label, values in variants().items():
+        docs = render(values)
+        containers = [(d["metadata"]["name"], p, c) for d, p in deployments_of(docs) for c in p["containers"]]
+        status_env = next((container_env(c) for _, _, c in containers
+                           if binary_of(c) == "scimrelay-status"), {})
+        for name, pod, c in containers:
+            cname, binary, env = f"{label}: {name}/{c['name']}", binary_of(c), container_env(c)
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            for var, e in env.items():
+                if not (var.startswith("SCIMRELAY_") and var.endswith("_FILE")) or "value" not in e:
+                    continue
+                m = mount_of(c, e["value"])
+                if m is None:
+                    errs.append(f"{cname}: {var}={e['value']} lies in no mounted volume (root is read-only)")
+                elif var == "SCIMRELAY_API_KEYS_FILE":
+                    if m.get("subPath"):
+                        errs.append(f"{cname}: the keys file is mounted with subPath: the kubelet never "
+                                    "updates it, so rotating keys would need a restart")
+                    if "secret" not in volumes.get(m["name"], {}):
+                        errs.append(f"{cname}: the keys file does not come from a Secret")
+            if binary in ("scimrelay-ingest", "scimrelay-status"):
+                if "SCIMRELAY_API_KEYS_FILE" not in env and \
+                        env.get("SCIMRELAY_ALLOW_UNAUTHENTICATED", {}).get("value") != "true":
+                    errs.append(f"{cname}: binds 0.0.0.0 without SCIMRELAY_API_KEYS_FILE or "
+                                "SCIMRELAY_ALLOW_UNAUTHENTICATED=true: it would refuse to start")
+                if bool(env.get("SCIMRELAY_TLS_CERT_FILE")) != bool(env.get("SCIMRELAY_TLS_KEY_FILE")):
+                    errs.append(f"{cname}: SCIMRELAY_TLS_CERT_FILE and _KEY_FILE go together")
+            if binary in CONNECTORS.values():
+                url = env.get("SCIMRELAY_STATUS_URL", {}).get("value", "")
+                want = "https://" if "SCIMRELAY_TLS_CERT_FILE" in status_env else "http://"
+                if not url.startswith(want):
+                    errs.append(f"{cname}: SCIMRELAY_STATUS_URL={url}, but status speaks "
+                                f"{'TLS' if want == 'https://' else 'plain gRPC'}")
+                if "SCIMRELAY_API_KEYS_FILE" in status_env and not (
+                        {"SCIMRELAY_STATUS_API_KEY", "SCIMRELAY_STATUS_API_KEY_FILE"} & set(env)):
+                    errs.append(f"{cname}: status demands an API key and the connector has none")
+                if "SCIMRELAY_TLS_CLIENT_CA_FILE" in status_env and not (
+                        "SCIMRELAY_STATUS_CLIENT_CERT_FILE" in env and "SCIMRELAY_STATUS_CLIENT_KEY_FILE" in env):
+                    errs.append(f"{cname}: status demands a client certificate and the connector has none")
+    # secure by default: the default values authenticate
+    for d, pod in deployments_of(render({})):
+        for c in pod["containers"]:
+            env = container_env(c)
+            if binary_of(c) in ("scimrelay-ingest", "scimrelay-status") and (
+                    "SCIMRELAY_API_KEYS_FILE" not in env or "SCIMRELAY_ALLOW_UNAUTHENTICATED" in env):
+                errs.append(f"default values: {d['metadata']['name']} runs without authentication")
     return errs
 
 
@@ -526,7 +659,8 @@ def rust_env_reads() -> dict[str, set[str]]:
         text = text.split("#[cfg(test)]", 1)[0]  # unit tests sit at the bottom (style.md)
         if src.name == "tests.rs":
             continue
-        crate = src.relative_to(ROOT / "crates").parts[0]
+        rel = src.relative_to(ROOT / "crates")
+        crate = "core-server" if rel.as_posix() in SERVER_ONLY_SOURCES else rel.parts[0]
         out.setdefault(crate, set()).update(ENV_NAME.findall(text))
     return out
 
@@ -558,9 +692,10 @@ def compose_env(compose) -> dict[str, set[str]]:
 
 
 def env_refs(targets_yaml: str) -> tuple[set[str], set[str]]:
-    """({ env: NAME } names, { file: PATH } paths) a targets file refers to."""
+    """({ env: NAME } names, { file: PATH } and tls ca_file paths) a targets file refers to."""
     return (set(re.findall(r"\{\s*env:\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}", targets_yaml)),
-            set(re.findall(r"\{\s*file:\s*(\S+?)\s*\}", targets_yaml)))
+            set(re.findall(r"\{\s*file:\s*(\S+?)\s*\}", targets_yaml))
+            | set(re.findall(r"\bca_file:\s*[\"']?([^\s,}\"']+)", targets_yaml)))
 
 
 def check_env(compose_path: Path = COMPOSE) -> list[str]:
@@ -582,14 +717,28 @@ def check_env(compose_path: Path = COMPOSE) -> list[str]:
                 errs.append(f"{where}: {binary} gets {n}, which it never reads")
             for n in sorted(REQUIRED_ENV.get(binary, set()) - names):
                 errs.append(f"{where}: {binary} lacks {n} (needed in a container)")
+            covered = set(names)
+            for group in ONE_OF_ENV.get(binary, []):
+                if covered & set(group):
+                    covered |= set(group)
+                else:
+                    errs.append(f"{where}: {binary} lacks one of {list(group)} (needed in a container)")
             # deployments set everything the service reads, bar the documented optional ones
-            for n in sorted(relevant(reads_here) - names - OPTIONAL_ENV):
+            for n in sorted(relevant(reads_here) - covered - OPTIONAL_ENV):
                 if binary in ("scimrelay-sim", "scimrelayctl"):  # demo tools: flags do as well
                     continue
                 errs.append(f"{where}: {binary} reads {n}, which is not set (add it or list it in OPTIONAL_ENV)")
     chart, comp = sources["chart (production)"], sources["compose"]
+
+    def comparable(binary, names):  # optional ones left out, either spelling of a one-of group alike
+        out = relevant(names) - OPTIONAL_ENV
+        for group in ONE_OF_ENV.get(binary, []):
+            if out & set(group):
+                out = (out - set(group)) | {" or ".join(group)}
+        return out
+
     for binary in sorted(set(chart) & set(comp)):
-        a, b = relevant(chart[binary]), relevant(comp[binary])
+        a, b = comparable(binary, chart[binary]), comparable(binary, comp[binary])
         if a != b:
             errs.append(f"{binary}: chart sets {sorted(a - b)} that compose does not; compose sets {sorted(b - a)} that the chart does not")
     for binary in sorted(set(chart) - set(comp)):
@@ -607,10 +756,11 @@ def check_env(compose_path: Path = COMPOSE) -> list[str]:
     want_env, want_files = env_refs(prod["targets"]["file"])
     if want_env and not prod["targets"].get("envFromSecrets"):
         errs.append(f"production.yaml: targets name env vars {sorted(want_env)} but envFromSecrets is empty")
-    mounts = [m["mountPath"].rstrip("/") + "/" for m in prod["targets"].get("secretFiles", [])]
+    mounts = [m["mountPath"].rstrip("/") + "/" for m in
+              prod["targets"].get("secretFiles", []) + prod["targets"].get("extraVolumeMounts", [])]
     for f in sorted(want_files):
         if not any(f.startswith(m) for m in mounts):
-            errs.append(f"production.yaml: targets name file {f}, which no secretFiles mount provides")
+            errs.append(f"production.yaml: targets name file {f}, which no secretFiles or extraVolumeMounts mount provides")
     return errs
 
 
@@ -693,6 +843,7 @@ CHECKS: dict[str, Callable[[], list[str]]] = {
     "schema": check_schema,
     "security": check_security,
     "secrets": check_secrets,
+    "auth": check_auth,
     "networkpolicy": check_networkpolicy,
     "replicas": check_replicas,
     "image": check_image,

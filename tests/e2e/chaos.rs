@@ -49,12 +49,15 @@ async fn stack(setup: &Setup) -> Stack {
     timeout_secs: {}
     concurrency: {{ min: 1, max: 16 }}
     retry: {{ max_attempts: 30, base_delay_ms: 100, max_delay_ms: 2000 }}
+    # The mixed workload deprovisions ~30% of its users on purpose.
+    deprovision_guard: {{ enabled: false }}
 {}"#,
             setup.timeout_secs, setup.extra_target
         ),
         env: BTreeMap::from([(TOKEN_ENV.to_owned(), token)]),
         connectors: vec!["scim-connector".into(); setup.replicas],
         dir: None,
+        tls: false,
     })
     .await
 }

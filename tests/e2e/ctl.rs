@@ -27,6 +27,7 @@ async fn send_of_a_10k_user_csv_works_end_to_end() {
         env: BTreeMap::from([("CTL_TOKEN".to_owned(), token)]),
         connectors: vec!["scim-connector".into()],
         dir: None,
+        tls: false,
     })
     .await;
     let csv = stack.dir.join("users.csv");
@@ -46,13 +47,8 @@ async fn send_of_a_10k_user_csv_works_end_to_end() {
     }
     drop(f);
     let out = tokio::process::Command::new(bin_path("scimrelayctl"))
-        .args([
-            "--ingest",
-            &stack.ingest_http,
-            "send",
-            csv.to_str().expect("utf-8 path"),
-            "--json",
-        ])
+        .args(stack.ctl_args())
+        .args(["send", csv.to_str().expect("utf-8 path"), "--json"])
         .output()
         .await
         .expect("scimrelayctl");

@@ -33,6 +33,7 @@ async fn stack(label: &str) -> Stack {
         env: BTreeMap::from([(TOKEN_ENV.to_owned(), token)]),
         connectors: vec!["scim-connector".into()],
         dir: None,
+        tls: false,
     })
     .await
 }

@@ -38,6 +38,7 @@ pub async fn start(
         env,
         connectors: vec![connector.into()],
         dir: None,
+        tls: false,
     })
     .await;
     ProviderStack { stack, _dir: dir }

@@ -35,6 +35,7 @@ async fn stack(label: &str, shards: u16) -> Stack {
         env: BTreeMap::from([(TOKEN_ENV.to_owned(), token)]),
         connectors: vec!["scim-connector".into()],
         dir: None,
+        tls: false,
     })
     .await
 }

@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod expect;
 pub mod otlp;
+pub mod pki;
 pub mod procs;
 pub mod stack;
 pub mod workload;

@@ -6,11 +6,30 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
 use scimrelay_proto::v1::status_service_client::StatusServiceClient;
 use scimrelay_proto::v1::{GetEventRequest, ListOutcomesRequest, Outcome, RecordedOutcome};
 
 use crate::broker::TestVhost;
+use crate::pki::Pki;
 use crate::procs::{Proc, free_port};
+
+/// A status client sending the harness's API key on every call.
+pub type StatusClient = StatusServiceClient<InterceptedService<Channel, BearerKey>>;
+
+/// Adds `authorization: Bearer <key>` to every gRPC call.
+#[derive(Clone)]
+pub struct BearerKey(MetadataValue<Ascii>);
+
+impl tonic::service::Interceptor for BearerKey {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
 
 /// How long services may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,6 +48,23 @@ pub struct StackOptions {
     pub connectors: Vec<String>,
     /// Where logs and the status database go; a temp dir when `None`.
     pub dir: Option<std::path::PathBuf>,
+    /// Serve ingest (HTTP and gRPC) and status over mutual TLS with a throwaway PKI; the
+    /// harness, scimrelayctl and the connectors present client certificates of its CA.
+    pub tls: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            label: "stack".into(),
+            sim_args: Vec::new(),
+            targets_yaml: "targets: []\n".into(),
+            env: BTreeMap::new(),
+            connectors: Vec::new(),
+            dir: None,
+            tls: false,
+        }
+    }
 }
 
 /// A running installation. Dropping it stops every process and deletes the vhost.
@@ -58,7 +94,35 @@ pub struct Stack {
     _tmp: Option<tempfile::TempDir>,
     /// The private vhost (dropped last).
     pub vhost: TestVhost,
+    /// The harness's API key (scopes send + admin, every tenant). Ingest and status always run
+    /// with a keys file: every end-to-end test goes through authentication.
+    pub api_key: String,
+    /// The PKI when the stack runs over TLS.
+    pub pki: Option<Pki>,
     http: reqwest::Client,
+}
+
+/// The harness's HTTP client: the API key on every request, and the CA and client certificate
+/// of the PKI when there is one.
+fn harness_http(api_key: &str, pki: Option<&Pki>) -> reqwest::Client {
+    let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {api_key}"))
+        .unwrap_or_else(|e| panic!("key as header: {e}"));
+    value.set_sensitive(true);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers);
+    if let Some(p) = pki {
+        let ca = reqwest::Certificate::from_pem_bundle(p.ca.cert.as_bytes())
+            .unwrap_or_else(|e| panic!("CA: {e}"));
+        let id = reqwest::Identity::from_pem(&p.client.bundle())
+            .unwrap_or_else(|e| panic!("client identity: {e}"));
+        builder = builder.tls_certs_merge(ca).identity(id);
+    }
+    builder
+        .build()
+        .unwrap_or_else(|e| panic!("harness HTTP client: {e}"))
 }
 
 /// Waits until `url` answers 200.
@@ -110,10 +174,63 @@ impl Stack {
                 }
             }
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
+        // Authentication is always on: one key for the harness (and scimrelayctl), one read
+        // key for the connectors' status calls.
+        let api_key = scimrelay_core::auth::new_key();
+        let connector_key = scimrelay_core::auth::new_key();
+        let keys_path = dir.join("keys.yaml");
+        let entry = |id: &str, key: &str, scopes: &str| {
+            format!(
+                "  - id: {id}\n    sha256: {}\n    tenants: [\"*\"]\n    scopes: [{scopes}]\n    rate_per_sec: 1000000\n",
+                scimrelay_core::auth::hash_key(key)
+            )
+        };
+        std::fs::write(
+            &keys_path,
+            format!(
+                "keys:\n{}{}",
+                entry("harness", &api_key, "send, admin"),
+                entry("connectors", &connector_key, "read")
+            ),
+        )
+        .unwrap_or_else(|e| panic!("keys file: {e}"));
+        std::fs::write(dir.join("harness.key"), &api_key)
+            .unwrap_or_else(|e| panic!("key file: {e}"));
+        let pki = opts.tls.then(Pki::new);
+        let file = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            p.to_string_lossy().into_owned()
+        };
+        let mut server_env = BTreeMap::from([(
+            "SCIMRELAY_API_KEYS_FILE".to_owned(),
+            keys_path.to_string_lossy().into_owned(),
+        )]);
+        let mut client_env =
+            BTreeMap::from([("SCIMRELAY_STATUS_API_KEY".to_owned(), connector_key.clone())]);
+        if let Some(p) = &pki {
+            let ca = file("ca.pem", &p.ca.cert);
+            server_env.insert(
+                "SCIMRELAY_TLS_CERT_FILE".into(),
+                file("server.pem", &p.server.cert),
+            );
+            server_env.insert(
+                "SCIMRELAY_TLS_KEY_FILE".into(),
+                file("server.key", &p.server.key),
+            );
+            server_env.insert("SCIMRELAY_TLS_CLIENT_CA_FILE".into(), ca.clone());
+            client_env.insert("SCIMRELAY_STATUS_CA_FILE".into(), ca);
+            client_env.insert(
+                "SCIMRELAY_STATUS_CLIENT_CERT_FILE".into(),
+                file("client.pem", &p.client.cert),
+            );
+            client_env.insert(
+                "SCIMRELAY_STATUS_CLIENT_KEY_FILE".into(),
+                file("client.key", &p.client.key),
+            );
+        }
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let http = harness_http(&api_key, pki.as_ref());
 
         let mut sim_args = vec!["--listen".to_owned(), "127.0.0.1:0".to_owned()];
         sim_args.extend(opts.sim_args.iter().cloned());
@@ -140,6 +257,7 @@ impl Stack {
         let status_grpc_port = free_port();
         let status_http_port = free_port();
         let mut status_env = env.clone();
+        status_env.extend(server_env.clone());
         status_env.insert(
             "SCIMRELAY_STATUS_GRPC_ADDR".into(),
             format!("127.0.0.1:{status_grpc_port}"),
@@ -156,8 +274,9 @@ impl Stack {
         // Connectors (also those a test starts later from `env`) read the ledger from status.
         env.insert(
             "SCIMRELAY_STATUS_URL".into(),
-            format!("http://127.0.0.1:{status_grpc_port}"),
+            format!("{scheme}://127.0.0.1:{status_grpc_port}"),
         );
+        env.extend(client_env);
 
         let mut connectors = Vec::new();
         let mut connector_http = Vec::new();
@@ -175,6 +294,7 @@ impl Stack {
         let ingest_http_port = free_port();
         let ingest_grpc_port = free_port();
         let mut ingest_env = env.clone();
+        ingest_env.extend(server_env);
         ingest_env.insert(
             "SCIMRELAY_INGEST_HTTP_ADDR".into(),
             format!("127.0.0.1:{ingest_http_port}"),
@@ -196,7 +316,7 @@ impl Stack {
         }
         wait_ready(
             &http,
-            &format!("http://127.0.0.1:{ingest_http_port}/readyz"),
+            &format!("{scheme}://127.0.0.1:{ingest_http_port}/readyz"),
             &mut ingest,
         )
         .await;
@@ -205,18 +325,71 @@ impl Stack {
             sim,
             sim_url,
             status,
-            status_grpc: format!("http://127.0.0.1:{status_grpc_port}"),
+            status_grpc: format!("{scheme}://127.0.0.1:{status_grpc_port}"),
             connectors,
             connector_http,
             ingest,
-            ingest_http: format!("http://127.0.0.1:{ingest_http_port}"),
-            ingest_grpc: format!("http://127.0.0.1:{ingest_grpc_port}"),
+            ingest_http: format!("{scheme}://127.0.0.1:{ingest_http_port}"),
+            ingest_grpc: format!("{scheme}://127.0.0.1:{ingest_grpc_port}"),
             env,
             dir,
             _tmp: tmp,
             vhost,
+            api_key,
+            pki,
             http,
         }
+    }
+
+    /// `authorization` metadata for gRPC calls made outside [`Stack::status_client`].
+    pub fn bearer(&self) -> BearerKey {
+        let mut v = MetadataValue::try_from(format!("Bearer {}", self.api_key))
+            .unwrap_or_else(|e| panic!("key as metadata: {e}"));
+        v.set_sensitive(true);
+        BearerKey(v)
+    }
+
+    /// A gRPC channel to `url` (TLS with the client certificate when the stack runs TLS).
+    pub async fn channel(&self, url: &str) -> Channel {
+        let mut endpoint =
+            Endpoint::from_shared(url.to_owned()).unwrap_or_else(|e| panic!("{url}: {e}"));
+        if let Some(p) = &self.pki {
+            endpoint = endpoint
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(&p.ca.cert))
+                        .identity(Identity::from_pem(&p.client.cert, &p.client.key)),
+                )
+                .unwrap_or_else(|e| panic!("TLS for {url}: {e}"));
+        }
+        endpoint
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("gRPC at {url}: {e}"))
+    }
+
+    /// Global arguments that point scimrelayctl at this stack with the harness's key (and the
+    /// client certificate when the stack runs TLS).
+    pub fn ctl_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--ingest".to_owned(),
+            self.ingest_http.clone(),
+            "--status".to_owned(),
+            self.status_grpc.clone(),
+            "--api-key-file".to_owned(),
+            self.dir.join("harness.key").to_string_lossy().into_owned(),
+        ];
+        if self.pki.is_some() {
+            for (flag, name) in [
+                ("--ca-file", "ca.pem"),
+                ("--client-cert", "client.pem"),
+                ("--client-key", "client.key"),
+            ] {
+                args.push(flag.to_owned());
+                args.push(self.dir.join(name).to_string_lossy().into_owned());
+            }
+        }
+        args
     }
 
     /// POSTs a body to ingest's `/v1/events`; returns the status and the JSON answer.
@@ -244,11 +417,9 @@ impl Stack {
             .unwrap_or_default()
     }
 
-    /// A status gRPC client.
-    pub async fn status_client(&self) -> StatusServiceClient<tonic::transport::Channel> {
-        StatusServiceClient::connect(self.status_grpc.clone())
-            .await
-            .unwrap_or_else(|e| panic!("status gRPC at {}: {e}", self.status_grpc))
+    /// A status gRPC client with the harness's key.
+    pub async fn status_client(&self) -> StatusClient {
+        StatusServiceClient::with_interceptor(self.channel(&self.status_grpc).await, self.bearer())
     }
 
     /// Waits until an event's recorded history (duplicates included) has `n` entries.

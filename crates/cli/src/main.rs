@@ -1,9 +1,14 @@
 //! `scimrelayctl`: the operator CLI of scimrelay. Sends events in bulk to ingest, shows what the
 //! status service knows (events, subjects, targets), watches outcomes live, and acts on dead
-//! letters and held events. Human output by default, `--json` for scripts; every error names
-//! the bad input and exits non-zero.
+//! letters and held events, and makes API keys. Human output by default, `--json` for
+//! scripts; every error names the bad input and exits non-zero.
+//!
+//! The API key and TLS options (`--api-key`, `--ca-file`, `--client-cert`, …) are global and
+//! apply to ingest and status alike; see [`access`].
 
+mod access;
 mod input;
+mod keys;
 mod output;
 mod send;
 
@@ -14,9 +19,8 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 
-use scimrelay_proto::v1::status_service_client::StatusServiceClient;
+use access::{Access, rpc_error};
 use scimrelay_proto::v1::{
     GetEventRequest, GetSubjectRequest, GetTargetRequest, HeldSelection, ListDeadLettersRequest,
     ListHeldRequest, ListTargetsRequest, OutcomeFilter, OutcomeResult, ReplayDeadLettersRequest,
@@ -47,6 +51,8 @@ struct Cli {
     /// Print JSON (one document, or one line per item for `watch`) instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    access: access::AccessArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,6 +79,16 @@ enum Command {
     /// Events held by the mass-deprovisioning guard.
     #[command(subcommand)]
     Held(HeldCommand),
+    /// API keys for ingest and status (the keys file, SCIMRELAY_API_KEYS_FILE).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a random key and print it once, with its entry for the keys file (which keeps only
+    /// the key's SHA-256).
+    New(keys::NewArgs),
 }
 
 #[derive(Args)]
@@ -213,22 +229,6 @@ enum HeldCommand {
     Drop(Selection),
 }
 
-async fn status_client(url: &str) -> anyhow::Result<StatusServiceClient<Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| anyhow::anyhow!("--status {url:?}: not a URL: {e}"))?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint.connect().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach the status service at {url} (--status / SCIMRELAY_STATUS_URL): {e}"
-        )
-    })?;
-    Ok(StatusServiceClient::new(channel))
-}
-
-fn rpc_error(what: &str, s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())
-}
-
 fn print_json(v: &Value) {
     println!(
         "{}",
@@ -271,13 +271,23 @@ fn parse_result(name: &str) -> anyhow::Result<i32> {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json = cli.json;
+    // Making a key talks to no service, so it needs none of the access options.
+    let access = match &cli.command {
+        Command::Keys(_) => Access::default(),
+        _ => Access::from_args(&cli.access)?,
+    };
     match cli.command {
+        Command::Keys(KeysCommand::New(a)) => return keys::new(&a, json),
         Command::Send(a) => {
             let records = read_input(&a.input, a.targets)?;
             let state = a.state.unwrap_or_else(|| send::state_path(&a.input.file));
             let progress = !json;
+            let to = send::Ingest {
+                http: access.http(send::REQUEST_TIMEOUT)?,
+                url: cli.ingest.clone(),
+            };
             let sent = send::send(
-                &cli.ingest,
+                &to,
                 &a.input.file,
                 &records,
                 a.input.batch_size as usize,
@@ -313,9 +323,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(130));
             }
         }
-        Command::Plan(a) => return plan(&cli.ingest, &cli.status, a, json).await,
+        Command::Plan(a) => return plan(&access, &cli.ingest, &cli.status, a, json).await,
         Command::Status(StatusCommand::Event { id }) => {
-            let mut c = status_client(&cli.status).await?;
+            let mut c = access.status(&cli.status).await?;
             let ev = c
                 .get_event(GetEventRequest {
                     event_id: id.clone(),
@@ -342,7 +352,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Status(StatusCommand::Subject { id, target }) => {
-            let mut c = status_client(&cli.status).await?;
+            let mut c = access.status(&cli.status).await?;
             let s = c
                 .get_subject(GetSubjectRequest {
                     subject_id: id,
@@ -363,7 +373,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Status(StatusCommand::Targets { target }) => {
-            let mut c = status_client(&cli.status).await?;
+            let mut c = access.status(&cli.status).await?;
             let targets = match target {
                 Some(t) => vec![
                     c.get_target(GetTargetRequest { target: t })
@@ -399,7 +409,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .unwrap_or_default(),
                 ..Default::default()
             };
-            let mut c = status_client(&cli.status).await?;
+            let mut c = access.status(&cli.status).await?;
             let req = WatchOutcomesRequest {
                 filter: Some(filter),
                 from_now: a.cursor.is_none() && !a.from_start,
@@ -433,7 +443,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Dlq(DlqCommand::List { target, limit }) => {
-            let mut c = status_client(&cli.status).await?;
+            let mut c = access.status(&cli.status).await?;
             let l = c
                 .list_dead_letters(ListDeadLettersRequest {
                     target: target.unwrap_or_default(),
@@ -456,7 +466,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             events,
             limit,
         }) => {
-            let mut c = status_client(&cli.status).await?;
+            let mut c = access.status(&cli.status).await?;
             let r = c
                 .replay_dead_letters(ReplayDeadLettersRequest {
                     target: target.unwrap_or_default(),
@@ -478,7 +488,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Held(HeldCommand::List { target }) => {
-            let mut c = status_client(&cli.status).await?;
+            let mut c = access.status(&cli.status).await?;
             let mut all = Vec::new();
             let mut token = String::new();
             loop {
@@ -513,7 +523,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Held(HeldCommand::Release(sel)) => {
-            let mut c = status_client(&cli.status).await?;
+            let mut c = access.status(&cli.status).await?;
             let r = c
                 .release_held(HeldSelection {
                     event_ids: sel.events,
@@ -526,7 +536,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             held_done("released", &r.event_ids, json);
         }
         Command::Held(HeldCommand::Drop(sel)) => {
-            let mut c = status_client(&cli.status).await?;
+            let mut c = access.status(&cli.status).await?;
             let r = c
                 .drop_held(HeldSelection {
                     event_ids: sel.events,
@@ -556,7 +566,13 @@ fn held_done(verb: &str, ids: &[String], json: bool) {
 }
 
 /// Sends the file with `"plan": true` to one target, waits for every plan, prints the requests.
-async fn plan(ingest: &str, status: &str, a: PlanArgs, json: bool) -> anyhow::Result<ExitCode> {
+async fn plan(
+    access: &Access,
+    ingest: &str,
+    status: &str,
+    a: PlanArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut records = read_input(&a.input, vec![])?;
     let file = a.input.file.display().to_string();
     for r in &mut records {
@@ -565,13 +581,14 @@ async fn plan(ingest: &str, status: &str, a: PlanArgs, json: bool) -> anyhow::Re
             m.insert("targets".into(), json!([a.target]));
         }
     }
-    let mut client = status_client(status).await?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let mut client = access.status(status).await?;
+    let to = send::Ingest {
+        http: access.http(send::REQUEST_TIMEOUT)?,
+        url: ingest.to_owned(),
+    };
     let mut ids = Vec::new();
     for batch in records.chunks(a.input.batch_size as usize) {
-        ids.extend(send::post_batch(&http, ingest, &file, batch).await?);
+        ids.extend(send::post_batch(&to, &file, batch).await?);
     }
     let deadline = Instant::now() + Duration::from_secs(a.wait_secs);
     let mut plans = Vec::new();

@@ -7,6 +7,10 @@
 //! Running the same command again skips what was acknowledged. A batch cut short by Ctrl-C is
 //! resent in full next time; that is harmless because events are versioned desired state.
 //! The state file is removed when the whole file was sent.
+//!
+//! A refused API key (401, 403 without an event to blame) stops the send with an error that
+//! says so; a rate-limited batch (429) is retried after the `Retry-After` ingest sends, within
+//! the same attempt budget as an unavailable ingest.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,6 +23,8 @@ use crate::input::Record;
 const ATTEMPTS: u32 = 5;
 /// Largest batch: ingest's default limit.
 pub const MAX_BATCH: usize = 1000;
+/// Timeout of one request to ingest.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where `send` stands in a file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -82,19 +88,24 @@ pub struct Sent {
     pub elapsed: Duration,
 }
 
-/// Posts one batch; retries while ingest is unavailable. An invalid event is an error naming
-/// its line.
-pub async fn post_batch(
-    http: &reqwest::Client,
-    ingest: &str,
-    file: &str,
-    batch: &[Record],
-) -> anyhow::Result<Vec<String>> {
+/// Where events go: ingest's base URL and the HTTP client (API key, TLS) to reach it.
+pub struct Ingest {
+    /// The client, with the API key as a default header.
+    pub http: reqwest::Client,
+    /// The base URL (`--ingest`).
+    pub url: String,
+}
+
+/// Posts one batch; retries while ingest is unavailable or rate-limits the key. An invalid
+/// event is an error naming its line; a refused key is an error saying so.
+pub async fn post_batch(to: &Ingest, file: &str, batch: &[Record]) -> anyhow::Result<Vec<String>> {
+    let (http, ingest) = (&to.http, to.url.as_str());
     let body = json!({"events": batch.iter().map(|r| r.event.clone()).collect::<Vec<_>>()});
     let url = format!("{}/v1/events", ingest.trim_end_matches('/'));
     let mut wait = Duration::from_millis(200);
     for attempt in 1..=ATTEMPTS {
         let resp = http.post(&url).json(&body).send().await;
+        let mut pause = wait;
         let retry_reason = match resp {
             Ok(r) if r.status().as_u16() == 202 => {
                 let v: Value = r
@@ -111,55 +122,115 @@ pub async fn post_batch(
                     .unwrap_or_default();
                 return Ok(ids);
             }
-            Ok(r) if r.status().is_client_error() => {
-                let status = r.status();
-                let v: Value = r.json().await.unwrap_or(Value::Null);
-                let field = v["error"]["field"].as_str().unwrap_or_default().to_owned();
-                let message = v["error"]["message"]
-                    .as_str()
-                    .unwrap_or("rejected")
-                    .to_owned();
-                // `events[i].user.userName` → the line of event i and the field inside it (a
-                // batch of one may come back without the `events[0]` prefix).
-                let located = match field
-                    .strip_prefix("events[")
-                    .and_then(|rest| rest.split_once(']'))
-                {
-                    Some((i, inner)) => i
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|i| batch.get(i))
-                        .map(|r| (r, inner.trim_start_matches('.'))),
-                    None if batch.len() == 1 && !field.is_empty() => {
-                        batch.first().map(|r| (r, field.as_str()))
-                    }
-                    None => None,
-                };
-                if let Some((r, inner)) = located {
-                    let msg = message
-                        .strip_prefix(&format!("{field}: "))
-                        .unwrap_or(&message);
-                    anyhow::bail!("{file}:{}: {inner}: {msg}", r.line);
+            Ok(r) if r.status().as_u16() == 429 => {
+                // The server's wait, bounded so that a bad header cannot park the run for hours.
+                if let Some(asked) = retry_after(r.headers()) {
+                    pause = asked.min(crate::access::MAX_RETRY_AFTER);
                 }
-                anyhow::bail!("{file}: ingest refused the batch ({status}): {message}");
+                let refused = Refusal::read(r).await;
+                format!(
+                    "ingest at {ingest}: the API key is over its request rate (HTTP 429): {}",
+                    refused.message
+                )
+            }
+            Ok(r) if r.status().is_client_error() => {
+                return Err(Refusal::read(r).await.into_error(file, batch));
             }
             Ok(r) => format!("ingest answered {}", r.status()),
-            Err(e) => format!("cannot reach ingest at {ingest}: {e}"),
+            Err(e) => format!(
+                "cannot reach ingest at {ingest}: {}",
+                crate::access::chain(&e.without_url())
+            ),
         };
         if attempt == ATTEMPTS {
             anyhow::bail!(
                 "{retry_reason} (after {ATTEMPTS} attempts); rerun the same command to resume"
             );
         }
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(pause).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }
     unreachable!("the last attempt returns")
 }
 
+/// `Retry-After` in seconds.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// A 4xx answer of ingest: `{"error": {"field": …, "message": …}}`.
+struct Refusal {
+    status: u16,
+    field: String,
+    message: String,
+}
+
+impl Refusal {
+    async fn read(r: reqwest::Response) -> Self {
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        Refusal {
+            status,
+            field: v["error"]["field"].as_str().unwrap_or_default().to_owned(),
+            message: v["error"]["message"]
+                .as_str()
+                .unwrap_or("rejected")
+                .to_owned(),
+        }
+    }
+
+    /// The error for the user: a refused key in words, or the line and field of the event at
+    /// fault.
+    fn into_error(self, file: &str, batch: &[Record]) -> anyhow::Error {
+        let Refusal {
+            status,
+            field,
+            message,
+        } = self;
+        // `events[i].user.userName` → the line of event i and the field inside it (a batch of
+        // one may come back without the `events[0]` prefix).
+        let located = match field
+            .strip_prefix("events[")
+            .and_then(|rest| rest.split_once(']'))
+        {
+            Some((i, inner)) => i
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| batch.get(i))
+                .map(|r| (r, inner.trim_start_matches('.'))),
+            None if batch.len() == 1 && !field.is_empty() && !matches!(status, 401 | 403) => {
+                batch.first().map(|r| (r, field.as_str()))
+            }
+            None => None,
+        };
+        if let Some((r, inner)) = located {
+            let msg = message
+                .strip_prefix(&format!("{field}: "))
+                .unwrap_or(&message);
+            return anyhow::anyhow!("{file}:{}: {inner}: {msg}", r.line);
+        }
+        let hint = "pass a key with the `send` scope for these tenants with --api-key, \
+                    --api-key-file or SCIMRELAY_API_KEY";
+        match status {
+            401 => anyhow::anyhow!("ingest refused the API key (HTTP 401): {message}; {hint}"),
+            403 => anyhow::anyhow!(
+                "the API key is not allowed to send this (HTTP 403): {message}; {hint}"
+            ),
+            _ => anyhow::anyhow!("{file}: ingest refused the batch (HTTP {status}): {message}"),
+        }
+    }
+}
+
 /// Sends `records` of `input` in batches of `batch_size`, resuming from `state_file`.
 pub async fn send(
-    ingest: &str,
+    to: &Ingest,
     input: &Path,
     records: &[Record],
     batch_size: usize,
@@ -179,9 +250,6 @@ pub async fn send(
         .map(|s| s.acked)
         .unwrap_or(0)
         .min(records.len());
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
     let bar = if progress {
         indicatif::ProgressBar::new(records.len() as u64)
     } else {
@@ -214,7 +282,7 @@ pub async fn send(
                 out.interrupted = true;
                 break;
             }
-            r = post_batch(&http, ingest, &file, batch) => r?,
+            r = post_batch(to, &file, batch) => r?,
         };
         acked += batch.len();
         let last_line = batch.last().map(|r| r.line).unwrap_or(0);

@@ -1,6 +1,8 @@
 //! `scimrelayctl` as a user runs it (the real binary, via assert_cmd): bad inputs name the file,
 //! line and column and exit non-zero; against ingest and status running in-process on a private
-//! RabbitMQ vhost (the test plays the connectors), every subcommand does its job.
+//! RabbitMQ vhost (the test plays the connectors), every subcommand does its job — also with API
+//! keys and (mutual) TLS switched on, where a refused key is named and the key itself is never
+//! printed.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -14,7 +16,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use scimrelay_core::amqp::{self, OUTCOMES_EXCHANGE, Publisher};
+use scimrelay_core::auth::{Authenticator, KeySet, Scope, hash_key};
 use scimrelay_core::config::TargetsFile;
+use scimrelay_core::tls::ServerTls;
 use scimrelay_proto::v1::{
     Delivery, HeldEvent, Operation, Outcome, OutcomeResult, PlannedRequest, SubjectKind,
 };
@@ -27,6 +31,11 @@ fn ctl() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::new(assert_cmd::cargo::cargo_bin!("scimrelayctl"));
     c.env_remove("SCIMRELAY_INGEST_URL")
         .env_remove("SCIMRELAY_STATUS_URL")
+        .env_remove("SCIMRELAY_API_KEY")
+        .env_remove("SCIMRELAY_API_KEY_FILE")
+        .env_remove("SCIMRELAY_CA_FILE")
+        .env_remove("SCIMRELAY_CLIENT_CERT_FILE")
+        .env_remove("SCIMRELAY_CLIENT_KEY_FILE")
         .timeout(Duration::from_secs(60));
     c
 }
@@ -56,7 +65,7 @@ fn help_lists_every_subcommand() {
     let out = ctl().arg("--help").output().expect("help");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["send", "plan", "status", "watch", "dlq", "held"] {
+    for sub in ["send", "plan", "status", "watch", "dlq", "held", "keys"] {
         assert!(text.contains(sub), "{sub} missing from:\n{text}");
     }
 }
@@ -148,6 +157,78 @@ fn an_unreachable_service_is_named() {
     }
 }
 
+/// Runs the CLI with extra environment variables, off the async runtime.
+async fn run_env(args: Vec<String>, env: Vec<(&'static str, String)>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut c = ctl();
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.args(&args).output().expect("run scimrelayctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("join")
+}
+
+/// A certificate (chain) and its key, PEM.
+#[derive(Clone)]
+struct Pem {
+    cert: String,
+    key: String,
+}
+
+/// The test's PKI: a CA, a server certificate for localhost and a client certificate of the CA.
+struct Pki {
+    ca: String,
+    server: Pem,
+    client: Pem,
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.distinguished_name
+        .push(DnType::CommonName, "scimrelay test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_pem = ca.self_signed(&ca_key).expect("CA").pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |name: &str, usage: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(vec![name.to_owned()]).expect("params");
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![usage];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        Pem {
+            cert: p.signed_by(&key, &issuer).expect("signed").pem(),
+            key: key.serialize_pem(),
+        }
+    };
+    Pki {
+        server: leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth),
+        client: leaf("operator", ExtendedKeyUsagePurpose::ClientAuth),
+        ca: ca_pem,
+    }
+}
+
+/// What the services of a [`Stack`] check besides the request itself.
+#[derive(Default)]
+struct Security<'a> {
+    /// The keys file.
+    keys: Option<&'a Path>,
+    /// TLS on ingest (HTTP and gRPC) and status gRPC, with client certificates of the CA.
+    mutual_tls: Option<&'a Pki>,
+}
+
 /// Ingest and status in-process on a private vhost.
 struct Stack {
     vhost: TestVhost,
@@ -162,6 +243,10 @@ struct Stack {
 
 impl Stack {
     async fn start(label: &str) -> Stack {
+        Self::start_with(label, Security::default()).await
+    }
+
+    async fn start_with(label: &str, security: Security<'_>) -> Stack {
         let vhost = TestVhost::create(label);
         let dir = tempfile::tempdir().expect("tempdir");
         let targets = TargetsFile::parse(TARGETS).expect("targets");
@@ -179,9 +264,25 @@ impl Stack {
                 .expect("bind")
         };
         let (sg, sh, ih, ig) = (bind().await, bind().await, bind().await, bind().await);
-        let status = format!("http://{}", sg.local_addr().expect("addr"));
-        let status_health = format!("http://{}", sh.local_addr().expect("addr"));
-        let ingest = format!("http://{}", ih.local_addr().expect("addr"));
+        let auth = match security.keys {
+            Some(path) => Authenticator::from_file(path).expect("keys file"),
+            None => Authenticator::disabled(),
+        };
+        let tls = security.mutual_tls.map(|pki| ServerTls {
+            cert_pem: pki.server.cert.clone().into_bytes(),
+            key_pem: pki.server.key.clone().into_bytes(),
+            client_ca_pem: Some(pki.ca.clone().into_bytes()),
+        });
+        // The certificate names localhost; the listeners are on 127.0.0.1.
+        let (scheme, host) = match tls {
+            Some(_) => ("https", "localhost"),
+            None => ("http", "127.0.0.1"),
+        };
+        let port = |l: &tokio::net::TcpListener| l.local_addr().expect("addr").port();
+        let status = format!("{scheme}://{host}:{}", port(&sg));
+        // Status health stays plain; ingest's shares its (TLS) listener.
+        let status_health = format!("http://127.0.0.1:{}", port(&sh));
+        let ingest = format!("{scheme}://{host}:{}", port(&ih));
         let status_config = scimrelay_status::StatusConfig {
             grpc_addr: String::new(),
             http_addr: String::new(),
@@ -193,6 +294,8 @@ impl Stack {
                 .iter()
                 .map(|t| (t.id.clone(), t.shards))
                 .collect(),
+            auth: auth.clone(),
+            tls: tls.clone(),
         };
         let ingest_config = scimrelay_ingest::IngestConfig {
             http_addr: String::new(),
@@ -201,6 +304,8 @@ impl Stack {
             max_body_bytes: 4 << 20,
             max_batch: 1000,
             targets,
+            auth,
+            tls,
         };
         let tasks = vec![
             tokio::spawn(scimrelay_status::serve(
@@ -216,7 +321,19 @@ impl Stack {
                 shutdown.clone(),
             )),
         ];
-        let http = reqwest::Client::new();
+        let http = match security.mutual_tls {
+            Some(pki) => reqwest::Client::builder()
+                .tls_certs_only([reqwest::Certificate::from_pem(pki.ca.as_bytes()).expect("CA")])
+                .identity(
+                    reqwest::Identity::from_pem(
+                        format!("{}{}", pki.client.cert, pki.client.key).as_bytes(),
+                    )
+                    .expect("identity"),
+                )
+                .build()
+                .expect("client"),
+            None => reqwest::Client::new(),
+        };
         for url in [
             format!("{status_health}/readyz"),
             format!("{ingest}/readyz"),
@@ -611,5 +728,382 @@ async fn plan_prints_the_planned_requests() {
         run(stack.args(&["plan", &file, "--target", "t1", "--wait-secs", "1"])).await;
     assert_eq!(code, 1);
     assert!(err.contains("from target t1"), "{err}");
+    stack.stop().await;
+}
+
+/// `keys new` output: the key (first line) and the entry (the lines after the comment).
+fn key_and_entry(out: &str) -> (String, String) {
+    let mut lines = out.lines();
+    let key = lines.next().expect("the key").to_owned();
+    let entry: String = lines
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (key, entry)
+}
+
+#[test]
+fn keys_new_prints_the_key_once_with_its_entry() {
+    let out = ctl()
+        .args([
+            "keys", "new", "--id", "hr-feed", "--tenant", "acme", "--tenant", "beta", "--scope",
+            "send", "--scope", "read", "--rate", "50",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("store it now; only its hash is kept"),
+        "{stderr}"
+    );
+    let (key, entry) = key_and_entry(&stdout);
+    assert!(key.starts_with("srk_") && key.len() > 40, "{key}");
+    assert_eq!(stdout.matches(&key).count(), 1, "printed once: {stdout}");
+    assert!(!stderr.contains(&key));
+    // The printed hash is the key's, and the entry is one the services accept.
+    assert!(
+        entry.contains(&format!("sha256: {}\n", hash_key(&key))),
+        "{entry}"
+    );
+    let set = KeySet::parse(&format!("keys:\n{entry}"), Path::new("keys.yaml")).expect("parses");
+    let k = &set.keys[0];
+    assert_eq!(k.id, "hr-feed");
+    assert_eq!(
+        k.tenants.as_deref(),
+        Some(&["acme".to_owned(), "beta".to_owned()][..])
+    );
+    assert_eq!(k.scopes, vec![Scope::Send, Scope::Read]);
+    assert_eq!(k.rate_per_sec, 50.0);
+    // ... and the key authenticates against a keys file made of it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "keys.yaml", &format!("keys:\n{entry}"));
+    let auth = Authenticator::from_file(Path::new(&file)).expect("keys file");
+    let who = auth
+        .authenticate(Some(&format!("Bearer {key}")))
+        .expect("the new key is accepted");
+    assert_eq!(who.key_id, "hr-feed");
+
+    // '*' and --json; two runs never make the same key.
+    let out = ctl()
+        .args([
+            "--json", "keys", "new", "--id", "ops", "--tenant", "*", "--scope", "admin",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let key2 = v["key"].as_str().expect("key");
+    assert_ne!(key2, key);
+    assert_eq!(v["sha256"].as_str(), Some(hash_key(key2).as_str()));
+    let entry = v["entry"].as_str().expect("entry");
+    let set = KeySet::parse(&format!("keys:\n{entry}"), Path::new("k")).expect("parses");
+    assert_eq!(set.keys[0].tenants, None, "every tenant");
+
+    // Bad values name the flag; a scope that does not exist is a usage error.
+    for (args, code, want) in [
+        (vec!["--rate", "0"], 1, "--rate"),
+        (vec!["--tenant", ""], 1, "--tenant"),
+        (vec!["--scope", "root"], 2, "--scope"),
+    ] {
+        let mut all = vec![
+            "keys", "new", "--id", "x", "--tenant", "acme", "--scope", "send",
+        ];
+        all.extend(args.iter().copied());
+        let out = ctl().args(&all).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{all:?}: {err}");
+        assert!(err.contains(want), "{all:?}: {err}");
+        assert!(out.stdout.is_empty(), "no key printed on error");
+    }
+}
+
+#[test]
+fn the_api_key_is_never_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = write(dir.path(), "u.csv", &users_csv(1));
+    let key_file = write(dir.path(), "key", "secret-xyz-from-file\n");
+    let closed = [
+        "--ingest",
+        "http://127.0.0.1:1",
+        "--status",
+        "http://127.0.0.1:1",
+    ];
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["status", "targets"],
+        vec!["dlq", "list"],
+        vec!["held", "list"],
+        vec!["watch"],
+        vec!["send", &csv, "--tenant", "acme", "--restart"],
+        vec!["plan", &csv, "--target", "t1"],
+    ];
+    for cmd in &commands {
+        for key_args in [
+            vec!["--api-key", "secret-xyz"],
+            vec!["--api-key-file", &key_file],
+        ] {
+            let out = ctl()
+                .args(closed)
+                .args(&key_args)
+                .args(cmd)
+                .output()
+                .expect("run");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.status.code(), Some(1), "{cmd:?}: {text}");
+            assert!(text.contains("cannot reach"), "{cmd:?}: {text}");
+            assert!(
+                !text.contains("secret-xyz"),
+                "{cmd:?} leaked the key: {text}"
+            );
+        }
+    }
+    // From the environment: not in errors, not in --help.
+    let out = ctl()
+        .env("SCIMRELAY_API_KEY", "secret-xyz")
+        .args(closed)
+        .args(["status", "targets"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("secret-xyz"));
+    let out = ctl()
+        .env("SCIMRELAY_API_KEY", "secret-xyz")
+        .arg("--help")
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--api-key") && help.contains("SCIMRELAY_API_KEY"),
+        "{help}"
+    );
+    assert!(!help.contains("secret-xyz"), "{help}");
+    // A malformed key, or two sources, is refused without echoing it.
+    for args in [
+        vec!["--api-key", "secret xyz"],
+        vec!["--api-key", "secret-xyz", "--api-key-file", &key_file],
+    ] {
+        let out = ctl()
+            .args(closed)
+            .args(&args)
+            .args(["status", "targets"])
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("--api-key"), "{args:?}: {err}");
+        assert!(!err.contains("secret"), "{args:?}: {err}");
+    }
+}
+
+/// A keys file for the stack: a sender for acme (and a slow one, 1 request/s), a reader and an
+/// operator for every tenant.
+fn keys_file(dir: &Path) -> std::path::PathBuf {
+    let entry = |id: &str, key: &str, tenants: &str, scopes: &str| {
+        format!(
+            "  - id: {id}\n    sha256: {}\n    tenants: {tenants}\n    scopes: {scopes}\n",
+            hash_key(key)
+        )
+    };
+    let text = format!(
+        "keys:\n{}{}{}",
+        entry("sender", "k-sender-111", "[acme]", "[send]"),
+        entry("reader", "k-reader-222", "[\"*\"]", "[read]"),
+        entry("ops", "k-ops-333", "[\"*\"]", "[admin]"),
+    ) + &entry(
+        "slow",
+        "k-slow-444",
+        "[acme]",
+        "[send]\n    rate_per_sec: 1",
+    );
+    let path = dir.join("keys.yaml");
+    std::fs::write(&path, text).expect("keys file");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_sent_and_refusals_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keys_file(dir.path());
+    let stack = Stack::start_with(
+        "cli-keys",
+        Security {
+            keys: Some(&keys),
+            mutual_tls: None,
+        },
+    )
+    .await;
+    let csv = write(dir.path(), "users.csv", &users_csv(2));
+    let send = |key: Option<&str>| {
+        let mut a = stack.args(&["send", &csv, "--tenant", "acme", "--restart"]);
+        if let Some(k) = key {
+            a.extend(["--api-key".to_owned(), k.to_owned()]);
+        }
+        a
+    };
+    let never_printed = [
+        "k-sender-111",
+        "k-reader-222",
+        "k-ops-333",
+        "k-slow-444",
+        "k-wrong",
+    ];
+    let check =
+        |what: &str, (code, out, err): (i32, String, String), want_code: i32, want: &str| {
+            assert_eq!(code, want_code, "{what}: {out}{err}");
+            assert!(err.contains(want), "{what}: want {want:?} in {err}");
+            for k in never_printed {
+                assert!(!out.contains(k) && !err.contains(k), "{what} printed {k}");
+            }
+        };
+
+    // ingest: no key, a wrong key, a key without `send`; then the right one.
+    check(
+        "send without a key",
+        run(send(None)).await,
+        1,
+        "ingest refused the API key (HTTP 401)",
+    );
+    check(
+        "send with a wrong key",
+        run(send(Some("k-wrong"))).await,
+        1,
+        "HTTP 401",
+    );
+    check(
+        "send with a read key",
+        run(send(Some("k-reader-222"))).await,
+        1,
+        "not allowed to send this (HTTP 403)",
+    );
+    check("send", run(send(Some("k-sender-111"))).await, 0, "");
+    let _ = stack.take(2).await;
+    // Over the key's rate (429): each batch waits out the Retry-After ingest sends.
+    let started = std::time::Instant::now();
+    let mut slow = send(Some("k-slow-444"));
+    slow.extend(["--batch-size".into(), "1".into()]);
+    check("send over the rate", run(slow).await, 0, "");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the second batch waited: {:?}",
+        started.elapsed()
+    );
+    let _ = stack.take(2).await;
+
+    // status: the same, as gRPC codes; the key also comes from a file or the environment.
+    let targets = stack.args(&["status", "targets"]);
+    check(
+        "status without a key",
+        run(targets.clone()).await,
+        1,
+        "the status service refused the API key",
+    );
+    let mut with = targets.clone();
+    with.extend(["--api-key".into(), "k-sender-111".into()]);
+    check(
+        "status with a send key",
+        run(with).await,
+        1,
+        "PERMISSION_DENIED",
+    );
+    let key_file = write(dir.path(), "reader.key", "  k-reader-222\n");
+    let mut with = targets.clone();
+    with.extend(["--api-key-file".into(), key_file]);
+    check("status with a key file", run(with).await, 0, "");
+    check(
+        "status with the key in the environment",
+        run_env(targets, vec![("SCIMRELAY_API_KEY", "k-reader-222".into())]).await,
+        0,
+        "",
+    );
+    // An operator action needs `admin`.
+    let replay = stack.args(&["dlq", "replay", "--api-key", "k-reader-222"]);
+    check("replay with a read key", run(replay).await, 1, "`admin`");
+    let replay = stack.args(&["dlq", "replay", "--api-key", "k-ops-333"]);
+    check("replay with an admin key", run(replay).await, 0, "");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_mutual_tls_to_ingest_and_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keys_file(dir.path());
+    let pki = pki();
+    let stack = Stack::start_with(
+        "cli-tls",
+        Security {
+            keys: Some(&keys),
+            mutual_tls: Some(&pki),
+        },
+    )
+    .await;
+    assert!(stack.ingest.starts_with("https://") && stack.status.starts_with("https://"));
+    let ca = write(dir.path(), "ca.pem", &pki.ca);
+    let cert = write(dir.path(), "client.pem", &pki.client.cert);
+    let key = write(dir.path(), "client.key", &pki.client.key);
+    let csv = write(dir.path(), "users.csv", &users_csv(2));
+    let tls = [
+        "--ca-file",
+        &ca,
+        "--client-cert",
+        &cert,
+        "--client-key",
+        &key,
+    ];
+
+    let mut a = stack.args(&[
+        "send",
+        &csv,
+        "--tenant",
+        "acme",
+        "--api-key",
+        "k-sender-111",
+    ]);
+    a.extend(tls.iter().map(|s| (*s).to_owned()));
+    let (code, out, err) = run(a).await;
+    assert_eq!(code, 0, "send over mutual TLS: {out}{err}");
+    let _ = stack.take(2).await;
+    let mut a = stack.args(&["status", "targets", "--api-key", "k-reader-222"]);
+    a.extend(tls.iter().map(|s| (*s).to_owned()));
+    let (code, out, err) = run(a.clone()).await;
+    assert_eq!(code, 0, "status over mutual TLS: {out}{err}");
+    // The same options from the environment.
+    let (code, _, err) = run_env(
+        stack.args(&["status", "targets", "--api-key", "k-reader-222"]),
+        vec![
+            ("SCIMRELAY_CA_FILE", ca.clone()),
+            ("SCIMRELAY_CLIENT_CERT_FILE", cert.clone()),
+            ("SCIMRELAY_CLIENT_KEY_FILE", key.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+
+    // Without the CA the server is not trusted; without a client certificate the server
+    // refuses the handshake. Either way the command fails naming the service.
+    let (code, _, err) = run(stack.args(&[
+        "status",
+        "targets",
+        "--client-cert",
+        &cert,
+        "--client-key",
+        &key,
+    ]))
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach the status service"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let (code, _, err) =
+        run(stack.args(&["send", &csv, "--tenant", "acme", "--ca-file", &ca])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach ingest"), "{err}");
+    // A certificate without its key is a usage mistake named before anything is sent.
+    let (code, _, err) = run(stack.args(&["status", "targets", "--client-cert", &cert])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("--client-cert needs --client-key"), "{err}");
     stack.stop().await;
 }

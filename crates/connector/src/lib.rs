@@ -13,10 +13,22 @@
 //! SCIM call and the ack redelivers the message; convergence is idempotent (desired state,
 //! lookup before create, 409 adopts), so a redelivery never creates a second object.
 //!
+//! # Mass-deprovisioning guard
+//! Before a user is deactivated or deleted (or upserted inactive while the ledger knows it
+//! active), the target's `deprovision_guard` is asked through the status service, which counts
+//! admissions per target in a sliding window across every replica and answers atomically. A
+//! refused event is *held*: a `HeldEvent` is published to `scimrelay.outcomes` (confirmed, then
+//! the input is acked) and nothing is sent. An operator's release republishes it with the header
+//! `x-scimrelay-released`, which skips the guard; a drop ends it with a failed outcome. When the
+//! status service cannot answer, the event goes to a delay tier without counting an attempt: a
+//! deprovisioning is delayed, never sent unguarded and never lost. Plan mode is not guarded.
+//!
 //! # Shutdown
 //! On cancel: stop consuming, give back (nack + requeue) what was prefetched but not started,
-//! let in-flight work finish within the drain deadline, then close; anything still unacked is
-//! requeued by the broker when the channel closes.
+//! let in-flight work finish within the drain deadline, then close the publisher and the
+//! connection (each close bounded); anything still unacked is requeued by the broker when the
+//! channel closes. Should shutdown overrun drain + close timeouts, the connector exits non-zero
+//! rather than hang.
 
 pub mod breaker;
 pub mod exec;
@@ -31,12 +43,14 @@ use std::time::Duration;
 use scimrelay_core::config::{
     ConfigError, EnvConfig, ProviderKind, TargetConfig, env_or, env_parse,
 };
+use scimrelay_scim::Secret;
 
 pub use provider::{
     Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults,
     classify, default_assess,
 };
 pub use runtime::run;
+pub use status::StatusTls;
 
 /// Default address of the health endpoints.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8081";
@@ -58,8 +72,18 @@ pub struct ConnectorConfig {
     pub http_addr: String,
     /// `SCIMRELAY_DRAIN_TIMEOUT_SECS`: how long in-flight work may take on shutdown.
     pub drain_timeout: Duration,
-    /// `SCIMRELAY_STATUS_URL`: the status service's gRPC URL, for ledger lookups.
+    /// `SCIMRELAY_STATUS_URL`: the status service's gRPC URL, for ledger lookups and the
+    /// deprovisioning guard; `https://` speaks TLS.
     pub status_url: String,
+    /// `SCIMRELAY_STATUS_API_KEY` or `SCIMRELAY_STATUS_API_KEY_FILE`: sent as
+    /// `authorization: Bearer` on every status call, when the status service checks keys (the
+    /// key needs the `read` scope for all tenants, `tenants: ["*"]`). `Debug` prints nothing of
+    /// it.
+    pub status_api_key: Option<Secret>,
+    /// `SCIMRELAY_STATUS_CA_FILE`, `SCIMRELAY_STATUS_CLIENT_CERT_FILE`,
+    /// `SCIMRELAY_STATUS_CLIENT_KEY_FILE`: TLS material for an `https://` status URL, read at
+    /// start.
+    pub status_tls: StatusTls,
     /// `SCIMRELAY_CONNECTOR_REPLICAS`: replicas of this connector sharing each target's rate
     /// budget; every replica takes `ceiling / replicas` (design.md §5).
     pub replicas: u32,
@@ -70,7 +94,26 @@ impl ConnectorConfig {
     pub fn from_env(provider: ProviderKind) -> Result<Self, ConfigError> {
         let env = EnvConfig::from_env()?;
         let file = env.targets()?;
-        let targets: Vec<_> = file.targets_of(provider).cloned().collect();
+        let origin = env
+            .config_path
+            .as_ref()
+            .map(|p| format!("{}: ", p.display()))
+            .unwrap_or_default();
+        let mut targets = Vec::new();
+        for (i, t) in file.targets.iter().enumerate() {
+            if t.provider != provider {
+                continue;
+            }
+            // Only the connector serving a target calls it, so only it needs the target's CA.
+            t.tls
+                .load_ca(&format!("{origin}targets[{i}].tls.ca_file"))?;
+            targets.push(t.clone());
+        }
+        let status_url = env_or(status::STATUS_URL_ENV, DEFAULT_STATUS_URL);
+        let status_tls = StatusTls::from_env()?;
+        // Builds the endpoint (and its TLS settings) once now, so that a bad URL, certificate
+        // or key stops the connector at start.
+        status::status_endpoint(&status_url, &status_tls)?;
         Ok(ConnectorConfig {
             provider,
             targets,
@@ -80,7 +123,9 @@ impl ConnectorConfig {
                 "SCIMRELAY_DRAIN_TIMEOUT_SECS",
                 DEFAULT_DRAIN_SECS,
             )?),
-            status_url: env_or("SCIMRELAY_STATUS_URL", DEFAULT_STATUS_URL),
+            status_url,
+            status_api_key: status::api_key_from_env()?,
+            status_tls,
             replicas: match env_parse("SCIMRELAY_CONNECTOR_REPLICAS", 1u32)? {
                 0 => {
                     return Err(ConfigError::Invalid {

@@ -21,12 +21,14 @@ use crate::breaker::Breaker;
 use crate::exec::TargetIo;
 use crate::limits::{Limits, LimitsConfig};
 use crate::provider::ProviderDefaults;
-use crate::status::{LedgerLookup, REPORT_INTERVAL};
+use crate::status::{Admission, GuardClient, LedgerLookup, REPORT_INTERVAL, StatusClients};
 use scimrelay_core::amqp::{self, DEAD_EXCHANGE, OUTCOMES_EXCHANGE, Publisher};
 use scimrelay_core::config::{AuthConfig, ConfigError, TargetConfig, TargetMode};
 use scimrelay_core::metrics::{self, metrics};
 use scimrelay_core::telemetry;
-use scimrelay_proto::v1::{Delivery, EventKind, Operation, Outcome, OutcomeResult};
+use scimrelay_proto::v1::{
+    Delivery, EventKind, HeldEvent, IdentityEvent, Operation, Outcome, OutcomeResult,
+};
 use scimrelay_scim::{Auth, ClientConfig, ScimClient, Secret};
 
 /// Header carrying the original routing key of a parked message, so a replay can route it back.
@@ -99,6 +101,7 @@ fn build_targets(
                 timeout_secs: t.timeout_secs,
                 user_agent: format!("scimrelay/{}", env!("CARGO_PKG_VERSION")),
                 content_type: "application/scim+json".into(),
+                ca_file: t.tls.ca_file.clone(),
             })
             .map_err(|e| ConfigError::Invalid {
                 key: format!("targets[{i}] ({})", t.id),
@@ -151,7 +154,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let lookup = LedgerLookup::start(config.status_url.clone(), shutdown.clone());
+    let status = StatusClients::start(&config, shutdown.clone());
     // Shutdown is bounded: in-flight work gets the drain deadline, the broker gets its close
     // timeouts, and past that the connector exits anyway (non-zero) rather than hang — an
     // unacked message goes back to its queue when the socket closes, so nothing is lost.
@@ -164,7 +167,7 @@ pub async fn run(
         }
     };
     let work = async {
-        serve(&config, &targets, provider, &lookup, &ready, &shutdown).await;
+        serve(&config, &targets, provider, &status, &ready, &shutdown).await;
         let _ = health.await;
     };
     tokio::select! {
@@ -183,7 +186,7 @@ async fn serve(
     config: &ConnectorConfig,
     targets: &[Arc<TargetRuntime>],
     provider: Arc<dyn Provider>,
-    lookup: &LedgerLookup,
+    status: &StatusClients,
     ready: &scimrelay_core::health::Readiness,
     shutdown: &CancellationToken,
 ) {
@@ -202,7 +205,7 @@ async fn serve(
                     &conn,
                     targets,
                     provider.clone(),
-                    lookup,
+                    status,
                     ready,
                     shutdown,
                 )
@@ -234,7 +237,7 @@ async fn session(
     conn: &Connection,
     targets: &[Arc<TargetRuntime>],
     provider: Arc<dyn Provider>,
-    lookup: &LedgerLookup,
+    status: &StatusClients,
     ready: &scimrelay_core::health::Readiness,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -265,7 +268,8 @@ async fn session(
                 )
                 .await?;
             let shard_ctx = ShardCtx {
-                lookup: lookup.clone(),
+                lookup: status.ledger.clone(),
+                guard: status.guard.clone(),
                 target: target.clone(),
                 provider: provider.clone(),
                 publisher: publisher.clone(),
@@ -307,6 +311,7 @@ async fn session(
 struct ShardCtx {
     target: Arc<TargetRuntime>,
     lookup: LedgerLookup,
+    guard: GuardClient,
     provider: Arc<dyn Provider>,
     publisher: Publisher,
     channel: Channel,
@@ -461,12 +466,14 @@ impl ShardCtx {
             return self.park_poison(raw).await;
         };
         let started = std::time::Instant::now();
-        let step = self.process(&delivery).await;
+        let released = amqp::header_bool(&raw.properties, scimrelay_proto::HEADER_RELEASED);
+        let step = self.process(&delivery, released).await;
         let target = self.target.config.id.as_str();
         let result_name = match &step {
             Step::Done(o) => OutcomeResult::try_from(o.result)
                 .unwrap_or(OutcomeResult::Unspecified)
                 .name(),
+            Step::Hold { .. } => "held",
             Step::Retry { .. } => "retry",
         };
         tracing::Span::current().record("scimrelay.result", result_name);
@@ -485,6 +492,10 @@ impl ShardCtx {
                     .await?;
                 }
                 self.publish_outcome(&outcome).await?;
+            }
+            Step::Hold { reason } => {
+                self.publish_held(&delivery, raw.routing_key.as_str(), &reason)
+                    .await?;
             }
             Step::Retry {
                 wait,
@@ -543,6 +554,34 @@ impl ShardCtx {
         self.publisher
             .publish(DEAD_EXCHANGE, &self.target.config.id, body, props)
             .await?;
+        Ok(())
+    }
+
+    /// Hands a held event to the status service (confirmed before the input is acked). Held is
+    /// not terminal: the event gets its outcome when an operator releases or drops it.
+    async fn publish_held(
+        &self,
+        delivery: &Delivery,
+        routing_key: &str,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let t = &self.target.config;
+        let held = HeldEvent {
+            delivery: Some(delivery.clone()),
+            routing_key: routing_key.to_owned(),
+            reason: reason.to_owned(),
+            held_at_ms: now_ms(),
+            id: 0,
+        };
+        let key = amqp::outcome_routing_key(t.provider.as_str(), &t.id, "held");
+        let mut headers = FieldTable::default();
+        telemetry::inject(&mut amqp::Headers(&mut headers));
+        let props = amqp::properties(scimrelay_proto::TYPE_HELD_EVENT, headers);
+        self.publisher
+            .publish(OUTCOMES_EXCHANGE, &key, &held.encode_to_vec(), props)
+            .await?;
+        let event_id = delivery.event.as_ref().map(|e| e.id.as_str()).unwrap_or("");
+        tracing::warn!(target = %t.id, event_id, reason, "deprovisioning held by the mass-deprovisioning guard; release or drop it with `scimrelayctl held`");
         Ok(())
     }
 
@@ -628,7 +667,7 @@ impl ShardCtx {
     }
 
     /// Converges one delivery (one attempt), in a `converge` span.
-    async fn process(&self, delivery: &Delivery) -> Step {
+    async fn process(&self, delivery: &Delivery, released: bool) -> Step {
         let span = tracing::info_span!(
             "converge",
             "scimrelay.target" = %self.target.config.id,
@@ -636,7 +675,7 @@ impl ShardCtx {
             "scimrelay.decision" = tracing::field::Empty,
         );
         let step = self
-            .process_in_span(delivery)
+            .process_in_span(delivery, released)
             .instrument(span.clone())
             .await;
         span.record(
@@ -645,13 +684,14 @@ impl ShardCtx {
                 Step::Done(o) => OutcomeResult::try_from(o.result)
                     .unwrap_or(OutcomeResult::Unspecified)
                     .name(),
+                Step::Hold { .. } => "held",
                 Step::Retry { .. } => "retry",
             },
         );
         step
     }
 
-    async fn process_in_span(&self, delivery: &Delivery) -> Step {
+    async fn process_in_span(&self, delivery: &Delivery, released: bool) -> Step {
         let t = &self.target;
         let event = delivery.event.clone().unwrap_or_default();
         let subject = event.subject_id().to_owned();
@@ -697,6 +737,32 @@ impl ShardCtx {
                 outcome.detail =
                     "desired state unchanged since the last applied version; nothing sent".into();
                 return Step::Done(Box::new(finish(outcome)));
+            }
+        }
+        let guard = &t.config.deprovision_guard;
+        if guard.enabled && !plan && !released && deprovisions(&event, entry.as_ref()) {
+            match self
+                .guard
+                .admit(&t.config.id, &subject, &event.id, guard)
+                .await
+            {
+                Admission::Admitted => {}
+                Admission::Held(reason) => return Step::Hold { reason },
+                // Never unguarded: the deprovisioning waits until the guard can be asked. Not
+                // the event's fault, so the attempt is not counted.
+                Admission::Unavailable(why) => {
+                    return Step::Retry {
+                        wait: backoff(
+                            t.config.retry.base_delay_ms,
+                            t.config.retry.max_delay_ms,
+                            attempt,
+                            None,
+                        ),
+                        attempt: delivery.attempt,
+                        reason: why,
+                        class: "guard_unavailable",
+                    };
+                }
             }
         }
         let exec = Exec::new(t.io.clone(), self.provider.clone(), plan).with_target(&t.config.id);
@@ -784,10 +850,29 @@ impl ShardCtx {
     }
 }
 
+/// Whether applying `event` takes access away from a user who has it, which the
+/// mass-deprovisioning guard counts: a deactivation (unless the ledger says the user is already
+/// inactive), a deletion, or an upsert with `active: false` of a user the ledger knows as active.
+fn deprovisions(event: &IdentityEvent, entry: Option<&LedgerEntry>) -> bool {
+    match event.kind() {
+        EventKind::UserDeactivated => entry.is_none_or(|e| e.active),
+        EventKind::UserDeleted => true,
+        EventKind::UserUpserted => {
+            event.user.as_ref().is_some_and(|u| !u.active) && entry.is_some_and(|e| e.active)
+        }
+        _ => false,
+    }
+}
+
 /// What processing one message led to.
 enum Step {
     /// A terminal outcome.
     Done(Box<Outcome>),
+    /// Held by the mass-deprovisioning guard until an operator releases or drops it.
+    Hold {
+        /// Which limit it would exceed.
+        reason: String,
+    },
     /// A transient failure: send a copy to a delay tier.
     Retry {
         /// The backoff wanted.
@@ -919,6 +1004,46 @@ mod tests {
         let samples: std::collections::HashSet<_> =
             (0..50).map(|_| backoff(100, 60_000, 8, None)).collect();
         assert!(samples.len() > 10);
+    }
+
+    #[test]
+    fn the_guard_counts_only_what_takes_access_away() {
+        use scimrelay_proto::v1::UserState;
+        let event = |kind: EventKind, active: bool| IdentityEvent {
+            kind: kind as i32,
+            user: Some(UserState {
+                id: "u1".into(),
+                active,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let entry = |active: bool| LedgerEntry {
+            remote_id: "r1".into(),
+            applied_version: 1,
+            active,
+            fingerprint: 0,
+        };
+        let (on, off) = (entry(true), entry(false));
+        let deactivated = event(EventKind::UserDeactivated, false);
+        assert!(deprovisions(&deactivated, None), "unknown user: counted");
+        assert!(deprovisions(&deactivated, Some(&on)));
+        assert!(!deprovisions(&deactivated, Some(&off)), "already inactive");
+        assert!(deprovisions(
+            &event(EventKind::UserDeleted, false),
+            Some(&off)
+        ));
+        let inactive_upsert = event(EventKind::UserUpserted, false);
+        assert!(deprovisions(&inactive_upsert, Some(&on)));
+        assert!(!deprovisions(&inactive_upsert, None), "created inactive");
+        assert!(!deprovisions(
+            &event(EventKind::UserUpserted, true),
+            Some(&on)
+        ));
+        assert!(!deprovisions(
+            &event(EventKind::GroupDeleted, false),
+            Some(&on)
+        ));
     }
 
     #[test]

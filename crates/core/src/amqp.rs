@@ -25,12 +25,13 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 
-use crate::config::{TargetConfig, redact_url};
+use crate::config::{ConfigError, TargetConfig, redact_url};
 
 /// Exchange receiving identity events, one message per (event, target).
 pub const EVENTS_EXCHANGE: &str = "scimrelay.events";
@@ -79,21 +80,74 @@ pub enum AmqpError {
     Protocol(#[from] lapin::Error),
 }
 
+/// Environment variable naming a PEM CA bundle trusted for `amqps://` in addition to the
+/// system roots (a broker certificate from a private CA).
+pub const AMQP_CA_ENV: &str = "SCIMRELAY_AMQP_CA_FILE";
+
 /// Connects with a timeout; `name` shows up in the management UI.
+///
+/// `amqps://` URLs speak TLS (rustls): the broker's certificate must chain to a root of the
+/// system store (`/etc/ssl/certs`, or `SSL_CERT_FILE` / `SSL_CERT_DIR`), or to a CA of the
+/// bundle named by `SCIMRELAY_AMQP_CA_FILE`, and name the URL's host. The bundle is read on
+/// every connect, so a rotated CA is picked up on the next reconnect.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, AmqpError> {
+    connect_with_ca(url, name, ca_file_from_env().as_deref()).await
+}
+
+/// [`connect`] with an explicit CA bundle (a PEM file) instead of `SCIMRELAY_AMQP_CA_FILE`;
+/// `None` trusts the system roots only. For tools and tests that do not configure through the
+/// environment.
+pub async fn connect_with_ca(
+    url: &str,
+    name: &str,
+    ca_file: Option<&str>,
+) -> Result<Connection, AmqpError> {
+    let failed = |reason: String| AmqpError::Connect {
+        url: redact_url(url),
+        reason,
+    };
+    let tls = tls_config(url, ca_file).map_err(|e| failed(e.to_string()))?;
     let props =
         ConnectionProperties::default().with_connection_name(LongString::from(name.to_owned()));
-    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
+    let runtime = lapin::runtime::default_runtime().map_err(|e| failed(e.to_string()))?;
+    let connecting = Connection::connect_with_config(url, props, tls, runtime);
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(AmqpError::Connect {
-            url: redact_url(url),
-            reason: e.to_string(),
-        }),
-        Err(_) => Err(AmqpError::Connect {
-            url: redact_url(url),
-            reason: "timed out".into(),
-        }),
+        Ok(Err(e)) => Err(failed(e.to_string())),
+        Err(_) => Err(failed("timed out".into())),
     }
+}
+
+/// Checks `SCIMRELAY_AMQP_CA_FILE` for `url` (readable, PEM certificates) without connecting.
+/// A service calls it at start so that a bad bundle stops it there, naming the variable,
+/// rather than failing every reconnect.
+pub fn check_tls_env(url: &str) -> Result<(), ConfigError> {
+    tls_config(url, ca_file_from_env().as_deref()).map(drop)
+}
+
+fn ca_file_from_env() -> Option<String> {
+    std::env::var(AMQP_CA_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// The TLS settings for `url`: the CA bundle when the URL is `amqps://` and one is named.
+fn tls_config(url: &str, ca_file: Option<&str>) -> Result<OwnedTLSConfig, ConfigError> {
+    let Some(path) = ca_file.filter(|_| url.starts_with("amqps://")) else {
+        return Ok(OwnedTLSConfig::default());
+    };
+    let path = path.trim();
+    let bad = |reason: String| ConfigError::invalid(AMQP_CA_ENV, format!("{path}: {reason}"));
+    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    crate::tls::certs(AMQP_CA_ENV, &pem).map_err(|e| match e {
+        ConfigError::Invalid { message, .. } => bad(message),
+        other => other,
+    })?;
+    let pem = String::from_utf8(pem).map_err(|_| bad("not a PEM file".into()))?;
+    Ok(OwnedTLSConfig {
+        identity: None,
+        cert_chain: Some(pem),
+    })
 }
 
 /// How long a clean close may wait for the broker's close-ok before giving up on it.
@@ -432,6 +486,15 @@ pub fn header_str<'a>(props: &'a BasicProperties, name: &str) -> Option<&'a str>
     }
 }
 
+/// Reads a boolean header; absent or of another type is false.
+pub fn header_bool(props: &BasicProperties, name: &str) -> bool {
+    props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(name))
+        .is_some_and(|v| matches!(v, AMQPValue::Boolean(true)))
+}
+
 /// AMQP headers as a trace-context carrier (W3C `traceparent` / `tracestate`).
 pub struct Headers<'a>(pub &'a mut FieldTable);
 
@@ -499,6 +562,32 @@ mod tests {
         assert_eq!(retry_tier(4_999), 2_000);
         assert_eq!(retry_tier(10 * 3_600_000), 3_600_000);
         assert_eq!(retry_exchange(500), "scimrelay.retry.500");
+    }
+
+    #[tokio::test]
+    async fn amqps_with_an_unreadable_ca_file_names_the_variable_not_the_password() {
+        let url = "amqps://svc:hunter2-pw@127.0.0.1:1/%2f";
+        let err = connect_with_ca(url, "test", Some("/nonexistent/scimrelay-amqp-ca.pem"))
+            .await
+            .expect_err("no such CA file")
+            .to_string();
+        assert!(err.contains(AMQP_CA_ENV), "{err}");
+        assert!(err.contains("/nonexistent/scimrelay-amqp-ca.pem"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+
+        let not_pem =
+            std::env::temp_dir().join(format!("scimrelay-amqp-ca-{}", std::process::id()));
+        std::fs::write(&not_pem, "not a certificate").expect("write temp");
+        let err = tls_config(url, not_pem.to_str())
+            .expect_err("not PEM")
+            .to_string();
+        let _ = std::fs::remove_file(&not_pem);
+        assert!(err.contains(AMQP_CA_ENV) && err.contains("PEM"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+
+        // Plain amqp:// ignores the CA bundle.
+        let plain = tls_config("amqp://127.0.0.1/", Some("/nonexistent")).expect("plain");
+        assert!(plain.cert_chain.is_none());
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.into(),
             message: message.into(),
@@ -261,6 +261,95 @@ impl Default for RetryConfig {
     }
 }
 
+/// The mass-deprovisioning guard of a target: when deactivating or deleting one more user would
+/// make more than `max_share` of the target's users deprovisioned within `window_secs`, that
+/// event is held (not sent, not failed) until an operator releases or drops it. On by default;
+/// the window is counted by the status service, across connector replicas.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeprovisionGuardConfig {
+    /// Off only when set to false.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Largest share of the target's users (0 < s <= 1) deprovisioned within the window.
+    #[serde(default = "default_guard_share")]
+    pub max_share: f64,
+    /// The sliding window.
+    #[serde(default = "default_guard_window")]
+    pub window_secs: u64,
+    /// The guard applies only to targets with at least this many users.
+    #[serde(default = "default_guard_min_users")]
+    pub min_users: u64,
+}
+
+impl Default for DeprovisionGuardConfig {
+    fn default() -> Self {
+        DeprovisionGuardConfig {
+            enabled: true,
+            max_share: default_guard_share(),
+            window_secs: default_guard_window(),
+            min_users: default_guard_min_users(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_guard_share() -> f64 {
+    0.2
+}
+fn default_guard_window() -> u64 {
+    3600
+}
+fn default_guard_min_users() -> u64 {
+    50
+}
+
+/// TLS towards a target's HTTPS endpoints (SCIM base URL and OAuth token URL).
+///
+/// The system roots are always trusted; `ca_file` adds a private CA on top of them, for a SCIM
+/// server whose certificate comes from an internal PKI. The file is read by the connector that
+/// serves the target (ingest and status never call the target), so only that connector needs it
+/// mounted: [`TargetTlsConfig::load_ca`] reads and checks it at start.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetTlsConfig {
+    /// A PEM bundle of CA certificates trusted in addition to the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl TargetTlsConfig {
+    fn check(&self, key: &str) -> Result<(), ConfigError> {
+        match &self.ca_file {
+            Some(p) if p.as_os_str().is_empty() => Err(ConfigError::invalid(
+                format!("{key}.ca_file"),
+                "must be the path of a PEM CA bundle (or leave `ca_file` out)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads and parses `ca_file`; `None` when there is none. `key` names the setting in
+    /// errors (`targets[2].tls.ca_file`), which say why the file is unusable.
+    pub fn load_ca(&self, key: &str) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            ConfigError::invalid(key, format!("cannot read {}: {e}", path.display()))
+        })?;
+        crate::tls::certs(key, &pem).map_err(|e| match e {
+            ConfigError::Invalid { key, message } => {
+                ConfigError::invalid(key, format!("{}: {message}", path.display()))
+            }
+            other => other,
+        })?;
+        Ok(Some(pem))
+    }
+}
+
 fn default_attempts() -> u32 {
     8
 }
@@ -314,6 +403,12 @@ pub struct TargetConfig {
     /// Apply or only plan.
     #[serde(default)]
     pub mode: TargetMode,
+    /// The mass-deprovisioning guard.
+    #[serde(default)]
+    pub deprovision_guard: DeprovisionGuardConfig,
+    /// TLS towards the target: `tls: { ca_file: /path/ca.pem }` trusts a private CA too.
+    #[serde(default)]
+    pub tls: TargetTlsConfig,
     /// Provider-specific options (documented by each provider crate).
     #[serde(default)]
     pub options: BTreeMap<String, serde_yaml::Value>,
@@ -418,6 +513,20 @@ impl TargetsFile {
                     "needs 0 < base_delay_ms <= max_delay_ms",
                 ));
             }
+            let g = &t.deprovision_guard;
+            if !(g.max_share > 0.0 && g.max_share <= 1.0) {
+                return Err(ConfigError::invalid(
+                    key("deprovision_guard.max_share"),
+                    "must be a share in (0, 1], e.g. 0.2 for 20%",
+                ));
+            }
+            if g.window_secs == 0 {
+                return Err(ConfigError::invalid(
+                    key("deprovision_guard.window_secs"),
+                    "must be at least 1",
+                ));
+            }
+            t.tls.check(&key("tls"))?;
             if t.timeout_secs == 0 {
                 return Err(ConfigError::invalid(
                     key("timeout_secs"),
@@ -515,6 +624,8 @@ impl EnvConfig {
                 "must start with amqp:// or amqps://",
             ));
         }
+        // A bad SCIMRELAY_AMQP_CA_FILE stops every service at start, not at each reconnect.
+        crate::amqp::check_tls_env(&amqp_url)?;
         let config_path = std::env::var_os("SCIMRELAY_CONFIG").map(PathBuf::from);
         Ok(EnvConfig {
             amqp_url,
@@ -589,6 +700,8 @@ targets:
         assert_eq!(t.shards, DEFAULT_SHARDS);
         assert_eq!(t.delete_policy, DeletePolicy::Deactivate);
         assert_eq!(t.retry.max_attempts, 8);
+        assert_eq!(t.deprovision_guard, DeprovisionGuardConfig::default());
+        assert!(t.deprovision_guard.enabled);
         assert_eq!(f.targets_for_tenant("acme").count(), 1);
         assert_eq!(f.targets_for_tenant("other").count(), 0);
     }
@@ -624,11 +737,78 @@ targets:
                 ),
                 "targets[0].concurrency",
             ),
+            (
+                GOOD.replace(
+                    "tenants: [acme]",
+                    "tenants: [acme]\n    deprovision_guard: { max_share: 1.5 }",
+                ),
+                "targets[0].deprovision_guard.max_share",
+            ),
+            (
+                GOOD.replace(
+                    "tenants: [acme]",
+                    "tenants: [acme]\n    deprovision_guard: { window_secs: 0 }",
+                ),
+                "targets[0].deprovision_guard.window_secs",
+            ),
+            (
+                GOOD.replace(
+                    "tenants: [acme]",
+                    "tenants: [acme]\n    tls: { ca_file: \"\" }",
+                ),
+                "targets[0].tls.ca_file",
+            ),
         ];
         for (yaml, key) in cases {
             let err = TargetsFile::parse(&yaml).expect_err(key).to_string();
             assert!(err.starts_with(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn target_tls_ca_file_is_optional_checked_and_named() {
+        let f = TargetsFile::parse(GOOD).expect("valid");
+        assert_eq!(f.targets[0].tls, TargetTlsConfig::default());
+        assert_eq!(f.targets[0].tls.load_ca("k").expect("no file"), None);
+
+        let typo = GOOD.replace("tenants: [acme]", "tenants: [acme]\n    tls: { cafile: x }");
+        let err = TargetsFile::parse(&typo)
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("cafile"), "{err}");
+
+        let missing = GOOD.replace(
+            "tenants: [acme]",
+            "tenants: [acme]\n    tls: { ca_file: /nonexistent/scimrelay-ca.pem }",
+        );
+        // Parsing does not read the file (ingest and status never need it) ...
+        let f = TargetsFile::parse(&missing).expect("the path is well-formed");
+        let tls = &f.targets[0].tls;
+        assert_eq!(
+            tls.ca_file.as_deref(),
+            Some(Path::new("/nonexistent/scimrelay-ca.pem"))
+        );
+        // ... the connector does, and an unreadable file names the key and the path.
+        let err = tls
+            .load_ca("targets[0].tls.ca_file")
+            .expect_err("unreadable")
+            .to_string();
+        assert!(
+            err.starts_with("targets[0].tls.ca_file: cannot read /nonexistent/scimrelay-ca.pem"),
+            "{err}"
+        );
+
+        let not_pem = tempfile::NamedTempFile::new().expect("temp");
+        std::fs::write(not_pem.path(), "hello").expect("write");
+        let tls = TargetTlsConfig {
+            ca_file: Some(not_pem.path().to_owned()),
+        };
+        let err = tls
+            .load_ca("targets[1].tls.ca_file")
+            .expect_err("not PEM")
+            .to_string();
+        assert!(err.starts_with("targets[1].tls.ca_file: "), "{err}");
+        assert!(err.contains("PEM"), "{err}");
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! Nothing provider-specific lives here; a provider's quirks live in its own crate.
 
 pub mod amqp;
+pub mod auth;
 pub mod config;
 pub mod health;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::{ConfigError, EnvConfig, TargetConfig, TargetsFile};
 

@@ -1,17 +1,25 @@
 //! The HTTP API: `POST /v1/events`, `/openapi.json`, `/healthz`, `/readyz`.
 //!
 //! Status codes: 202 accepted (every copy confirmed by the broker), 400 invalid (the body names
-//! the field), 413 body or batch too large, 415 not JSON, 503 broker unavailable.
+//! the field), 401 no, unknown or revoked API key, 403 the key lacks `send` or may not act for
+//! an event's tenant, 413 body or batch too large, 415 not JSON, 429 the key is over its rate
+//! (`Retry-After`), 503 broker unavailable. Every error has the same JSON body,
+//! `{"error": {"code", "field"?, "message"}}`, built in one place (`error`, and
+//! `IntoResponse for IngestError`).
+//!
+//! `POST /v1/events` checks the API key before it reads the body (the body limit applies when
+//! the body is read), so an unauthenticated caller gets 401 whatever it sends. The other routes
+//! need no key.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequest as _, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use scimrelay_core::auth::AuthError;
 use serde_json::json;
 use tracing::Instrument as _;
 
@@ -97,18 +105,78 @@ impl IntoResponse for IngestError {
                     &self.to_string(),
                 );
                 r.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
+            IngestError::TenantForbidden { field, .. } => error(
+                StatusCode::FORBIDDEN,
+                "tenant_forbidden",
+                Some(field),
+                &self.to_string(),
+            ),
+            IngestError::Auth(e) => {
+                let message = self.to_string();
+                // RFC 6750 §3: a 401 names the scheme; an error code once a token was presented.
+                let (status, code, field, challenge) = match e {
+                    AuthError::Missing => (
+                        StatusCode::UNAUTHORIZED,
+                        "missing_api_key",
+                        AUTHORIZATION,
+                        Some(HeaderValue::from_static("Bearer")),
+                    ),
+                    AuthError::Invalid => (
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_api_key",
+                        AUTHORIZATION,
+                        Some(HeaderValue::from_static(r#"Bearer error="invalid_token""#)),
+                    ),
+                    AuthError::Revoked(_) => (
+                        StatusCode::UNAUTHORIZED,
+                        "revoked_api_key",
+                        AUTHORIZATION,
+                        Some(HeaderValue::from_static(
+                            r#"Bearer error="invalid_token", error_description="revoked""#,
+                        )),
+                    ),
+                    AuthError::Scope { .. } => (
+                        StatusCode::FORBIDDEN,
+                        "insufficient_scope",
+                        AUTHORIZATION,
+                        Some(HeaderValue::from_static(
+                            r#"Bearer error="insufficient_scope", scope="send""#,
+                        )),
+                    ),
+                    AuthError::Tenant { .. } => {
+                        (StatusCode::FORBIDDEN, "tenant_forbidden", "tenant", None)
+                    }
+                    AuthError::RateLimited { .. } => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        AUTHORIZATION,
+                        None,
+                    ),
+                };
+                let mut r = error(status, code, Some(field), &message);
+                if let Some(c) = challenge {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+                }
+                if let AuthError::RateLimited {
+                    retry_after_secs, ..
+                } = e
+                {
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                }
                 r
             }
         }
     }
 }
 
-async fn post_events(
-    State(ingest): State<Arc<Ingest>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+/// The field named by errors about the API key: the header that carries it.
+const AUTHORIZATION: &str = "Authorization";
+
+async fn post_events(State(ingest): State<Arc<Ingest>>, request: Request) -> Response {
     let span = tracing::info_span!(
         "ingest request",
         "otel.name" = "POST /v1/events",
@@ -120,12 +188,10 @@ async fn post_events(
         span_id = tracing::field::Empty,
     );
     // A caller's W3C trace context (`traceparent`) continues here.
-    let carrier = tonic::metadata::MetadataMap::from_headers(headers.clone());
+    let carrier = tonic::metadata::MetadataMap::from_headers(request.headers().clone());
     scimrelay_core::telemetry::set_parent(&span, &carrier);
     let started = std::time::Instant::now();
-    let response = handle_post(ingest, headers, body)
-        .instrument(span.clone())
-        .await;
+    let response = handle_post(ingest, request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     let m = scimrelay_core::metrics::metrics();
@@ -141,12 +207,21 @@ async fn post_events(
     response
 }
 
-async fn handle_post(
-    ingest: Arc<Ingest>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body {
+async fn handle_post(ingest: Arc<Ingest>, request: Request) -> Response {
+    // The key first: nothing of the body is read for a caller that may not send.
+    let principal = match ingest.authenticate(
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        "http",
+    ) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let headers: HeaderMap = request.headers().clone();
+    // Reading the body applies the `DefaultBodyLimit` of the router.
+    let body = match Bytes::from_request(request, &()).await {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return error(
@@ -191,7 +266,7 @@ async fn handle_post(
         Ok(ev) => ev,
         Err(e) => return IngestError::Invalid(e).into_response(),
     };
-    match ingest.publish(events).await {
+    match ingest.publish(&principal, events).await {
         Ok(accepted) => {
             let accepted: Vec<_> = accepted
                 .iter()

@@ -6,11 +6,42 @@
 //! unconfirmed publish is an error to the caller (503 / UNAVAILABLE), never a silent loss. A
 //! caller that retries after an error may cause duplicates; they are harmless because events are
 //! versioned desired state (design.md §3).
+//!
+//! # Authentication and TLS
+//! With `SCIMRELAY_API_KEYS_FILE` set (see [`scimrelay_core::auth`]), `POST /v1/events` and
+//! `IngestService/Publish` need `Authorization: Bearer <key>` (HTTP header or gRPC metadata)
+//! from a key with the `send` scope, and every event's `tenant` must be one the key may act
+//! for. The key is checked **before** the body is read, so an unauthenticated caller learns
+//! nothing about size limits or validation. The tenants of the whole request are checked
+//! before anything is published: one foreign tenant refuses the request, naming the field
+//! (`events[3].tenant`). Refusals log the key's id (never the key) at info, or at debug for
+//! a missing key and for rate limiting, which a misbehaving client repeats.
+//!
+//! | refusal                         | HTTP                                 | gRPC                |
+//! |---------------------------------|--------------------------------------|---------------------|
+//! | no key                          | 401 + `WWW-Authenticate: Bearer`     | `UNAUTHENTICATED`   |
+//! | unknown or revoked key          | 401 + `WWW-Authenticate`             | `UNAUTHENTICATED`   |
+//! | key without the `send` scope    | 403                                  | `PERMISSION_DENIED` |
+//! | an event's tenant not the key's | 403, `field` names the event         | `PERMISSION_DENIED` |
+//! | over the key's rate             | 429 + `Retry-After` (seconds)        | `RESOURCE_EXHAUSTED` + `retry-after` metadata |
+//!
+//! Without a keys file authentication is off (every caller may send for every tenant), and
+//! [`run`] refuses to listen on a non-loopback address unless
+//! `SCIMRELAY_ALLOW_UNAUTHENTICATED=true`. `/healthz`, `/readyz`, `/metrics` and
+//! `/openapi.json` never need a key. The keys file is re-read while running, so a revocation
+//! takes effect within seconds.
+//!
+//! With `SCIMRELAY_TLS_CERT_FILE` and `SCIMRELAY_TLS_KEY_FILE` both listeners speak TLS only
+//! (see [`tls`]); with `SCIMRELAY_TLS_CLIENT_CA_FILE` too, clients must present a certificate
+//! from that CA (mutual TLS) or the handshake fails. The health endpoints share the HTTP
+//! listener, so under mutual TLS a probe needs a client certificate too: use a TCP or exec
+//! probe, or give the probe a certificate.
 
 pub mod broker;
 pub mod grpc;
 pub mod http;
 pub mod model;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -21,9 +52,11 @@ use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use scimrelay_core::amqp::{self, EVENTS_EXCHANGE};
+use scimrelay_core::auth::{AuthError, Authenticator, Principal, Scope};
 use scimrelay_core::config::{ConfigError, EnvConfig, TargetsFile, env_or, env_parse};
 use scimrelay_core::metrics::metrics;
 use scimrelay_core::telemetry;
+use scimrelay_core::tls::ServerTls;
 use scimrelay_proto::v1::{AcceptedEvent, Delivery, IdentityEvent};
 
 pub use model::FieldError;
@@ -38,7 +71,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_BATCH: usize = 1000;
 
 /// Ingest settings (environment variables, see the README).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IngestConfig {
     /// `SCIMRELAY_INGEST_HTTP_ADDR`.
     pub http_addr: String,
@@ -52,6 +85,30 @@ pub struct IngestConfig {
     pub max_batch: usize,
     /// The targets file (`SCIMRELAY_CONFIG`).
     pub targets: TargetsFile,
+    /// Who may publish: the keys file `SCIMRELAY_API_KEYS_FILE`; disabled (anyone, for every
+    /// tenant) without it.
+    pub auth: Authenticator,
+    /// `SCIMRELAY_TLS_CERT_FILE` / `_KEY_FILE` / `_CLIENT_CA_FILE`: both listeners speak TLS
+    /// (mutual with a client CA) when set; plain HTTP and gRPC when `None`.
+    pub tls: Option<ServerTls>,
+}
+
+impl std::fmt::Debug for IngestConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestConfig")
+            .field("http_addr", &self.http_addr)
+            .field("grpc_addr", &self.grpc_addr)
+            .field(
+                "amqp_url",
+                &scimrelay_core::config::redact_url(&self.amqp_url),
+            )
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_batch", &self.max_batch)
+            .field("targets", &self.targets.targets.len())
+            .field("auth", &self.auth.enabled())
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl IngestConfig {
@@ -72,6 +129,8 @@ impl IngestConfig {
             max_batch,
             targets: env.targets()?,
             amqp_url: env.amqp_url,
+            auth: Authenticator::from_env()?,
+            tls: ServerTls::from_env()?,
         })
     }
 }
@@ -93,6 +152,44 @@ pub enum IngestError {
     /// The broker is unreachable or did not confirm; the caller must retry.
     #[error("broker unavailable, retry later: {0}")]
     Unavailable(String),
+    /// The caller's key was refused: missing, unknown, revoked, without the `send` scope, or
+    /// over its rate. Nothing was read or published.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// An event's tenant is not one the caller's key may act for; nothing of the request was
+    /// published.
+    #[error("{field}: {source}")]
+    TenantForbidden {
+        /// The event's `tenant` field (`events[3].tenant`, or `tenant` for a single event).
+        field: String,
+        /// The refusal, naming the key's id and the tenant.
+        source: AuthError,
+    },
+}
+
+/// Logs a refusal with the key's id (never the key). Missing keys and rate limiting are
+/// logged at debug: a misconfigured or misbehaving client repeats them at request rate.
+fn log_refusal(e: &AuthError, transport: &'static str) {
+    match e {
+        AuthError::Missing => tracing::debug!(transport, "refused: no API key"),
+        AuthError::Invalid => tracing::info!(transport, "refused: unknown API key"),
+        AuthError::Revoked(key) => {
+            tracing::info!(transport, key = %key, "refused: revoked API key")
+        }
+        AuthError::Scope { key, scope } => {
+            tracing::info!(transport, key = %key, scope, "refused: API key lacks the scope")
+        }
+        // Not produced by `authenticate`; `Ingest::publish` logs tenant refusals with the field.
+        AuthError::Tenant { key, tenant } => tracing::info!(
+            transport,
+            key = %key,
+            tenant = %tenant,
+            "refused: API key may not act for the tenant"
+        ),
+        AuthError::RateLimited { key, .. } => {
+            tracing::debug!(transport, key = %key, "refused: API key over its rate")
+        }
+    }
 }
 
 /// The validated, published form of a request: the business logic behind both transports.
@@ -100,16 +197,50 @@ pub struct Ingest {
     targets: TargetsFile,
     max_batch: usize,
     broker: broker::Broker,
+    auth: Authenticator,
 }
 
 impl Ingest {
-    /// Builds the service over a broker handle.
-    pub fn new(targets: TargetsFile, max_batch: usize, broker: broker::Broker) -> Self {
+    /// Builds the service over a broker handle; `auth` decides who may publish.
+    pub fn new(
+        targets: TargetsFile,
+        max_batch: usize,
+        broker: broker::Broker,
+        auth: Authenticator,
+    ) -> Self {
         Ingest {
             targets,
             max_batch,
             broker,
+            auth,
         }
+    }
+
+    /// Checks the caller's `Authorization` value (`Bearer <key>`; `None` when absent), the
+    /// key's rate and its `send` scope. Tenants are checked by [`Ingest::publish`], per event.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        transport: &'static str,
+    ) -> Result<Principal, IngestError> {
+        let authenticated = match authorization.map(std::str::from_utf8) {
+            None => self.auth.authenticate(None),
+            Some(Ok(value)) => self.auth.authenticate(Some(value)),
+            // Not UTF-8: cannot be one of our keys (ignored, like any value, when off).
+            Some(Err(_)) if self.auth.enabled() => Err(AuthError::Invalid),
+            Some(Err(_)) => self.auth.authenticate(None),
+        };
+        authenticated
+            .and_then(|principal| {
+                // Ingest's one operation needs `send`; checking it here refuses a read-only key
+                // before the request body is read or decoded.
+                principal.require(Scope::Send)?;
+                Ok(principal)
+            })
+            .map_err(|e| {
+                log_refusal(&e, transport);
+                IngestError::Auth(e)
+            })
     }
 
     /// The broker handle (readiness).
@@ -117,12 +248,16 @@ impl Ingest {
         &self.broker
     }
 
-    /// Validates every event, then publishes one message per (event, target) and waits for
-    /// every confirm. All-or-error: a single invalid event rejects the whole request unpublished.
+    /// Checks that `principal` may send for every event's tenant, validates every event, then
+    /// publishes one message per (event, target) and waits for every confirm. All-or-error: a
+    /// single refused or invalid event rejects the whole request unpublished.
     pub async fn publish(
         &self,
+        principal: &Principal,
         mut events: Vec<IdentityEvent>,
     ) -> Result<Vec<AcceptedEvent>, IngestError> {
+        // Also checked by `authenticate`; kept so that `publish` is safe on its own.
+        principal.require(Scope::Send)?;
         if events.len() > self.max_batch {
             return Err(IngestError::TooManyEvents {
                 count: events.len(),
@@ -137,13 +272,38 @@ impl Ingest {
             .into());
         }
         let batch = events.len() > 1;
-        for (i, e) in events.iter().enumerate() {
-            let prefix = if batch {
+        let prefix = |i: usize| {
+            if batch {
                 format!("events[{i}]")
             } else {
                 String::new()
-            };
-            model::validate(e, &prefix, &self.targets)?;
+            }
+        };
+        // Tenants first, over the whole request: a key learns nothing about another tenant's
+        // events, not even whether they are valid. An empty tenant is left to validation.
+        for (i, e) in events.iter().enumerate() {
+            if e.tenant.is_empty() {
+                continue;
+            }
+            if let Err(source) = principal.require_tenant(&e.tenant) {
+                let p = prefix(i);
+                let field = if p.is_empty() {
+                    "tenant".to_owned()
+                } else {
+                    format!("{p}.tenant")
+                };
+                // Inside the request span, which names the transport.
+                tracing::info!(
+                    key = %principal.key_id,
+                    tenant = %e.tenant,
+                    %field,
+                    "refused: API key may not act for the tenant"
+                );
+                return Err(IngestError::TenantForbidden { field, source });
+            }
+        }
+        for (i, e) in events.iter().enumerate() {
+            model::validate(e, &prefix(i), &self.targets)?;
         }
         let publisher = self
             .broker
@@ -260,12 +420,24 @@ impl Ingest {
 pub use scimrelay_core::now_ms;
 
 /// Runs ingest on already-bound listeners until `shutdown` is cancelled.
+///
+/// Serves TLS on both listeners when `config.tls` is set, and re-reads the keys file while
+/// running. Checking that a listener may run without keys is [`run`]'s job.
 pub async fn serve(
     config: IngestConfig,
     http_listener: tokio::net::TcpListener,
     grpc_listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Build the TLS configurations first, so a bad certificate fails before anything starts.
+    let tls = match &config.tls {
+        Some(tls) => Some((
+            tls.rustls_config(&[b"http/1.1"])?,
+            tls.rustls_config(&[b"h2"])?,
+        )),
+        None => None,
+    };
+    config.auth.spawn_reload(shutdown.clone());
     let broker = broker::Broker::start(
         config.amqp_url.clone(),
         config.targets.clone(),
@@ -275,26 +447,77 @@ pub async fn serve(
         config.targets.clone(),
         config.max_batch,
         broker,
+        config.auth.clone(),
     ));
     let http = http::router(ingest.clone(), config.max_body_bytes);
-    let http_task = tokio::spawn(scimrelay_core::health::serve(
-        http_listener,
-        http,
-        shutdown.clone(),
-    ));
-    let grpc_task = tokio::spawn(grpc::serve(ingest.clone(), grpc_listener, shutdown.clone()));
+    let (http_task, grpc_task) = match tls {
+        None => (
+            tokio::spawn({
+                let shutdown = shutdown.clone();
+                async move {
+                    scimrelay_core::health::serve(http_listener, http, shutdown).await?;
+                    anyhow::Ok(())
+                }
+            }),
+            tokio::spawn(grpc::serve(
+                ingest.clone(),
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                shutdown.clone(),
+            )),
+        ),
+        Some((http_tls, grpc_tls)) => {
+            let http_incoming = tls::TlsIncoming::start(http_listener, http_tls, shutdown.clone())?;
+            let grpc_incoming = tls::TlsIncoming::start(grpc_listener, grpc_tls, shutdown.clone())?;
+            let router = http.merge(scimrelay_core::metrics::routes());
+            let http_shutdown = shutdown.clone();
+            (
+                tokio::spawn(async move {
+                    axum::serve(http_incoming, router)
+                        .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                        .await?;
+                    anyhow::Ok(())
+                }),
+                tokio::spawn(grpc::serve(
+                    ingest.clone(),
+                    grpc_incoming.into_stream(),
+                    shutdown.clone(),
+                )),
+            )
+        }
+    };
     let (h, g) = tokio::join!(http_task, grpc_task);
     h??;
     g??;
     Ok(())
 }
 
-/// Binds the configured addresses and serves until `shutdown` is cancelled.
+fn listen_addr(addr: &str, key: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    addr.parse().map_err(|e| ConfigError::Invalid {
+        key: key.to_owned(),
+        message: format!("{addr:?} is not a socket address: {e}"),
+    })
+}
+
+/// Checks that the listeners may run as configured (keys are required off loopback unless
+/// `SCIMRELAY_ALLOW_UNAUTHENTICATED=true`), binds them and serves until `shutdown` is cancelled.
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    for (addr, key) in [
+        (&config.http_addr, "SCIMRELAY_INGEST_HTTP_ADDR"),
+        (&config.grpc_addr, "SCIMRELAY_INGEST_GRPC_ADDR"),
+    ] {
+        scimrelay_core::auth::require_for_listener(&config.auth, key, &listen_addr(addr, key)?)?;
+    }
     let http =
         scimrelay_core::health::bind(&config.http_addr, "SCIMRELAY_INGEST_HTTP_ADDR").await?;
     let grpc =
         scimrelay_core::health::bind(&config.grpc_addr, "SCIMRELAY_INGEST_GRPC_ADDR").await?;
-    tracing::info!(http = %http.local_addr()?, grpc = %grpc.local_addr()?, "ingest listening");
+    tracing::info!(
+        http = %http.local_addr()?,
+        grpc = %grpc.local_addr()?,
+        tls = config.tls.is_some(),
+        mutual_tls = config.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
+        authentication = config.auth.enabled(),
+        "ingest listening"
+    );
     serve(config, http, grpc, shutdown).await
 }

@@ -9,6 +9,14 @@ use clap::Parser;
 /// SCIMRELAY_INGEST_HTTP_ADDR (default 127.0.0.1:8080), SCIMRELAY_INGEST_GRPC_ADDR
 /// (default 127.0.0.1:50051), SCIMRELAY_INGEST_MAX_BODY_BYTES, SCIMRELAY_INGEST_MAX_BATCH,
 /// RUST_LOG, SCIMRELAY_LOG_FORMAT=json, OTEL_EXPORTER_OTLP_ENDPOINT.
+///
+/// Authentication: SCIMRELAY_API_KEYS_FILE (API keys; clients send `Authorization: Bearer
+/// <key>`; re-read when it changes). Without it every caller is accepted, and a listener on a
+/// non-loopback address is refused unless SCIMRELAY_ALLOW_UNAUTHENTICATED=true.
+///
+/// TLS (both listeners): SCIMRELAY_TLS_CERT_FILE and SCIMRELAY_TLS_KEY_FILE (PEM), plus
+/// SCIMRELAY_TLS_CLIENT_CA_FILE to require client certificates from that CA (mutual TLS; the
+/// health endpoints are on the HTTP listener, so probes then need a certificate too).
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Args {}

@@ -40,6 +40,8 @@ async fn start(amqp_url: String, max_body_bytes: usize, max_batch: usize) -> Run
         max_body_bytes,
         max_batch,
         targets: TargetsFile::parse(TARGETS).expect("targets"),
+        auth: scimrelay_core::auth::Authenticator::disabled(),
+        tls: None,
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(scimrelay_ingest::serve(
@@ -296,9 +298,21 @@ async fn openapi_document_is_served_and_describes_the_api() {
         .expect("json");
     assert_eq!(doc["openapi"], "3.0.3");
     let responses = &doc["paths"]["/v1/events"]["post"]["responses"];
-    for code in ["202", "400", "413", "503"] {
+    for code in ["202", "400", "401", "403", "413", "429", "503"] {
         assert!(responses.get(code).is_some(), "missing {code}");
     }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        doc["paths"]["/v1/events"]["post"]["security"],
+        json!([{"bearerAuth": []}])
+    );
+    assert!(
+        responses["429"]["headers"]["Retry-After"].is_object(),
+        "429 documents Retry-After"
+    );
     r.shutdown.cancel();
     r.task.await.expect("join").expect("clean exit");
 }

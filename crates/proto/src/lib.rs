@@ -31,6 +31,10 @@ pub const TYPE_DELIVERY: &str = "scimrelay.v1.Delivery";
 pub const TYPE_TARGET_REPORT: &str = "scimrelay.v1.TargetReport";
 /// Message type of a [`v1::Outcome`].
 pub const TYPE_OUTCOME: &str = "scimrelay.v1.Outcome";
+/// Message type of a [`v1::HeldEvent`] (published to `scimrelay.outcomes`).
+pub const TYPE_HELD_EVENT: &str = "scimrelay.v1.HeldEvent";
+/// Header set on a released held event: the mass-deprovisioning guard lets it through.
+pub const HEADER_RELEASED: &str = "x-scimrelay-released";
 
 impl EventKind {
     /// The kind as the HTTP API spells it (`user.upserted`).

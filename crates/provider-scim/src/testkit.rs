@@ -46,6 +46,7 @@ impl Harness {
             timeout_secs: target.timeout_secs,
             user_agent: "scimrelay-test".into(),
             content_type: "application/scim+json".into(),
+            ca_file: target.tls.ca_file.clone(),
         })
         .unwrap_or_else(|e| panic!("client: {e}"));
         let limits = Limits::new(&LimitsConfig {

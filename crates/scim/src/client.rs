@@ -8,8 +8,13 @@
 //! following one could carry the credential elsewhere). With OAuth, a 401 renews the token once
 //! and the request is retried once. Retries for anything else, rate limits and concurrency
 //! belong to the connector runtime, which wraps this call.
+//!
+//! HTTPS (to the base URL and the OAuth token URL alike) trusts the system roots — the OS store,
+//! or `SSL_CERT_FILE` / `SSL_CERT_DIR` — plus the CA bundle of [`ClientConfig::ca_file`], the
+//! target's `tls.ca_file`.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +55,10 @@ pub struct ClientConfig {
     /// The content type of request bodies (empty = [`DEFAULT_CONTENT_TYPE`]); some servers
     /// only accept `application/json`.
     pub content_type: String,
+    /// A PEM bundle of CA certificates trusted for HTTPS in addition to the system roots (a
+    /// SCIM server or token endpoint with a certificate from a private CA); `None` = system
+    /// roots only.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClientConfig {
@@ -71,8 +80,21 @@ impl Default for ClientConfig {
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             user_agent: default_user_agent(),
             content_type: DEFAULT_CONTENT_TYPE.to_owned(),
+            ca_file: None,
         }
     }
+}
+
+/// The certificates of a PEM CA bundle; errors name the file and say what is wrong with it.
+fn extra_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, ScimError> {
+    let bad = |why: String| ScimError::Config(format!("tls.ca_file {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("not a PEM certificate bundle ({e})")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    Ok(certs)
 }
 
 fn default_user_agent() -> String {
@@ -146,7 +168,11 @@ impl ScimClient {
             0 => DEFAULT_TIMEOUT_SECS,
             t => t,
         });
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &config.ca_file {
+            builder = builder.tls_certs_merge(extra_roots(path)?);
+        }
+        let http = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
             .user_agent(HeaderValue::from_str(&user_agent).map_err(|_| {

@@ -1,6 +1,54 @@
 //! The gRPC API (`scimrelay.v1.StatusService`), a thin adapter over the store and the broker
 //! operations, with the standard health service and reflection so `grpcurl` works.
 //!
+//! `AdmitDeprovision` is the server side of the connectors' mass-deprovisioning guard: before a
+//! connector deactivates or deletes a user it asks here, with the target's guard. The user is
+//! admitted — and counted in the target's sliding window — when it was already admitted within
+//! the window (a retry or redelivery), when the target has fewer than `min_users` users, or when
+//! one more stays within floor(max_share × users); otherwise the answer says why it must be held
+//! ("30 of 200 users deprovisioned within 600 s (limit 10%)"). Users are the target's user
+//! subjects in the ledger that are not deleted, plus those deleted within the window. The store
+//! decides per target in one transaction, so replicas of the status service and of the
+//! connectors never both admit the last slot (see the store's module doc).
+//!
+//! # Authentication and tenants
+//! With a keys file (`SCIMRELAY_API_KEYS_FILE`, see [`scimrelay_core::auth`]) every call of
+//! `StatusService` needs the metadata `authorization: Bearer <key>`; the health and reflection
+//! services stay open. The key is checked by an interceptor, before the request message is
+//! decoded, which puts the caller's [`Principal`] into the request's extensions; each handler
+//! then starts with `caller` (the scope) or `operator` (the scope and a key for all tenants),
+//! so a refused call does nothing and learns nothing about its arguments. Refusals log the
+//! key's id, never the key. Without a keys file every caller is [`Principal::anonymous`].
+//!
+//! | refusal                                                   | code                        |
+//! |-----------------------------------------------------------|-----------------------------|
+//! | no key, unknown key, revoked key                          | `UNAUTHENTICATED`           |
+//! | over the key's rate                                       | `RESOURCE_EXHAUSTED` + `retry-after` metadata (seconds) |
+//! | no `read` scope; no `admin` for ReplayDeadLetters, ReleaseHeld, DropHeld (`admin` implies `read`) | `PERMISSION_DENIED` |
+//! | `filter.tenant` names a tenant the key may not read       | `PERMISSION_DENIED`         |
+//! | `filter.tenant` empty, key scoped to several tenants      | `INVALID_ARGUMENT`          |
+//! | an operational RPC (below) with a key scoped to tenants   | `PERMISSION_DENIED`         |
+//!
+//! A key scoped to tenants reads only its tenants. `ListOutcomes`, `ListEvents` and
+//! `WatchOutcomes` are limited to `filter.tenant`, which defaults to the key's tenant when it has
+//! exactly one and must be set when it has several (`INVALID_ARGUMENT`). `GetEvent` and
+//! `GetSubject` show only what belongs to the key's tenants, and answer `NOT_FOUND` when
+//! nothing does — the same answer as for an id never seen, so a key cannot probe another
+//! tenant's ids. (A key for all tenants still gets an empty `GetEvent` answer for an event with
+//! nothing recorded yet, which pollers rely on.) Outcomes and ledger rows recorded before the
+//! store learnt tenants (migration 4) have the tenant `''` and are visible to keys for all
+//! tenants only. The operational RPCs — `ListTargets`, `GetTarget`, `GetLedger`,
+//! `AdmitDeprovision`, `ListDeadLetters`, `ReplayDeadLetters`, `ListHeld`, `ReleaseHeld`,
+//! `DropHeld` — act on targets and queues shared by tenants and need a key for all tenants.
+//! A `WatchOutcomes` stream is authorized when it opens; revoking the key ends new calls, not
+//! the open stream.
+//!
+//! # TLS
+//! With [`ServerTls`] the listener speaks TLS only (tonic's rustls with aws-lc), and with a
+//! client CA every client must present a certificate it signed (mutual TLS); a failed handshake
+//! drops that connection only.
+//!
+//! # Cursors
 //! Cursors are the decimal `seq` of the last item returned. `seq` grows in commit order (see
 //! the store), so "everything after n" never skips an outcome committed later with a smaller
 //! seq; that is what makes `WatchOutcomes` gap-free across reconnects and restarts.
@@ -12,15 +60,19 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use scimrelay_core::auth::{AuthError, Authenticator, Principal, Scope};
+use scimrelay_core::tls::{CERT_ENV, CLIENT_CA_ENV, KEY_ENV, ServerTls};
+
 use scimrelay_proto::v1::status_service_server::{StatusService, StatusServiceServer};
 use scimrelay_proto::v1::{
-    GetEventRequest, GetEventResponse, GetLedgerRequest, GetLedgerResponse, GetSubjectRequest,
-    GetSubjectResponse, GetTargetRequest, HeldActionResponse, HeldSelection,
-    ListDeadLettersRequest, ListDeadLettersResponse, ListEventsRequest, ListEventsResponse,
-    ListHeldRequest, ListHeldResponse, ListOutcomesRequest, ListOutcomesResponse,
-    ListTargetsRequest, ListTargetsResponse, Outcome, OutcomeFilter, OutcomeResult,
-    RecordedOutcome, ReplayDeadLettersRequest, ReplayDeadLettersResponse, SubjectKind,
-    TargetSummary, WatchOutcomesRequest,
+    AdmitDeprovisionRequest, AdmitDeprovisionResponse, DeprovisionGuard, GetEventRequest,
+    GetEventResponse, GetLedgerRequest, GetLedgerResponse, GetSubjectRequest, GetSubjectResponse,
+    GetTargetRequest, HeldActionResponse, HeldEvent, HeldSelection, ListDeadLettersRequest,
+    ListDeadLettersResponse, ListEventsRequest, ListEventsResponse, ListHeldRequest,
+    ListHeldResponse, ListOutcomesRequest, ListOutcomesResponse, ListTargetsRequest,
+    ListTargetsResponse, Outcome, OutcomeFilter, OutcomeResult, RecordedOutcome,
+    ReplayDeadLettersRequest, ReplayDeadLettersResponse, SubjectKind, TargetSummary,
+    WatchOutcomesRequest,
 };
 
 use crate::broker::{Ops, OpsError};
@@ -40,6 +92,11 @@ const WATCH_POLL: Duration = Duration::from_millis(500);
 const WATCH_BUFFER: usize = 256;
 /// The detail of the outcome recorded when an operator drops a held event.
 pub const DROPPED_DETAIL: &str = "dropped by operator";
+/// The metadata entry carrying the seconds to wait after `RESOURCE_EXHAUSTED` for a key's rate.
+pub const RETRY_AFTER_METADATA: &str = "retry-after";
+/// Longest TLS handshake; a client that stalls longer is dropped, so half-open handshakes do
+/// not pile up.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Service {
     store: Store,
@@ -60,6 +117,139 @@ impl From<OpsError> for Status {
             OpsError::Store(e) => e.into(),
         }
     }
+}
+
+/// A refused key as a gRPC status: the one place `AuthError` becomes a code. The message
+/// names the key's id, never the key.
+fn auth_status(e: AuthError) -> Status {
+    let message = e.to_string();
+    match e {
+        AuthError::Missing | AuthError::Invalid | AuthError::Revoked(_) => {
+            Status::unauthenticated(message)
+        }
+        AuthError::Scope { .. } | AuthError::Tenant { .. } => Status::permission_denied(message),
+        AuthError::RateLimited {
+            retry_after_secs, ..
+        } => {
+            let mut status = Status::resource_exhausted(message);
+            status.metadata_mut().insert(
+                RETRY_AFTER_METADATA,
+                tonic::metadata::MetadataValue::from(retry_after_secs),
+            );
+            status
+        }
+    }
+}
+
+/// Logs a refusal with the key's id (never the key). Missing keys and rate limiting go to
+/// debug: a misconfigured or misbehaving client repeats them at request rate.
+fn log_refusal(e: &AuthError) {
+    match e {
+        AuthError::Missing => tracing::debug!("refused: no API key"),
+        AuthError::Invalid => tracing::info!("refused: unknown API key"),
+        AuthError::Revoked(key) => tracing::info!(key = %key, "refused: revoked API key"),
+        AuthError::Scope { key, scope } => {
+            tracing::info!(key = %key, scope, "refused: API key lacks the scope")
+        }
+        AuthError::Tenant { key, tenant } => {
+            tracing::info!(key = %key, tenant = %tenant, "refused: API key may not read the tenant")
+        }
+        AuthError::RateLimited { key, .. } => {
+            tracing::debug!(key = %key, "refused: API key over its rate")
+        }
+    }
+}
+
+/// The interceptor of `StatusService`: checks the key in the `authorization` metadata and its
+/// rate before the request message is decoded, and hands the [`Principal`] to the handler in
+/// the request's extensions.
+fn authenticate(auth: &Authenticator, mut request: Request<()>) -> Result<Request<()>, Status> {
+    let principal = match request.metadata().get("authorization").map(|v| v.to_str()) {
+        None => auth.authenticate(None),
+        Some(Ok(value)) => auth.authenticate(Some(value)),
+        // Not visible ASCII: no key of ours looks like that.
+        Some(Err(_)) if auth.enabled() => Err(AuthError::Invalid),
+        Some(Err(_)) => auth.authenticate(None),
+    };
+    match principal {
+        Ok(p) => {
+            request.extensions_mut().insert(p);
+            Ok(request)
+        }
+        Err(e) => {
+            log_refusal(&e);
+            Err(auth_status(e))
+        }
+    }
+}
+
+/// The caller of `request` (authenticated by [`authenticate`]) when its key has `scope`.
+fn caller<T>(request: &Request<T>, scope: Scope) -> Result<Principal, Status> {
+    let principal = request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        // `serve` installs the interceptor in front of every call of the service.
+        .ok_or_else(|| Status::internal("the caller was not authenticated"))?;
+    // Handlers run inside the call's span (see `grpc_span`); the interceptor does not.
+    tracing::Span::current().record("scimrelay.api_key", principal.key_id.as_str());
+    principal.require(scope).map_err(|e| {
+        log_refusal(&e);
+        auth_status(e)
+    })?;
+    Ok(principal)
+}
+
+/// The caller of an operational RPC (`rpc`, e.g. `ListTargets`): `scope`, and a key for all
+/// tenants, since targets, queues and held events are shared by tenants.
+fn operator<T>(request: &Request<T>, scope: Scope, rpc: &str) -> Result<Principal, Status> {
+    let principal = caller(request, scope)?;
+    if !principal.all_tenants() {
+        tracing::info!(key = %principal.key_id, rpc, "refused: API key scoped to tenants");
+        return Err(Status::permission_denied(format!(
+            "API key {:?} is scoped to tenants; {rpc} needs a key for all tenants",
+            principal.key_id
+        )));
+    }
+    Ok(principal)
+}
+
+/// Limits a filtered read to the tenants of `principal`: a key for all tenants reads what the
+/// filter says; a key scoped to tenants reads one of its tenants — `filter.tenant`, or its only
+/// tenant when that is empty.
+fn limit_to_tenants(principal: &Principal, filter: &mut OutcomeFilter) -> Result<(), Status> {
+    let Some(tenants) = principal.tenants() else {
+        return Ok(());
+    };
+    if filter.tenant.is_empty() {
+        return match tenants {
+            [only] => {
+                filter.tenant = only.clone();
+                Ok(())
+            }
+            _ => Err(Status::invalid_argument(format!(
+                "filter.tenant: required for a key scoped to tenants (API key {:?} may read {})",
+                principal.key_id,
+                tenants
+                    .iter()
+                    .map(|t| format!("{t:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        };
+    }
+    principal.require_tenant(&filter.tenant).map_err(|e| {
+        log_refusal(&e);
+        Status::permission_denied(format!("filter.tenant: {e}"))
+    })
+}
+
+/// The tenant of a held event (its event's).
+fn held_tenant(h: &HeldEvent) -> &str {
+    h.delivery
+        .as_ref()
+        .and_then(|d| d.event.as_ref())
+        .map_or("", |e| e.tenant.as_str())
 }
 
 fn decode_cursor(field: &str, token: &str) -> Result<u64, Status> {
@@ -118,8 +308,30 @@ fn check_selection(s: &HeldSelection) -> Result<(), Status> {
     Ok(())
 }
 
+/// The guard of an `AdmitDeprovision` request, when it is one the store can apply.
+fn check_guard(guard: Option<&DeprovisionGuard>) -> Result<&DeprovisionGuard, Status> {
+    let Some(guard) = guard else {
+        return Err(Status::invalid_argument(
+            "guard: required (the target's deprovision_guard)",
+        ));
+    };
+    // Written so that NaN fails too.
+    if !(guard.max_share > 0.0 && guard.max_share <= 1.0) {
+        return Err(Status::invalid_argument(format!(
+            "guard.max_share: {} is not a share in (0, 1]",
+            guard.max_share
+        )));
+    }
+    if guard.window_ms == 0 {
+        return Err(Status::invalid_argument(
+            "guard.window_ms: must be at least 1",
+        ));
+    }
+    Ok(guard)
+}
+
 /// The terminal FAILED outcome of a held event dropped by an operator.
-pub fn dropped_outcome(h: &scimrelay_proto::v1::HeldEvent) -> Outcome {
+pub fn dropped_outcome(h: &HeldEvent) -> Outcome {
     let d = h.delivery.clone().unwrap_or_default();
     let e = d.event.clone().unwrap_or_default();
     let now = now_ms();
@@ -167,11 +379,27 @@ impl StatusService for Service {
         &self,
         request: Request<GetEventRequest>,
     ) -> Result<Response<GetEventResponse>, Status> {
+        let principal = caller(&request, Scope::Read)?;
         let id = request.into_inner().event_id;
         if id.is_empty() {
             return Err(Status::invalid_argument("event_id: required"));
         }
-        let (history, held) = self.store.event(&id).await?;
+        let (mut history, mut held) = self.store.event(&id).await?;
+        if !principal.all_tenants() {
+            history.retain(|r| {
+                r.outcome
+                    .as_ref()
+                    .is_some_and(|o| principal.allows_tenant(&o.tenant))
+            });
+            held.retain(|h| principal.allows_tenant(held_tenant(h)));
+            if history.is_empty() && held.is_empty() {
+                // The same answer for an unknown id and another tenant's event.
+                return Err(Status::not_found(format!(
+                    "event_id: nothing recorded for event {id:?} in the tenants of API key {:?}",
+                    principal.key_id
+                )));
+            }
+        }
         let outcomes = history
             .iter()
             .filter(|r| r.terminal)
@@ -189,6 +417,7 @@ impl StatusService for Service {
         &self,
         request: Request<ListOutcomesRequest>,
     ) -> Result<Response<ListOutcomesResponse>, Status> {
+        let principal = caller(&request, Scope::Read)?;
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let after = decode_cursor("page_token", &req.page_token)?;
@@ -197,6 +426,7 @@ impl StatusService for Service {
             filter.target = req.target;
         }
         check_filter(&filter)?;
+        limit_to_tenants(&principal, &mut filter)?;
         let outcomes = self.store.list(&filter, after, size, false).await?;
         let next_page_token = next_token(&outcomes, size);
         Ok(Response::new(ListOutcomesResponse {
@@ -209,11 +439,13 @@ impl StatusService for Service {
         &self,
         request: Request<ListEventsRequest>,
     ) -> Result<Response<ListEventsResponse>, Status> {
+        let principal = caller(&request, Scope::Read)?;
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let after = decode_cursor("page_token", &req.page_token)?;
-        let filter = req.filter.unwrap_or_default();
+        let mut filter = req.filter.unwrap_or_default();
         check_filter(&filter)?;
+        limit_to_tenants(&principal, &mut filter)?;
         let outcomes = self.store.list(&filter, after, size, true).await?;
         let next_page_token = next_token(&outcomes, size);
         Ok(Response::new(ListEventsResponse {
@@ -226,11 +458,16 @@ impl StatusService for Service {
         &self,
         request: Request<GetSubjectRequest>,
     ) -> Result<Response<GetSubjectResponse>, Status> {
+        let principal = caller(&request, Scope::Read)?;
         let req = request.into_inner();
         if req.subject_id.is_empty() {
             return Err(Status::invalid_argument("subject_id: required"));
         }
-        let targets = self.store.subject(&req.subject_id, &req.target).await?;
+        // Another tenant's subject is answered like an unknown one.
+        let targets = self
+            .store
+            .subject(&req.subject_id, &req.target, principal.tenants())
+            .await?;
         if targets.is_empty() {
             return Err(Status::not_found(format!(
                 "subject_id: no target has seen subject {:?}",
@@ -246,9 +483,11 @@ impl StatusService for Service {
         &self,
         request: Request<WatchOutcomesRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        let principal = caller(&request, Scope::Read)?;
         let req = request.into_inner();
-        let filter = req.filter.unwrap_or_default();
+        let mut filter = req.filter.unwrap_or_default();
         check_filter(&filter)?;
+        limit_to_tenants(&principal, &mut filter)?;
         let mut cursor = decode_cursor("cursor", &req.cursor)?;
         if req.cursor.is_empty() && req.from_now {
             cursor = self.store.max_seq().await?;
@@ -291,8 +530,9 @@ impl StatusService for Service {
 
     async fn list_targets(
         &self,
-        _request: Request<ListTargetsRequest>,
+        request: Request<ListTargetsRequest>,
     ) -> Result<Response<ListTargetsResponse>, Status> {
+        operator(&request, Scope::Read, "ListTargets")?;
         let mut targets = Vec::new();
         for id in self.store.target_ids().await? {
             if let Some(s) = self.summary(&id).await? {
@@ -306,6 +546,7 @@ impl StatusService for Service {
         &self,
         request: Request<GetTargetRequest>,
     ) -> Result<Response<TargetSummary>, Status> {
+        operator(&request, Scope::Read, "GetTarget")?;
         let target = request.into_inner().target;
         if target.is_empty() {
             return Err(Status::invalid_argument("target: required"));
@@ -322,6 +563,7 @@ impl StatusService for Service {
         &self,
         request: Request<GetLedgerRequest>,
     ) -> Result<Response<GetLedgerResponse>, Status> {
+        operator(&request, Scope::Read, "GetLedger")?;
         let keys = request.into_inner().keys;
         if keys.len() > MAX_LEDGER_KEYS {
             return Err(Status::invalid_argument(format!(
@@ -341,10 +583,41 @@ impl StatusService for Service {
         }))
     }
 
+    async fn admit_deprovision(
+        &self,
+        request: Request<AdmitDeprovisionRequest>,
+    ) -> Result<Response<AdmitDeprovisionResponse>, Status> {
+        operator(&request, Scope::Read, "AdmitDeprovision")?;
+        let req = request.into_inner();
+        if req.target.is_empty() {
+            return Err(Status::invalid_argument("target: required"));
+        }
+        if req.subject_id.is_empty() {
+            return Err(Status::invalid_argument("subject_id: required"));
+        }
+        let guard = check_guard(req.guard.as_ref())?;
+        let answer = self
+            .store
+            .admit_deprovision(&req.target, &req.subject_id, &req.event_id, guard, now_ms())
+            .await?;
+        if !answer.admitted {
+            tracing::info!(
+                target = %req.target,
+                subject_id = %req.subject_id,
+                event_id = %req.event_id,
+                users = answer.users,
+                recent = answer.recent,
+                "deprovisioning refused by the mass-deprovisioning guard"
+            );
+        }
+        Ok(Response::new(answer))
+    }
+
     async fn list_dead_letters(
         &self,
         request: Request<ListDeadLettersRequest>,
     ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        operator(&request, Scope::Read, "ListDeadLetters")?;
         let req = request.into_inner();
         let limit = match req.limit {
             0 => DEFAULT_PAGE,
@@ -363,11 +636,18 @@ impl StatusService for Service {
         &self,
         request: Request<ReplayDeadLettersRequest>,
     ) -> Result<Response<ReplayDeadLettersResponse>, Status> {
+        let principal = operator(&request, Scope::Admin, "ReplayDeadLetters")?;
         let req = request.into_inner();
         let done = self
             .ops
             .replay(&req.target, &req.event_ids, req.limit)
             .await?;
+        tracing::info!(
+            replayed = done.event_ids.len(),
+            skipped = done.skipped,
+            key = %principal.key_id,
+            "dead letters replayed by operator"
+        );
         Ok(Response::new(ReplayDeadLettersResponse {
             replayed: u32::try_from(done.event_ids.len()).unwrap_or(u32::MAX),
             skipped: done.skipped,
@@ -380,6 +660,7 @@ impl StatusService for Service {
         &self,
         request: Request<ListHeldRequest>,
     ) -> Result<Response<ListHeldResponse>, Status> {
+        operator(&request, Scope::Read, "ListHeld")?;
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let after = decode_cursor("page_token", &req.page_token)?;
@@ -399,6 +680,7 @@ impl StatusService for Service {
         &self,
         request: Request<HeldSelection>,
     ) -> Result<Response<HeldActionResponse>, Status> {
+        let principal = operator(&request, Scope::Admin, "ReleaseHeld")?;
         let sel = request.into_inner();
         check_selection(&sel)?;
         let held = self
@@ -408,6 +690,7 @@ impl StatusService for Service {
         let event_ids = self.ops.release(&held).await?;
         tracing::info!(
             released = event_ids.len(),
+            key = %principal.key_id,
             "held events released by operator"
         );
         Ok(Response::new(HeldActionResponse {
@@ -420,6 +703,7 @@ impl StatusService for Service {
         &self,
         request: Request<HeldSelection>,
     ) -> Result<Response<HeldActionResponse>, Status> {
+        let principal = operator(&request, Scope::Admin, "DropHeld")?;
         let sel = request.into_inner();
         check_selection(&sel)?;
         let held = self
@@ -438,7 +722,11 @@ impl StatusService for Service {
             event_ids.push(event_id);
         }
         self.store.write(&records).await?;
-        tracing::info!(dropped = event_ids.len(), "held events dropped by operator");
+        tracing::info!(
+            dropped = event_ids.len(),
+            key = %principal.key_id,
+            "held events dropped by operator"
+        );
         Ok(Response::new(HeldActionResponse {
             affected: u32::try_from(event_ids.len()).unwrap_or(u32::MAX),
             event_ids,
@@ -447,7 +735,8 @@ impl StatusService for Service {
 }
 
 /// One server span per call, continuing the caller's W3C trace context from the metadata.
-/// Named by the gRPC path (`scimrelay.v1.StatusService/GetEvent`); no request field is recorded.
+/// Named by the gRPC path (`scimrelay.v1.StatusService/GetEvent`); no request field is recorded,
+/// only the id of the caller's API key (`scimrelay.api_key`, never the key).
 fn grpc_span(req: &tonic::codegen::http::Request<()>) -> tracing::Span {
     let path = req.uri().path().trim_start_matches('/');
     let (service, method) = path.split_once('/').unwrap_or((path, ""));
@@ -458,6 +747,7 @@ fn grpc_span(req: &tonic::codegen::http::Request<()>) -> tracing::Span {
         "rpc.system" = "grpc",
         "rpc.service" = %service,
         "rpc.method" = %method,
+        "scimrelay.api_key" = tracing::field::Empty,
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
     );
@@ -466,13 +756,53 @@ fn grpc_span(req: &tonic::codegen::http::Request<()>) -> tracing::Span {
     span
 }
 
-/// Serves gRPC on `listener` until `shutdown`; open watch streams end at shutdown.
+/// Who may call and how the listener speaks: the status gRPC service's security settings.
+#[derive(Clone)]
+pub struct Security {
+    /// Checks `authorization` metadata; [`Authenticator::disabled`] lets everyone in.
+    pub auth: Authenticator,
+    /// TLS (mutual with a client CA) on the gRPC listener; plain gRPC when `None`.
+    pub tls: Option<ServerTls>,
+}
+
+/// tonic's TLS configuration from the service's TLS material.
+fn tls_config(tls: &ServerTls) -> tonic::transport::ServerTlsConfig {
+    let mut config = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            &tls.cert_pem,
+            &tls.key_pem,
+        ))
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
+    if let Some(ca) = &tls.client_ca_pem {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+    }
+    config
+}
+
+/// Serves gRPC on `listener` until `shutdown`; open watch streams end at shutdown. Every call
+/// of `StatusService` is authenticated by `security.auth` (health and reflection stay open);
+/// with `security.tls` the listener speaks TLS only.
 pub async fn serve(
     store: Store,
     ops: Arc<Ops>,
     listener: tokio::net::TcpListener,
+    security: Security,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &security.tls {
+        // tonic builds its rustls configuration with the process-default provider, which rustls
+        // picks by itself only while exactly one provider is compiled in; install the one every
+        // scimrelay service uses. An error means a default is already installed: fine.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        builder = builder.tls_config(tls_config(tls)).map_err(|e| {
+            anyhow::anyhow!(
+                "{CERT_ENV} / {KEY_ENV} / {CLIENT_CA_ENV}: the gRPC listener's TLS configuration \
+                 was refused: {}",
+                error_chain(&e)
+            )
+        })?;
+    }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<StatusServiceServer<Service>>()
@@ -485,15 +815,30 @@ pub async fn serve(
         ops,
         shutdown: shutdown.clone(),
     };
-    tonic::transport::Server::builder()
+    let auth = security.auth;
+    let status_service =
+        StatusServiceServer::with_interceptor(service, move |r| authenticate(&auth, r));
+    builder
         .trace_fn(grpc_span)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(StatusServiceServer::new(service))
+        .add_service(status_service)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown.cancelled_owned(),
         )
         .await?;
     Ok(())
+}
+
+/// An error and its sources, `: `-separated (tonic's transport error says little on its own).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

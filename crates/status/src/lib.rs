@@ -3,8 +3,24 @@
 //! Outcomes are acked only after their batch was committed to the store, so a crash or a
 //! restart loses nothing: unacked outcomes are redelivered and written once (the store ignores
 //! duplicates). Besides outcomes it consumes held events (same queue) and connector reports
-//! (`scimrelay.reports`), prunes history older than the retention age, and performs the
-//! operator actions on the broker (dead-letter replay, held-event release).
+//! (`scimrelay.reports`), prunes history older than the retention age, performs the operator
+//! actions on the broker (dead-letter replay, held-event release), and answers the connectors'
+//! mass-deprovisioning guard (`AdmitDeprovision`, see [`grpc`]).
+//!
+//! # Authentication and TLS
+//! With `SCIMRELAY_API_KEYS_FILE` (see [`scimrelay_core::auth`]) every `StatusService` call needs
+//! `authorization: Bearer <key>` metadata from a key with the `read` scope (`admin` for
+//! ReplayDeadLetters, ReleaseHeld and DropHeld); a key scoped to tenants reads only outcomes,
+//! events and subjects of its tenants and cannot call the operational RPCs (see [`grpc`] for
+//! every rule and status code). The gRPC health and reflection services stay open. The keys
+//! file is re-read while running, so a revocation takes effect within seconds. Without a keys
+//! file authentication is off, and [`run`] refuses a non-loopback `SCIMRELAY_STATUS_GRPC_ADDR`
+//! unless `SCIMRELAY_ALLOW_UNAUTHENTICATED=true`.
+//!
+//! With `SCIMRELAY_TLS_CERT_FILE` and `SCIMRELAY_TLS_KEY_FILE` the gRPC listener speaks TLS
+//! only; with `SCIMRELAY_TLS_CLIENT_CA_FILE` too, clients must present a certificate from that
+//! CA (mutual TLS). The HTTP listener (`/healthz`, `/readyz`, `/metrics`) stays plain and open,
+//! so probes need neither a key nor a certificate: keep it off untrusted networks.
 
 pub mod broker;
 pub mod consumer;
@@ -18,7 +34,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use scimrelay_core::auth::Authenticator;
 use scimrelay_core::config::{ConfigError, EnvConfig, env_or, env_parse};
+use scimrelay_core::tls::ServerTls;
 
 /// Default gRPC address.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50052";
@@ -36,18 +54,17 @@ pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 pub const REPORTS_EXCHANGE: &str = "scimrelay.reports";
 /// The status service's queue of reports.
 pub const REPORTS_QUEUE: &str = "scimrelay.status.reports";
-/// Message type (header `x-scimrelay-type`) of a held event on `scimrelay.outcomes`.
-pub const TYPE_HELD_EVENT: &str = "scimrelay.v1.HeldEvent";
+/// Message type (header `x-scimrelay-type`) of a held event on `scimrelay.outcomes`, and the
+/// header set on a released held event (the mass-deprovisioning guard lets it through).
+pub use scimrelay_proto::{HEADER_RELEASED, TYPE_HELD_EVENT};
 /// Message type of a target report.
 pub const TYPE_TARGET_REPORT: &str = "scimrelay.v1.TargetReport";
 /// Header a connector sets on a parked copy: the message's original routing key on
 /// `scimrelay.events`, which a replay sends it back to.
 pub const HEADER_ROUTING_KEY: &str = "x-scimrelay-routing-key";
-/// Header set on a released held event: the mass-deprovisioning guard must let it through.
-pub const HEADER_RELEASED: &str = "x-scimrelay-released";
 
 /// Status settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StatusConfig {
     /// `SCIMRELAY_STATUS_GRPC_ADDR`.
     pub grpc_addr: String,
@@ -63,6 +80,30 @@ pub struct StatusConfig {
     /// Shard count per target, from the targets file when `SCIMRELAY_CONFIG` is set (optional:
     /// connector reports also carry it). Used for queue depths and replaying old dead letters.
     pub shards: HashMap<String, u16>,
+    /// Who may call the gRPC API: the keys file `SCIMRELAY_API_KEYS_FILE`; disabled (anyone,
+    /// every tenant, every scope) without it.
+    pub auth: Authenticator,
+    /// `SCIMRELAY_TLS_CERT_FILE` / `_KEY_FILE` / `_CLIENT_CA_FILE`: TLS (mutual with a client CA)
+    /// on the gRPC listener; plain gRPC when `None`. The HTTP listener is always plain.
+    pub tls: Option<ServerTls>,
+}
+
+impl std::fmt::Debug for StatusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusConfig")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .field("db_url", &redact_db(&self.db_url))
+            .field(
+                "amqp_url",
+                &scimrelay_core::config::redact_url(&self.amqp_url),
+            )
+            .field("retention_days", &self.retention_days)
+            .field("shards", &self.shards)
+            .field("auth", &self.auth.enabled())
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl StatusConfig {
@@ -98,6 +139,8 @@ impl StatusConfig {
             amqp_url: env.amqp_url,
             retention_days: env_parse("SCIMRELAY_STATUS_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)?,
             shards,
+            auth: Authenticator::from_env()?,
+            tls: ServerTls::from_env()?,
         })
     }
 }
@@ -149,6 +192,9 @@ async fn depth_loop(store: store::Store, ops: Arc<broker::Ops>, shutdown: Cancel
 }
 
 /// Runs the service on already-bound listeners until `shutdown` is cancelled.
+///
+/// Serves TLS on the gRPC listener when `config.tls` is set, and re-reads the keys file while
+/// running. Checking that the listener may run without keys is [`run`]'s job.
 pub async fn serve(
     config: StatusConfig,
     grpc: tokio::net::TcpListener,
@@ -161,7 +207,16 @@ pub async fn serve(
             redact_db(&config.db_url)
         )
     })?;
-    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, backend = ?store.backend(), "status listening");
+    tracing::info!(
+        grpc = %grpc.local_addr()?,
+        http = %http.local_addr()?,
+        backend = ?store.backend(),
+        tls = config.tls.is_some(),
+        mutual_tls = config.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
+        authentication = config.auth.enabled(),
+        "status listening"
+    );
+    config.auth.spawn_reload(shutdown.clone());
     let ready = scimrelay_core::health::Readiness::default();
     let health = tokio::spawn(scimrelay_core::health::serve(
         http,
@@ -191,14 +246,30 @@ pub async fn serve(
     );
     let ops = Arc::new(ops);
     let depth = tokio::spawn(depth_loop(store.clone(), ops.clone(), shutdown.clone()));
-    let serve = grpc::serve(store, ops, grpc, shutdown.clone()).await;
+    let security = grpc::Security {
+        auth: config.auth.clone(),
+        tls: config.tls.clone(),
+    };
+    let serve = grpc::serve(store, ops, grpc, security, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::join!(consume, report, prune, health, depth);
     serve
 }
 
-/// Binds the configured addresses and serves until `shutdown` is cancelled.
+/// Checks that the gRPC listener may run as configured (keys are required off loopback unless
+/// `SCIMRELAY_ALLOW_UNAUTHENTICATED=true`), binds the configured addresses and serves until
+/// `shutdown` is cancelled.
 pub async fn run(config: StatusConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let grpc_addr: std::net::SocketAddr =
+        config.grpc_addr.parse().map_err(|e| ConfigError::Invalid {
+            key: "SCIMRELAY_STATUS_GRPC_ADDR".into(),
+            message: format!("{:?} is not a socket address: {e}", config.grpc_addr),
+        })?;
+    scimrelay_core::auth::require_for_listener(
+        &config.auth,
+        "SCIMRELAY_STATUS_GRPC_ADDR",
+        &grpc_addr,
+    )?;
     let grpc =
         scimrelay_core::health::bind(&config.grpc_addr, "SCIMRELAY_STATUS_GRPC_ADDR").await?;
     let http =

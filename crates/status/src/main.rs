@@ -8,8 +8,12 @@ use clap::Parser;
 /// Environment: SCIMRELAY_AMQP_URL, SCIMRELAY_STATUS_DB (default sqlite://scimrelay-status.db;
 /// postgres://USER@HOST/DB for PostgreSQL), SCIMRELAY_STATUS_RETENTION_DAYS (default 30; 0 keeps
 /// everything), SCIMRELAY_CONFIG (optional targets file: shard counts),
-/// SCIMRELAY_STATUS_GRPC_ADDR (default 127.0.0.1:50052), SCIMRELAY_STATUS_HTTP_ADDR (health,
-/// default 127.0.0.1:8082), RUST_LOG, SCIMRELAY_LOG_FORMAT=json, OTEL_EXPORTER_OTLP_ENDPOINT.
+/// SCIMRELAY_STATUS_GRPC_ADDR (default 127.0.0.1:50052), SCIMRELAY_STATUS_HTTP_ADDR (health and
+/// metrics, plain HTTP, default 127.0.0.1:8082), SCIMRELAY_API_KEYS_FILE (API keys; without it
+/// authentication is off), SCIMRELAY_ALLOW_UNAUTHENTICATED=true (no keys on a non-loopback gRPC
+/// address), SCIMRELAY_TLS_CERT_FILE + SCIMRELAY_TLS_KEY_FILE (TLS on the gRPC listener),
+/// SCIMRELAY_TLS_CLIENT_CA_FILE (mutual TLS), RUST_LOG, SCIMRELAY_LOG_FORMAT=json,
+/// OTEL_EXPORTER_OTLP_ENDPOINT.
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Args {}

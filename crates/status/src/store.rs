@@ -2,7 +2,7 @@
 //! file, no server), PostgreSQL by URL for production (several replicas on one database).
 //!
 //! Both backends run the same SQL (portable subset, `$N` parameters, every integer an `i64`);
-//! only the schema migrations differ. The [`on_pool!`] macro expands each query once per backend.
+//! only the schema migrations differ. The `on_pool!` macro expands each query once per backend.
 //!
 //! **Writes are batched**: the consumer hands over hundreds of outcomes at once and they are
 //! written in one transaction. Writers are serialized (a process-wide mutex, plus a transaction
@@ -20,8 +20,21 @@
 //! history with `duplicate = 1` and counts nowhere. Replaying a dead letter re-opens its
 //! (event, target) ([`Record::Reopen`]) so the replayed copy's outcome becomes terminal.
 //!
+//! **Mass-deprovisioning guard**: [`Store::admit_deprovision`] counts a target's users (user
+//! subjects of the ledger not deleted, plus those deleted within the window) and the users
+//! admitted within the window (table `deprovisions`, one row per (target, subject); rows that
+//! left the window are deleted as it slides), and records an admission, in one transaction
+//! serialized per target: a transaction advisory lock keyed by the target on PostgreSQL, so two
+//! replicas never both admit the last slot; the write mutex and `BEGIN IMMEDIATE` on SQLite.
+//!
 //! **Retention**: [`Store::prune`] deletes history older than the configured age; the ledger
 //! (`subjects`), counters and held events are state, not history, and are kept.
+//!
+//! **Tenants**: every outcome row and ledger row carries the identity-platform tenant of the
+//! outcome that wrote it (migration 4), so listings ([`OutcomeFilter::tenant`]) and subject
+//! lookups can be limited to tenants; the gRPC layer uses that to keep a key scoped to tenants
+//! to its own. Rows written before migration 4 have the tenant `''`: only keys for all tenants
+//! see them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
@@ -34,8 +47,9 @@ use sqlx::sqlite::{
 };
 
 use scimrelay_proto::v1::{
-    HeldEvent, LedgerEntry, LedgerKey, Operation, Outcome, OutcomeFilter, OutcomeResult,
-    RecordedOutcome, ResultCount, SubjectState, TargetReport, TargetSummary,
+    AdmitDeprovisionResponse, DeprovisionGuard, HeldEvent, LedgerEntry, LedgerKey, Operation,
+    Outcome, OutcomeFilter, OutcomeResult, RecordedOutcome, ResultCount, SubjectKind, SubjectState,
+    TargetReport, TargetSummary,
 };
 
 /// A store error.
@@ -152,12 +166,28 @@ CREATE TABLE held (
 CREATE INDEX held_target ON held (target, id);
 "#,
     ),
+    (
+        3,
+        r#"
+CREATE TABLE deprovisions (
+    target TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    admitted_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (target, subject_id)
+);
+CREATE INDEX deprovisions_window ON deprovisions (target, admitted_at_ms);
+"#,
+    ),
+    (4, MIGRATION_4),
 ];
 
-/// PostgreSQL schema migrations (the same schema as SQLite's, in PostgreSQL types).
-const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+/// PostgreSQL schema migrations (the same schema as SQLite's, in PostgreSQL types). Version 1
+/// already holds everything of SQLite's 1 and 2; later versions keep SQLite's numbers.
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE outcomes (
     seq BIGSERIAL PRIMARY KEY,
     event_id TEXT NOT NULL,
@@ -222,7 +252,37 @@ CREATE TABLE held (
 );
 CREATE INDEX held_target ON held (target, id);
 "#,
-)];
+    ),
+    (
+        3,
+        r#"
+CREATE TABLE deprovisions (
+    target TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    admitted_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (target, subject_id)
+);
+CREATE INDEX deprovisions_window ON deprovisions (target, admitted_at_ms);
+"#,
+    ),
+    (4, MIGRATION_4),
+];
+
+/// Migration 4, the same SQL on both backends: the identity-platform tenant of every outcome
+/// and ledger row, so a key scoped to tenants reads only its own (see the status gRPC docs).
+/// Rows written before it keep `''`, which no tenant-scoped key matches: they stay visible to
+/// keys for all tenants only (the tenant is inside the outcome's protobuf body, which SQL cannot
+/// read to backfill it). `outcomes_tenant` serves the filtered listings of one tenant in `seq`
+/// order; `subjects_subject` serves `GetSubject` (by subject, then tenant), which until now
+/// scanned the ledger when no target was named. On PostgreSQL `ADD COLUMN … DEFAULT ''` does
+/// not rewrite the table, but the two `CREATE INDEX` block writes while they build.
+const MIGRATION_4: &str = r#"
+ALTER TABLE outcomes ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+ALTER TABLE subjects ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+CREATE INDEX outcomes_tenant ON outcomes (tenant, seq);
+CREATE INDEX subjects_subject ON subjects (subject_id, tenant);
+"#;
 
 /// One write of a batch, applied in order in one transaction.
 // Outcomes are most of the records and are moved, never copied: boxing them would cost an
@@ -305,10 +365,10 @@ type OutcomeRow = (i64, i64, Vec<u8>, i64, i64);
 
 const OUTCOME_COLUMNS: &str = "o.seq, o.recorded_at_ms, o.body, o.duplicate, CAST(CASE WHEN t.seq IS NULL THEN 0 ELSE 1 END AS BIGINT)";
 
-/// The shared WHERE clause of filtered listings; parameters $1 … $8.
+/// The shared WHERE clause of filtered listings; parameters $1 … $7 and $9 ($8 is the limit).
 const FILTER_SQL: &str = "o.seq > $1 AND ($2 = '' OR o.target = $2) AND ($3 = '' OR o.subject_id = $3) \
      AND ($4 = 0 OR o.result = $4) AND ($5 = 0 OR o.finished_at_ms >= $5) AND ($6 = 0 OR o.finished_at_ms < $6) \
-     AND ($7 = 1 OR o.duplicate = 0)";
+     AND ($7 = 1 OR o.duplicate = 0) AND ($9 = '' OR o.tenant = $9)";
 
 fn decode_outcome(row: OutcomeRow) -> Result<RecordedOutcome, StoreError> {
     let (seq, recorded_at_ms, body, duplicate, terminal) = row;
@@ -328,6 +388,51 @@ fn decode_held(id: i64, body: &[u8]) -> Result<HeldEvent, StoreError> {
         HeldEvent::decode(body).map_err(|e| StoreError::Corrupt(format!("held {id}: {e}")))?;
     h.id = u64::try_from(id).unwrap_or_default();
     Ok(h)
+}
+
+/// Prefix of the target in the key of the guard's PostgreSQL advisory lock, so the key never
+/// equals the key of another lock taken per target.
+const DEPROVISION_LOCK_PREFIX: &str = "scimrelay.deprovision:";
+
+/// The key of `target`'s guard lock on PostgreSQL: FNV-1a of the prefixed target, the same in
+/// every replica and every build (the standard library's hasher promises neither).
+fn deprovision_lock_key(target: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in DEPROVISION_LOCK_PREFIX.bytes().chain(target.bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_be_bytes(hash.to_be_bytes())
+}
+
+/// How many users may be deprovisioned within the window: floor(max_share × users).
+fn allowance(max_share: f64, users: u64) -> u64 {
+    // Shares are written as decimals, and a binary double can land a hair below the decimal's
+    // product (0.29 × 100 = 28.999999999999996): a relative nudge far above the rounding error
+    // and far below any real fraction gives the decimal's floor (29).
+    let exact = max_share * users as f64;
+    (exact + exact * 1e-12).floor() as u64
+}
+
+/// Whether the guard admits a user not yet admitted within the window, with `recent` others
+/// admitted: small targets always; otherwise while recent + 1 <= floor(max_share × users).
+fn admits(guard: &DeprovisionGuard, users: u64, recent: u64) -> bool {
+    users < guard.min_users || recent < allowance(guard.max_share, users)
+}
+
+/// `x` as a person writes it: 10, 12.5 (six decimals at most, no trailing `.0`).
+fn decimal(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// Why the guard holds a deprovisioning, e.g. "30 of 200 users deprovisioned within 600 s
+/// (limit 10%)".
+fn refusal(guard: &DeprovisionGuard, users: u64, recent: u64) -> String {
+    format!(
+        "{recent} of {users} users deprovisioned within {} s (limit {}%)",
+        decimal(guard.window_ms as f64 / 1000.0),
+        decimal(guard.max_share * 100.0)
+    )
 }
 
 /// The (event id, target) of a held event.
@@ -354,8 +459,8 @@ macro_rules! write_batch {
             match item {
                 Record::Outcome(o) => {
                     let seq: Option<i64> = sqlx::query_scalar(
-                        "INSERT INTO outcomes (event_id, target, subject_id, result, attempt, finished_at_ms, recorded_at_ms, latency_ms, duplicate, body) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9) \
+                        "INSERT INTO outcomes (event_id, target, subject_id, result, attempt, finished_at_ms, recorded_at_ms, latency_ms, duplicate, body, tenant) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10) \
                          ON CONFLICT (event_id, target, result, attempt, finished_at_ms) DO NOTHING RETURNING seq",
                     )
                     .bind(&o.event_id)
@@ -367,6 +472,7 @@ macro_rules! write_batch {
                     .bind(now)
                     .bind(i64::try_from(o.latency_ms).unwrap_or(i64::MAX))
                     .bind(o.encode_to_vec())
+                    .bind(&o.tenant)
                     .fetch_optional(&mut *$tx)
                     .await?;
                     let Some(seq) = seq else {
@@ -402,11 +508,12 @@ macro_rules! write_batch {
                         OutcomeResult::Succeeded => {
                             let state = Operation::try_from(o.operation).map(|op| op.name()).unwrap_or("-");
                             sqlx::query(
-                                "INSERT INTO subjects (target, subject_id, subject_kind, remote_id, applied_version, state, last_error, updated_at_ms) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, '', $7) \
+                                "INSERT INTO subjects (target, subject_id, subject_kind, remote_id, applied_version, state, last_error, updated_at_ms, tenant) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8) \
                                  ON CONFLICT (target, subject_id) DO UPDATE SET \
                                    remote_id = excluded.remote_id, applied_version = excluded.applied_version, \
-                                   state = excluded.state, last_error = '', updated_at_ms = excluded.updated_at_ms \
+                                   state = excluded.state, last_error = '', updated_at_ms = excluded.updated_at_ms, \
+                                   tenant = excluded.tenant \
                                  WHERE excluded.applied_version >= subjects.applied_version",
                             )
                             .bind(&o.target)
@@ -416,20 +523,23 @@ macro_rules! write_batch {
                             .bind(i64::try_from(o.version).unwrap_or(i64::MAX))
                             .bind(state)
                             .bind(now)
+                            .bind(&o.tenant)
                             .execute(&mut *$tx)
                             .await?;
                         }
                         r @ (OutcomeResult::Failed | OutcomeResult::DeadLettered | OutcomeResult::Unsupported) => {
                             sqlx::query(
-                                "INSERT INTO subjects (target, subject_id, subject_kind, remote_id, applied_version, state, last_error, updated_at_ms) \
-                                 VALUES ($1, $2, $3, '', 0, 'error', $4, $5) \
-                                 ON CONFLICT (target, subject_id) DO UPDATE SET last_error = excluded.last_error, updated_at_ms = excluded.updated_at_ms",
+                                "INSERT INTO subjects (target, subject_id, subject_kind, remote_id, applied_version, state, last_error, updated_at_ms, tenant) \
+                                 VALUES ($1, $2, $3, '', 0, 'error', $4, $5, $6) \
+                                 ON CONFLICT (target, subject_id) DO UPDATE SET last_error = excluded.last_error, \
+                                   updated_at_ms = excluded.updated_at_ms, tenant = excluded.tenant",
                             )
                             .bind(&o.target)
                             .bind(&o.subject_id)
                             .bind(i64::from(o.subject_kind))
                             .bind(format!("{}: {}", r.name(), o.detail))
                             .bind(now)
+                            .bind(&o.tenant)
                             .execute(&mut *$tx)
                             .await?;
                         }
@@ -502,6 +612,15 @@ impl Store {
     /// `postgresql://…`) for PostgreSQL; `sqlite://path`, a plain path or `sqlite::memory:` for
     /// SQLite (the file is created when missing).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        let max = store.max_seq().await?;
+        store.last_seq.send_replace(max);
+        Ok(store)
+    }
+
+    /// Connects to the database at `url` (see [`Store::open`]) without migrating it.
+    async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(8)
@@ -535,15 +654,11 @@ impl Store {
             )
         };
         let (tx, _) = tokio::sync::watch::channel(0);
-        let store = Store {
+        Ok(Store {
             pool,
             write: Arc::new(tokio::sync::Mutex::new(())),
             last_seq: Arc::new(tx),
-        };
-        store.migrate().await?;
-        let max = store.max_seq().await?;
-        store.last_seq.send_replace(max);
-        Ok(store)
+        })
     }
 
     /// Which database this is.
@@ -555,6 +670,12 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrate_up_to(i64::MAX).await
+    }
+
+    /// Applies the pending migrations up to `last` (tests stop early to write rows of an older
+    /// schema).
+    async fn migrate_up_to(&self, last: i64) -> Result<(), StoreError> {
         let _guard = self.write.lock().await;
         let migrations = match self.backend() {
             Backend::Sqlite => SQLITE_MIGRATIONS,
@@ -570,7 +691,7 @@ impl Store {
             {
                 return Err(e.into());
             }
-            for &(version, sql) in migrations {
+            for &(version, sql) in migrations.iter().filter(|(v, _)| *v <= last) {
                 let mut tx = pool.begin().await?;
                 if self.backend() == Backend::Postgres {
                     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -694,7 +815,9 @@ impl Store {
     }
 
     /// A page of outcomes after `after_seq` matching `filter`, oldest first. With `terminal_only`,
-    /// only the terminal outcome of each (event, target).
+    /// only the terminal outcome of each (event, target). `filter.tenant` matches the tenant
+    /// stored with each outcome (empty for every tenant); the caller has already decided which
+    /// tenant a key may read.
     pub async fn list(
         &self,
         filter: &OutcomeFilter,
@@ -715,21 +838,36 @@ impl Store {
             .bind(filter.to_ms)
             .bind(i64::from(filter.include_duplicates))
             .bind(i64::from(limit))
+            .bind(&filter.tenant)
             .fetch_all(pool)
             .await?);
         rows.into_iter().map(decode_outcome).collect()
     }
 
-    /// What every target (or one) knows of a subject.
+    /// What every target (or one) knows of a subject, limited to rows of `tenants` (`None` for
+    /// every tenant; rows written before migration 4 have the tenant `''` and match only
+    /// `None`). A subject has one row per target, so the tenants are matched here rather than
+    /// with an `IN` list of variable length.
     pub async fn subject(
         &self,
         subject_id: &str,
         target: &str,
+        tenants: Option<&[String]>,
     ) -> Result<Vec<SubjectState>, StoreError> {
-        type Row = (String, String, i64, String, i64, String, String, i64);
+        type Row = (
+            String,
+            String,
+            i64,
+            String,
+            i64,
+            String,
+            String,
+            i64,
+            String,
+        );
         let rows: Vec<Row> = on_pool!(self, |pool| {
             sqlx::query_as(
-            "SELECT target, subject_id, subject_kind, remote_id, applied_version, state, last_error, updated_at_ms \
+            "SELECT target, subject_id, subject_kind, remote_id, applied_version, state, last_error, updated_at_ms, tenant \
              FROM subjects WHERE subject_id = $1 AND ($2 = '' OR target = $2) ORDER BY target"
         )
         .bind(subject_id)
@@ -739,6 +877,7 @@ impl Store {
         });
         Ok(rows
             .into_iter()
+            .filter(|row| tenants.is_none_or(|ts| ts.contains(&row.8)))
             .map(
                 |(
                     target,
@@ -749,6 +888,7 @@ impl Store {
                     state,
                     last_error,
                     updated_at_ms,
+                    _tenant,
                 )| SubjectState {
                     target,
                     subject_id,
@@ -793,6 +933,96 @@ impl Store {
             Ok::<_, StoreError>(())
         })?;
         Ok(out)
+    }
+
+    /// The mass-deprovisioning guard (see the module doc): admits deprovisioning `subject_id`
+    /// at `target` and counts it in the target's window, or answers why it must be held.
+    /// `now` is the wall clock in ms since the epoch ([`now_ms`]; tests move it). Atomic per
+    /// target across replicas; the caller has validated `guard` (share in (0, 1], a window).
+    pub async fn admit_deprovision(
+        &self,
+        target: &str,
+        subject_id: &str,
+        event_id: &str,
+        guard: &DeprovisionGuard,
+        now: i64,
+    ) -> Result<AdmitDeprovisionResponse, StoreError> {
+        let since = now.saturating_sub(i64::try_from(guard.window_ms).unwrap_or(i64::MAX));
+        // SQLite has one writer anyway: waiting on the mutex beats its busy handler's polling.
+        let _writer = match self.backend() {
+            Backend::Sqlite => Some(self.write.lock().await),
+            Backend::Postgres => None,
+        };
+        on_pool!(self, |pool| {
+            let mut tx = match self.backend() {
+                // IMMEDIATE: take the write lock before counting, so no other writer (reports
+                // do not take the mutex) can make the upgrade from reading fail.
+                Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+                Backend::Postgres => pool.begin().await?,
+            };
+            if self.backend() == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(deprovision_lock_key(target))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("DELETE FROM deprovisions WHERE target = $1 AND admitted_at_ms < $2")
+                .bind(target)
+                .bind(since)
+                .execute(&mut *tx)
+                .await?;
+            let users: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM subjects WHERE target = $1 AND subject_kind = $2 \
+                 AND (state <> $3 OR updated_at_ms >= $4)",
+            )
+            .bind(target)
+            .bind(SubjectKind::User as i64)
+            .bind(Operation::Deleted.name())
+            .bind(since)
+            .fetch_one(&mut *tx)
+            .await?;
+            let recent: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM deprovisions WHERE target = $1 AND admitted_at_ms >= $2",
+            )
+            .bind(target)
+            .bind(since)
+            .fetch_one(&mut *tx)
+            .await?;
+            let again: Option<i64> = sqlx::query_scalar(
+                "SELECT admitted_at_ms FROM deprovisions WHERE target = $1 AND subject_id = $2",
+            )
+            .bind(target)
+            .bind(subject_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let mut answer = AdmitDeprovisionResponse {
+                admitted: true,
+                reason: String::new(),
+                users: u64::try_from(users).unwrap_or_default(),
+                recent: u64::try_from(recent).unwrap_or_default(),
+            };
+            if again.is_none() {
+                if admits(guard, answer.users, answer.recent) {
+                    sqlx::query(
+                        "INSERT INTO deprovisions (target, subject_id, event_id, admitted_at_ms) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (target, subject_id) DO UPDATE SET \
+                         event_id = excluded.event_id, admitted_at_ms = excluded.admitted_at_ms",
+                    )
+                    .bind(target)
+                    .bind(subject_id)
+                    .bind(event_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    answer.recent += 1;
+                } else {
+                    answer.admitted = false;
+                    answer.reason = refusal(guard, answer.users, answer.recent);
+                }
+            }
+            tx.commit().await?;
+            Ok(answer)
+        })
     }
 
     /// Stores a connector's report (the latest per target and replica).

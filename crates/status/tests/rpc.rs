@@ -1,6 +1,7 @@
 //! Every status RPC against SQLite AND PostgreSQL (each test body runs on both, see
 //! `on_both!`), with the service in-process over a private RabbitMQ vhost and outcomes
 //! published to the broker as connectors do; plus a restart mid-run that must lose nothing.
+//! Then API keys (authentication, scopes, tenants, rates) and TLS with client certificates.
 
 mod common;
 
@@ -12,12 +13,13 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use prost::Message;
 
-use common::{Broker, Running, TestDb, eventually, outcome};
+use common::{Broker, Keys, Running, TestDb, eventually, outcome};
 use scimrelay_proto::v1::{
-    Delivery, EventKind, GetEventRequest, GetLedgerRequest, GetSubjectRequest, GetTargetRequest,
-    HeldEvent, HeldSelection, IdentityEvent, LedgerKey, ListDeadLettersRequest, ListEventsRequest,
-    ListHeldRequest, ListOutcomesRequest, ListTargetsRequest, OutcomeFilter, OutcomeResult,
-    ReplayDeadLettersRequest, TargetReport, UserState, WatchOutcomesRequest,
+    AdmitDeprovisionRequest, Delivery, DeprovisionGuard, EventKind, GetEventRequest,
+    GetLedgerRequest, GetSubjectRequest, GetTargetRequest, HeldEvent, HeldSelection, IdentityEvent,
+    LedgerKey, ListDeadLettersRequest, ListEventsRequest, ListHeldRequest, ListOutcomesRequest,
+    ListTargetsRequest, Outcome, OutcomeFilter, OutcomeResult, ReplayDeadLettersRequest,
+    TargetReport, UserState, WatchOutcomesRequest,
 };
 use scimrelay_tests::TestVhost;
 
@@ -130,6 +132,7 @@ on_both!(
     targets_report_counts_latency_quarantine_and_queue_depth,
     dead_letters_are_listed_and_replayed,
     held_events_are_listed_released_and_dropped,
+    the_deprovision_guard_admits_then_refuses,
     a_restart_mid_run_loses_no_outcome,
 );
 
@@ -996,6 +999,136 @@ async fn held_events_are_listed_released_and_dropped(db: TestDb) {
     r.stop().await;
 }
 
+async fn the_deprovision_guard_admits_then_refuses(db: TestDb) {
+    let vhost = TestVhost::create("status-guard");
+    let broker = Broker::connect(&vhost).await;
+    let r = Running::start(&db.url, &vhost).await;
+    let users: Vec<_> = (0..20)
+        .map(|i| {
+            outcome(
+                &format!("c{i}"),
+                "t1",
+                &format!("u{i}"),
+                OutcomeResult::Succeeded,
+                1_000 + i,
+            )
+        })
+        .collect();
+    broker.outcomes(&users).await;
+    wait_stored(&r, 20).await;
+    let mut client = r.client().await;
+    let guard = DeprovisionGuard {
+        max_share: 0.1,
+        window_ms: 600_000,
+        min_users: 10,
+    };
+    let request = |subject: &str| AdmitDeprovisionRequest {
+        target: "t1".into(),
+        subject_id: subject.into(),
+        event_id: format!("d-{subject}"),
+        guard: Some(guard),
+    };
+
+    let invalid = [
+        (
+            AdmitDeprovisionRequest {
+                target: String::new(),
+                ..request("u0")
+            },
+            "target",
+        ),
+        (
+            AdmitDeprovisionRequest {
+                subject_id: String::new(),
+                ..request("u0")
+            },
+            "subject_id",
+        ),
+        (
+            AdmitDeprovisionRequest {
+                guard: None,
+                ..request("u0")
+            },
+            "guard",
+        ),
+        (
+            AdmitDeprovisionRequest {
+                guard: Some(DeprovisionGuard {
+                    max_share: 0.0,
+                    ..guard
+                }),
+                ..request("u0")
+            },
+            "guard.max_share",
+        ),
+        (
+            AdmitDeprovisionRequest {
+                guard: Some(DeprovisionGuard {
+                    max_share: 1.5,
+                    ..guard
+                }),
+                ..request("u0")
+            },
+            "guard.max_share",
+        ),
+        (
+            AdmitDeprovisionRequest {
+                guard: Some(DeprovisionGuard {
+                    max_share: f64::NAN,
+                    ..guard
+                }),
+                ..request("u0")
+            },
+            "guard.max_share",
+        ),
+        (
+            AdmitDeprovisionRequest {
+                guard: Some(DeprovisionGuard {
+                    window_ms: 0,
+                    ..guard
+                }),
+                ..request("u0")
+            },
+            "guard.window_ms",
+        ),
+    ];
+    for (req, field) in invalid {
+        let err = client
+            .admit_deprovision(req)
+            .await
+            .expect_err("invalid request");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{field}");
+        assert!(
+            err.message().starts_with(&format!("{field}:")),
+            "{field}: {}",
+            err.message()
+        );
+    }
+
+    // 10 % of 20 users: two within the window.
+    for (subject, recent) in [("u0", 1), ("u1", 2), ("u0", 2)] {
+        let a = client
+            .admit_deprovision(request(subject))
+            .await
+            .expect("AdmitDeprovision")
+            .into_inner();
+        assert!(a.admitted, "{subject}: {a:?}");
+        assert_eq!((a.users, a.recent), (20, recent), "{subject}");
+    }
+    let held = client
+        .admit_deprovision(request("u2"))
+        .await
+        .expect("AdmitDeprovision")
+        .into_inner();
+    assert!(!held.admitted);
+    assert_eq!((held.users, held.recent), (20, 2));
+    assert_eq!(
+        held.reason,
+        "2 of 20 users deprovisioned within 600 s (limit 10%)"
+    );
+    r.stop().await;
+}
+
 async fn a_restart_mid_run_loses_no_outcome(db: TestDb) {
     const N: usize = 3000;
     let vhost = TestVhost::create("status-restart");
@@ -1065,4 +1198,667 @@ async fn a_restart_mid_run_loses_no_outcome(db: TestDb) {
         .into_inner();
     assert_eq!(t.counts.iter().map(|c| c.count).sum::<u64>(), N as u64);
     r.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// API keys and TLS.
+
+on_both!(a_tenant_key_reads_only_its_tenants);
+
+/// The service with the keys of [`Keys`]; its `client()` presents the admin key.
+async fn start_with_keys(db: &TestDb, vhost: &TestVhost, keys: &Keys) -> Running {
+    Running::start_secured(&db.url, vhost, keys.auth.clone(), None, Some(keys.admin)).await
+}
+
+/// The status of a refused call.
+fn refused<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>) -> tonic::Status {
+    result.expect_err("refused")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_needs_a_valid_key_within_its_rate() {
+    let db = TestDb::sqlite().await;
+    let vhost = TestVhost::create("status-keys");
+    let keys = Keys::new();
+    let r = start_with_keys(&db, &vhost, &keys).await;
+    let list = || ListOutcomesRequest::default();
+
+    let err = refused(r.client_as(None).await.list_outcomes(list()).await);
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    assert!(err.message().contains("Authorization: Bearer"), "{err}");
+    let err = refused(
+        r.client_as(Some("srk_wrong"))
+            .await
+            .list_targets(ListTargetsRequest {})
+            .await,
+    );
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    assert!(
+        !err.message().contains("srk_wrong"),
+        "never echo the key: {err}"
+    );
+    let err = refused(
+        r.client_as(Some(keys.revoked))
+            .await
+            .get_event(GetEventRequest {
+                event_id: "e1".into(),
+            })
+            .await,
+    );
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    assert!(
+        err.message().contains("revoked") && err.message().contains("\"old\""),
+        "{err}"
+    );
+    // A streaming call is refused before it opens.
+    let err = refused(
+        r.client_as(None)
+            .await
+            .watch_outcomes(WatchOutcomesRequest::default())
+            .await,
+    );
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+
+    // A valid key reads; admin implies read.
+    let mut reader = r.client_as(Some(keys.reader)).await;
+    reader.list_outcomes(list()).await.expect("reader lists");
+    reader
+        .list_targets(ListTargetsRequest {})
+        .await
+        .expect("reader lists targets");
+    r.client()
+        .await
+        .list_outcomes(list())
+        .await
+        .expect("admin reads");
+
+    // Health and reflection need no key.
+    let channel = tonic::transport::Channel::from_shared(r.grpc.clone())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("channel");
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "scimrelay.v1.StatusService".into(),
+        })
+        .await
+        .expect("health without a key")
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    // One request per second: a quick second one is refused with when to retry.
+    let mut slow = r.client_as(Some(keys.slow)).await;
+    let mut limited = None;
+    for _ in 0..5 {
+        if let Err(e) = slow.list_outcomes(list()).await {
+            limited = Some(e);
+            break;
+        }
+    }
+    let err = limited.expect("over the rate within 5 quick calls");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    let retry_after: u64 = err
+        .metadata()
+        .get("retry-after")
+        .expect("retry-after metadata")
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert!(err.message().contains("\"slow\""), "{err}");
+    reader
+        .list_outcomes(list())
+        .await
+        .expect("each key has its own budget");
+    r.stop().await;
+}
+
+fn held_event(event: &str, subject: &str) -> HeldEvent {
+    HeldEvent {
+        delivery: Some(delivery(event, "t1", subject, EventKind::UserDeleted)),
+        routing_key: routing_key("t1", subject),
+        reason: "3 of 4 users deleted within 10 min (limit 20%)".into(),
+        held_at_ms: 5,
+        id: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_actions_need_the_admin_scope() {
+    let db = TestDb::sqlite().await;
+    let vhost = TestVhost::create("status-admin");
+    let keys = Keys::new();
+    let broker = Broker::connect(&vhost).await;
+    let r = start_with_keys(&db, &vhost, &keys).await;
+    broker.held(&held_event("h1", "a")).await;
+    broker.held(&held_event("h2", "b")).await;
+    let d = delivery("d1", "t1", "c", EventKind::UserUpserted);
+    broker
+        .park("t1", Some(&routing_key("t1", "c")), &d.encode_to_vec())
+        .await;
+    let mut reader = r.client_as(Some(keys.reader)).await;
+    eventually("2 held", WAIT, || {
+        let mut reader = reader.clone();
+        async move {
+            let held = reader.list_held(ListHeldRequest::default()).await.ok()?;
+            (held.into_inner().held.len() == 2).then_some(())
+        }
+    })
+    .await;
+
+    let h1 = HeldSelection {
+        event_ids: vec!["h1".into()],
+        ..Default::default()
+    };
+    for (rpc, err) in [
+        (
+            "ReleaseHeld",
+            refused(reader.release_held(h1.clone()).await),
+        ),
+        ("DropHeld", refused(reader.drop_held(h1.clone()).await)),
+        (
+            "ReplayDeadLetters",
+            refused(
+                reader
+                    .replay_dead_letters(ReplayDeadLettersRequest {
+                        target: "t1".into(),
+                        ..Default::default()
+                    })
+                    .await,
+            ),
+        ),
+    ] {
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{rpc}: {err}");
+        assert!(
+            err.message().contains("\"reader\"") && err.message().contains("`admin`"),
+            "{rpc}: {err}"
+        );
+    }
+    // Nothing changed: both still held, the dead letter still parked, no outcome recorded.
+    let held = reader
+        .list_held(ListHeldRequest::default())
+        .await
+        .expect("held")
+        .into_inner();
+    assert_eq!(held.held.len(), 2, "still held");
+    let dead = reader
+        .list_dead_letters(ListDeadLettersRequest {
+            target: "t1".into(),
+            limit: 0,
+        })
+        .await
+        .expect("dead letters")
+        .into_inner();
+    assert_eq!(dead.total, 1, "still parked");
+    let ev = reader
+        .get_event(GetEventRequest {
+            event_id: "h1".into(),
+        })
+        .await
+        .expect("h1")
+        .into_inner();
+    assert!(ev.outcomes.is_empty() && ev.held.len() == 1, "{ev:?}");
+
+    // The admin key releases one and drops the other.
+    let mut admin = r.client().await;
+    let released = admin.release_held(h1).await.expect("release").into_inner();
+    assert_eq!(released.event_ids, ["h1"]);
+    let msgs = consume_shards(&broker, "t1", 1).await;
+    let d = Delivery::decode(msgs[0].data.as_slice()).expect("delivery");
+    assert_eq!(d.event.map(|e| e.id).as_deref(), Some("h1"));
+    let dropped = admin
+        .drop_held(HeldSelection {
+            event_ids: vec!["h2".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("drop")
+        .into_inner();
+    assert_eq!(dropped.event_ids, ["h2"]);
+    let left = admin
+        .list_held(ListHeldRequest::default())
+        .await
+        .expect("left")
+        .into_inner();
+    assert!(left.held.is_empty(), "{left:?}");
+    r.stop().await;
+}
+
+/// An outcome of `tenant`.
+fn of_tenant(event: &str, target: &str, subject: &str, tenant: &str) -> Outcome {
+    Outcome {
+        tenant: tenant.into(),
+        ..outcome(event, target, subject, OutcomeResult::Succeeded, 1_000)
+    }
+}
+
+fn event_ids(outcomes: &[scimrelay_proto::v1::RecordedOutcome]) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter_map(|r| r.outcome.as_ref().map(|o| o.event_id.clone()))
+        .collect()
+}
+
+async fn a_tenant_key_reads_only_its_tenants(db: TestDb) {
+    let vhost = TestVhost::create("status-tenants");
+    let keys = Keys::new();
+    let broker = Broker::connect(&vhost).await;
+    let r = start_with_keys(&db, &vhost, &keys).await;
+    broker
+        .outcomes(&[
+            of_tenant("a1", "t1", "ua", "acme"),
+            of_tenant("b1", "t1", "ub", "beta"),
+            of_tenant("a2", "t2", "ua", "acme"),
+            of_tenant("b2", "t2", "ub", "beta"),
+        ])
+        .await;
+    let mut held = held_event("hb", "ub2");
+    if let Some(e) = held.delivery.as_mut().and_then(|d| d.event.as_mut()) {
+        e.tenant = "beta".into();
+    }
+    broker.held(&held).await;
+    wait_stored(&r, 4).await;
+    let mut admin = r.client().await;
+    eventually("held stored", WAIT, || {
+        let mut admin = admin.clone();
+        async move {
+            let h = admin.list_held(ListHeldRequest::default()).await.ok()?;
+            (!h.into_inner().held.is_empty()).then_some(())
+        }
+    })
+    .await;
+    let mut acme = r.client_as(Some(keys.acme)).await;
+
+    // Listings: the key's one tenant by default; another tenant is refused by name.
+    let page = acme
+        .list_outcomes(ListOutcomesRequest::default())
+        .await
+        .expect("acme lists")
+        .into_inner();
+    assert_eq!(event_ids(&page.outcomes), ["a1", "a2"]);
+    let page = acme
+        .list_events(ListEventsRequest {
+            filter: Some(OutcomeFilter {
+                tenant: "acme".into(),
+                target: "t2".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("acme lists events")
+        .into_inner();
+    assert_eq!(event_ids(&page.outcomes), ["a2"]);
+    let beta = || {
+        Some(OutcomeFilter {
+            tenant: "beta".into(),
+            ..Default::default()
+        })
+    };
+    let err = refused(
+        acme.list_outcomes(ListOutcomesRequest {
+            filter: beta(),
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("\"beta\""), "{err}");
+    let err = refused(
+        acme.watch_outcomes(WatchOutcomesRequest {
+            filter: beta(),
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    let mut watch = acme
+        .watch_outcomes(WatchOutcomesRequest::default())
+        .await
+        .expect("acme watches")
+        .into_inner();
+    let mut watched = Vec::new();
+    for _ in 0..2 {
+        let o = tokio::time::timeout(WAIT, watch.next())
+            .await
+            .expect("an outcome")
+            .expect("stream")
+            .expect("outcome");
+        watched.push(o);
+    }
+    assert_eq!(event_ids(&watched), ["a1", "a2"]);
+    drop(watch);
+
+    // A key with several tenants names the one it reads.
+    let mut both = r.client_as(Some(keys.acme_beta)).await;
+    let err = refused(both.list_outcomes(ListOutcomesRequest::default()).await);
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(
+        err.message()
+            .starts_with("filter.tenant: required for a key scoped to tenants"),
+        "{err}"
+    );
+    let page = both
+        .list_outcomes(ListOutcomesRequest {
+            filter: beta(),
+            ..Default::default()
+        })
+        .await
+        .expect("acme-beta lists beta")
+        .into_inner();
+    assert_eq!(event_ids(&page.outcomes), ["b1", "b2"]);
+    // A key for all tenants reads everything, or one tenant when it asks.
+    let all = admin
+        .list_outcomes(ListOutcomesRequest::default())
+        .await
+        .expect("admin lists")
+        .into_inner();
+    assert_eq!(all.outcomes.len(), 4);
+
+    // Another tenant's event, subject or held copy is answered like an unknown one.
+    let ev = acme
+        .get_event(GetEventRequest {
+            event_id: "a1".into(),
+        })
+        .await
+        .expect("own event")
+        .into_inner();
+    assert_eq!(ev.outcomes.len(), 1);
+    let foreign = refused(
+        acme.get_event(GetEventRequest {
+            event_id: "b1".into(),
+        })
+        .await,
+    );
+    let unknown = refused(
+        acme.get_event(GetEventRequest {
+            event_id: "nope".into(),
+        })
+        .await,
+    );
+    let held_foreign = refused(
+        acme.get_event(GetEventRequest {
+            event_id: "hb".into(),
+        })
+        .await,
+    );
+    for err in [&foreign, &unknown, &held_foreign] {
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    }
+    assert_eq!(
+        foreign.message().replace("\"b1\"", "\"nope\""),
+        unknown.message(),
+        "indistinguishable from an unknown id"
+    );
+    let seen_by_admin = admin
+        .get_event(GetEventRequest {
+            event_id: "hb".into(),
+        })
+        .await
+        .expect("admin sees the held copy")
+        .into_inner();
+    assert_eq!(seen_by_admin.held.len(), 1);
+    let subject = acme
+        .get_subject(GetSubjectRequest {
+            subject_id: "ua".into(),
+            target: String::new(),
+        })
+        .await
+        .expect("own subject")
+        .into_inner();
+    assert_eq!(subject.targets.len(), 2);
+    let err = refused(
+        acme.get_subject(GetSubjectRequest {
+            subject_id: "ub".into(),
+            target: String::new(),
+        })
+        .await,
+    );
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+
+    // Operational RPCs act on what tenants share: a key for all tenants only.
+    let for_all = |err: tonic::Status, rpc: &str| {
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{rpc}: {err}");
+        assert_eq!(
+            err.message(),
+            format!(
+                "API key \"acme-reader\" is scoped to tenants; {rpc} needs a key for all tenants"
+            )
+        );
+    };
+    for_all(
+        refused(acme.list_targets(ListTargetsRequest {}).await),
+        "ListTargets",
+    );
+    for_all(
+        refused(
+            acme.get_target(GetTargetRequest {
+                target: "t1".into(),
+            })
+            .await,
+        ),
+        "GetTarget",
+    );
+    for_all(
+        refused(
+            acme.get_ledger(GetLedgerRequest {
+                keys: vec![LedgerKey {
+                    target: "t1".into(),
+                    subject_id: "ua".into(),
+                }],
+            })
+            .await,
+        ),
+        "GetLedger",
+    );
+    for_all(
+        refused(
+            acme.admit_deprovision(AdmitDeprovisionRequest {
+                target: "t1".into(),
+                subject_id: "ua".into(),
+                event_id: "x".into(),
+                guard: Some(DeprovisionGuard {
+                    max_share: 0.5,
+                    window_ms: 1000,
+                    min_users: 1,
+                }),
+            })
+            .await,
+        ),
+        "AdmitDeprovision",
+    );
+    for_all(
+        refused(
+            acme.list_dead_letters(ListDeadLettersRequest::default())
+                .await,
+        ),
+        "ListDeadLetters",
+    );
+    for_all(
+        refused(acme.list_held(ListHeldRequest::default()).await),
+        "ListHeld",
+    );
+    r.stop().await;
+}
+
+mod tls {
+    //! TLS on the gRPC listener with certificates made here: under mutual TLS a client of the
+    //! trusted CA is served; a client whose certificate another CA signed, or a client without
+    //! one, is not.
+
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    use scimrelay_core::tls::ServerTls;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+    /// A certificate and its private key, PEM.
+    struct CertKey {
+        cert: String,
+        key: String,
+    }
+
+    /// A CA's certificate and its issuer.
+    fn authority(name: &str) -> (String, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).expect("CA").pem();
+        (cert, Issuer::new(params, key))
+    }
+
+    fn signed(names: &[&str], usage: ExtendedKeyUsagePurpose, ca: &Issuer<'_, KeyPair>) -> CertKey {
+        let key = KeyPair::generate().expect("key");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.extended_key_usages = vec![usage];
+        CertKey {
+            cert: params.signed_by(&key, ca).expect("signed").pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    /// A client certificate that is its own CA: unknown to the server.
+    fn self_signed_client() -> CertKey {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec!["stranger".to_owned()]).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "stranger");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        CertKey {
+            cert: params.self_signed(&key).expect("self-signed").pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    /// Connects over TLS (trusting `ca`, presenting `identity`) and lists targets with the
+    /// admin key; the error of whichever step failed.
+    async fn call(
+        r: &Running,
+        ca: &str,
+        identity: Option<&CertKey>,
+        key: &str,
+    ) -> Result<(), String> {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name("localhost");
+        if let Some(id) = identity {
+            tls = tls.identity(Identity::from_pem(&id.cert, &id.key));
+        }
+        let attempt = async {
+            let channel = Channel::from_shared(format!("https://{}", r.grpc_addr))
+                .map_err(|e| e.to_string())?
+                .tls_config(tls)
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| format!("connect: {e:?}"))?;
+            let mut client =
+                scimrelay_proto::v1::status_service_client::StatusServiceClient::with_interceptor(
+                    channel,
+                    common::Bearer::new(Some(key)),
+                );
+            client
+                .list_targets(ListTargetsRequest {})
+                .await
+                .map(drop)
+                .map_err(|e| format!("call: {:?}: {}", e.code(), e.message()))
+        };
+        tokio::time::timeout(Duration::from_secs(10), attempt)
+            .await
+            .map_err(|_| "timed out".to_owned())?
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mutual_tls_serves_only_clients_of_the_ca() {
+        let (ca, issuer) = authority("scimrelay status test CA");
+        let server = signed(
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            &issuer,
+        );
+        let client = signed(
+            &["ops-console"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &issuer,
+        );
+        let (_, other_issuer) = authority("another CA");
+        let from_other_ca = signed(
+            &["ops-console"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &other_issuer,
+        );
+        let stranger = self_signed_client();
+        let tls = ServerTls {
+            cert_pem: server.cert.clone().into_bytes(),
+            key_pem: server.key.clone().into_bytes(),
+            client_ca_pem: Some(ca.clone().into_bytes()),
+        };
+        let db = TestDb::sqlite().await;
+        let vhost = TestVhost::create("status-tls");
+        let keys = Keys::new();
+        let r = Running::start_secured(
+            &db.url,
+            &vhost,
+            keys.auth.clone(),
+            Some(tls),
+            Some(keys.admin),
+        )
+        .await;
+
+        call(&r, &ca, Some(&client), keys.admin)
+            .await
+            .expect("a client of the CA is served");
+        let err = call(&r, &ca, Some(&client), "srk_wrong")
+            .await
+            .expect_err("TLS does not replace the key");
+        assert!(err.contains("invalid API key"), "{err}");
+        for (who, identity) in [
+            ("a self-signed client certificate", Some(&stranger)),
+            ("a certificate of another CA", Some(&from_other_ca)),
+            ("no client certificate", None),
+        ] {
+            let err = call(&r, &ca, identity, keys.admin).await;
+            let err = err.expect_err(who);
+            // Refused by the handshake, never by the API: with TLS 1.3 the client learns it on
+            // its first call, as a broken or closed connection.
+            let transport = ["Unknown", "Cancelled", "Unavailable"]
+                .iter()
+                .any(|code| err.starts_with(&format!("call: {code}:")));
+            assert!(err.starts_with("connect") || transport, "{who}: {err}");
+        }
+        // Plain gRPC on the TLS listener is not served either.
+        let plain = tokio::time::timeout(Duration::from_secs(10), async {
+            let channel = Channel::from_shared(r.grpc.clone())
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            scimrelay_proto::v1::status_service_client::StatusServiceClient::with_interceptor(
+                channel,
+                common::Bearer::new(Some(keys.admin)),
+            )
+            .list_targets(ListTargetsRequest {})
+            .await
+            .map_err(|e| e.to_string())
+        })
+        .await;
+        assert!(!matches!(plain, Ok(Ok(_))), "plain gRPC must not be served");
+        r.stop().await;
+    }
 }

@@ -23,7 +23,6 @@ use clap::Parser;
 use serde_json::{Value, json};
 
 use scimrelay_proto::v1::WatchOutcomesRequest;
-use scimrelay_proto::v1::status_service_client::StatusServiceClient;
 use scimrelay_tests::{Proc, Stack, StackOptions, free_port};
 
 /// Measures scimrelay end to end and writes the benchmark report.
@@ -276,16 +275,13 @@ struct Collector {
 }
 
 impl Collector {
-    fn start(status_grpc: String) -> Self {
+    fn start(client: scimrelay_tests::stack::StatusClient) -> Self {
         let recs = Arc::new(Mutex::new(Vec::new()));
         let r2 = recs.clone();
         let task = tokio::spawn(async move {
             let mut cursor = String::new();
             loop {
-                let Ok(mut client) = StatusServiceClient::connect(status_grpc.clone()).await else {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                };
+                let mut client = client.clone();
                 let req = WatchOutcomesRequest {
                     cursor: cursor.clone(),
                     ..Default::default()
@@ -452,6 +448,7 @@ async fn start_stack(
         ]),
         connectors: vec!["scim-connector".into(); connectors],
         dir: Some(dir),
+        tls: false,
     })
     .await;
     (stack, token)
@@ -515,7 +512,7 @@ async fn throughput(
     .await;
     let tck = clock_ticks();
     let procs = procs_of(&stack, &[]);
-    let collector = Collector::start(stack.status_grpc.clone());
+    let collector = Collector::start(stack.status_client().await);
     let rss = RssSampler::start(procs.clone());
     let before = cpu_snapshot(&procs, tck);
     let t0 = Instant::now();
@@ -583,7 +580,7 @@ async fn latency(args: &Args, sizes: &Sizes) -> Vec<LatencyRun> {
         1,
     )
     .await;
-    let collector = Collector::start(stack.status_grpc.clone());
+    let collector = Collector::start(stack.status_client().await);
     let url = format!("{}/v1/events", stack.ingest_http);
     // Warm up (connections, caches, the adaptive window) for a second at the lowest load.
     let _ = send_bulk(stack.http(), &stack.ingest_http, "warm", 200).await;
@@ -695,7 +692,7 @@ async fn quota(args: &Args, sizes: &Sizes, ceiling: Option<f64>) -> QuotaRun {
         .json(&faults)
         .send()
         .await;
-    let collector = Collector::start(stack.status_grpc.clone());
+    let collector = Collector::start(stack.status_client().await);
     let accepted = send_bulk(stack.http(), &stack.ingest_http, "q", sizes.quota_users).await;
     let recs = collector
         .wait("q", accepted, sizes.deadline.max(Duration::from_secs(60)))
@@ -750,7 +747,7 @@ async fn scale(args: &Args, sizes: &Sizes) -> ScaleRun {
     )
     .await;
     let tck = clock_ticks();
-    let collector = Collector::start(stack.status_grpc.clone());
+    let collector = Collector::start(stack.status_client().await);
     let mut procs = procs_of(&stack, &[]);
     // The connector does not run yet; its RSS joins the samples once it does.
     let t0 = Instant::now();
@@ -1522,7 +1519,7 @@ async fn slow_provider(args: &Args, sizes: &Sizes) -> SlowRun {
             .await;
     }
     let baseline = baseline(&stack, &token, sizes.slow_baseline).await;
-    let collector = Collector::start(stack.status_grpc.clone());
+    let collector = Collector::start(stack.status_client().await);
     let accepted = send_bulk(stack.http(), &stack.ingest_http, "w", sizes.slow_events).await;
     let recs = collector.wait("w", accepted, sizes.deadline).await;
     let first = recs.iter().map(|r| r.accepted_ms).min().unwrap_or(0);

@@ -98,12 +98,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(&args.events)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.events.display()))?;
     let events: Vec<Value> = serde_json::from_str(&text)?;
-    let secret = |name: &str| format!("demo-{name}-{}", uuid::Uuid::new_v4().simple());
+    // Random per run; a test may fix them (the variables below) to look for them in every log
+    // line and span afterwards.
+    let secret = |name: &str, var: &str| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| format!("demo-{name}-{}", uuid::Uuid::new_v4().simple()))
+    };
     let (scim, github, aws, sf) = (
-        secret("scim"),
-        secret("github"),
-        secret("aws"),
-        secret("sf"),
+        secret("scim", "DEMO_SCIM_TOKEN"),
+        secret("github", "DEMO_GITHUB_TOKEN"),
+        secret("aws", "DEMO_AWS_TOKEN"),
+        secret("sf", "DEMO_SF_SECRET"),
     );
     let _ = std::fs::remove_dir_all(&args.dir);
     println!(
@@ -126,12 +133,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             format!("acme-sf:salesforce:client=demo-client:secret={sf}:groups=Engineering,Sales"),
         ],
         targets_yaml: DEMO_TARGETS.into(),
+        // OTEL_* settings of the demo's own environment reach every service, so
+        // `OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 make demo` shows the run in Jaeger.
         env: BTreeMap::from([
             ("DEMO_SCIM_TOKEN".to_owned(), scim),
             ("DEMO_GITHUB_TOKEN".to_owned(), github),
             ("DEMO_AWS_TOKEN".to_owned(), aws),
             ("DEMO_SF_SECRET".to_owned(), sf),
-        ]),
+        ])
+        .into_iter()
+        .chain(std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")))
+        .collect(),
         connectors: [
             "scim-connector",
             "github-connector",
@@ -141,6 +153,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .map(String::from)
         .to_vec(),
         dir: Some(args.dir.clone()),
+        tls: false,
     })
     .await;
     println!(

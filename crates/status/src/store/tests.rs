@@ -1,5 +1,6 @@
-//! Unit tests of the store on in-memory SQLite; the same behaviour on PostgreSQL is covered by
-//! the crate's integration tests (`tests/store.rs`), which run every case on both backends.
+//! Unit tests of the store. Most run on in-memory SQLite (the crate's integration tests,
+//! `tests/rpc.rs`, run every RPC on both backends); the mass-deprovisioning guard's run on a
+//! fresh database of each backend (see `on_both!` below), since its atomicity is per backend.
 
 use super::*;
 
@@ -154,7 +155,7 @@ async fn prune_deletes_old_history_only() {
     assert!(store.event("old").await.expect("old").0.is_empty());
     assert_eq!(store.event("new").await.expect("new").0.len(), 1);
     assert_eq!(
-        store.subject("u1", "").await.expect("subject")[0].applied_version,
+        store.subject("u1", "", None).await.expect("subject")[0].applied_version,
         2,
         "the ledger is kept"
     );
@@ -180,4 +181,496 @@ async fn unsupported_urls_are_named() {
         .expect("refused")
         .to_string();
     assert!(err.contains("SCIMRELAY_STATUS_DB"), "{err}");
+}
+
+/// A store on a fresh database that is gone after the test: a SQLite file in a temp dir, or a
+/// new PostgreSQL database on the server of `SCIMRELAY_TEST_PG_URL` (default
+/// `postgres://postgres@127.0.0.1:5432/postgres`, as in the integration tests), dropped on
+/// drop. `url` lets a test open a second store on it: another replica.
+struct TestStore {
+    url: String,
+    store: Store,
+    pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("SCIMRELAY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl TestStore {
+    async fn sqlite() -> Self {
+        Self::sqlite_at(i64::MAX).await
+    }
+
+    /// A store migrated up to `version` only (an older release's schema).
+    async fn sqlite_at(version: i64) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("status.db").display());
+        let store = migrated(&url, version).await;
+        TestStore {
+            url,
+            store,
+            pg_name: None,
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres() -> Self {
+        Self::postgres_at(i64::MAX).await
+    }
+
+    /// Panics with instructions when PostgreSQL is not running: the test fails, never skips.
+    async fn postgres_at(version: i64) -> Self {
+        use sqlx::Connection;
+        let name = format!("scimrelay_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = pg_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL not reachable at {admin} ({e}); start it or set SCIMRELAY_TEST_PG_URL"
+            )
+        });
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let _ = conn.close().await;
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or(admin);
+        let url = format!("{base}/{name}");
+        let store = migrated(&url, version).await;
+        TestStore {
+            url,
+            store,
+            pg_name: Some(name),
+            _dir: None,
+        }
+    }
+}
+
+/// The store at `url`, migrated up to `version` (all of them for `i64::MAX`, as `open` does).
+async fn migrated(url: &str, version: i64) -> Store {
+    if version == i64::MAX {
+        return Store::open(url).await.expect("open");
+    }
+    let store = Store::connect(url).await.expect("connect");
+    store.migrate_up_to(version).await.expect("migrate");
+    store
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Runs `async fn name(db: &TestStore)` on SQLite and on PostgreSQL, as `name::sqlite` and
+/// `name::postgres`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(&super::TestStore::sqlite().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(&super::TestStore::postgres().await).await
+            }
+        }
+    )* };
+}
+
+on_both!(
+    the_guard_admits_a_share_of_the_users_per_window,
+    small_targets_are_not_guarded,
+    users_deleted_before_the_window_do_not_count,
+    replicas_never_both_admit_the_last_slot,
+    tenants_limit_listings_and_subjects,
+);
+
+const WINDOW_MS: u64 = 600_000;
+
+/// max_share 20 %, a 600 s window, guarded from 10 users.
+fn guard() -> DeprovisionGuard {
+    DeprovisionGuard {
+        max_share: 0.2,
+        window_ms: WINDOW_MS,
+        min_users: 10,
+    }
+}
+
+/// A succeeded outcome of `op` on user `subject` at `target`, as a connector reports it.
+fn user_outcome(target: &str, subject: &str, op: Operation) -> Outcome {
+    Outcome {
+        event_id: format!("{target}-{subject}-{}", op.name()),
+        target: target.into(),
+        provider: "scim".into(),
+        subject_kind: SubjectKind::User as i32,
+        subject_id: subject.into(),
+        version: 1,
+        operation: op as i32,
+        result: OutcomeResult::Succeeded as i32,
+        attempt: 1,
+        remote_id: format!("r-{subject}"),
+        finished_at_ms: 1_000,
+        ..Default::default()
+    }
+}
+
+/// Users `{prefix}0` … at `target`, created through the normal write path.
+async fn create_users(store: &Store, target: &str, prefix: &str, n: usize) {
+    let outcomes: Vec<Outcome> = (0..n)
+        .map(|i| user_outcome(target, &format!("{prefix}{i}"), Operation::Created))
+        .collect();
+    store.record(&outcomes).await.expect("create users");
+}
+
+async fn admit(store: &Store, target: &str, subject: &str, now: i64) -> AdmitDeprovisionResponse {
+    store
+        .admit_deprovision(target, subject, &format!("ev-{subject}"), &guard(), now)
+        .await
+        .expect("admit")
+}
+
+async fn the_guard_admits_a_share_of_the_users_per_window(db: &TestStore) {
+    let store = &db.store;
+    create_users(store, "t1", "u", 20).await;
+    let now = now_ms();
+    for i in 0..4 {
+        let a = admit(store, "t1", &format!("u{i}"), now).await;
+        assert!(a.admitted, "u{i}: {a:?}");
+        assert_eq!((a.users, a.recent), (20, i + 1), "u{i}");
+        assert!(a.reason.is_empty());
+    }
+    let refused = admit(store, "t1", "u4", now + 1_000).await;
+    assert!(!refused.admitted);
+    assert_eq!((refused.users, refused.recent), (20, 4));
+    assert_eq!(
+        refused.reason,
+        "4 of 20 users deprovisioned within 600 s (limit 20%)"
+    );
+    let again = admit(store, "t1", "u1", now + 2_000).await;
+    assert!(again.admitted, "a retry is not a second deprovisioning");
+    assert_eq!(again.recent, 4);
+    assert!(
+        !admit(store, "t1", "u4", now + 3_000).await.admitted,
+        "re-admitting u1 freed no slot"
+    );
+    assert!(
+        admit(store, "t2", "u4", now + 3_000).await.admitted,
+        "another target has its own window (and no users: below min_users)"
+    );
+    assert!(
+        !admit(store, "t1", "u4", now + WINDOW_MS as i64)
+            .await
+            .admitted,
+        "admissions at exactly now - window are still in the window"
+    );
+    let later = admit(store, "t1", "u4", now + WINDOW_MS as i64 + 1).await;
+    assert!(later.admitted, "the window slid past: {later:?}");
+    assert_eq!(later.recent, 1);
+    let u0 = admit(store, "t1", "u0", now + WINDOW_MS as i64 + 2).await;
+    assert_eq!(
+        (u0.admitted, u0.recent),
+        (true, 2),
+        "an admission that left the window counts anew"
+    );
+}
+
+async fn small_targets_are_not_guarded(db: &TestStore) {
+    let store = &db.store;
+    create_users(store, "small", "u", 9).await;
+    let now = now_ms();
+    for i in 0..9 {
+        let a = admit(store, "small", &format!("u{i}"), now).await;
+        assert!(a.admitted, "u{i}: {a:?}");
+        assert_eq!((a.users, a.recent), (9, i + 1));
+    }
+}
+
+async fn users_deleted_before_the_window_do_not_count(db: &TestStore) {
+    let store = &db.store;
+    create_users(store, "t3", "u", 10).await;
+    store
+        .record(&[
+            user_outcome("t3", "gone-long-ago", Operation::Deleted),
+            user_outcome("t3", "gone-just-now", Operation::Deleted),
+            user_outcome("t3", "off", Operation::Deactivated),
+            Outcome {
+                subject_kind: SubjectKind::Group as i32,
+                ..user_outcome("t3", "g1", Operation::Created)
+            },
+        ])
+        .await
+        .expect("record");
+    let now = now_ms();
+    // The write path stamps rows with the wall clock: move one deletion out of the window.
+    let backdated = on_pool!(store, |pool| sqlx::query(
+        "UPDATE subjects SET updated_at_ms = $1 WHERE subject_id = 'gone-long-ago'"
+    )
+    .bind(now - 2 * WINDOW_MS as i64)
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected())
+    .expect("backdate"));
+    assert_eq!(backdated, 1);
+    let a = admit(store, "t3", "u0", now).await;
+    assert_eq!(
+        a.users, 12,
+        "10 users, one deactivated, one deleted within the window; not the old deletion, not the group"
+    );
+    assert!(a.admitted);
+    assert!(admit(store, "t3", "u1", now).await.admitted);
+    let refused = admit(store, "t3", "u2", now).await;
+    assert_eq!(
+        refused.reason,
+        "2 of 12 users deprovisioned within 600 s (limit 20%)"
+    );
+}
+
+async fn replicas_never_both_admit_the_last_slot(db: &TestStore) {
+    create_users(&db.store, "t1", "u", 20).await;
+    let other = Store::open(&db.url).await.expect("a second replica");
+    let now = now_ms();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                db.store.clone()
+            } else {
+                other.clone()
+            };
+            tokio::spawn(async move { admit(&store, "t1", &format!("u{i}"), now).await })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        if t.await.expect("task").admitted {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 4, "floor(20 % of 20 users)");
+    assert_eq!(admit(&other, "t1", "u0", now).await.recent, 4);
+}
+
+#[test]
+fn the_allowance_is_the_floor_of_the_decimal_share() {
+    assert_eq!(allowance(0.2, 20), 4);
+    assert_eq!(allowance(0.29, 100), 29, "0.29 × 100 is 28.999… in binary");
+    assert_eq!(allowance(0.1, 25), 2);
+    assert_eq!(allowance(1.0, 7), 7);
+    assert_eq!(allowance(0.5, 0), 0);
+}
+
+#[test]
+fn refusals_read_as_written() {
+    let g = |max_share, window_ms| DeprovisionGuard {
+        max_share,
+        window_ms,
+        min_users: 0,
+    };
+    assert_eq!(
+        refusal(&g(0.1, 600_000), 200, 30),
+        "30 of 200 users deprovisioned within 600 s (limit 10%)"
+    );
+    assert_eq!(
+        refusal(&g(0.125, 1_500), 8, 1),
+        "1 of 8 users deprovisioned within 1.5 s (limit 12.5%)"
+    );
+    assert_eq!(
+        refusal(&g(0.29, 60_000), 100, 29),
+        "29 of 100 users deprovisioned within 60 s (limit 29%)"
+    );
+}
+
+#[test]
+fn the_lock_key_is_the_same_in_every_build() {
+    // Replicas built by different compilers must lock the same key: never change it.
+    assert_eq!(deprovision_lock_key("t1"), 262_878_236_659_564_239);
+    assert_ne!(deprovision_lock_key("t1"), deprovision_lock_key("t2"));
+}
+
+/// A created user of `tenant` for (event, target, subject).
+fn tenant_outcome(event: &str, target: &str, subject: &str, tenant: &str) -> Outcome {
+    Outcome {
+        event_id: event.into(),
+        tenant: tenant.into(),
+        ..user_outcome(target, subject, Operation::Created)
+    }
+}
+
+fn events_of(page: &[RecordedOutcome]) -> Vec<&str> {
+    page.iter()
+        .filter_map(|r| r.outcome.as_ref().map(|o| o.event_id.as_str()))
+        .collect()
+}
+
+async fn tenants_limit_listings_and_subjects(db: &TestStore) {
+    let store = &db.store;
+    let mut failed = tenant_outcome("b2", "t2", "u2", "beta");
+    failed.result = OutcomeResult::Failed as i32;
+    store
+        .record(&[
+            tenant_outcome("a1", "t1", "u1", "acme"),
+            tenant_outcome("b1", "t1", "u2", "beta"),
+            tenant_outcome("a2", "t2", "u1", "acme"),
+            failed,
+        ])
+        .await
+        .expect("record");
+    let of = |tenant: &str| OutcomeFilter {
+        tenant: tenant.into(),
+        ..Default::default()
+    };
+    let acme = store.list(&of("acme"), 0, 100, false).await.expect("acme");
+    assert_eq!(events_of(&acme), ["a1", "a2"]);
+    let beta = store.list(&of("beta"), 0, 100, true).await.expect("beta");
+    assert_eq!(events_of(&beta), ["b1", "b2"], "terminal listing too");
+    let beta_t1 = OutcomeFilter {
+        target: "t1".into(),
+        ..of("beta")
+    };
+    assert_eq!(
+        events_of(&store.list(&beta_t1, 0, 100, false).await.expect("beta t1")),
+        ["b1"],
+        "the tenant combines with the other filters"
+    );
+    let after = store.list(&of("acme"), acme[0].seq, 100, false).await;
+    assert_eq!(events_of(&after.expect("page 2")), ["a2"], "cursor pages");
+    assert_eq!(
+        store.list(&of(""), 0, 100, false).await.expect("all").len(),
+        4
+    );
+    assert!(
+        store
+            .list(&of("gamma"), 0, 100, false)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+
+    let acme_only = ["acme".to_owned()];
+    let u1 = store.subject("u1", "", Some(&acme_only)).await.expect("u1");
+    assert_eq!(u1.len(), 2, "u1 of acme at both targets: {u1:?}");
+    let u2 = store.subject("u2", "", Some(&acme_only)).await.expect("u2");
+    assert!(u2.is_empty(), "u2 is beta's: {u2:?}");
+    let u2 = store.subject("u2", "", None).await.expect("u2 for all");
+    assert_eq!(u2.len(), 2);
+    assert_eq!(u2[1].state, "error", "a failure writes the tenant too");
+    let u2_beta = store
+        .subject("u2", "t2", Some(&["beta".to_owned()]))
+        .await
+        .expect("u2 of beta");
+    assert_eq!(u2_beta.len(), 1);
+}
+
+/// A database written by a release before migration 4 (no tenant columns): after the upgrade
+/// its rows have the tenant `''`, which only keys for all tenants read, and new rows carry
+/// theirs.
+async fn rows_from_before_the_tenant_column_are_for_all_tenants(db: &TestStore) {
+    let old = Outcome {
+        tenant: "acme".into(),
+        ..user_outcome("t1", "u-old", Operation::Created)
+    };
+    on_pool!(db.store, |pool| {
+        sqlx::query(
+            "INSERT INTO outcomes (event_id, target, subject_id, result, attempt, finished_at_ms, recorded_at_ms, body) \
+             VALUES ($1, 't1', 'u-old', $2, 1, 1000, 1000, $3)",
+        )
+        .bind(&old.event_id)
+        .bind(OutcomeResult::Succeeded as i64)
+        .bind(old.encode_to_vec())
+        .execute(pool)
+        .await
+        .expect("old outcome");
+        sqlx::query(
+            "INSERT INTO subjects (target, subject_id, subject_kind, remote_id, applied_version, state, last_error, updated_at_ms) \
+             VALUES ('t1', 'u-old', 1, 'r-u-old', 1, 'created', '', 1000)",
+        )
+        .execute(pool)
+        .await
+        .expect("old subject");
+    });
+    let store = Store::open(&db.url)
+        .await
+        .expect("upgrade to the latest schema");
+    store
+        .record(&[tenant_outcome("new", "t1", "u-new", "acme")])
+        .await
+        .expect("new");
+    let acme = OutcomeFilter {
+        tenant: "acme".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        events_of(&store.list(&acme, 0, 100, false).await.expect("acme")),
+        ["new"],
+        "the old row's tenant is unknown to SQL"
+    );
+    assert_eq!(
+        store
+            .list(&OutcomeFilter::default(), 0, 100, false)
+            .await
+            .expect("all")
+            .len(),
+        2,
+        "keys for all tenants see both"
+    );
+    let acme_only = ["acme".to_owned()];
+    assert!(
+        store
+            .subject("u-old", "", Some(&acme_only))
+            .await
+            .expect("old subject")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .subject("u-old", "", None)
+            .await
+            .expect("old subject")
+            .len(),
+        1
+    );
+}
+
+mod rows_from_before_the_tenant_column_are_for_all_tenants {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::rows_from_before_the_tenant_column_are_for_all_tenants(
+            &super::TestStore::sqlite_at(3).await,
+        )
+        .await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::rows_from_before_the_tenant_column_are_for_all_tenants(
+            &super::TestStore::postgres_at(3).await,
+        )
+        .await
+    }
 }

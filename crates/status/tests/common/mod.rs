@@ -12,7 +12,9 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 
 use scimrelay_core::amqp::{self, OUTCOMES_EXCHANGE, Publisher};
+use scimrelay_core::auth::{Authenticator, hash_key};
 use scimrelay_core::config::TargetsFile;
+use scimrelay_core::tls::ServerTls;
 use scimrelay_proto::v1::status_service_client::StatusServiceClient;
 use scimrelay_proto::v1::{HeldEvent, Outcome, OutcomeResult, TargetReport};
 use scimrelay_status::StatusConfig;
@@ -101,11 +103,120 @@ impl Drop for TestDb {
     }
 }
 
+/// Adds `authorization: Bearer <key>` to every call when it holds a key.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl Bearer {
+    /// Presents `key` (nothing for `None`).
+    pub fn new(key: Option<&str>) -> Self {
+        Bearer(key.map(|k| format!("Bearer {k}").parse().expect("an ASCII key")))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+/// A status client presenting a key, or none.
+pub type Client = StatusServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+>;
+
+/// The API keys of the authentication tests, in a keys file that lives as long as this.
+pub struct Keys {
+    /// `read` for all tenants.
+    pub reader: &'static str,
+    /// `admin` for all tenants.
+    pub admin: &'static str,
+    /// `read` for tenant acme.
+    pub acme: &'static str,
+    /// `read` for tenants acme and beta.
+    pub acme_beta: &'static str,
+    /// A revoked `read` key.
+    pub revoked: &'static str,
+    /// `read` for all tenants, 1 request per second.
+    pub slow: &'static str,
+    /// Checks them.
+    pub auth: Authenticator,
+    _dir: tempfile::TempDir,
+}
+
+impl Keys {
+    /// Writes the keys file and loads it.
+    pub fn new() -> Keys {
+        let (reader, admin, acme, acme_beta, revoked, slow) = (
+            "srk_test-reader",
+            "srk_test-admin",
+            "srk_test-acme",
+            "srk_test-acme-beta",
+            "srk_test-revoked",
+            "srk_test-slow",
+        );
+        let entry = |id: &str, key: &str, rest: &str| {
+            format!("  - id: {id}\n    sha256: {}\n{rest}", hash_key(key))
+        };
+        let text = [
+            "keys:\n".to_owned(),
+            entry(
+                "reader",
+                reader,
+                "    tenants: [\"*\"]\n    scopes: [read]\n",
+            ),
+            entry("ops", admin, "    tenants: [\"*\"]\n    scopes: [admin]\n"),
+            entry(
+                "acme-reader",
+                acme,
+                "    tenants: [acme]\n    scopes: [read]\n",
+            ),
+            entry(
+                "acme-beta-reader",
+                acme_beta,
+                "    tenants: [acme, beta]\n    scopes: [read]\n",
+            ),
+            entry(
+                "old",
+                revoked,
+                "    tenants: [\"*\"]\n    scopes: [read]\n    revoked: true\n",
+            ),
+            entry(
+                "slow",
+                slow,
+                "    tenants: [\"*\"]\n    scopes: [read]\n    rate_per_sec: 1\n",
+            ),
+        ]
+        .concat();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys.yaml");
+        std::fs::write(&path, text).expect("keys file");
+        let auth = Authenticator::from_file(&path).expect("valid keys file");
+        Keys {
+            reader,
+            admin,
+            acme,
+            acme_beta,
+            revoked,
+            slow,
+            auth,
+            _dir: dir,
+        }
+    }
+}
+
 /// The status service running in-process, on its own runtime and thread so a test can crash it
 /// (drop every task and connection at once, nothing acked) as well as stop it.
 pub struct Running {
-    /// gRPC endpoint.
+    /// gRPC endpoint (`http://…`; see [`Running::grpc_addr`] for TLS clients).
     pub grpc: String,
+    /// gRPC address.
+    pub grpc_addr: std::net::SocketAddr,
+    /// The key [`Running::client`] presents.
+    pub key: Option<String>,
     /// Health endpoint base.
     pub http: String,
     /// Cancels the service (graceful stop).
@@ -115,8 +226,20 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts the service on `db` and `vhost`, and waits until it consumes.
+    /// Starts the service on `db` and `vhost` without authentication or TLS, and waits until it
+    /// consumes.
     pub async fn start(db: &str, vhost: &TestVhost) -> Running {
+        Self::start_secured(db, vhost, Authenticator::disabled(), None, None).await
+    }
+
+    /// Starts the service with `auth` and `tls`; [`Running::client`] presents `key`.
+    pub async fn start_secured(
+        db: &str,
+        vhost: &TestVhost,
+        auth: Authenticator,
+        tls: Option<ServerTls>,
+        key: Option<&str>,
+    ) -> Running {
         let grpc = std::net::TcpListener::bind("127.0.0.1:0").expect("bind grpc");
         let http = std::net::TcpListener::bind("127.0.0.1:0").expect("bind http");
         let (g, h) = (
@@ -137,6 +260,8 @@ impl Running {
                 .iter()
                 .map(|t| (t.id.clone(), t.shards))
                 .collect::<HashMap<_, _>>(),
+            auth,
+            tls,
         };
         let shutdown = CancellationToken::new();
         let (crash, crashed) = std::sync::mpsc::channel::<()>();
@@ -168,6 +293,8 @@ impl Running {
         });
         let r = Running {
             grpc: format!("http://{g}"),
+            grpc_addr: g,
+            key: key.map(str::to_owned),
             http: format!("http://{h}"),
             shutdown,
             crash,
@@ -203,11 +330,19 @@ impl Running {
         panic!("status service not ready within 30 s");
     }
 
-    /// A gRPC client.
-    pub async fn client(&self) -> StatusServiceClient<tonic::transport::Channel> {
-        StatusServiceClient::connect(self.grpc.clone())
+    /// A gRPC client presenting the service's test key, if any.
+    pub async fn client(&self) -> Client {
+        self.client_as(self.key.as_deref()).await
+    }
+
+    /// A gRPC client presenting `key` (none for `None`).
+    pub async fn client_as(&self, key: Option<&str>) -> Client {
+        let channel = tonic::transport::Channel::from_shared(self.grpc.clone())
+            .expect("endpoint")
+            .connect()
             .await
-            .expect("status gRPC")
+            .expect("status gRPC");
+        StatusServiceClient::with_interceptor(channel, Bearer::new(key))
     }
 
     /// Stops the service gracefully and waits for it.
