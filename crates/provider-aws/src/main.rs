@@ -20,6 +20,11 @@ use scimrelay_core::config::ProviderKind;
 #[command(version, about, long_about)]
 struct Args {}
 
+/// mimalloc: the services allocate many small, short-lived buffers per event (protobuf,
+/// JSON, HTTP); see BENCHMARKS.md for what it changed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _ = Args::parse();
