@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use scimrelay_proto::v1::status_service_client::StatusServiceClient;
@@ -17,19 +15,7 @@ use crate::broker::TestVhost;
 use crate::pki::Pki;
 use crate::procs::{Proc, free_port};
 
-/// A status client sending the harness's API key on every call.
-pub type StatusClient = StatusServiceClient<InterceptedService<Channel, BearerKey>>;
-
-/// Adds `authorization: Bearer <key>` to every gRPC call.
-#[derive(Clone)]
-pub struct BearerKey(MetadataValue<Ascii>);
-
-impl tonic::service::Interceptor for BearerKey {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
+pub use scimrelay_proto::client::{BearerAuth, StatusClient};
 
 /// How long services may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -342,11 +328,8 @@ impl Stack {
     }
 
     /// `authorization` metadata for gRPC calls made outside [`Stack::status_client`].
-    pub fn bearer(&self) -> BearerKey {
-        let mut v = MetadataValue::try_from(format!("Bearer {}", self.api_key))
-            .unwrap_or_else(|e| panic!("key as metadata: {e}"));
-        v.set_sensitive(true);
-        BearerKey(v)
+    pub fn bearer(&self) -> BearerAuth {
+        BearerAuth::new(Some(&self.api_key)).unwrap_or_else(|e| panic!("harness key: {e}"))
     }
 
     /// A gRPC channel to `url` (TLS with the client certificate when the stack runs TLS).

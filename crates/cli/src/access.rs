@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use scimrelay_proto::client::{self, ClientTls, EndpointError};
+pub use scimrelay_proto::client::{BearerAuth, StatusClient};
 use scimrelay_proto::v1::status_service_client::StatusServiceClient;
 
 /// How long connecting to the status service may take.
@@ -206,86 +205,35 @@ impl Access {
 
     /// A connected client of the status service at `url`, sending the key on every call.
     pub async fn status(&self, url: &str) -> anyhow::Result<StatusClient> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| anyhow::anyhow!("--status {url:?}: not a URL: {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT);
-        let endpoint = if url
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("https://")
-        {
-            self.tls(endpoint, url)?
-        } else {
-            endpoint
+        let tls = ClientTls {
+            ca_pem: self.ca_pem.as_deref(),
+            identity: self
+                .identity
+                .as_ref()
+                .map(|(c, k)| (c.as_slice(), k.as_slice())),
         };
+        let endpoint = client::endpoint(url, CONNECT_TIMEOUT, tls).map_err(|e| match e {
+            EndpointError::NotAUrl(e) => anyhow::anyhow!("--status {url:?}: not a URL: {e}"),
+            EndpointError::Tls(e) => {
+                let hint = if self.identity.is_some() {
+                    "check --client-cert / --client-key"
+                } else {
+                    "without system CA certificates, pass --ca-file"
+                };
+                anyhow::anyhow!("--status {url}: cannot set up TLS: {} ({hint})", chain(&e))
+            }
+        })?;
         let channel = endpoint.connect().await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot reach the status service at {url} (--status / SCIMRELAY_STATUS_URL): {}",
                 chain(&e)
             )
         })?;
-        let auth = match &self.api_key {
-            Some(key) => {
-                let mut v = MetadataValue::try_from(format!("Bearer {}", key.expose()))
-                    .map_err(|_| anyhow::anyhow!("the API key is not a valid metadata value"))?;
-                v.set_sensitive(true);
-                BearerAuth(Some(v))
-            }
-            None => BearerAuth(None),
-        };
+        let auth = BearerAuth::new(self.api_key.as_ref().map(|k| k.expose()))
+            .map_err(|m| anyhow::anyhow!("the API key: {m}"))?;
         Ok(StatusServiceClient::with_interceptor(channel, auth))
     }
-
-    fn tls(&self, endpoint: Endpoint, url: &str) -> anyhow::Result<Endpoint> {
-        let mut config = ClientTlsConfig::new();
-        if let Some(pem) = &self.ca_pem {
-            config = config.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-        }
-        if let Some((cert, key)) = &self.identity {
-            config = config.identity(tonic::transport::Identity::from_pem(cert, key));
-        }
-        // The system roots plus --ca-file; without system roots (a minimal image), the bundle
-        // alone.
-        match endpoint
-            .clone()
-            .tls_config(config.clone().with_native_roots())
-        {
-            Ok(e) => Ok(e),
-            Err(_) if self.ca_pem.is_some() => endpoint
-                .tls_config(config)
-                .map_err(|e| tls_error(url, &e, self.identity.is_some())),
-            Err(e) => Err(tls_error(url, &e, self.identity.is_some())),
-        }
-    }
 }
-
-fn tls_error(url: &str, e: &tonic::transport::Error, identity: bool) -> anyhow::Error {
-    let hint = if identity {
-        "check --client-cert / --client-key"
-    } else {
-        "without system CA certificates, pass --ca-file"
-    };
-    anyhow::anyhow!("--status {url}: cannot set up TLS: {} ({hint})", chain(e))
-}
-
-/// Adds `authorization: Bearer <key>` to every status call (nothing without a key).
-#[derive(Clone)]
-pub struct BearerAuth(Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for BearerAuth {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            request.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A client of the status service with the key on every call.
-pub type StatusClient = StatusServiceClient<InterceptedService<Channel, BearerAuth>>;
 
 /// An error and its sources on one line, each distinct message once.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {

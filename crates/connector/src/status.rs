@@ -35,11 +35,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Endpoint;
 
 use scimrelay_core::config::{ConfigError, DeprovisionGuardConfig};
+use scimrelay_proto::client::{self, ClientTls, EndpointError};
+pub use scimrelay_proto::client::{BearerAuth, StatusClient};
 use scimrelay_proto::v1::status_service_client::StatusServiceClient;
 use scimrelay_proto::v1::{AdmitDeprovisionRequest, DeprovisionGuard, GetLedgerRequest, LedgerKey};
 use scimrelay_scim::Secret;
@@ -174,44 +174,9 @@ pub fn api_key_from_env() -> Result<Option<Secret>, ConfigError> {
         ));
     }
     // Checked here so that the interceptor cannot fail later; the message never echoes the key.
-    bearer_value(&key).map_err(|m| invalid(var, m))?;
+    BearerAuth::new(Some(&key)).map_err(|m| invalid(var, m.into()))?;
     Ok(Some(Secret::new(key)))
 }
-
-fn bearer_value(key: &str) -> Result<MetadataValue<Ascii>, String> {
-    let mut v = MetadataValue::try_from(format!("Bearer {key}"))
-        .map_err(|_| "the key must be printable ASCII without spaces".to_owned())?;
-    v.set_sensitive(true);
-    Ok(v)
-}
-
-/// Adds `authorization: Bearer <key>` to every call (nothing without a key). `Debug` prints
-/// nothing of the key.
-#[derive(Clone, Default)]
-pub struct BearerAuth(Option<MetadataValue<Ascii>>);
-
-impl std::fmt::Debug for BearerAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("BearerAuth")
-            .field(&self.0.as_ref().map(|_| scimrelay_scim::secret::REDACTED))
-            .finish()
-    }
-}
-
-impl tonic::service::Interceptor for BearerAuth {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            request.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A client of the status service, with the API key on every call.
-pub type StatusClient = StatusServiceClient<InterceptedService<Channel, BearerAuth>>;
 
 /// The endpoint of `url` (with TLS when it is `https://`), not yet connected. Errors name the
 /// variable at fault; the connector checks this at start.
@@ -220,56 +185,34 @@ pub fn status_endpoint(url: &str, tls: &StatusTls) -> Result<Endpoint, ConfigErr
         key: key.into(),
         message,
     };
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| invalid(STATUS_URL_ENV, format!("{url:?} is not a URL: {e}")))?
-        .connect_timeout(LOOKUP_TIMEOUT);
-    if !url
-        .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("https://")
-    {
-        return Ok(endpoint);
-    }
-    let mut config = ClientTlsConfig::new();
-    if let Some(pem) = &tls.ca_pem {
-        config = config.ca_certificate(Certificate::from_pem(pem));
-    }
-    if let Some((cert, key)) = &tls.client_identity {
-        config = config.identity(Identity::from_pem(cert, key));
-    }
-    // The system roots plus the CA bundle. A host without system roots (a minimal image) can
-    // still trust the bundle alone.
-    match endpoint
-        .clone()
-        .tls_config(config.clone().with_native_roots())
-    {
-        Ok(e) => Ok(e),
-        Err(_) if tls.ca_pem.is_some() => endpoint.tls_config(config).map_err(|e| {
-            let var = if tls.client_identity.is_some() {
-                STATUS_CLIENT_KEY_ENV
-            } else {
-                STATUS_CA_FILE_ENV
-            };
-            invalid(
-                var,
-                format!("cannot set up TLS with it: {}", error_chain(&e)),
-            )
-        }),
-        Err(e) if tls.client_identity.is_some() => Err(invalid(
+    let client_tls = ClientTls {
+        ca_pem: tls.ca_pem.as_deref(),
+        identity: tls
+            .client_identity
+            .as_ref()
+            .map(|(c, k)| (c.as_slice(), k.as_slice())),
+    };
+    client::endpoint(url, LOOKUP_TIMEOUT, client_tls).map_err(|e| match e {
+        EndpointError::NotAUrl(e) => invalid(STATUS_URL_ENV, format!("{url:?} is not a URL: {e}")),
+        EndpointError::Tls(e) if tls.client_identity.is_some() => invalid(
             STATUS_CLIENT_KEY_ENV,
             format!(
                 "cannot set up TLS with the client certificate and key: {}",
                 error_chain(&e)
             ),
-        )),
-        Err(e) => Err(invalid(
+        ),
+        EndpointError::Tls(e) if tls.ca_pem.is_some() => invalid(
+            STATUS_CA_FILE_ENV,
+            format!("cannot set up TLS with it: {}", error_chain(&e)),
+        ),
+        EndpointError::Tls(e) => invalid(
             STATUS_URL_ENV,
             format!(
                 "cannot set up TLS for {url}: {} (without system CA certificates, set {STATUS_CA_FILE_ENV})",
                 error_chain(&e)
             ),
-        )),
-    }
+        ),
+    })
 }
 
 /// A status client on a lazily connected channel to `url`, sending `api_key` on every call:
@@ -280,15 +223,11 @@ pub fn status_client(
     tls: &StatusTls,
 ) -> Result<StatusClient, ConfigError> {
     let endpoint = status_endpoint(url, tls)?;
-    let auth = match api_key {
-        Some(k) => BearerAuth(Some(bearer_value(k.expose()).map_err(|message| {
-            ConfigError::Invalid {
-                key: STATUS_API_KEY_ENV.into(),
-                message,
-            }
-        })?)),
-        None => BearerAuth(None),
-    };
+    let auth =
+        BearerAuth::new(api_key.map(Secret::expose)).map_err(|message| ConfigError::Invalid {
+            key: STATUS_API_KEY_ENV.into(),
+            message: message.into(),
+        })?;
     Ok(StatusServiceClient::with_interceptor(
         endpoint.connect_lazy(),
         auth,

@@ -14,6 +14,9 @@ pub mod v1 {
         tonic::include_file_descriptor_set!("scimrelay_descriptor");
 }
 
+/// The client side of the gRPC APIs: API key interceptor and TLS endpoints.
+pub mod client;
+
 /// W3C trace context on AMQP headers and gRPC metadata.
 pub mod trace;
 
