@@ -31,6 +31,7 @@ fn bench_quick_writes_every_section_and_the_charts() {
         "## 3. Quota use",
         "## 4. Scale",
         "## 5. Baseline",
+        "## 6. Status service",
         "| cores (nproc) | ",
         "| RabbitMQ | ",
     ] {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use scimrelay_proto::v1::OutcomeResult;
 use scimrelay_tests::otlp::{Receiver, Span, describe};
-use scimrelay_tests::{Stack, StackOptions};
+use scimrelay_tests::{Metrics, Stack, StackOptions};
 
 const TOKEN_ENV: &str = "OBS_SCIM_TOKEN";
 const PASSWORD_ENV: &str = "OBS_SCIM_PASSWORD";
@@ -129,16 +129,39 @@ async fn observability_one_trace_per_event_across_services_without_secrets() {
         "one event is one trace, across its targets"
     );
 
-    // Wait until the status service's span for the app outcome arrived.
+    // Every request `app` sent went to simulator tenant `acme`: its answers by status are the
+    // attempts the trace must hold, one span each.
+    let stats = stack.sim_stats("acme").await;
+    let answered = |code: &str| stats["by_status"][code].as_u64().unwrap_or(0) as usize;
+    let (failed, created) = (answered("503"), answered("201"));
+    assert!(failed >= 1 && created == 1, "{stats}");
+    let app_attempts = |spans: &[Span], code: &str| {
+        spans
+            .iter()
+            .filter(|s| {
+                is_scim_request(s)
+                    && s.attr("scimrelay.target") == Some("app")
+                    && s.attr("http.response.status_code") == Some(code)
+            })
+            .count()
+    };
+    // Wait until the status service's spans and every attempt's span arrived.
     let spans = receiver
         .wait_trace(&trace_id, Duration::from_secs(30), |spans| {
             spans.iter().any(|s| {
                 s.service == "scimrelay-status" && s.attr("scimrelay.target") == Some("app")
             }) && spans.iter().any(|s| {
                 s.service == "scimrelay-status" && s.attr("scimrelay.target") == Some("app-basic")
-            })
+            }) && app_attempts(spans, "503") >= failed
+                && app_attempts(spans, "201") >= created
         })
         .await;
+    assert_eq!(
+        (app_attempts(&spans, "503"), app_attempts(&spans, "201")),
+        (failed, created),
+        "one span per SCIM attempt (503s, 201s): {stats}\n{}",
+        describe(&spans)
+    );
     let tree = describe(&spans);
 
     // Services, by resource attribute.
@@ -287,51 +310,12 @@ async fn observability_one_trace_per_event_across_services_without_secrets() {
     );
 }
 
-/// Parses the Prometheus text format into `series → value` (`name{labels}` as written).
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-async fn scrape(stack: &Stack, addr: &str) -> BTreeMap<String, f64> {
-    let r = stack
-        .http()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {addr}/metrics: {e}"));
-    assert!(r.status().is_success(), "{addr}/metrics: {}", r.status());
-    parse_metrics(&r.text().await.expect("metrics body"))
-}
-
-fn value(m: &BTreeMap<String, f64>, series: &str) -> f64 {
-    m.get(series).copied().unwrap_or(0.0)
-}
-
-fn has(m: &BTreeMap<String, f64>, prefix: &str) -> bool {
-    m.keys().any(|k| k.starts_with(prefix))
-}
-
-/// The status service's admin address, from its first (JSON) log line.
-fn status_http(stack: &Stack) -> String {
-    let log = stack.status.log();
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find_map(|v| v["fields"]["http"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| panic!("status did not log its http address:\n{log}"))
-}
-
 #[tokio::test]
 async fn observability_metrics_per_target_exist_and_move() {
     let (stack, _secrets) = stack("obs-metrics", BTreeMap::new()).await;
     let ingest = stack.ingest_http.trim_start_matches("http://").to_owned();
     let connector = stack.connector_http[0].clone();
-    let status = status_http(&stack);
+    let status = stack.status_http.clone();
 
     let send = |n: usize, round: usize| {
         let events: Vec<Value> = (0..n)
@@ -353,26 +337,23 @@ async fn observability_metrics_per_target_exist_and_move() {
     // Gauges refresh on the report / depth intervals.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let before = (
-        scrape(&stack, &ingest).await,
-        scrape(&stack, &connector).await,
-        scrape(&stack, &status).await,
+        stack.metrics(&ingest).await,
+        stack.metrics(&connector).await,
+        stack.metrics(&status).await,
     );
 
     // Existence of every per-target family.
     let (i, c, s) = &before;
     assert!(
-        has(
-            i,
-            "scimrelay_ingest_requests_total{transport=\"http\",status=\"202\"}"
-        ),
+        i.has("scimrelay_ingest_requests_total{transport=\"http\",status=\"202\"}"),
         "{i:?}"
     );
     assert!(
-        has(i, "scimrelay_ingest_published_total{target=\"app\"}"),
+        i.has("scimrelay_ingest_published_total{target=\"app\"}"),
         "{i:?}"
     );
     assert!(
-        has(i, "scimrelay_ingest_request_duration_seconds_bucket"),
+        i.has("scimrelay_ingest_request_duration_seconds_bucket"),
         "{i:?}"
     );
     for prefix in [
@@ -386,7 +367,7 @@ async fn observability_metrics_per_target_exist_and_move() {
         "scimrelay_in_flight{target=\"app\"}",
         "scimrelay_quarantined{target=\"app\"}",
     ] {
-        assert!(has(c, prefix), "connector lacks {prefix}: {c:?}");
+        assert!(c.has(prefix), "connector lacks {prefix}: {c:?}");
     }
     for prefix in [
         "scimrelay_status_outcomes_written_total{target=\"app\",result=\"succeeded\"}",
@@ -394,10 +375,10 @@ async fn observability_metrics_per_target_exist_and_move() {
         "scimrelay_status_write_duration_seconds_bucket",
         "scimrelay_queue_depth{target=\"app\"}",
     ] {
-        assert!(has(s, prefix), "status lacks {prefix}: {s:?}");
+        assert!(s.has(prefix), "status lacks {prefix}: {s:?}");
     }
-    assert!(value(c, "scimrelay_concurrency_limit{target=\"app\"}") >= 1.0);
-    assert_eq!(value(c, "scimrelay_quarantined{target=\"app\"}"), 0.0);
+    assert!(c.value("scimrelay_concurrency_limit{target=\"app\"}") >= 1.0);
+    assert_eq!(c.value("scimrelay_quarantined{target=\"app\"}"), 0.0);
 
     // They move: more events, a retried one among them.
     stack
@@ -407,12 +388,8 @@ async fn observability_metrics_per_target_exist_and_move() {
     assert_eq!(code, 202, "{answer}");
     let start = std::time::Instant::now();
     loop {
-        let c = scrape(&stack, &connector).await;
-        if value(
-            &c,
-            "scimrelay_retries_total{target=\"app\",reason=\"http_5xx\"}",
-        ) >= 1.0
-        {
+        let c = stack.metrics(&connector).await;
+        if c.value("scimrelay_retries_total{target=\"app\",reason=\"http_5xx\"}") >= 1.0 {
             break;
         }
         assert!(
@@ -426,16 +403,16 @@ async fn observability_metrics_per_target_exist_and_move() {
         .wait_outcomes(&Stack::accepted_ids(&answer), 2, Duration::from_secs(60))
         .await;
     let (i2, c2, s2) = (
-        scrape(&stack, &ingest).await,
-        scrape(&stack, &connector).await,
-        scrape(&stack, &status).await,
+        stack.metrics(&ingest).await,
+        stack.metrics(&connector).await,
+        stack.metrics(&status).await,
     );
-    let moved = |a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>, k: &str, by: f64| {
+    let moved = |a: &Metrics, b: &Metrics, k: &str, by: f64| {
         assert!(
-            value(b, k) >= value(a, k) + by,
+            b.value(k) >= a.value(k) + by,
             "{k}: {} → {}",
-            value(a, k),
-            value(b, k)
+            a.value(k),
+            b.value(k)
         );
     };
     moved(

@@ -15,4 +15,4 @@ pub mod workload;
 
 pub use broker::TestVhost;
 pub use procs::{Proc, bin_path, free_port};
-pub use stack::{Stack, StackOptions};
+pub use stack::{Metrics, Stack, StackOptions};

@@ -61,6 +61,10 @@ pub struct Stack {
     pub sim_url: String,
     /// The status service.
     pub status: Proc,
+    /// The status service's environment, for [`Stack::restart_status`].
+    status_env: BTreeMap<String, String>,
+    /// The status service's admin HTTP address (`host:port`: health, `/metrics`).
+    pub status_http: String,
     /// Status gRPC endpoint (`http://127.0.0.1:PORT`).
     pub status_grpc: String,
     /// Connector processes, in the order of [`StackOptions::connectors`].
@@ -311,6 +315,8 @@ impl Stack {
             sim,
             sim_url,
             status,
+            status_env,
+            status_http: format!("127.0.0.1:{status_http_port}"),
             status_grpc: format!("{scheme}://127.0.0.1:{status_grpc_port}"),
             connectors,
             connector_http,
@@ -325,6 +331,32 @@ impl Stack {
             pki,
             http,
         }
+    }
+
+    /// Stops the status service (SIGTERM, then SIGKILL after 10 s) and starts it again with
+    /// the same ports and database; returns once it is ready, with the moment it was started.
+    /// `between` runs while it is down.
+    pub async fn restart_status<F: std::future::Future<Output = ()>>(
+        &mut self,
+        between: F,
+    ) -> Instant {
+        self.status.terminate(Duration::from_secs(10));
+        between.await;
+        let started = Instant::now();
+        self.status = Proc::start(
+            "status",
+            "scimrelay-status",
+            &self.status_env,
+            &[],
+            &self.dir,
+        );
+        wait_ready(
+            &self.http,
+            &format!("http://{}/readyz", self.status_http),
+            &mut self.status,
+        )
+        .await;
+        started
     }
 
     /// `authorization` metadata for gRPC calls made outside [`Stack::status_client`].
@@ -540,5 +572,57 @@ impl Stack {
     /// The plain HTTP client of the harness.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// Scrapes a service's Prometheus `/metrics` at `addr` (`host:port`) into
+    /// `series → value`, a series written as exposed (`name{labels}`).
+    pub async fn metrics(&self, addr: &str) -> Metrics {
+        let url = format!("http://{addr}/metrics");
+        let r = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert!(r.status().is_success(), "GET {url}: {}", r.status());
+        Metrics::parse(&r.text().await.unwrap_or_else(|e| panic!("GET {url}: {e}")))
+    }
+}
+
+/// One scrape of a Prometheus text exposition.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics(pub std::collections::BTreeMap<String, f64>);
+
+impl Metrics {
+    /// Parses the text format (comments and blank lines skipped).
+    pub fn parse(text: &str) -> Metrics {
+        Metrics(
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .filter_map(|l| {
+                    let (k, v) = l.rsplit_once(' ')?;
+                    Some((k.to_owned(), v.parse().ok()?))
+                })
+                .collect(),
+        )
+    }
+
+    /// The value of one series, 0 when absent.
+    pub fn value(&self, series: &str) -> f64 {
+        self.0.get(series).copied().unwrap_or(0.0)
+    }
+
+    /// Whether a series starting with `prefix` exists.
+    pub fn has(&self, prefix: &str) -> bool {
+        self.0.keys().any(|k| k.starts_with(prefix))
+    }
+
+    /// The sum of every series starting with `prefix`.
+    pub fn sum(&self, prefix: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
     }
 }

@@ -4,7 +4,8 @@
 //! charts. Sections: (1) unthrottled throughput end to end with CPU seconds per event per
 //! service, (2) latency percentiles at open-loop offered loads, (3) quota use against a
 //! throttling provider, with a ceiling and adaptive only, (4) a backlog drained from cold with
-//! resident memory over time, (5) a naive sequential SCIM client against the same simulator.
+//! resident memory over time, (5) a naive sequential SCIM client against the same simulator,
+//! (6) the status service draining a backlog of outcomes into SQLite (its write rate).
 //!
 //! Every figure is measured from the system's own records: ingest's `accepted_at_ms` and the
 //! status service's `recorded_at_ms` (streamed with `WatchOutcomes`), the simulator's admin
@@ -39,7 +40,7 @@ struct Args {
     /// Where logs and status databases go.
     #[arg(long, default_value = "target/bench-run")]
     dir: PathBuf,
-    /// Only these sections (comma-separated: throughput,latency,quota,scale,baseline).
+    /// Only these sections (comma-separated: throughput,latency,quota,scale,baseline,status).
     #[arg(long)]
     only: Option<String>,
 }
@@ -58,6 +59,8 @@ struct Sizes {
     backlog: usize,
     /// Users of the naive sequential client.
     baseline: usize,
+    /// Outcomes of the status write backlog.
+    status_outcomes: usize,
     /// Users of the naive client, and events of scimrelay, with a provider answering in
     /// `PROVIDER_LATENCY_MS`.
     slow_baseline: usize,
@@ -75,6 +78,7 @@ impl Sizes {
             quota_users: 3_000,
             backlog: 100_000,
             baseline: 10_000,
+            status_outcomes: 50_000,
             slow_baseline: 300,
             slow_events: 5_000,
             deadline: Duration::from_secs(150),
@@ -88,6 +92,7 @@ impl Sizes {
             quota_users: 150,
             backlog: 400,
             baseline: 200,
+            status_outcomes: 500,
             slow_baseline: 30,
             slow_events: 300,
             deadline: Duration::from_secs(30),
@@ -809,6 +814,142 @@ async fn scale(args: &Args, sizes: &Sizes) -> ScaleRun {
     }
 }
 
+struct StatusRun {
+    n: usize,
+    written: usize,
+    publish_secs: f64,
+    /// From the status process's start (migrations, broker connection included) to the last
+    /// outcome written.
+    total_secs: f64,
+    /// Writes/s between the 10% and 90% marks (steady state).
+    steady_per_sec: f64,
+    cpu_ms_per_outcome: f64,
+    peak_rss_mib: f64,
+}
+
+/// Outcomes as a connector publishes them, for the status backlog.
+fn bench_outcomes(n: usize) -> Vec<scimrelay_proto::v1::Outcome> {
+    use scimrelay_proto::v1::{EventKind, Operation, Outcome, OutcomeResult, SubjectKind};
+    let now = now_ms();
+    (0..n)
+        .map(|i| Outcome {
+            event_id: format!("st-{i:08}"),
+            target: format!("target-{}", i % 4),
+            provider: "scim".into(),
+            tenant: "acme".into(),
+            subject_kind: SubjectKind::User as i32,
+            subject_id: format!("user-{}", i % 5000),
+            version: i as u64 + 1,
+            kind: EventKind::UserUpserted as i32,
+            operation: Operation::Updated as i32,
+            result: OutcomeResult::Succeeded as i32,
+            attempt: 1,
+            http_status: 200,
+            remote_id: format!("remote-{}", i % 5000),
+            latency_ms: (i % 300) as u64,
+            accepted_at_ms: now,
+            finished_at_ms: now,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Publishes outcomes to the outcomes exchange with confirms (1,000 in flight); seconds taken.
+async fn publish_outcomes(amqp_url: &str, outcomes: &[scimrelay_proto::v1::Outcome]) -> f64 {
+    use prost::Message;
+    use scimrelay_core::amqp;
+    let conn = amqp::connect(amqp_url, "bench-status")
+        .await
+        .unwrap_or_else(|e| panic!("bench: connect: {e}"));
+    let publisher = amqp::Publisher::new(&conn)
+        .await
+        .unwrap_or_else(|e| panic!("bench: publisher: {e}"));
+    let start = Instant::now();
+    for chunk in outcomes.chunks(1_000) {
+        let mut pending = Vec::with_capacity(chunk.len());
+        for o in chunk {
+            let key = amqp::outcome_routing_key(&o.provider, &o.target, "succeeded");
+            let props = amqp::properties(scimrelay_proto::TYPE_OUTCOME, Default::default());
+            pending.push(
+                publisher
+                    .send(amqp::OUTCOMES_EXCHANGE, &key, &o.encode_to_vec(), props)
+                    .await
+                    .unwrap_or_else(|e| panic!("bench: publish: {e}")),
+            );
+        }
+        for p in pending {
+            p.wait()
+                .await
+                .unwrap_or_else(|e| panic!("bench: confirm: {e}"));
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    publisher.close().await;
+    amqp::close(&conn, "done").await;
+    secs
+}
+
+/// The status service's write rate: `n` outcomes published while it is stopped, then it is
+/// started and drains them into its SQLite file (the consumer's batches, one transaction each).
+async fn status_writes(args: &Args, sizes: &Sizes) -> StatusRun {
+    let n = sizes.status_outcomes;
+    eprintln!("bench: status, a backlog of {n} outcomes");
+    let (mut stack, _) = start_stack(
+        args,
+        "status",
+        targets_yaml(Some(f64::from(UNTHROTTLED_CEILING)), (8, 64)),
+        0,
+    )
+    .await;
+    let outcomes = bench_outcomes(n);
+    let url = stack.vhost.amqp_url();
+    let mut publish_secs = 0.0;
+    let started = stack
+        .restart_status(async {
+            publish_secs = publish_outcomes(&url, &outcomes).await;
+        })
+        .await;
+    let pid = stack.status.pid();
+    let rss = RssSampler::start(vec![("status".to_owned(), pid)]);
+    let written_total = "scimrelay_status_outcomes_written_total";
+    let mut samples: Vec<(f64, f64)> = Vec::new();
+    let deadline = sizes.deadline.max(Duration::from_secs(60));
+    loop {
+        let w = stack.metrics(&stack.status_http).await.sum(written_total);
+        samples.push((started.elapsed().as_secs_f64(), w));
+        if w >= n as f64 || started.elapsed() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu_ms = cpu_secs(pid, clock_ticks()) * 1000.0;
+    let peak_rss_mib = peak_rss(&rss.finish().await)
+        .get("status")
+        .copied()
+        .unwrap_or(f64::NAN);
+    let (total_secs, written) = samples.last().copied().unwrap_or((f64::NAN, 0.0));
+    // Steady state: the first samples at or past 10% and 90% of the backlog.
+    let mark_at = |share: f64| {
+        samples
+            .iter()
+            .find(|(_, w)| *w >= share * n as f64)
+            .copied()
+    };
+    let steady_per_sec = match (mark_at(0.1), mark_at(0.9)) {
+        (Some((t1, w1)), Some((t2, w2))) if t2 > t1 => (w2 - w1) / (t2 - t1),
+        _ => f64::NAN,
+    };
+    StatusRun {
+        n,
+        written: written as usize,
+        publish_secs,
+        total_secs,
+        steady_per_sec,
+        cpu_ms_per_outcome: cpu_ms / n.max(1) as f64,
+        peak_rss_mib,
+    }
+}
+
 struct BaselineRun {
     /// Answers that were not 2xx (or no answer): a fast loop of errors is no baseline.
     errors: usize,
@@ -893,6 +1034,7 @@ struct Report {
     scale: Option<ScaleRun>,
     baseline: Option<BaselineRun>,
     slow: Option<SlowRun>,
+    status: Option<StatusRun>,
 }
 
 impl Args {
@@ -1075,6 +1217,17 @@ fn render(
             &format!(
                 "| RSS ≤ 100 MiB per service under load (sim, rabbitmq and the load generator not counted) | peak MiB: {list} | {} |",
                 mark(worst <= 100.0)
+            ),
+        );
+    }
+    if let Some(st) = &report.status {
+        w(
+            &mut s,
+            &format!(
+                "| status ≥ 5,000 outcome writes/s on SQLite | {} writes/s steady, {} from its start | {} |",
+                f0(st.steady_per_sec),
+                f0(st.written as f64 / st.total_secs),
+                mark(st.steady_per_sec >= 5000.0 && st.written >= st.n)
             ),
         );
     }
@@ -1345,6 +1498,39 @@ fn render(
                 sl.events,
                 f0(sl.per_sec),
                 sl.per_sec / sl.baseline.per_sec.max(0.001)
+            ),
+        );
+        w(&mut s, "");
+    }
+    if let Some(st) = &report.status {
+        w(&mut s, "## 6. Status service: outcome writes into SQLite");
+        w(&mut s, "");
+        w(
+            &mut s,
+            &format!(
+                "{} outcomes published to the outcomes exchange (confirmed, {:.1} s) while the status \
+                 service was stopped; then it was started and drained them into its SQLite file \
+                 (consumer batches, one transaction each), counted by its \
+                 `scimrelay_status_outcomes_written_total` metric every 20 ms.",
+                st.n, st.publish_secs
+            ),
+        );
+        w(&mut s, "");
+        w(
+            &mut s,
+            "| outcomes | written | from process start, s | writes/s from start | writes/s steady (10% → 90%) | status CPU ms/outcome | peak RSS MiB |\n|---|---|---|---|---|---|---|",
+        );
+        w(
+            &mut s,
+            &format!(
+                "| {} | {} | {:.2} | {} | **{}** | {:.3} | {:.1} |",
+                st.n,
+                st.written,
+                st.total_secs,
+                f0(st.written as f64 / st.total_secs),
+                f0(st.steady_per_sec),
+                st.cpu_ms_per_outcome,
+                st.peak_rss_mib
             ),
         );
         w(&mut s, "");
@@ -1686,6 +1872,9 @@ async fn main() -> std::process::ExitCode {
     }
     if args.section("scale") {
         report.scale = Some(scale(&args, &sizes).await);
+    }
+    if args.section("status") {
+        report.status = Some(status_writes(&args, &sizes).await);
     }
     let charts = charts::font();
     let drawn = charts
