@@ -12,8 +12,9 @@ if ! command -v rabbitmq-server >/dev/null 2>&1 && [ ! -x /usr/sbin/rabbitmq-ser
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
   else
-    say "RabbitMQ is not installed. Install RabbitMQ 3.10+ (Debian/Ubuntu: sudo apt-get install rabbitmq-server;"
-    say "macOS: brew install rabbitmq) or point SCIMRELAY_AMQP_URL at a broker with the management plugin."
+    say "RabbitMQ is not installed. Install RabbitMQ 3.10+ and run this again:"
+    say "Debian/Ubuntu: sudo apt-get install rabbitmq-server; macOS: brew install rabbitmq."
+    say "The demo and the tests use the local broker (127.0.0.1:5672, management API on :15672, guest/guest)."
     exit 1
   fi
 fi

@@ -48,6 +48,7 @@ async fn aws_every_matrix_cell() {
         .await;
     o.iter()
         .for_each(|o| assert_outcome(o, OutcomeResult::Succeeded, Operation::Created));
+    let metrics = s.connector_metrics("aws-prod", None, 0.0).await;
     let o = s
         .settle(&[
             ps::user("a1", 2),
@@ -73,6 +74,7 @@ async fn aws_every_matrix_cell() {
     );
     let o = s.settle(&[ps::group_deleted("g1", 3)]).await;
     assert_outcome(&o[0], OutcomeResult::Succeeded, Operation::Deleted);
+    s.connector_metrics("aws-prod", Some(&metrics), 6.0).await;
     let users = s.admin("acme", "users").await;
     let users = users.as_array().cloned().unwrap_or_default();
     assert_eq!(users.len(), 2, "a3 deleted");

@@ -53,6 +53,7 @@ async fn github_every_matrix_cell_with_opt_in_delete() {
         .await;
     o.iter()
         .for_each(|o| assert_outcome(o, OutcomeResult::Succeeded, Operation::Created));
+    let metrics = s.connector_metrics("gh-emu", None, 0.0).await;
     let o = s
         .settle(&[
             ps::user("g1", 2),
@@ -77,6 +78,7 @@ async fn github_every_matrix_cell_with_opt_in_delete() {
     );
     let o = s.settle(&[ps::group_deleted("team", 3)]).await;
     assert_outcome(&o[0], OutcomeResult::Succeeded, Operation::Deleted);
+    s.connector_metrics("gh-emu", Some(&metrics), 6.0).await;
     let users = s.admin("acme", "users").await;
     assert_eq!(
         users.as_array().map(Vec::len),

@@ -128,6 +128,7 @@ async fn salesforce_matrix_with_exact_unsupported_outcomes() {
         .await;
     assert_outcome(&o[0], OutcomeResult::Succeeded, Operation::Created);
     assert_outcome(&o[1], OutcomeResult::Succeeded, Operation::Created);
+    let metrics = s.connector_metrics("sf-prod", None, 0.0).await;
     assert_eq!(o[2].result, OutcomeResult::Failed as i32, "{:?}", o[2]);
     assert_eq!(o[2].attempt, 1, "a permanent failure, not a retry loop");
     assert!(
@@ -177,6 +178,7 @@ async fn salesforce_matrix_with_exact_unsupported_outcomes() {
         m(&["s2"])
     );
     let o = s.settle(&[ps::group_deleted("sales", 3)]).await;
+    s.connector_metrics("sf-prod", Some(&metrics), 5.0).await;
     assert_eq!(o[0].result, OutcomeResult::Unsupported as i32, "{:?}", o[0]);
     assert!(
         o[0].detail

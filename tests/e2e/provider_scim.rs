@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use scimrelay_proto::v1::{Operation, OutcomeResult};
 
@@ -67,6 +67,7 @@ async fn every_cell(s: &ProviderStack) {
         .await;
     o.iter()
         .for_each(|o| assert_outcome(o, OutcomeResult::Succeeded, Operation::Created));
+    let metrics = s.connector_metrics("app", None, 0.0).await;
     let o = s
         .settle(&[
             ps::user("a", 2),
@@ -88,6 +89,7 @@ async fn every_cell(s: &ProviderStack) {
     );
     let o = s.settle(&[ps::group_deleted("g", 3)]).await;
     assert_outcome(&o[0], OutcomeResult::Succeeded, Operation::Deleted);
+    s.connector_metrics("app", Some(&metrics), 6.0).await;
     let stats = s.admin("acme", "stats").await;
     assert_eq!(
         count(&stats, "GET", "ServiceProviderConfig"),
@@ -122,4 +124,73 @@ async fn generic_scim_with_bearer_auth_every_cell() {
     let (s, secret) = stack("generic-bearer", false).await;
     every_cell(&s).await;
     assert_no_secret(&s, &secret);
+}
+
+/// A single event sent with `"plan": true` runs in plan mode at a live target: its outcome is
+/// `planned`, listing the requests it would send (e-mails masked); the simulator sees no write,
+/// and the ledger is untouched, so the same change sent for real later is applied.
+#[tokio::test]
+async fn a_single_event_in_plan_mode_sends_no_write() {
+    let (s, _) = stack("generic-plan", false).await;
+    let o = s.settle(&[ps::user("p1", 1)]).await;
+    assert_outcome(&o[0], OutcomeResult::Succeeded, Operation::Created);
+    let writes = |stats: &Value| {
+        ["POST", "PUT", "PATCH", "DELETE"]
+            .iter()
+            .flat_map(|m| {
+                ["Users", "Users/{id}"]
+                    .iter()
+                    .map(move |c| count(stats, m, c))
+            })
+            .sum::<u64>()
+    };
+    let before = writes(&s.admin("acme", "stats").await);
+    let mut update = ps::user("p1", 2);
+    update["plan"] = json!(true);
+    let mut new = ps::user("p2", 1);
+    new["plan"] = json!(true);
+    let o = s.settle(&[update, new]).await;
+    for o in &o {
+        assert_eq!(o.result, OutcomeResult::Planned as i32, "{o:?}");
+    }
+    assert!(
+        o[0].planned.iter().any(|r| r.method == "PATCH"
+            && r.path.contains("/Users/")
+            && r.body.contains("Title v2")),
+        "{:?}",
+        o[0].planned
+    );
+    assert!(
+        o[1].planned
+            .iter()
+            .any(|r| r.method == "POST" && r.path.ends_with("/Users")),
+        "{:?}",
+        o[1].planned
+    );
+    for r in o.iter().flat_map(|o| &o.planned) {
+        assert!(
+            !r.body.contains("@example.com"),
+            "an e-mail in a plan: {r:?}"
+        );
+    }
+    assert_eq!(
+        writes(&s.admin("acme", "stats").await),
+        before,
+        "plan mode wrote to the target"
+    );
+    let users = s.admin("acme", "users").await;
+    let users = users.as_array().cloned().unwrap_or_default();
+    assert_eq!(users.len(), 1, "{users:?}");
+    assert_eq!(users[0]["title"], "Title v1", "{users:?}");
+
+    // The ledger did not take the plan for a change: the same version for real is applied.
+    let o = s
+        .settle(&[
+            json!({"id": "evt-p1-v2-real", "kind": "user.upserted", "tenant": "acme",
+        "version": 2, "user": ps::user("p1", 2)["user"].clone()}),
+        ])
+        .await;
+    assert_outcome(&o[0], OutcomeResult::Succeeded, Operation::Updated);
+    let users = s.admin("acme", "users").await;
+    assert_eq!(users[0]["title"], "Title v2", "{users}");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use scimrelay_proto::v1::{Operation, Outcome, OutcomeResult};
-use scimrelay_tests::{Stack, StackOptions};
+use scimrelay_tests::{Metrics, Stack, StackOptions};
 
 /// A running stack plus the directory holding the simulator's config (kept alive with it).
 pub struct ProviderStack {
@@ -45,6 +45,51 @@ pub async fn start(
 }
 
 impl ProviderStack {
+    /// Scrapes the connector's `/metrics` and checks that the per-target series of `target`
+    /// exist; with `before`, also that they moved: at least `succeeded` more succeeded events,
+    /// and more SCIM requests and rate-limit decisions.
+    pub async fn connector_metrics(
+        &self,
+        target: &str,
+        before: Option<&Metrics>,
+        succeeded: f64,
+    ) -> Metrics {
+        let m = self.stack.metrics(&self.stack.connector_http[0]).await;
+        let events = format!("scimrelay_events_total{{target=\"{target}\",result=\"succeeded\"}}");
+        let requests = format!("scimrelay_scim_requests_total{{target=\"{target}\",");
+        let waits = format!("scimrelay_rate_limit_wait_seconds_count{{target=\"{target}\"}}");
+        for series in [
+            events.clone(),
+            requests.clone(),
+            waits.clone(),
+            format!("scimrelay_scim_request_duration_seconds_count{{target=\"{target}\","),
+            format!("scimrelay_event_duration_seconds_count{{target=\"{target}\""),
+            format!("scimrelay_in_flight{{target=\"{target}\"}}"),
+            format!("scimrelay_quarantined{{target=\"{target}\"}}"),
+        ] {
+            assert!(m.has(&series), "connector lacks {series}: {:?}", m.0);
+        }
+        assert!(
+            m.value(&format!(
+                "scimrelay_concurrency_limit{{target=\"{target}\"}}"
+            )) >= 1.0
+        );
+        if let Some(b) = before {
+            assert!(
+                m.value(&events) >= b.value(&events) + succeeded,
+                "{events}: {} → {}",
+                b.value(&events),
+                m.value(&events)
+            );
+            assert!(
+                m.sum(&requests) > b.sum(&requests),
+                "{requests} did not move"
+            );
+            assert!(m.value(&waits) > b.value(&waits), "{waits} did not move");
+        }
+        m
+    }
+
     /// Posts events (in one request), waits for one terminal outcome each; outcomes in order.
     pub async fn settle(&self, events: &[Value]) -> Vec<Outcome> {
         let (status, answer) = self.stack.post_events(&Value::Array(events.to_vec())).await;

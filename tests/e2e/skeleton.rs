@@ -183,6 +183,10 @@ async fn sample_events_reach_the_simulator_and_the_status_service() {
 #[tokio::test]
 async fn sigterm_stops_the_connector_cleanly_and_loses_nothing() {
     let mut stack = stack("sigterm", 4).await;
+    // A provider taking 2–5 ms per request, so the 300 events take long enough to be cut.
+    stack
+        .set_faults("acme", &json!({"latency_ms": {"min": 2, "max": 5}}))
+        .await;
     let events: Vec<Value> = (0..300)
         .map(|i| user(&format!("s{i:03}"), 1, "Engineer"))
         .collect();
@@ -193,7 +197,11 @@ async fn sigterm_stops_the_connector_cleanly_and_loses_nothing() {
         ids.extend(Stack::accepted_ids(&answer));
     }
     // Let it get going, then stop it mid-stream.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = std::time::Instant::now();
+    while stack.sim_users("acme").await.len() < 20 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let connector = &mut stack.connectors[0];
     let (status, took) = connector
         .terminate(Duration::from_secs(10))
@@ -209,6 +217,8 @@ async fn sigterm_stops_the_connector_cleanly_and_loses_nothing() {
         "the broker connection closed with an error:\n{}",
         connector.log()
     );
+    let done_before = stack.sim_users("acme").await.len();
+    assert!(done_before < 300, "SIGTERM came after the work was done");
 
     // Nothing is held unacked: whatever was not processed is back in the queues, ready.
     let mut unacked = u64::MAX;
@@ -242,6 +252,23 @@ async fn sigterm_stops_the_connector_cleanly_and_loses_nothing() {
         assert_eq!(o.len(), 1, "{id} has {} outcomes: {o:?}", o.len());
         assert_eq!(o[0].result, OutcomeResult::Succeeded as i32, "{o:?}");
     }
+    // Nothing the first connector finished was left unacked: a redelivery of a finished event
+    // would be recorded again, as a duplicate, in the event's history.
+    let mut client = stack.status_client().await;
+    for id in &ids {
+        let history = client
+            .get_event(GetEventRequest {
+                event_id: id.clone(),
+            })
+            .await
+            .expect("GetEvent")
+            .into_inner()
+            .history;
+        assert!(
+            history.iter().all(|r| !r.duplicate),
+            "{id} was delivered again after its outcome (left unacked by the stopped connector): {history:?}"
+        );
+    }
     let users = stack.sim_users("acme").await;
     assert_eq!(users.len(), 300, "every user exactly once");
     assert!(expect::check(&users, &[], &events, false).is_empty());
@@ -270,4 +297,71 @@ async fn closing_the_publisher_before_the_connection_closes_cleanly() {
         }
     }
     assert_eq!(unclean, 0, "connection closes that failed or hung");
+}
+
+/// `SCIMRELAY_CONNECTOR_REPLICAS` splits each target's ceiling: one of 4 replicas of a target
+/// with `rate_limit_per_sec: 40` sends at most 10 requests/s (plus the governor's burst of 2),
+/// and a replica count of 0 stops the connector at start, naming the variable.
+#[tokio::test]
+async fn replicas_split_the_ceiling_and_zero_is_refused() {
+    let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
+    let stack = Stack::start(StackOptions {
+        label: "replicas".into(),
+        sim_args: vec!["--tenant".into(), format!("acme:scim:bearer={token}")],
+        targets_yaml: targets(2).replace(
+            "    shards: 2\n",
+            "    shards: 2\n    rate_limit_per_sec: 40\n",
+        ),
+        env: BTreeMap::from([
+            (TOKEN_ENV.to_owned(), token),
+            ("SCIMRELAY_CONNECTOR_REPLICAS".to_owned(), "4".to_owned()),
+        ]),
+        connectors: vec!["scim-connector".into()],
+        dir: None,
+        tls: false,
+    })
+    .await;
+    let events: Vec<Value> = (0..30)
+        .map(|i| user(&format!("r{i:02}"), 1, "Engineer"))
+        .collect();
+    let (status, answer) = stack.post_events(&Value::Array(events)).await;
+    assert_eq!(status, 202, "{answer}");
+    let ids = Stack::accepted_ids(&answer);
+    stack.wait_outcomes(&ids, 1, Duration::from_secs(60)).await;
+    let stats = stack.sim_stats("acme").await;
+    let (total, peak) = (
+        stats["total"].as_u64().unwrap_or(0),
+        stats["peak_per_sec"].as_u64().unwrap_or(u64::MAX),
+    );
+    assert!(total >= 60, "{stats}");
+    assert!(
+        peak <= 10 + 2,
+        "one replica of four sent {peak} requests within a second (its share: 10/s): {stats}"
+    );
+
+    let mut env = stack.env.clone();
+    env.insert("SCIMRELAY_CONNECTOR_REPLICAS".into(), "0".into());
+    env.insert(
+        "SCIMRELAY_CONNECTOR_HTTP_ADDR".into(),
+        format!("127.0.0.1:{}", scimrelay_tests::free_port()),
+    );
+    let mut zero =
+        scimrelay_tests::Proc::start("scim-connector-0r", "scim-connector", &env, &[], &stack.dir);
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = zero.try_wait() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "a replica count of 0 was accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(2), "{}", zero.log());
+    assert!(
+        zero.log().contains("SCIMRELAY_CONNECTOR_REPLICAS"),
+        "{}",
+        zero.log()
+    );
 }

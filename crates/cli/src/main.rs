@@ -184,8 +184,8 @@ enum DlqCommand {
         /// Only this target.
         #[arg(long)]
         target: Option<String>,
-        /// Most messages to show.
-        #[arg(long, default_value_t = 100)]
+        /// Most messages to show (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
     },
     /// Move parked messages back to their shard queues.

@@ -118,6 +118,7 @@ fn bad_inputs_name_file_line_and_column_and_exit_non_zero() {
             "--result \"great\"".into(),
         ),
         (vec!["held".into(), "drop".into()], "--event ID".into()),
+        (vec!["held".into(), "release".into()], "--event ID".into()),
     ];
     for (args, want) in cases {
         let out = ctl().args(&args).output().expect("run");
@@ -125,13 +126,21 @@ fn bad_inputs_name_file_line_and_column_and_exit_non_zero() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(&want), "{args:?}: want {want:?} in {err}");
     }
-    // A usage error is clap's (exit 2) and names the flag.
-    let out = ctl()
-        .args(["send", &csv, "--batch-size", "0"])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--batch-size"));
+    // A usage error is clap's (exit 2) and names the flag or argument.
+    let usage: [(&[&str], &str); 6] = [
+        (&["send", &csv, "--batch-size", "0"], "--batch-size"),
+        (&["dlq", "list", "--limit", "0"], "--limit"),
+        (&["dlq", "list", "--limit", "5000"], "--limit"),
+        (&["dlq", "replay", "--limit", "lots"], "--limit"),
+        (&["held", "list", "--target"], "--target"),
+        (&["status", "targets", "t1", "t2"], "'t2'"),
+    ];
+    for (args, want) in usage {
+        let out = ctl().args(args).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: want {want:?} in {err}");
+    }
 }
 
 #[test]
@@ -605,6 +614,9 @@ async fn status_watch_dlq_and_held_commands() {
     let (code, _, err) = run(stack.args(&["status", "subject", "ghost"])).await;
     assert_eq!(code, 1);
     assert!(err.contains("ghost"), "{err}");
+    let (code, _, err) = run(stack.args(&["status", "targets", "no-such-target"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("\"no-such-target\""), "{err}");
 
     // dlq: park one copy as a connector does, list it, replay it into its shard queue.
     let mut headers = FieldTable::default();

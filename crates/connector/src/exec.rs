@@ -39,6 +39,10 @@ pub struct TargetIo {
     pub limits: Limits,
     /// Quarantine.
     pub breaker: Breaker,
+    /// Replicas of this connector sharing the target's budgets (at least 1): a provider's own
+    /// per-target budget (e.g. GitHub's user creations per hour) is divided by it, like the
+    /// ceiling in [`TargetIo::limits`].
+    pub replicas: u32,
 }
 
 /// Sends (or plans) SCIM requests for one event at one target.
@@ -79,6 +83,13 @@ impl Exec {
     pub fn with_target(mut self, target: &str) -> Self {
         self.target = target.to_owned();
         self
+    }
+
+    /// This replica's share of a per-target budget of `per_target` (rounded up, at least 1).
+    pub fn share(&self, per_target: u64) -> u64 {
+        per_target
+            .div_ceil(u64::from(self.io.replicas.max(1)))
+            .max(1)
     }
 
     /// Whether writes are only planned.

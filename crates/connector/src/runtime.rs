@@ -122,6 +122,7 @@ fn build_targets(
                     client,
                     limits,
                     breaker: Breaker::default(),
+                    replicas: config.replicas.max(1),
                 }),
                 ledger: Ledger::default(),
             }))

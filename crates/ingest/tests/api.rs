@@ -148,10 +148,14 @@ async fn bad_inputs_name_their_field_over_http_and_grpc() {
         );
     }
 
-    // 413: a body over the limit, and a batch over the limit.
-    let huge = json!({"events": (0..2000).map(|_| good_event()).collect::<Vec<_>>()});
+    // 413: a body over the limit (one event, so the batch limit cannot be what answers), and
+    // a batch over the limit.
+    let mut huge = good_event();
+    huge["user"]["displayName"] = json!("x".repeat(70 * 1024));
     let (status, answer) = post(&r, &huge).await;
     assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["error"]["code"], "body_too_large", "{answer}");
+    assert_eq!(answer["error"]["field"], "body", "{answer}");
     let six = json!((0..6).map(|_| good_event()).collect::<Vec<_>>());
     let (status, answer) = post(&r, &six).await;
     assert_eq!(status, 413, "{answer}");
@@ -198,10 +202,9 @@ async fn bad_inputs_name_their_field_over_http_and_grpc() {
             .map(|_| grpc_user("a@b.c", 1, EventKind::UserUpserted, vec![]))
             .collect(),
     };
-    assert_eq!(
-        client.publish(too_many).await.expect_err("batch").code(),
-        tonic::Code::ResourceExhausted
-    );
+    let err = client.publish(too_many).await.expect_err("batch");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().starts_with("events"), "{}", err.message());
 
     // And a good event over both transports is accepted.
     let (status, answer) = post(&r, &good_event()).await;

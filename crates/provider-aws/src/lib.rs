@@ -19,6 +19,8 @@
 //!   end).
 //! - **409 on create** (body with the singular `schema` key, no scimType: keyed on the status)
 //!   → look up by externalId, then userName (groups: externalId, then displayName) and adopt.
+//!   An adopted group whose externalId is not the platform's id gets it set in its first PATCH,
+//!   so the next lookup (after a restart, or for a group.deleted) finds it by externalId.
 //! - **429 without Retry-After** → the target pauses and backs off (the runtime's limits).
 //! - **Limits**: no published SCIM rate; a ceiling of [`DEFAULT_RATE_PER_SEC`] by default.
 
@@ -54,6 +56,9 @@ pub struct AppliedGroup {
     pub id: String,
     /// The displayName last applied.
     pub display_name: String,
+    /// The externalId the group has at AWS (empty for a group made by hand): when it is not
+    /// the platform's group id, the next PATCH sets it.
+    pub external_id: String,
     /// AWS user ids of the members last applied.
     pub members: BTreeSet<String>,
 }
@@ -296,8 +301,9 @@ async fn delete_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeErr
     }
 }
 
-/// One AWS membership PATCH: explicit member values, `remove` then `add`, never `replace`.
-pub fn member_patch(changes: &[MemberChange], rename: Option<&str>) -> Value {
+/// One AWS group PATCH: `replace` of each `(attribute, value)` in `attrs` (displayName,
+/// externalId), then explicit member values, `remove` then `add`, never a `replace` of members.
+pub fn member_patch(changes: &[MemberChange], attrs: &[(&str, &str)]) -> Value {
     let remove: Vec<&str> = changes
         .iter()
         .filter_map(|c| match c {
@@ -313,8 +319,8 @@ pub fn member_patch(changes: &[MemberChange], rename: Option<&str>) -> Value {
         })
         .collect();
     let mut p = PatchBuilder::new();
-    if let Some(name) = rename {
-        p = p.replace(Some("displayName"), json!(name));
+    for (attr, value) in attrs {
+        p = p.replace(Some(attr), json!(value));
     }
     if !remove.is_empty() {
         p = p.remove("members", Some(member_values(remove)));
@@ -347,13 +353,17 @@ impl Aws {
             .iter()
             .filter_map(id_of)
             .collect();
-        Ok(Some(AppliedGroup {
-            id,
-            display_name: found
-                .get("displayName")
+        let text = |attr: &str| {
+            found
+                .get(attr)
                 .and_then(Value::as_str)
                 .unwrap_or_default()
-                .to_owned(),
+                .to_owned()
+        };
+        Ok(Some(AppliedGroup {
+            id,
+            display_name: text("displayName"),
+            external_id: text("externalId"),
             members,
         }))
     }
@@ -387,6 +397,7 @@ impl Aws {
                         AppliedGroup {
                             id: resp.body.as_ref().and_then(id_of).unwrap_or_default(),
                             display_name: group.display_name.clone(),
+                            external_id: group.id.clone(),
                             members: first.into_iter().cloned().collect(),
                         },
                         Operation::Created,
@@ -417,26 +428,37 @@ impl Aws {
         }
         let path = format!("/Groups/{}", path_segment(&state.id));
         let changes = kit::member_diff(&state.members, &desired);
-        let mut rename =
-            (state.display_name != group.display_name).then_some(group.display_name.as_str());
+        // The attributes to set with the first PATCH: a new name, and the platform's id on a
+        // group adopted by displayName.
+        let mut attrs: Vec<(&str, &str)> = Vec::new();
+        if state.display_name != group.display_name {
+            attrs.push(("displayName", &group.display_name));
+        }
+        if state.external_id != group.id {
+            attrs.push(("externalId", &group.id));
+        }
         let mut sent = 0;
         let result: Result<(), scimrelay_scim::ScimError> = async {
-            if changes.is_empty()
-                && let Some(name) = rename.take()
-            {
+            if changes.is_empty() && !attrs.is_empty() {
                 input
                     .exec
-                    .send(ScimRequest::patch(&path, member_patch(&[], Some(name))))
+                    .send(ScimRequest::patch(&path, member_patch(&[], &attrs)))
                     .await?;
-                state.display_name = name.to_owned();
+                attrs.clear();
+                state.display_name = group.display_name.clone();
+                state.external_id = group.id.clone();
                 sent += 1;
             }
             for part in changes.chunks(MAX_MEMBER_CHANGES) {
                 input
                     .exec
-                    .send(ScimRequest::patch(&path, member_patch(part, rename.take())))
+                    .send(ScimRequest::patch(
+                        &path,
+                        member_patch(part, &std::mem::take(&mut attrs)),
+                    ))
                     .await?;
                 state.display_name = group.display_name.clone();
+                state.external_id = group.id.clone();
                 for c in part {
                     match c {
                         MemberChange::Add(id) => state.members.insert(id.clone()),
@@ -517,11 +539,12 @@ mod tests {
             MemberChange::Remove("a".into()),
             MemberChange::Add("b".into()),
         ];
-        let body = member_patch(&changes, Some("New"));
+        let body = member_patch(&changes, &[("displayName", "New"), ("externalId", "g1")]);
         assert_eq!(
             body["Operations"],
             json!([
                 {"op": "replace", "path": "displayName", "value": "New"},
+                {"op": "replace", "path": "externalId", "value": "g1"},
                 {"op": "remove", "path": "members", "value": [{"value": "a"}]},
                 {"op": "add", "path": "members", "value": [{"value": "b"}]}
             ])

@@ -1,4 +1,4 @@
-//! `aws-connector`: serves every `provider: github` target of the targets file.
+//! `aws-connector`: serves every `provider: aws` target of the targets file.
 
 use std::sync::Arc;
 

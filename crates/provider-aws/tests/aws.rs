@@ -313,3 +313,101 @@ async fn plan_mode_reports_the_chunked_requests_and_sends_no_write() {
         Some(0)
     );
 }
+
+/// The AWS user id of the user with this externalId (read through the admin API).
+async fn user_id(origin: &str, external_id: &str) -> String {
+    admin(origin, "users")
+        .await
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["externalId"] == external_id))
+        .and_then(|u| u["id"].as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no user with externalId {external_id}"))
+}
+
+#[tokio::test]
+async fn a_409_on_group_create_adopts_the_group_found_by_display_name_and_links_it() {
+    let origin = sim("").await;
+    let h = harness(&origin, "");
+    for id in ["a", "b", "x"] {
+        h.ok(&events::upsert(events::user(id), 1)).await;
+    }
+    // Made by hand at AWS (no externalId), with one member the platform does not want.
+    let resp = reqwest::Client::new()
+        .post(format!("{origin}/acme/scim/v2/Groups"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "Eng",
+            "members": [{"value": user_id(&origin, "x").await}, {"value": user_id(&origin, "a").await}],
+        }))
+        .send()
+        .await
+        .expect("create group");
+    assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+    let members = ["a".to_string(), "b".to_string()];
+    let done = h.ok(&events::group("g1", "Eng", &members, 1)).await;
+    assert_eq!(done.operation, Operation::Adopted, "{done:?}");
+    let groups = admin(&origin, "groups").await;
+    assert_eq!(
+        groups.as_array().map(Vec::len),
+        Some(1),
+        "no duplicate: {groups}"
+    );
+    assert_eq!(groups[0]["id"].as_str(), Some(done.remote_id.as_str()));
+    assert_eq!(
+        groups[0]["externalId"], "g1",
+        "linked to the platform id: {groups}"
+    );
+    assert_eq!(
+        members_of(&origin, "g1").await,
+        ["a", "b"],
+        "x removed, b added"
+    );
+    let s = admin(&origin, "stats").await;
+    assert_eq!(s["by_status"]["409"].as_u64(), Some(1), "{s}");
+    assert_eq!(count(&s, "GET", "Groups/{id}"), 0, "{s}");
+    // After a restart the group is found by externalId: no second 409, nothing to change.
+    let again = harness(&origin, "")
+        .ok(&events::group("g1", "Eng", &members, 2))
+        .await;
+    assert_eq!(again.operation, Operation::Noop, "{again:?}");
+    assert_eq!(again.remote_id, done.remote_id);
+    let s = admin(&origin, "stats").await;
+    assert_eq!(s["by_status"]["409"].as_u64(), Some(1), "{s}");
+}
+
+#[tokio::test]
+async fn membership_is_learned_through_short_cursor_pages() {
+    // Every cursor page is cut short (1..count items) although more exist.
+    let origin = sim(", aws: {short_page_rate: 1.0}").await;
+    let first = harness(&origin, "");
+    let ids: Vec<String> = (0..150).map(|i| format!("s{i:03}")).collect();
+    for id in &ids {
+        first.ok(&events::upsert(events::user(id), 1)).await;
+    }
+    first.ok(&events::group("g", "Paged", &ids, 1)).await;
+    assert_eq!(members_of(&origin, "g").await.len(), 150);
+    // A new process knows nothing applied: it must read all 150 members through
+    // `groups.value eq` pages, each shorter than the 100 asked for. Stopping at a short page
+    // would leave the unseen members in the group.
+    let before = admin(&origin, "stats").await;
+    let second = harness(&origin, "");
+    let done = second.ok(&events::group("g", "Paged", &ids[75..], 2)).await;
+    assert_eq!(done.operation, Operation::Updated, "{done:?}");
+    let mut want = ids[75..].to_vec();
+    want.sort();
+    assert_eq!(members_of(&origin, "g").await, want);
+    let s = admin(&origin, "stats").await;
+    let lists = count(&s, "GET", "Users") - count(&before, "GET", "Users");
+    assert!(
+        lists >= 75 + 2,
+        "75 member lookups plus at least two membership pages: {lists}"
+    );
+    assert_eq!(
+        s["by_status"]["400"].as_u64().unwrap_or(0),
+        0,
+        "no startIndex: {s}"
+    );
+    assert_eq!(count(&s, "GET", "Groups/{id}"), 0, "{s}");
+}

@@ -22,7 +22,11 @@
 //!   rate-limit message) pauses the target — it is not an authentication failure — for
 //!   retry-after, else until `x-ratelimit-reset`, else at least 60 s (GH-RL).
 //! - **Limits**: a ceiling of 5,000 requests/hour (≈1.39/s) by default, and a separate governor
-//!   of 1,000 user creations per hour per target (GH-SCIMRL; `options.user_creates_per_hour`).
+//!   of 1,000 user creations per hour per target (GH-SCIMRL; `options.user_creates_per_hour`),
+//!   divided between the connector's replicas (`SCIMRELAY_CONNECTOR_REPLICAS`) like the ceiling.
+//! - **Organization-level SCIM** (`/scim/v2/organizations/{org}`) is a different API (no Groups,
+//!   POST sends invitations, `active:false` deletes the SCIM identity): [`validate_targets`]
+//!   refuses such a base_url when the connector starts, and converge refuses it too.
 //!
 //! Options (`targets[].options`): `shortcode` (the enterprise short code, enables the login
 //! length check), `max_login_len` (default 39; 30 on GHE.com), `user_creates_per_hour`
@@ -45,7 +49,7 @@ use scimrelay_connector::{
     Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults,
     classify, default_assess, provider::reset_wait,
 };
-use scimrelay_core::config::DeletePolicy;
+use scimrelay_core::config::{ConfigError, DeletePolicy, ProviderKind, TargetConfig};
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_provider_scim::kit::{self, MemberChange, id_of};
 use scimrelay_provider_scim::mapping::differs;
@@ -91,6 +95,11 @@ impl Github {
             "user_creates_per_hour",
             DEFAULT_USER_CREATES_PER_HOUR,
         )?;
+        let per_hour = if per_hour == 0 {
+            0
+        } else {
+            input.exec.share(per_hour)
+        };
         let n = NonZeroU32::new(u32::try_from(per_hour).unwrap_or(u32::MAX)).ok_or_else(|| {
             ConvergeError::new(
                 FailureClass::Permanent,
@@ -109,6 +118,42 @@ impl Github {
             .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_hour(n))))
             .clone())
     }
+}
+
+/// Why a base URL cannot be served, when it is GitHub's organization-level SCIM API
+/// (`…/scim/v2/organizations/{org}`), which this profile must not drive (providers.md §4
+/// GitHub 8): it has no Groups, its POST sends invitation e-mails and its `active:false` deletes
+/// the SCIM identity instead of suspending the user.
+pub fn org_level_scim(base_url: &str) -> Option<&'static str> {
+    let rest = base_url.split_once("://").map_or(base_url, |(_, r)| r);
+    let path = rest.split(['?', '#']).next().unwrap_or_default();
+    let segments: Vec<&str> = path.split('/').skip(1).filter(|s| !s.is_empty()).collect();
+    let org_level = segments.windows(3).any(|w| {
+        w[0].eq_ignore_ascii_case("scim")
+            && w[1].eq_ignore_ascii_case("v2")
+            && w[2].eq_ignore_ascii_case("organizations")
+    });
+    org_level.then_some(
+        "is GitHub's organization-level SCIM API (/scim/v2/organizations/{org}), which has no Groups, sends an invitation e-mail on every create and deletes the SCIM identity on active:false; github-connector serves only the Enterprise Managed Users API: use https://api.github.com/scim/v2/enterprises/{enterprise} (GHE.com: https://api.SUBDOMAIN.ghe.com/scim/v2/enterprises/{enterprise}; GHES: https://HOSTNAME/api/v3/scim/v2)",
+    )
+}
+
+/// Checks the `provider: github` targets of a targets file (all of its targets, so that the
+/// error names the key by its index in the file, `targets[i].base_url`). The connector calls it
+/// at start, before any port is bound or queue consumed.
+pub fn validate_targets(targets: &[TargetConfig]) -> Result<(), ConfigError> {
+    for (i, t) in targets.iter().enumerate() {
+        if t.provider != ProviderKind::Github {
+            continue;
+        }
+        if let Some(why) = org_level_scim(&t.base_url) {
+            return Err(ConfigError::Invalid {
+                key: format!("targets[{i}].base_url"),
+                message: format!("{:?} (target {}) {why}", t.base_url, t.id),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether an answer is GitHub throttling (primary or secondary rate limit, or the SCIM
@@ -188,6 +233,13 @@ impl Provider for Github {
         input: ConvergeInput<'a>,
     ) -> BoxFuture<'a, Result<Converged, ConvergeError>> {
         Box::pin(async move {
+            // The connector refuses such a target at start; this guards every other caller.
+            if let Some(why) = org_level_scim(&input.target.base_url) {
+                return Err(ConvergeError::new(
+                    FailureClass::Permanent,
+                    format!("targets file: target {} base_url {why}", input.target.id),
+                ));
+            }
             match input.event.kind() {
                 EventKind::UserUpserted => self.upsert_user(&input).await,
                 EventKind::UserDeactivated => deactivate_user(&input).await,
@@ -616,6 +668,27 @@ mod tests {
             Health::AuthFailed
         );
         assert_eq!(classify_github(&denied).class, FailureClass::Permanent);
+    }
+
+    #[test]
+    fn only_the_organization_level_api_is_recognised_as_org_scim() {
+        for url in [
+            "https://api.github.com/scim/v2/organizations/acme",
+            "https://api.github.com/scim/v2/organizations/acme/",
+            "https://api.github.com/scim/v2/Organizations/acme?x=1",
+            "http://127.0.0.1:9/scim/v2/organizations/acme",
+        ] {
+            assert!(org_level_scim(url).is_some(), "{url}");
+        }
+        for url in [
+            "https://api.github.com/scim/v2/enterprises/acme",
+            "https://api.acme.ghe.com/scim/v2/enterprises/acme",
+            "https://ghes.example/api/v3/scim/v2",
+            "https://ghes.example/api/v3/scim/v2/enterprises/organizations",
+            "https://organizations.example/scim/v2/enterprises/acme",
+        ] {
+            assert!(org_level_scim(url).is_none(), "{url}");
+        }
     }
 
     #[test]

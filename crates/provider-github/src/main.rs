@@ -12,7 +12,8 @@ use scimrelay_core::config::ProviderKind;
 /// PATCH member diffs, 403/429 throttling, 5,000 requests and 1,000 user creations per hour)
 /// and publishes its outcome. GitHub's DELETE is permanent: it is sent only for targets with
 /// `delete_policy: delete`. Options: `shortcode`, `max_login_len`, `user_creates_per_hour`
-/// (docs/providers/github.md).
+/// (docs/providers/github.md). A base_url of the organization-level SCIM API
+/// (`/scim/v2/organizations/{org}`) is refused at start: only the EMU enterprise API is served.
 ///
 /// Environment: SCIMRELAY_CONFIG (targets file, required), SCIMRELAY_AMQP_URL,
 /// SCIMRELAY_CONNECTOR_HTTP_ADDR (health, default 127.0.0.1:8081), SCIMRELAY_DRAIN_TIMEOUT_SECS
@@ -30,7 +31,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _ = Args::parse();
-    let config = match scimrelay_connector::ConnectorConfig::from_env(ProviderKind::Github) {
+    let config = match scimrelay_connector::ConnectorConfig::from_env(ProviderKind::Github)
+        .and_then(|c| {
+            // Checked against the whole file, so the error names the key by its index there.
+            let file = scimrelay_core::config::EnvConfig::from_env()?.targets()?;
+            scimrelay_provider_github::validate_targets(&file.targets)?;
+            Ok(c)
+        }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("github-connector: configuration error: {e}");

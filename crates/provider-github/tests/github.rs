@@ -282,3 +282,115 @@ async fn user_creations_have_their_own_hourly_governor() {
     u.display_name = "Changed".into();
     h.ok(&events::upsert(u, 2)).await;
 }
+
+/// One of two replicas gets half of the target's creation budget (4 per hour → 2).
+#[tokio::test]
+async fn replicas_share_the_user_creation_budget() {
+    let origin = sim("", "").await;
+    let h =
+        harness_with(&origin, "", "{shortcode: acme, user_creates_per_hour: 4}").with_replicas(2);
+    h.ok(&events::upsert(events::user("r1"), 1)).await;
+    h.ok(&events::upsert(events::user("r2"), 1)).await;
+    let third = tokio::time::timeout(
+        Duration::from_millis(800),
+        h.run(&events::upsert(events::user("r3"), 1)),
+    )
+    .await;
+    assert!(
+        third.is_err(),
+        "the third creation waits: this replica's share of 4/hour is 2"
+    );
+}
+
+#[tokio::test]
+async fn a_409_on_group_create_adopts_the_group_found_by_display_name() {
+    let origin = sim("", "").await;
+    let h = harness(&origin, "");
+    for id in ["a", "b", "x"] {
+        h.ok(&events::upsert(events::user(id), 1)).await;
+    }
+    let users = admin(&origin, "users").await;
+    let id_of = |external_id: &str| -> String {
+        users
+            .as_array()
+            .and_then(|a| a.iter().find(|u| u["externalId"] == external_id))
+            .and_then(|u| u["id"].as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no user {external_id}"))
+    };
+    // Made by an earlier tool: same displayName, another externalId, one unwanted member.
+    let resp = reqwest::Client::new()
+        .post(format!("{origin}/scim/v2/enterprises/acme/Groups"))
+        .bearer_auth(TOKEN)
+        .header("user-agent", "earlier-tool")
+        .json(&serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "externalId": "legacy-eng",
+            "displayName": "Eng",
+            "members": [{"value": id_of("x")}, {"value": id_of("a")}],
+        }))
+        .send()
+        .await
+        .expect("create group");
+    assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+    let done = h
+        .ok(&events::group("g1", "Eng", &["a".into(), "b".into()], 1))
+        .await;
+    assert_eq!(done.operation, Operation::Adopted, "{done:?}");
+    let groups = admin(&origin, "groups").await;
+    assert_eq!(
+        groups.as_array().map(Vec::len),
+        Some(1),
+        "no duplicate: {groups}"
+    );
+    assert_eq!(groups[0]["id"].as_str(), Some(done.remote_id.as_str()));
+    assert_eq!(groups[0]["externalId"], "g1", "linked: {groups}");
+    let mut members: Vec<String> = groups[0]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["value"].as_str().map(str::to_owned))
+        .collect();
+    members.sort();
+    let mut want = vec![id_of("a"), id_of("b")];
+    want.sort();
+    assert_eq!(members, want, "x removed, b added");
+    let s = admin(&origin, "stats").await;
+    assert_eq!(s["by_status"]["409"].as_u64(), Some(1), "{s}");
+    assert_eq!(count(&s, "PUT", "Groups/{id}"), 0, "{s}");
+    // A new process finds it by externalId: no second 409.
+    let again = harness(&origin, "")
+        .ok(&events::group("g1", "Eng", &["a".into(), "b".into()], 2))
+        .await;
+    assert_eq!(again.operation, Operation::Noop, "{again:?}");
+    let s = admin(&origin, "stats").await;
+    assert_eq!(s["by_status"]["409"].as_u64(), Some(1), "{s}");
+}
+
+#[tokio::test]
+async fn an_organization_level_base_url_is_refused_before_any_request() {
+    let origin = sim("", "").await;
+    let h = Harness::new(
+        Arc::new(Github::new()),
+        &format!(
+            "targets:\n  - id: gh-org\n    provider: github\n    base_url: \"{origin}/scim/v2/organizations/acme\"\n    auth: {{kind: none}}\n"
+        ),
+        Auth::Bearer(Secret::new(TOKEN.to_string())),
+    );
+    for event in [
+        events::upsert(events::user("o1"), 1),
+        events::group("og", "Org group", &[], 1),
+        events::user_event("o1", EventKind::UserDeactivated, 2),
+    ] {
+        let run = h.run(&event).await;
+        let err = run.result.expect_err("org-level SCIM");
+        assert_eq!(err.class, FailureClass::Permanent);
+        assert!(
+            err.detail.contains("target gh-org base_url")
+                && err.detail.contains("organization-level")
+                && err.detail.contains("/scim/v2/enterprises/"),
+            "{err}"
+        );
+        assert_eq!(run.stats.requests, 0, "nothing sent");
+    }
+}

@@ -12,8 +12,13 @@
 //! - **Profile entitlement**: exactly one profile id in `entitlements`, from the event's
 //!   `user.attributes.salesforce_profile_id` or `options.profile_id`; a user without one fails
 //!   permanently ("no Salesforce profile: set options.profile_id …"), never a 409 retry loop.
+//!   When Salesforce refuses the id anyway (409 REQUIRED_FIELD_MISSING for a permission set,
+//!   400 INVALID_CROSS_REFERENCE_KEY for an id the org does not have), the failure is permanent,
+//!   names the id and the options to fix, and is never read as a duplicate (no adoption lookup).
 //! - **Usernames** are unique across every Salesforce org: `options.username_suffix` is
-//!   appended (`ann@corp.com` → `ann@corp.com.prod`).
+//!   appended (`ann@corp.com` → `ann@corp.com.prod`). A DUPLICATE_USERNAME 409 for which no user
+//!   of this org is found (the name belongs to another org) is a permanent failure that says so
+//!   and suggests the suffix.
 //! - **Updates** are PATCH `{"op":"replace","value":{…changed attributes…}}` (Salesforce style).
 //! - **DELETE only deactivates** at Salesforce: user.deleted deactivates (PATCH active=false)
 //!   whatever the delete policy, and the outcome says so.
@@ -354,8 +359,11 @@ async fn upsert_user(
     let profile = mapping::profile_id(user, &input.target.id, default_profile)?;
     let suffix = kit::opt_str(input.target, "username_suffix")?;
     let desired = mapping::user_resource(user, user.active, &profile, suffix.as_deref())?;
+    let explain = |e: ConvergeError| explain_refusal(e, &user.id, &profile, &input.target.id);
     if let Some(existing) = current_user(input).await? {
-        return update_user(input, &existing, &desired, Operation::Updated).await;
+        return update_user(input, &existing, &desired, Operation::Updated)
+            .await
+            .map_err(explain);
     }
     match input
         .exec
@@ -366,14 +374,10 @@ async fn upsert_user(
             Operation::Created,
             resp.body.as_ref().and_then(id_of).unwrap_or_default(),
         )),
-        Err(e) if kit::is_conflict(&e) && is_required_field_missing(&e) => Err(ConvergeError {
-            class: FailureClass::Permanent,
-            detail: format!(
-                "Salesforce refused the user: a required field is missing ({}); check the profile id ({profile}) and the user's last name and e-mail",
-                e.detail().unwrap_or("REQUIRED_FIELD_MISSING")
-            ),
-            ..classify(&e)
-        }),
+        // Not a uniqueness conflict although it is a 409: no lookup, no adoption.
+        Err(e) if kit::is_conflict(&e) && is_required_field_missing(&e) => {
+            Err(explain(classify_salesforce(&e)))
+        }
         Err(e) if kit::is_conflict(&e) => {
             let user_name = mapping::user_name(user, suffix.as_deref());
             for (attr, value) in [
@@ -381,7 +385,9 @@ async fn upsert_user(
                 ("userName", user_name.as_str()),
             ] {
                 if let Some(existing) = find(input, "Users", attr, value).await? {
-                    let done = update_user(input, &existing, &desired, Operation::Adopted).await?;
+                    let done = update_user(input, &existing, &desired, Operation::Adopted)
+                        .await
+                        .map_err(explain)?;
                     return Ok(
                         Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
                             "409 on create: adopted the existing user found by {attr}"
@@ -389,17 +395,64 @@ async fn upsert_user(
                     );
                 }
             }
+            let target = &input.target.id;
+            let detail = if is_duplicate_username(&e) {
+                match &suffix {
+                    None => format!(
+                        "user {}: username clash (DUPLICATE_USERNAME): its username is taken in another Salesforce organization (usernames are unique across every org, sandboxes included) and no user of this org has its externalId or username; set options.username_suffix on target {target} (e.g. \".prod\") so this org's usernames are its own",
+                        user.id
+                    ),
+                    Some(s) => format!(
+                        "user {}: username clash (DUPLICATE_USERNAME): its username, with options.username_suffix {s:?}, is taken in another Salesforce organization (usernames are unique across every org) and no user of this org has its externalId or username; choose another options.username_suffix on target {target}",
+                        user.id
+                    ),
+                }
+            } else {
+                format!(
+                    "user {}: Salesforce refused the create as a conflict ({}) and no user of this org has its externalId or username",
+                    user.id,
+                    e.detail().unwrap_or("no detail")
+                )
+            };
             Err(ConvergeError {
                 class: FailureClass::Permanent,
-                detail: format!(
-                    "user {}: the username already exists in another Salesforce organization (usernames are global); set options.username_suffix on target {} (e.g. \".prod\")",
-                    user.id, input.target.id
-                ),
+                detail,
                 ..classify(&e)
             })
         }
-        Err(e) => Err(classify_salesforce(&e)),
+        Err(e) => Err(explain(classify_salesforce(&e))),
     }
+}
+
+/// Salesforce's refusals of a user write that a retry cannot fix, in words an operator can act
+/// on (providers.md §4 Salesforce 2): a 409 REQUIRED_FIELD_MISSING is *not* a uniqueness
+/// conflict; about the profile it means the id is not one profile of this org (a permission set
+/// `0PS…`), and a 400 INVALID_CROSS_REFERENCE_KEY means the org has no such id at all (the only
+/// reference a user write carries is the profile). Other failures pass unchanged.
+fn explain_refusal(mut e: ConvergeError, user: &str, profile: &str, target: &str) -> ConvergeError {
+    let missing = e.detail.contains("REQUIRED_FIELD_MISSING");
+    let unknown_id = e.detail.contains("INVALID_CROSS_REFERENCE_KEY");
+    if !(missing || unknown_id) {
+        return e;
+    }
+    let answer = std::mem::take(&mut e.detail);
+    e.class = FailureClass::Permanent;
+    e.detail = if unknown_id || answer.contains("profileid") {
+        format!(
+            "user {user}: Salesforce refused the profile {profile:?} ({answer}): it is not a profile of this org; every user needs exactly one profile id (00e…, listed in /Entitlements with type Profile), a permission set (0PS…) or another org's id does not count; fix options.profile_id or options.profile_name on target {target}, or the user's attributes.{}. Not a duplicate: nothing was adopted, and retrying cannot help",
+            mapping::PROFILE_ATTRIBUTE
+        )
+    } else {
+        format!(
+            "user {user}: Salesforce refused the user because a required field is missing ({answer}). Not a duplicate: set the field (last name, e-mail, username) at the identity platform; retrying cannot help"
+        )
+    };
+    e
+}
+
+fn is_duplicate_username(e: &ScimError) -> bool {
+    e.error_code() == Some("DUPLICATE_USERNAME")
+        || e.detail().is_some_and(|d| d.contains("DUPLICATE_USERNAME"))
 }
 
 fn is_required_field_missing(e: &ScimError) -> bool {

@@ -1,4 +1,4 @@
-//! `salesforce-connector`: serves every `provider: github` target of the targets file.
+//! `salesforce-connector`: serves every `provider: salesforce` target of the targets file.
 
 use std::sync::Arc;
 
@@ -11,8 +11,8 @@ use scimrelay_core::config::ProviderKind;
 /// converges each event at the org's SCIM API (one profile entitlement per user, username
 /// suffix, DELETE that only deactivates, membership of existing public groups, 403
 /// REQUEST_LIMIT_EXCEEDED throttling, Sforce-Limit-Info) and publishes its outcome. Auth is
-/// OAuth client credentials or JWT bearer. Options: `profile_id`, `username_suffix`
-/// (docs/providers/salesforce.md).
+/// OAuth client credentials or JWT bearer. Options: `profile_id` (or `profile_name`),
+/// `username_suffix` (docs/providers/salesforce.md).
 ///
 /// Environment: SCIMRELAY_CONFIG (targets file, required), SCIMRELAY_AMQP_URL,
 /// SCIMRELAY_CONNECTOR_HTTP_ADDR (health, default 127.0.0.1:8081), SCIMRELAY_DRAIN_TIMEOUT_SECS

@@ -26,6 +26,12 @@ fn fixture(name: &str) -> String {
 }
 
 async fn sim(extra: Value) -> String {
+    sim_with_orgs(extra, &[]).await
+}
+
+/// The simulator with the `acme` org and other salesforce orgs (`auth: none`, default profiles)
+/// sharing its global username registry.
+async fn sim_with_orgs(extra: Value, others: &[&str]) -> String {
     let mut sf = json!({
         "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET,
@@ -40,8 +46,15 @@ async fn sim(extra: Value) -> String {
     if let Some(f) = extra.get("faults") {
         tenant["faults"] = f.clone();
     }
-    let config = scimrelay_sim::SimConfig::from_yaml_str(&json!({"tenants": [tenant]}).to_string())
-        .expect("sim config");
+    let mut tenants = vec![tenant];
+    tenants.extend(
+        others
+            .iter()
+            .map(|id| json!({"id": id, "mode": "salesforce"})),
+    );
+    let config =
+        scimrelay_sim::SimConfig::from_yaml_str(&json!({ "tenants": tenants }).to_string())
+            .expect("sim config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -65,6 +78,11 @@ fn client_credentials(origin: &str) -> Auth {
 
 /// The id of the simulator's "Standard User" profile, read through the API.
 async fn profile_id(origin: &str) -> String {
+    entitlement_id(origin, "Standard User").await
+}
+
+/// The id of one of acme's entitlements (profile or permission set), read through the API.
+async fn entitlement_id(origin: &str, name: &str) -> String {
     let http = reqwest::Client::new();
     let token: Value = http
         .post(format!("{origin}/acme/services/oauth2/token"))
@@ -89,9 +107,9 @@ async fn profile_id(origin: &str) -> String {
         .expect("entitlements json");
     list["Resources"]
         .as_array()
-        .and_then(|r| r.iter().find(|e| e["displayName"] == "Standard User"))
+        .and_then(|r| r.iter().find(|e| e["displayName"] == name))
         .and_then(|e| e["id"].as_str())
-        .expect("a Standard User profile")
+        .unwrap_or_else(|| panic!("no entitlement {name:?}: {list}"))
         .to_owned()
 }
 
@@ -160,12 +178,19 @@ async fn user_cells_with_profile_suffix_and_delete_that_deactivates() {
             .operation,
         Operation::Deactivated
     );
+    assert_eq!(admin(&origin, "users").await[0]["active"], false);
     u.title = "Back".into();
     assert_eq!(
         h.ok(&events::upsert(u.clone(), 5)).await.operation,
         Operation::Updated,
         "reactivated"
     );
+    let users = admin(&origin, "users").await;
+    assert_eq!(
+        users[0]["active"], true,
+        "reactivated at Salesforce: {users}"
+    );
+    assert_eq!(users[0]["title"], "Back");
     let deleted = h
         .ok(&events::user_event("u1", EventKind::UserDeleted, 6))
         .await;
@@ -386,4 +411,115 @@ async fn a_profile_named_in_the_options_is_resolved_once_from_entitlements() {
         .expect_err("unknown profile");
     assert_eq!(err.class, FailureClass::Permanent);
     assert!(err.detail.contains("No Such Profile"), "{err}");
+}
+
+#[tokio::test]
+async fn a_profile_id_salesforce_refuses_is_permanent_and_not_a_duplicate() {
+    let origin = sim(json!({"permission_sets": ["Sales Ops"]})).await;
+    // A permission set given as the profile: Salesforce answers 409 REQUIRED_FIELD_MISSING.
+    let permission_set = entitlement_id(&origin, "Sales Ops").await;
+    assert!(permission_set.starts_with("0PS"), "{permission_set}");
+    let h = harness(
+        &origin,
+        &format!("{{profile_id: \"{permission_set}\"}}"),
+        client_credentials(&origin),
+    );
+    let err = h
+        .run(&events::upsert(events::user("ps1"), 1))
+        .await
+        .result
+        .expect_err("a permission set is no profile");
+    assert_eq!(err.class, FailureClass::Permanent, "{err}");
+    assert_eq!(err.http_status, 409);
+    for needle in [
+        "REQUIRED_FIELD_MISSING",
+        permission_set.as_str(),
+        "not a profile of this org",
+        "options.profile_id",
+        "Not a duplicate",
+    ] {
+        assert!(err.detail.contains(needle), "lacks {needle:?}: {err}");
+    }
+    assert!(!err.detail.contains("username_suffix"), "{err}");
+    let s = admin(&origin, "stats").await;
+    assert_eq!(count(&s, "POST", "Users"), 1, "not retried: {s}");
+    assert_eq!(
+        count(&s, "GET", "Users"),
+        1,
+        "only the lookup before the create; no adoption lookup after the 409: {s}"
+    );
+    // An id this org does not have at all: 400 INVALID_CROSS_REFERENCE_KEY, named the same way.
+    let h = harness(
+        &origin,
+        "{profile_id: \"00eNOSUCHPROFILE\"}",
+        client_credentials(&origin),
+    );
+    let err = h
+        .run(&events::upsert(events::user("ps2"), 1))
+        .await
+        .result
+        .expect_err("unknown profile id");
+    assert_eq!(err.class, FailureClass::Permanent, "{err}");
+    assert!(
+        err.detail.contains("00eNOSUCHPROFILE") && err.detail.contains("not a profile of this org"),
+        "{err}"
+    );
+    assert_eq!(
+        admin(&origin, "users").await.as_array().map(Vec::len),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn a_username_taken_in_another_org_fails_naming_the_clash_and_the_suffix() {
+    let origin = sim_with_orgs(json!({}), &["sandbox"]).await;
+    // The same person already exists in another org of the simulator (a sandbox, say).
+    Harness::new(
+        Arc::new(Salesforce::new()),
+        &format!(
+            "targets:\n  - id: sandbox\n    provider: salesforce\n    base_url: \"{origin}/sandbox/services/scim/v2\"\n    auth: {{kind: none}}\n    options: {{profile_name: \"Standard User\"}}\n"
+        ),
+        Auth::None,
+    )
+    .ok(&events::upsert(events::user("d1"), 1))
+    .await;
+    let profile = profile_id(&origin).await;
+    let h = harness(
+        &origin,
+        &format!("{{profile_id: \"{profile}\"}}"),
+        client_credentials(&origin),
+    );
+    let err = h
+        .run(&events::upsert(events::user("d1"), 1))
+        .await
+        .result
+        .expect_err("the username belongs to another org");
+    assert_eq!(err.class, FailureClass::Permanent, "{err}");
+    assert_eq!(err.http_status, 409);
+    for needle in [
+        "username clash",
+        "DUPLICATE_USERNAME",
+        "another Salesforce organization",
+        "options.username_suffix on target sf",
+    ] {
+        assert!(err.detail.contains(needle), "lacks {needle:?}: {err}");
+    }
+    assert!(!err.detail.contains("@example.com"), "no e-mail: {err}");
+    let s = admin(&origin, "stats").await;
+    assert_eq!(count(&s, "POST", "Users"), 1, "not retried: {s}");
+    assert_eq!(
+        admin(&origin, "users").await.as_array().map(Vec::len),
+        Some(0),
+        "nothing adopted in this org"
+    );
+    // The suggested fix works.
+    let h = harness(
+        &origin,
+        &format!("{{profile_id: \"{profile}\", username_suffix: \".prod\"}}"),
+        client_credentials(&origin),
+    );
+    assert_eq!(
+        h.ok(&events::upsert(events::user("d1"), 2)).await.operation,
+        Operation::Created
+    );
 }

@@ -63,6 +63,7 @@ impl Harness {
                 client,
                 limits,
                 breaker: Breaker::default(),
+                replicas: 1,
             }),
             provider,
         }
@@ -70,6 +71,18 @@ impl Harness {
 
     /// Converges one event; on success (not planned) records it in the ledger like the runtime.
     pub async fn run(&self, event: &IdentityEvent) -> Run {
+        self.converge(event).await
+    }
+
+    /// The harness as one of `n` replicas of the connector (budgets divided by `n`).
+    pub fn with_replicas(mut self, n: u32) -> Self {
+        if let Some(io) = Arc::get_mut(&mut self.io) {
+            io.replicas = n;
+        }
+        self
+    }
+
+    async fn converge(&self, event: &IdentityEvent) -> Run {
         let plan = event.plan || self.target.mode == TargetMode::Plan;
         let subject = event.subject_id().to_owned();
         let entry = self.ledger.get(&subject);

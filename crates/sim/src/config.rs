@@ -40,6 +40,38 @@ pub struct TenantConfig {
     /// Salesforce quirk knobs, OAuth clients and seeded data (mode `salesforce` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salesforce: Option<SalesforceConfig>,
+    /// Capability switches of a plain RFC 7644 server (mode `scim` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim: Option<ScimCaps>,
+}
+
+/// What a plain `scim` tenant supports, announced in its ServiceProviderConfig and enforced
+/// (all on by default), so clients can be tested against less capable servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScimCaps {
+    /// PATCH; off: `patch.supported: false` and every PATCH is 501 Not Implemented (RFC 7644
+    /// §3.12: "the service provider does not support the request operation, e.g., PATCH").
+    pub patch: bool,
+    /// Filtering; off: `filter.supported: false` and a list or `.search` with a filter is 400
+    /// `invalidFilter` (refused rather than ignored, so a client that filters anyway sees it).
+    pub filter: bool,
+    /// ETags; off: `etag.supported: false`, no `ETag` header on any answer, and `If-Match` /
+    /// `If-None-Match` are ignored.
+    pub etag: bool,
+    /// The ServiceProviderConfig document; off: it is 404 (a server without discovery).
+    pub discovery: bool,
+}
+
+impl Default for ScimCaps {
+    fn default() -> Self {
+        Self {
+            patch: true,
+            filter: true,
+            etag: true,
+            discovery: true,
+        }
+    }
 }
 
 /// GitHub Enterprise Managed Users knobs (providers.md §1).
@@ -343,6 +375,7 @@ impl TenantConfig {
             github: None,
             aws: None,
             salesforce: None,
+            scim: None,
         }
     }
 
@@ -356,6 +389,11 @@ impl TenantConfig {
         self.aws.clone().unwrap_or_default()
     }
 
+    /// The plain SCIM capabilities (all on when the section is absent).
+    pub fn scim(&self) -> ScimCaps {
+        self.scim.unwrap_or_default()
+    }
+
     /// The Salesforce knobs (defaults when the section is absent).
     pub fn salesforce(&self) -> SalesforceConfig {
         self.salesforce.clone().unwrap_or_default()
@@ -367,6 +405,7 @@ impl TenantConfig {
             ("github", self.github.is_some(), Mode::Github),
             ("aws", self.aws.is_some(), Mode::Aws),
             ("salesforce", self.salesforce.is_some(), Mode::Salesforce),
+            ("scim", self.scim.is_some(), Mode::Scim),
         ] {
             if present && self.mode != mode {
                 return Err((

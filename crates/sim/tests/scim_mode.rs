@@ -754,3 +754,72 @@ async fn patch_a_whole_extension_by_its_urn() {
     assert_eq!(b["schemas"], json!([USER]));
     sim.stop().await;
 }
+
+/// A tenant's `scim` capability switches are announced in ServiceProviderConfig and enforced:
+/// PATCH 501, a filter 400 invalidFilter, no ETag and If-Match ignored, and no discovery
+/// document at all; the defaults support everything.
+#[tokio::test]
+async fn capability_switches_are_announced_and_enforced() {
+    let sim =
+        start("tenants: [{id: t, mode: scim, scim: {patch: false, filter: false, etag: false}}]")
+            .await;
+    let (status, spc) = sim.get("/ServiceProviderConfig").await;
+    assert_eq!(status, 200, "{spc}");
+    assert_eq!(spc["patch"]["supported"], false, "{spc}");
+    assert_eq!(spc["filter"]["supported"], false, "{spc}");
+    assert_eq!(spc["etag"]["supported"], false, "{spc}");
+    let id = sim.user("ada", json!({})).await;
+
+    let (status, err) = sim
+        .patch(
+            &format!("/Users/{id}"),
+            json!([{"op": "replace", "path": "title", "value": "Boss"}]),
+        )
+        .await;
+    assert_eq!(status, 501, "{err}");
+    assert_eq!(err["schemas"], json!([ERROR]), "{err}");
+
+    let (status, err) = sim.get("/Users?filter=userName%20eq%20%22ada%22").await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["scimType"], "invalidFilter", "{err}");
+    let (status, list) = sim.get("/Users?startIndex=1&count=10").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["totalResults"], 1, "{list}");
+
+    let (status, headers, user) = sim
+        .send(Method::GET, &sim.url(&format!("/Users/{id}")), None, &[])
+        .await;
+    assert_eq!(status, 200, "{user}");
+    assert!(headers.get("etag").is_none(), "{headers:?}");
+    let mut body = user.clone();
+    body["title"] = json!("Boss");
+    let (status, _, replaced) = sim
+        .send(
+            Method::PUT,
+            &sim.url(&format!("/Users/{id}")),
+            Some(body),
+            &[("if-match", "W/\"999\"")],
+        )
+        .await;
+    assert_eq!(status, 200, "If-Match is ignored: {replaced}");
+    assert_eq!(replaced["title"], "Boss");
+    sim.stop().await;
+
+    let sim = start("tenants: [{id: t, mode: scim, scim: {discovery: false}}]").await;
+    assert_eq!(sim.get("/ServiceProviderConfig").await.0, 404);
+    let id = sim.user("bob", json!({})).await;
+    let (status, _) = sim
+        .patch(
+            &format!("/Users/{id}"),
+            json!([{"op": "replace", "path": "title", "value": "Boss"}]),
+        )
+        .await;
+    assert_eq!(status, 200, "the other capabilities stay on");
+    sim.stop().await;
+
+    let err = scimrelay_sim::SimConfig::from_yaml_str(
+        "tenants: [{id: g, mode: github, scim: {patch: false}}]",
+    )
+    .expect_err("scim knobs on a github tenant");
+    assert!(err.to_string().contains("scim"), "{err}");
+}

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Request;
 use axum::extract::{Extension, Path, Query};
+use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
@@ -85,7 +87,47 @@ pub fn routes(app: Arc<App>) -> Router {
             "/{tenant}/scim/v2/ResourceTypes/{id}",
             get(resource_type_by_id),
         )
+        .route_layer(middleware::from_fn(capabilities))
         .route_layer(middleware::from_fn_with_state((app, spec), gate))
+}
+
+/// Enforces the tenant's [`ScimCaps`] around every request (inside the gate, so refusals are
+/// counted in the statistics like any answer).
+async fn capabilities(mut req: Request, next: Next) -> Response {
+    let Some(tenant) = req.extensions().get::<Arc<Tenant>>().cloned() else {
+        return next.run(req).await;
+    };
+    let caps = tenant.config.scim();
+    let path = req.uri().path();
+    if !caps.discovery && path.ends_with("/ServiceProviderConfig") {
+        return ScimError::not_found("this service provider publishes no ServiceProviderConfig")
+            .into_response();
+    }
+    if !caps.patch && req.method() == Method::PATCH {
+        return ScimError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            None,
+            "PATCH is not supported by this service provider".to_string(),
+        )
+        .into_response();
+    }
+    let filtered = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.split('=').next() == Some("filter"))
+    });
+    if !caps.filter && (filtered || path.ends_with("/.search")) {
+        return ScimError::invalid_filter("filtering is not supported by this service provider")
+            .into_response();
+    }
+    if !caps.etag {
+        req.headers_mut().remove(header::IF_MATCH);
+        req.headers_mut().remove(header::IF_NONE_MATCH);
+    }
+    let mut response = next.run(req).await;
+    if !caps.etag {
+        response.headers_mut().remove(header::ETAG);
+    }
+    response
 }
 
 fn base(headers: &HeaderMap, tenant: &Tenant) -> String {
@@ -528,6 +570,7 @@ async fn service_provider_config(
     headers: HeaderMap,
 ) -> Response {
     let base = base(&headers, &tenant);
+    let caps = tenant.config.scim();
     let scheme = match tenant.config.auth {
         AuthConfig::Basic { .. } => json!({
             "type": "httpbasic",
@@ -549,12 +592,12 @@ async fn service_provider_config(
         &json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
             "documentationUri": "https://www.rfc-editor.org/info/rfc7644",
-            "patch": { "supported": true },
+            "patch": { "supported": caps.patch },
             "bulk": { "supported": false, "maxOperations": 0, "maxPayloadSize": 0 },
-            "filter": { "supported": true, "maxResults": MAX_RESULTS },
+            "filter": { "supported": caps.filter, "maxResults": MAX_RESULTS },
             "changePassword": { "supported": false },
             "sort": { "supported": false },
-            "etag": { "supported": true },
+            "etag": { "supported": caps.etag },
             "authenticationSchemes": [scheme],
             "meta": {
                 "resourceType": "ServiceProviderConfig",

@@ -1,0 +1,63 @@
+//! The `github-connector` binary: its help documents the environment, and a targets file that
+//! points a github target at the organization-level SCIM API stops it at start.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_github-connector");
+
+#[test]
+fn help_exits_zero_and_documents_the_environment() {
+    let out = Command::new(BIN).arg("--help").output().expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "provider: github",
+        "SCIMRELAY_CONFIG",
+        "SCIMRELAY_AMQP_URL",
+        "SCIMRELAY_CONNECTOR_HTTP_ADDR",
+        "SCIMRELAY_DRAIN_TIMEOUT_SECS",
+        "SCIMRELAY_CONNECTOR_REPLICAS",
+        "RUST_LOG",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "delete_policy: delete",
+        "shortcode",
+    ] {
+        assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
+    }
+}
+
+#[test]
+fn an_organization_level_base_url_stops_the_connector_at_start() {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("github-org-targets-{}.yaml", std::process::id()));
+    std::fs::write(
+        &path,
+        "targets:
+  - id: plain
+    provider: scim
+    base_url: http://127.0.0.1:9/acme/scim/v2
+    auth: {kind: none}
+  - id: gh-org
+    provider: github
+    base_url: https://api.github.com/scim/v2/organizations/acme
+    auth: {kind: none}
+",
+    )
+    .expect("write targets");
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("SCIMRELAY_CONFIG", &path)
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("targets[1].base_url")
+            && stderr.contains("organization-level")
+            && stderr.contains("no Groups")
+            && stderr.contains("/scim/v2/enterprises/"),
+        "{stderr}"
+    );
+}
