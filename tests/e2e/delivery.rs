@@ -13,7 +13,7 @@ use scimrelay_tests::{Stack, StackOptions, expect};
 
 const TOKEN_ENV: &str = "E2E_SCIM_TOKEN";
 
-async fn stack(label: &str) -> Stack {
+async fn stack(label: &str, max_attempts: u32) -> Stack {
     let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
     Stack::start(StackOptions {
         label: label.into(),
@@ -27,7 +27,7 @@ async fn stack(label: &str) -> Stack {
     auth: {{ kind: bearer, token: {{ env: {TOKEN_ENV} }} }}
     shards: 2
     concurrency: {{ min: 1, max: 8 }}
-    retry: {{ max_attempts: 12, base_delay_ms: 100, max_delay_ms: 500 }}
+    retry: {{ max_attempts: {max_attempts}, base_delay_ms: 100, max_delay_ms: 500 }}
 "#
         ),
         env: BTreeMap::from([(TOKEN_ENV.to_owned(), token)]),
@@ -46,7 +46,10 @@ fn user(id: &str, version: u64) -> Value {
 
 #[tokio::test]
 async fn transient_errors_are_retried_until_every_event_succeeds() {
-    let stack = stack("retry").await;
+    // With 30% of requests failing and up to three requests per attempt, an attempt fails
+    // about two times in three: 12 attempts would dead-letter one of 80 events in ~5% of runs;
+    // 40 make that negligible (0.66^40 ≈ 6e-8 per event) while the test stays about retrying.
+    let stack = stack("retry", 40).await;
     stack
         .set_faults(
             "acme",
@@ -87,7 +90,7 @@ async fn transient_errors_are_retried_until_every_event_succeeds() {
 
 #[tokio::test]
 async fn a_poison_message_is_parked_with_an_outcome_and_its_shard_keeps_flowing() {
-    let stack = stack("poison").await;
+    let stack = stack("poison", 12).await;
     let conn = Connection::connect(&stack.vhost.amqp_url(), ConnectionProperties::default())
         .await
         .expect("amqp");

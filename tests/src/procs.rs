@@ -23,8 +23,26 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; the OS does not hand it out again soon).
+/// A free TCP port on 127.0.0.1 for a service a test starts, chosen at random **below the
+/// kernel's ephemeral range**: a port from `bind(0)` comes from that range, and between its
+/// release and the service's own bind any outgoing connection on the machine (to RabbitMQ, an
+/// HTTP client) may be given it — a service then fails with "Address already in use". Below
+/// the range only another explicit bind can take it, and a random pick makes that unlikely.
 pub fn free_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const FLOOR: u16 = 10_000;
+    if low > FLOOR + 1_000 {
+        for _ in 0..200 {
+            let span = u128::from(low - FLOOR);
+            let port = FLOOR + (uuid::Uuid::new_v4().as_u128() % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -1,30 +1,18 @@
 //! The `salesforce-connector` binary: its help says what it serves and documents the
 //! environment and options.
 
-use std::process::Command;
+use scimrelay_provider_scim::testkit::connector_help;
 
 #[test]
 fn help_exits_zero_and_documents_the_environment() {
-    let out = Command::new(env!("CARGO_BIN_EXE_salesforce-connector"))
-        .arg("--help")
-        .output()
-        .expect("run");
-    assert!(out.status.success(), "{out:?}");
-    let help = String::from_utf8_lossy(&out.stdout);
-    for needle in [
-        "Salesforce",
-        "provider: salesforce",
-        "OAuth client credentials or JWT bearer",
-        "profile_id",
-        "username_suffix",
-        "SCIMRELAY_CONFIG",
-        "SCIMRELAY_AMQP_URL",
-        "SCIMRELAY_CONNECTOR_HTTP_ADDR",
-        "SCIMRELAY_DRAIN_TIMEOUT_SECS",
-        "SCIMRELAY_CONNECTOR_REPLICAS",
-        "RUST_LOG",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-    ] {
-        assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
-    }
+    connector_help(
+        env!("CARGO_BIN_EXE_salesforce-connector"),
+        &[
+            "Salesforce",
+            "provider: salesforce",
+            "OAuth client credentials or JWT bearer",
+            "profile_id",
+            "username_suffix",
+        ],
+    );
 }

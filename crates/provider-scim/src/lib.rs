@@ -7,7 +7,8 @@
 //!   (whole attribute values, explicit paths) and group membership is an add/remove diff;
 //!   otherwise the whole resource is replaced with PUT.
 //! - **filter supported** → lookups use `externalId eq` / `userName eq`; otherwise the profile
-//!   pages through the list and compares on its side (bounded by [`MAX_SCAN_PAGES`]).
+//!   pages through the list up to `totalResults` and compares on its side (bounded by
+//!   [`MAX_SCAN_PAGES`]; a longer list fails the lookup instead of answering "not found").
 //! - **ETag supported** → every update carries `If-Match` with the version just read; a 412
 //!   (someone else changed it in between) re-reads and tries again, [`MAX_PRECONDITION_RETRIES`]
 //!   times.
@@ -45,7 +46,8 @@ use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ServiceProviderConfig
 
 use kit::{id_of, resources};
 
-/// Pages a lookup scans on a server without filter support, 100 objects each.
+/// Pages a lookup scans on a server without filter support (asking [`SCAN_PAGE_SIZE`] each;
+/// the server may answer fewer), so one lookup costs at most this many requests.
 pub const MAX_SCAN_PAGES: u64 = 100;
 /// Page size of such a scan.
 pub const SCAN_PAGE_SIZE: u64 = 100;
@@ -168,6 +170,11 @@ impl Provider for GenericScim {
 }
 
 /// Finds a resource by an attribute: a filter, or a scan when the server cannot filter.
+///
+/// A scan follows `totalResults`, not the page length: a server may answer fewer than
+/// [`SCAN_PAGE_SIZE`] per page (its own `maxResults`), and taking a short page for the last one
+/// would report "not found" for an object further on, and create it twice. A scan that reaches
+/// [`MAX_SCAN_PAGES`] without the end fails (permanent) rather than answer "not found".
 async fn find(
     input: &ConvergeInput<'_>,
     caps: Caps,
@@ -200,12 +207,24 @@ async fn find(
         if let Some(hit) = page.iter().find(matches) {
             return Ok(Some(hit.clone()));
         }
-        if (page.len() as u64) < SCAN_PAGE_SIZE {
+        start += page.len() as u64;
+        let total = resp
+            .body
+            .as_ref()
+            .and_then(|b| b.get("totalResults"))
+            .and_then(Value::as_u64);
+        // Without totalResults (a non-conforming list), only an empty page ends the scan.
+        if page.is_empty() || total.is_some_and(|t| start > t) {
             return Ok(None);
         }
-        start += page.len() as u64;
     }
-    Ok(None)
+    Err(ConvergeError::new(
+        FailureClass::Permanent,
+        format!(
+            "cannot look up {endpoint} by {attr}: the server does not support filtering and a \
+             scan of {MAX_SCAN_PAGES} pages did not reach the end of the list"
+        ),
+    ))
 }
 
 /// Current remote state of the subject and its ETag: by the remembered id, else by externalId.

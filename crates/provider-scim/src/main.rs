@@ -12,7 +12,8 @@ use scimrelay_core::config::ProviderKind;
 ///
 /// Environment: SCIMRELAY_CONFIG (targets file, required), SCIMRELAY_AMQP_URL,
 /// SCIMRELAY_CONNECTOR_HTTP_ADDR (health, default 127.0.0.1:8081), SCIMRELAY_DRAIN_TIMEOUT_SECS
-/// (default 5), RUST_LOG, SCIMRELAY_LOG_FORMAT=json, OTEL_EXPORTER_OTLP_ENDPOINT.
+/// (default 5), SCIMRELAY_CONNECTOR_REPLICAS (replicas sharing each target's rate budget,
+/// default 1), RUST_LOG, SCIMRELAY_LOG_FORMAT=json, OTEL_EXPORTER_OTLP_ENDPOINT.
 /// Secrets are read from the env vars or files each target names.
 #[derive(Parser)]
 #[command(version, about, long_about)]

@@ -124,6 +124,30 @@ impl Harness {
     }
 }
 
+/// Runs a connector binary with `--help`, checks it exits 0 and its help names every one of
+/// `needles` plus the environment every connector reads; returns the help text.
+pub fn connector_help(bin: &str, needles: &[&str]) -> String {
+    let out = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .unwrap_or_else(|e| panic!("{bin} --help: {e}"));
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let common = [
+        "SCIMRELAY_CONFIG",
+        "SCIMRELAY_AMQP_URL",
+        "SCIMRELAY_CONNECTOR_HTTP_ADDR",
+        "SCIMRELAY_DRAIN_TIMEOUT_SECS",
+        "SCIMRELAY_CONNECTOR_REPLICAS",
+        "RUST_LOG",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ];
+    for needle in common.iter().chain(needles) {
+        assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
+    }
+    help
+}
+
 /// Event builders for tests.
 pub mod events {
     use scimrelay_proto::v1::{Email, EventKind, GroupState, IdentityEvent, UserState};

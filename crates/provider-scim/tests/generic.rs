@@ -1,7 +1,11 @@
 //! The generic profile against the in-process simulator (plain RFC 7644 mode): discovery once
-//! per target, PATCH with If-Match when offered, 409 adoption, member diffs, plan mode.
+//! per target, PATCH with If-Match when offered, 409 adoption, member diffs, plan mode, and
+//! how it adapts to a server that announces less (no PATCH, no filtering, no ETags, no
+//! discovery document) or changes things underneath it (an interposer between the profile and
+//! the simulator makes the read-then-write window deterministic).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
@@ -86,6 +90,7 @@ async fn discovers_once_then_patches_with_if_match() {
     assert_eq!(count(&s, "PUT", "Users/{id}"), 0, "{s}");
     // The sim answers 412 to a stale If-Match; nothing failed, so the tag was current.
     assert_eq!(s["by_status"]["412"].as_u64().unwrap_or(0), 0, "{s}");
+    assert_eq!(s["if_match"], 1, "the PATCH carried If-Match: {s}");
 }
 
 #[tokio::test]
@@ -187,14 +192,119 @@ async fn users(origin: &str, tenant: &str) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
 
-/// A server announcing no PATCH gets whole-resource PUTs for updates and deactivation (the
-/// simulator answers any PATCH with 501).
+fn status_count(stats: &Value, status: u16) -> u64 {
+    stats["by_status"][status.to_string()].as_u64().unwrap_or(0)
+}
+
+/// Creates a user at the simulator directly (another tool's object, outside any ledger).
+async fn direct_user(origin: &str, user_name: &str) {
+    let resp = reqwest::Client::new()
+        .post(format!("{origin}/acme/scim/v2/Users"))
+        .json(&serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": user_name,
+            "externalId": format!("other-{user_name}"),
+        }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status().as_u16(), 201);
+}
+
+/// What the interposer does to a user at the simulator right before forwarding the first write
+/// (PUT or PATCH) of that user.
+#[derive(Debug, Clone, Copy)]
+enum Underneath {
+    /// Another writer sets `nickName` (an attribute scimrelay does not manage).
+    Nickname,
+    /// Someone deletes the user at the provider.
+    Delete,
+}
+
+/// A reverse proxy in front of the simulator: forwards every request unchanged, except that
+/// right before the first PUT or PATCH of `/Users/{id}` it applies `action` to that user at the
+/// simulator directly. That is the "changed between the profile's read and its write" window,
+/// made deterministic. Returns the proxy's origin (the same tenant paths as the simulator).
+async fn interposer(sim_origin: &str, action: Underneath) -> String {
+    let fired = Arc::new(AtomicBool::new(false));
+    let client = reqwest::Client::new();
+    let upstream = sim_origin.to_owned();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (fired, client, upstream) = (fired.clone(), client.clone(), upstream.clone());
+        async move { forward(&upstream, &client, &fired, action, req).await }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+async fn forward(
+    upstream: &str,
+    client: &reqwest::Client,
+    fired: &AtomicBool,
+    action: Underneath,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .expect("request body");
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{upstream}{path}");
+    let user_write = matches!(parts.method, http::Method::PUT | http::Method::PATCH)
+        && parts.uri.path().contains("/Users/");
+    if user_write && !fired.swap(true, Ordering::SeqCst) {
+        match action {
+            Underneath::Delete => {
+                let r = client.delete(&url).send().await.expect("delete underneath");
+                assert_eq!(r.status().as_u16(), 204, "delete underneath");
+            }
+            Underneath::Nickname => {
+                let mut user: Value = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .expect("read underneath")
+                    .json()
+                    .await
+                    .expect("json");
+                user["nickName"] = "Underneath".into();
+                let r = client.put(&url).json(&user).send().await.expect("put");
+                assert_eq!(r.status().as_u16(), 200, "change underneath");
+            }
+        }
+    }
+    let mut out = client.request(parts.method, &url).body(body);
+    for (name, value) in &parts.headers {
+        if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
+            out = out.header(name, value);
+        }
+    }
+    let resp = out.send().await.expect("forward");
+    let mut answer = axum::response::Response::builder().status(resp.status());
+    for (name, value) in resp.headers() {
+        if name != http::header::CONTENT_LENGTH && name != http::header::TRANSFER_ENCODING {
+            answer = answer.header(name, value);
+        }
+    }
+    let bytes = resp.bytes().await.expect("response body");
+    answer
+        .body(axum::body::Body::from(bytes))
+        .expect("response")
+}
+
+/// A server announcing no PATCH gets whole-resource PUTs for user updates, deactivation and
+/// group membership (the simulator answers any PATCH with 501, so one would show up).
 #[tokio::test]
 async fn without_patch_updates_are_puts() {
     let origin = sim("tenants: [{id: acme, mode: scim, scim: {patch: false}}]").await;
     let h = harness(&origin, "", Auth::None);
     let mut u = events::user("n1");
     h.ok(&events::upsert(u.clone(), 1)).await;
+    h.ok(&events::upsert(events::user("n2"), 1)).await;
     u.title = "Boss".into();
     assert_eq!(
         h.ok(&events::upsert(u, 2)).await.operation,
@@ -206,24 +316,57 @@ async fn without_patch_updates_are_puts() {
             .operation,
         Operation::Deactivated
     );
+    let members = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    h.ok(&events::group("g1", "Eng", &members(&["n1"]), 1))
+        .await;
+    assert_eq!(
+        h.ok(&events::group("g1", "Eng", &members(&["n1", "n2"]), 2))
+            .await
+            .operation,
+        Operation::Updated
+    );
     let s = stats(&origin, "acme").await;
-    assert_eq!(count(&s, "PATCH", "Users/{id}"), 0, "{s}");
-    assert!(count(&s, "PUT", "Users/{id}") >= 2, "{s}");
+    assert_eq!(s["by_method"].get("PATCH"), None, "no PATCH at all: {s}");
+    assert_eq!(count(&s, "PUT", "Users/{id}"), 2, "{s}");
+    assert_eq!(count(&s, "PUT", "Groups/{id}"), 1, "{s}");
+    assert_eq!(status_count(&s, 501), 0, "{s}");
     let all = users(&origin, "acme").await;
-    assert_eq!(all.len(), 1, "{all:?}");
-    assert_eq!(all[0]["title"], "Boss");
-    assert_eq!(all[0]["active"], false);
+    assert_eq!(all.len(), 2, "{all:?}");
+    let n1 = all.iter().find(|u| u["externalId"] == "n1").expect("n1");
+    assert_eq!(
+        (n1["title"].clone(), n1["active"].clone()),
+        ("Boss".into(), false.into())
+    );
+    let groups: Value = reqwest::get(format!("{origin}/_admin/tenants/acme/groups"))
+        .await
+        .expect("groups")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        groups[0]["members"].as_array().map(Vec::len),
+        Some(2),
+        "{groups}"
+    );
 }
 
-/// A server announcing no filtering gets page scans for every lookup (a filter would be 400):
-/// a connector with an empty ledger still finds the user by externalId, and a 409 still adopts
-/// the user found by userName.
+/// A server announcing no filtering gets page scans for every lookup, never a `filter`, and the
+/// scan follows `totalResults` through pages shorter than asked for (the server's
+/// `maxResults` is 10, the profile asks for 100): a connector with an empty ledger finds the
+/// user by externalId on the third page, and a 409 adopts the user found there by userName.
 #[tokio::test]
 async fn without_filters_lookups_scan_pages() {
-    let origin = sim("tenants: [{id: acme, mode: scim, scim: {filter: false}}]").await;
+    let origin =
+        sim("tenants: [{id: acme, mode: scim, scim: {filter: false, max_results: 10}}]").await;
+    for i in 0..25 {
+        direct_user(&origin, &format!("other{i:02}@example.com")).await;
+    }
     let first = harness(&origin, "", Auth::None);
     let mut u = events::user("f1");
-    first.ok(&events::upsert(u.clone(), 1)).await;
+    assert_eq!(
+        first.ok(&events::upsert(u.clone(), 1)).await.operation,
+        Operation::Created
+    );
     // Another replica (empty ledger) updates it: found by scanning for externalId.
     u.title = "Scanned".into();
     let second = harness(&origin, "", Auth::None);
@@ -240,54 +383,112 @@ async fn without_filters_lookups_scan_pages() {
         Operation::Adopted
     );
     let s = stats(&origin, "acme").await;
+    assert_eq!(s["filtered"], 0, "a filter was sent: {s}");
+    assert_eq!(status_count(&s, 400), 0, "{s}");
+    // Three lookups of three pages each, and the third harness's userName lookup after a
+    // missed externalId lookup: every one read the list page by page.
+    assert!(count(&s, "GET", "Users") >= 12, "{s}");
     assert_eq!(
-        s["by_status"]["400"].as_u64().unwrap_or(0),
-        0,
-        "a filter was sent: {s}"
+        count(&s, "POST", "Users"),
+        25 + 2,
+        "one create, one 409: {s}"
     );
-    assert_eq!(users(&origin, "acme").await.len(), 1, "no duplicate");
+    let all = users(&origin, "acme").await;
+    assert_eq!(all.len(), 26, "no duplicate");
+    let adopted = all.iter().find(|x| x["userName"] == "f1@example.com");
+    assert_eq!(
+        adopted.map(|x| x["externalId"].clone()),
+        Some("f1-new".into()),
+        "the adopted user is linked to the new id: {adopted:?}"
+    );
 }
 
-/// With ETags on, updates carry If-Match: two connectors updating the same user in lockstep
-/// (every request takes 50 ms) both read version N; the second write gets 412, re-reads and
-/// succeeds.
+/// A scan that cannot reach the end of the list within its bound fails the event instead of
+/// taking "not seen" for "absent" and creating a duplicate.
+#[tokio::test]
+async fn a_scan_past_its_bound_fails_instead_of_creating() {
+    let origin =
+        sim("tenants: [{id: acme, mode: scim, scim: {filter: false, max_results: 1}}]").await;
+    let pages = scimrelay_provider_scim::MAX_SCAN_PAGES;
+    for i in 0..=pages {
+        direct_user(&origin, &format!("other{i:03}@example.com")).await;
+    }
+    let h = harness(&origin, "", Auth::None);
+    let run = h.run(&events::upsert(events::user("late"), 1)).await;
+    let err = run.result.expect_err("the lookup cannot finish");
+    assert!(err.detail.contains("scan"), "{err:?}");
+    let s = stats(&origin, "acme").await;
+    assert_eq!(count(&s, "POST", "Users"), pages + 1, "no create: {s}");
+    assert_eq!(count(&s, "GET", "Users"), pages, "{s}");
+}
+
+/// With ETags on, updates really carry If-Match: another writer changes the user between the
+/// profile's read and its PATCH, the simulator answers 412, the profile re-reads and patches
+/// what still differs, so the other writer's change survives. Without ETags (announced) no
+/// If-Match is sent at all.
 #[tokio::test]
 async fn if_match_is_sent_and_a_412_rereads() {
-    let origin =
-        sim("tenants: [{id: acme, mode: scim, faults: {latency_ms: {min: 50, max: 50}}}]").await;
-    let setup = harness(&origin, "", Auth::None);
-    setup.ok(&events::upsert(events::user("e1"), 1)).await;
-    let (a, b) = (
-        harness(&origin, "", Auth::None),
-        harness(&origin, "", Auth::None),
-    );
-    let mut ua = events::user("e1");
-    ua.title = "From A".into();
-    let mut ub = events::user("e1");
-    ub.department = "From B".into();
-    let (ea, eb) = (events::upsert(ua, 2), events::upsert(ub, 2));
-    let (ra, rb) = tokio::join!(a.run(&ea), b.run(&eb));
-    assert!(ra.result.is_ok() && rb.result.is_ok(), "{ra:?} {rb:?}");
-    let s = stats(&origin, "acme").await;
-    assert!(
-        s["by_status"]["412"].as_u64().unwrap_or(0) >= 1,
-        "no If-Match conflict seen: {s}"
-    );
-    // The later writer re-read and patched what still differed: neither update was lost.
-    let all = users(&origin, "acme").await;
-    assert_eq!(all.len(), 1);
-    assert_eq!(all[0]["title"], "From A", "{all:?}");
+    let origin = sim("tenants: [{id: acme, mode: scim}]").await;
+    let via = interposer(&origin, Underneath::Nickname).await;
+    let h = harness(&via, "", Auth::None);
+    let mut u = events::user("e1");
+    h.ok(&events::upsert(u.clone(), 1)).await;
+    u.title = "From the platform".into();
+    let run = h.run(&events::upsert(u.clone(), 2)).await;
     assert_eq!(
-        all[0]["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"],
-        "From B",
-        "{all:?}"
+        run.result.as_ref().map(|c| c.operation).ok(),
+        Some(Operation::Updated),
+        "{run:?}"
     );
+    let s = stats(&origin, "acme").await;
+    assert_eq!(
+        status_count(&s, 412),
+        1,
+        "the stale If-Match was refused: {s}"
+    );
+    assert_eq!(
+        count(&s, "PATCH", "Users/{id}"),
+        2,
+        "refused, then re-read and sent: {s}"
+    );
+    assert_eq!(s["if_match"], 2, "{s}");
+    let all = users(&origin, "acme").await;
+    assert_eq!(
+        (all[0]["title"].clone(), all[0]["nickName"].clone()),
+        ("From the platform".into(), "Underneath".into()),
+        "neither change was lost: {all:?}"
+    );
+
+    let origin = sim("tenants: [{id: acme, mode: scim, scim: {etag: false}}]").await;
+    let via = interposer(&origin, Underneath::Nickname).await;
+    let h = harness(
+        &via,
+        "    delete_policy: delete
+",
+        Auth::None,
+    );
+    h.ok(&events::upsert(events::user("e2"), 1)).await;
+    let mut u = events::user("e2");
+    u.title = "Boss".into();
+    h.ok(&events::upsert(u, 2)).await;
+    h.ok(&events::user_event("e2", EventKind::UserDeleted, 3))
+        .await;
+    let s = stats(&origin, "acme").await;
+    assert_eq!(s["if_match"], 0, "no If-Match without ETag support: {s}");
+    assert_eq!(status_count(&s, 412), 0, "{s}");
 }
 
-/// A server without a ServiceProviderConfig gets the conservative reading: PUT updates,
-/// filters, no ETags; events still converge.
+/// A server without a ServiceProviderConfig gets [`Caps::FALLBACK`]: PUT updates, filtered
+/// lookups, no If-Match (although this server would honour it); events still converge.
+///
+/// [`Caps::FALLBACK`]: scimrelay_provider_scim::Caps::FALLBACK
 #[tokio::test]
 async fn without_discovery_the_fallback_converges() {
+    let fallback = scimrelay_provider_scim::Caps::FALLBACK;
+    assert_eq!(
+        (fallback.patch, fallback.filter, fallback.etag),
+        (false, true, false)
+    );
     let origin = sim("tenants: [{id: acme, mode: scim, scim: {discovery: false}}]").await;
     let h = harness(&origin, "", Auth::None);
     let mut u = events::user("d1");
@@ -300,13 +501,40 @@ async fn without_discovery_the_fallback_converges() {
         h.ok(&events::upsert(u, 2)).await.operation,
         Operation::Updated
     );
+    assert_eq!(
+        h.ok(&events::user_event("d1", EventKind::UserDeactivated, 3))
+            .await
+            .operation,
+        Operation::Deactivated
+    );
     let s = stats(&origin, "acme").await;
+    assert_eq!(
+        count(&s, "GET", "ServiceProviderConfig"),
+        1,
+        "asked once: {s}"
+    );
+    assert_eq!(
+        status_count(&s, 404),
+        1,
+        "the only 404 is the missing document: {s}"
+    );
     assert_eq!(count(&s, "PATCH", "Users/{id}"), 0, "{s}");
-    assert_eq!(count(&s, "PUT", "Users/{id}"), 1, "{s}");
-    assert_eq!(users(&origin, "acme").await[0]["title"], "Fallback");
+    assert_eq!(count(&s, "PUT", "Users/{id}"), 2, "{s}");
+    assert!(
+        s["filtered"].as_u64().unwrap_or(0) >= 1,
+        "lookups filter: {s}"
+    );
+    assert_eq!(s["if_match"], 0, "no ETags assumed: {s}");
+    let all = users(&origin, "acme").await;
+    assert_eq!(
+        (all[0]["title"].clone(), all[0]["active"].clone()),
+        ("Fallback".into(), false.into())
+    );
 }
 
-/// A user deleted at the provider behind scimrelay's back is created again by the next update.
+/// A user deleted at the provider behind scimrelay's back is created again by the next update:
+/// deleted before the event (the read finds nothing), and deleted between the profile's read and
+/// its write (the PATCH or PUT answers 404), with PATCH and with PUT updates.
 #[tokio::test]
 async fn a_user_deleted_underneath_is_created_again() {
     let origin = sim("tenants: [{id: acme, mode: scim}]").await;
@@ -326,4 +554,36 @@ async fn a_user_deleted_underneath_is_created_again() {
     let all = users(&origin, "acme").await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0]["title"], "Back");
+
+    for (caps, write) in [("{}", "PATCH"), ("{patch: false}", "PUT")] {
+        let origin = sim(&format!(
+            "tenants: [{{id: acme, mode: scim, scim: {caps}}}]"
+        ))
+        .await;
+        let via = interposer(&origin, Underneath::Delete).await;
+        let h = harness(&via, "", Auth::None);
+        let mut u = events::user("g2");
+        let created = h.ok(&events::upsert(u.clone(), 1)).await;
+        u.title = "Back".into();
+        let again = h.ok(&events::upsert(u, 2)).await;
+        assert_eq!(again.operation, Operation::Created, "{write}: {again:?}");
+        assert_ne!(again.remote_id, created.remote_id, "{write}");
+        let s = stats(&origin, "acme").await;
+        let refused: u64 = s["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["method"] == write && r["path"] == "Users/{id}" && r["status"] == 404)
+            .map(|r| r["count"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(refused, 1, "{write} answered 404: {s}");
+        assert_eq!(count(&s, "POST", "Users"), 2, "{write}: {s}");
+        let all = users(&origin, "acme").await;
+        assert_eq!(all.len(), 1, "{write}: {all:?}");
+        assert_eq!(
+            (all[0]["title"].clone(), all[0]["id"].clone()),
+            ("Back".into(), again.remote_id.clone().into()),
+            "{write}"
+        );
+    }
 }

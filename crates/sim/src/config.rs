@@ -53,15 +53,23 @@ pub struct ScimCaps {
     /// PATCH; off: `patch.supported: false` and every PATCH is 501 Not Implemented (RFC 7644
     /// §3.12: "the service provider does not support the request operation, e.g., PATCH").
     pub patch: bool,
-    /// Filtering; off: `filter.supported: false` and a list or `.search` with a filter is 400
-    /// `invalidFilter` (refused rather than ignored, so a client that filters anyway sees it).
+    /// Filtering; off: `filter.supported: false` and a list or `.search` with a non-empty
+    /// filter is 400 `invalidFilter` (RFC 7644 §3.4.2.2: a provider "MUST decline to filter
+    /// results" it cannot filter; ignoring the filter would hand back the wrong resources).
     pub filter: bool,
-    /// ETags; off: `etag.supported: false`, no `ETag` header on any answer, and `If-Match` /
-    /// `If-None-Match` are ignored.
+    /// ETags; off: `etag.supported: false`, no `ETag` header and no `meta.version` on any
+    /// answer, and `If-Match` / `If-None-Match` are ignored.
     pub etag: bool,
-    /// The ServiceProviderConfig document; off: it is 404 (a server without discovery).
+    /// The discovery endpoints (RFC 7644 §4); off: `ServiceProviderConfig`, `Schemas` and
+    /// `ResourceTypes` are 404, as on a server that publishes none.
     pub discovery: bool,
+    /// Largest page a list answers (`filter.maxResults`); a larger `count` gets this many, so
+    /// a client must page by `totalResults`, not by "a short page is the last".
+    pub max_results: usize,
 }
+
+/// Default of [`ScimCaps::max_results`].
+pub const SCIM_MAX_RESULTS: usize = 1000;
 
 impl Default for ScimCaps {
     fn default() -> Self {
@@ -70,6 +78,7 @@ impl Default for ScimCaps {
             filter: true,
             etag: true,
             discovery: true,
+            max_results: SCIM_MAX_RESULTS,
         }
     }
 }
@@ -453,6 +462,11 @@ impl TenantConfig {
         if let Some(a) = &self.aws {
             rate("aws.short_page_rate", a.short_page_rate)?;
         }
+        if let Some(c) = &self.scim
+            && c.max_results == 0
+        {
+            return Err(("scim.max_results".into(), "must be at least 1".into()));
+        }
         if let Some(sf) = &self.salesforce {
             if sf.client_secret.is_some() && sf.client_id.is_none() {
                 return Err((
@@ -502,7 +516,8 @@ impl TenantConfig {
     /// string, so tokens and passwords may contain `:`. Options before it, by mode:
     /// github `shortcode=S`, `throttle=403|429`, `creates_per_hour=N`, `requests_per_hour=N`;
     /// salesforce `client=ID`, `secret=S`, `ttl=SECS`, `limit=N`, `groups=A,B`;
-    /// aws `short_pages=RATE`.
+    /// aws `short_pages=RATE`; scim `patch=BOOL`, `filter=BOOL`, `etag=BOOL`, `discovery=BOOL`,
+    /// `max_results=N`.
     pub fn parse_shorthand(s: &str) -> Result<Self, ConfigError> {
         let bad = |message: String| ConfigError::Invalid {
             field: format!("--tenant {s}"),
@@ -583,6 +598,29 @@ impl TenantConfig {
                     _ => {
                         return Err(format!(
                             "unknown github option {key:?}; expected shortcode, throttle, creates_per_hour or requests_per_hour"
+                        ));
+                    }
+                }
+            }
+            (Mode::Scim, _) => {
+                let c = self.scim.get_or_insert_with(ScimCaps::default);
+                let flag = |v: &str| match v {
+                    "true" | "on" => Ok(true),
+                    "false" | "off" => Ok(false),
+                    _ => Err(format!("{key}={v}: expected true or false")),
+                };
+                match key {
+                    "patch" => c.patch = flag(value)?,
+                    "filter" => c.filter = flag(value)?,
+                    "etag" => c.etag = flag(value)?,
+                    "discovery" => c.discovery = flag(value)?,
+                    "max_results" => {
+                        c.max_results = usize::try_from(num(value)?)
+                            .map_err(|_| format!("max_results={value}: too large"))?;
+                    }
+                    _ => {
+                        return Err(format!(
+                            "unknown scim option {key:?}; expected patch, filter, etag, discovery or max_results"
                         ));
                     }
                 }
@@ -731,6 +769,35 @@ mod tests {
         assert_eq!(sf.client_id.as_deref(), Some("cid"));
         assert_eq!(sf.client_secret.as_deref(), Some("cs"));
         assert_eq!(sf.groups, vec!["A".to_string(), "B".to_string()]);
+        let t = TenantConfig::parse_shorthand(
+            "a:scim:patch=false:filter=off:etag=false:discovery=false:max_results=7:bearer=t",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            t.scim(),
+            ScimCaps {
+                patch: false,
+                filter: false,
+                etag: false,
+                discovery: false,
+                max_results: 7
+            }
+        );
+        assert_eq!(t.auth, AuthConfig::Bearer { token: "t".into() });
+        let t =
+            TenantConfig::parse_shorthand("a:scim:etag=false").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (t.scim().etag, t.scim().patch, t.scim().max_results),
+            (false, true, SCIM_MAX_RESULTS),
+            "the other switches keep their defaults"
+        );
+        assert!(TenantConfig::parse_shorthand("a:scim:patch=maybe").is_err());
+        assert!(TenantConfig::parse_shorthand("a:scim:sort=true").is_err());
+        let e = SimConfig::from_yaml_str("tenants: [{id: a, mode: scim, scim: {max_results: 0}}]");
+        assert!(
+            e.err()
+                .is_some_and(|e| e.to_string().starts_with("tenants[0].scim.max_results"))
+        );
         assert!(TenantConfig::parse_shorthand("x:github:nope=1").is_err());
         assert!(TenantConfig::parse_shorthand("x:aws:shortcode=a").is_err());
         // Validation catches what the grammar cannot.

@@ -41,7 +41,8 @@ pub enum ErrorStyle {
     /// GitHub's `scim-error`: adds `message` and `documentation_url`; `status` is an integer.
     Github,
     /// AWS IAM Identity Center: `schema` (singular) next to `schemas`, `exceptionRequestId`,
-    /// `timeStamp`; a 409 carries only `schema` and a fixed detail, never `scimType`.
+    /// `timeStamp`; a 409 carries only `schema` and a fixed detail, never `scimType`. The
+    /// exception name travels in the `x-amzn-ErrorType` header ([`aws_exception`]).
     Aws,
     /// Salesforce's broken envelope: `schemas` is a string holding a JSON array, `status` is a
     /// number, no `scimType`.
@@ -54,6 +55,24 @@ pub const GITHUB_SCIM_DOCS: &str =
 
 /// The fixed detail of AWS IAM Identity Center's 409 ConflictException.
 pub const AWS_CONFLICT_DETAIL: &str = "Refused to create a new, duplicate resource.";
+
+/// The header naming an AWS error's exception, as AWS REST APIs send it.
+pub const AWS_ERROR_TYPE: &str = "x-amzn-errortype";
+
+/// The exception AWS IAM Identity Center names for a status (providers.md §2.6). Statuses the
+/// table does not list: another 4xx is a ValidationException (AWS maps unsupported or malformed
+/// requests to it), another 5xx an InternalServerException.
+pub fn aws_exception(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "UnauthorizedException",
+        403 => "AccessDeniedException",
+        404 => "ResourceNotFoundException",
+        409 => "ConflictException",
+        429 => "ThrottlingException",
+        500..=599 => "InternalServerException",
+        _ => "ValidationException",
+    }
+}
 
 impl ScimError {
     /// An error with a status, keyword and detail.
@@ -229,6 +248,12 @@ impl IntoResponse for ScimError {
             SCIM_CONTENT_TYPE
         };
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if self.style == ErrorStyle::Aws {
+            headers.insert(
+                header::HeaderName::from_static(AWS_ERROR_TYPE),
+                HeaderValue::from_static(aws_exception(self.status)),
+            );
+        }
         for (name, value) in self.headers {
             headers.insert(name, value);
         }

@@ -20,6 +20,7 @@ use rand::Rng;
 
 use crate::config::{AuthConfig, Mode};
 use crate::error::{ErrorStyle, RenderedError, ScimError};
+use crate::stats::Carried;
 use crate::tenant::{App, Tenant};
 
 /// What differs between providers at the gate. Every method has the plain-SCIM default.
@@ -191,7 +192,11 @@ pub async fn gate(
         .unwrap_or(matched.as_str())
         .to_string();
     let method = req.method().clone();
-    tenant.stats().arrived(Instant::now());
+    {
+        let mut stats = tenant.stats();
+        stats.arrived(Instant::now());
+        stats.carried(Carried::of(req.uri(), req.headers()));
+    }
     let path = req.uri().path();
     let public = spec.hooks.public(path);
     let (mut response, throttled) = match guarded(

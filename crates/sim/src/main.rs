@@ -21,11 +21,16 @@ use scimrelay_sim::{SimConfig, TenantConfig};
 ///
 /// --tenant shorthand: ID:MODE[:KEY=VALUE]...[:AUTH]
 ///   AUTH     none | bearer=TOKEN | basic=USER:PASS (scim only); takes the rest of the string
+///   scim     patch=false  filter=false  etag=false  discovery=false  max_results=N
+///            (what the server supports; all true and 1000 by default. Off: PATCH is 501,
+///            a filter is 400 invalidFilter, no ETag/meta.version and If-Match ignored,
+///            ServiceProviderConfig/Schemas/ResourceTypes are 404)
 ///   github   shortcode=S  throttle=403|429  creates_per_hour=N  requests_per_hour=N
 ///   aws      short_pages=RATE (0..1)
 ///   salesforce  client=ID  secret=S  ttl=SECS  limit=N  groups=A,B
 /// Examples:
 ///   --tenant acme:scim:bearer=s3cret
+///   --tenant legacy:scim:patch=false:etag=false:basic=u:p
 ///   --tenant acme:github:shortcode=acme:throttle=403:bearer=ghp_x
 ///   --tenant d-123:aws:bearer=tok
 ///   --tenant org1:salesforce:client=cid:secret=cs:groups=Sales,Support
@@ -38,7 +43,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:9090", env = "SCIMRELAY_SIM_LISTEN")]
     listen: SocketAddr,
 
-    /// YAML or JSON file with `tenants: [{id, mode, auth, faults, github|aws|salesforce}]`.
+    /// YAML or JSON file with `tenants: [{id, mode, auth, faults, scim|github|aws|salesforce}]`.
     #[arg(long, env = "SCIMRELAY_SIM_CONFIG")]
     config: Option<PathBuf>,
 

@@ -1,7 +1,8 @@
 //! Request statistics of one tenant, read by tests through the admin API: counts by method, path
-//! class and status, throttled responses, and the peak number of requests that arrived within any
+//! class and status, throttled responses, the peak number of requests that arrived within any
 //! one-second window (a sliding window over arrival times, so a client that bursts at a second
-//! boundary cannot hide it).
+//! boundary cannot hide it), and how many requests carried `If-Match` or a `filter` (what a
+//! client sent, so a test can prove it sends preconditions, or never filters, without a proxy).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -25,6 +26,34 @@ pub struct Stats {
     window: VecDeque<Instant>,
     /// Largest number of arrivals seen within one window.
     peak: u64,
+    /// Requests that carried an `If-Match` header.
+    if_match: u64,
+    /// Requests whose query string carried a non-empty `filter` parameter.
+    filtered: u64,
+}
+
+/// What a request carried that the statistics count, read at arrival.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// An `If-Match` header (whether or not the tenant honours ETags).
+    pub if_match: bool,
+    /// A non-empty `filter` query parameter (whether or not the tenant can filter).
+    pub filter: bool,
+}
+
+impl Carried {
+    /// Reads the request line and headers.
+    pub fn of(uri: &axum::http::Uri, headers: &axum::http::HeaderMap) -> Self {
+        Self {
+            if_match: headers.contains_key(axum::http::header::IF_MATCH),
+            filter: uri.query().is_some_and(|q| {
+                q.split('&').any(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    k.eq_ignore_ascii_case("filter") && !v.is_empty()
+                })
+            }),
+        }
+    }
 }
 
 /// One row of the breakdown.
@@ -49,6 +78,10 @@ pub struct Snapshot {
     pub throttled: u64,
     /// Most requests arriving within any 1-second window.
     pub peak_per_sec: u64,
+    /// Requests that carried an `If-Match` header.
+    pub if_match: u64,
+    /// Requests that carried a non-empty `filter` query parameter.
+    pub filtered: u64,
     /// Requests by method.
     pub by_method: BTreeMap<String, u64>,
     /// Requests by path class.
@@ -60,6 +93,12 @@ pub struct Snapshot {
 }
 
 impl Stats {
+    /// Records what an arriving request carried.
+    pub fn carried(&mut self, c: Carried) {
+        self.if_match += u64::from(c.if_match);
+        self.filtered += u64::from(c.filter);
+    }
+
     /// Records an arrival (for the peak rate).
     pub fn arrived(&mut self, now: Instant) {
         while let Some(&front) = self.window.front() {
@@ -110,6 +149,8 @@ impl Stats {
             total: self.total,
             throttled: self.throttled,
             peak_per_sec: self.peak,
+            if_match: self.if_match,
+            filtered: self.filtered,
             by_method,
             by_path,
             by_status,
@@ -132,6 +173,27 @@ mod tests {
         }
         s.arrived(t0 + Duration::from_millis(2500));
         assert_eq!(s.snapshot().peak_per_sec, 6);
+    }
+
+    #[test]
+    fn counts_what_requests_carried() {
+        let mut s = Stats::default();
+        let mut h = axum::http::HeaderMap::new();
+        let uri = |u: &str| u.parse::<axum::http::Uri>().unwrap_or_default();
+        s.carried(Carried::of(
+            &uri("/t/scim/v2/Users?filter=userName%20eq%20%22a%22"),
+            &h,
+        ));
+        s.carried(Carried::of(&uri("/t/scim/v2/Users?Filter=x&count=1"), &h));
+        s.carried(Carried::of(&uri("/t/scim/v2/Users?filter=&count=1"), &h));
+        s.carried(Carried::of(&uri("/t/scim/v2/Users?filtered=1"), &h));
+        h.insert(
+            axum::http::header::IF_MATCH,
+            axum::http::HeaderValue::from_static("W/\"1\""),
+        );
+        s.carried(Carried::of(&uri("/t/scim/v2/Users/1"), &h));
+        let snap = s.snapshot();
+        assert_eq!((snap.filtered, snap.if_match), (2, 1));
     }
 
     #[test]

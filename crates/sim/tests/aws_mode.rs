@@ -69,6 +69,11 @@ fn ops(ops: Value) -> Option<Value> {
     Some(json!({"schemas": [PATCH], "Operations": ops}))
 }
 
+/// The exception an AWS answer names in `x-amzn-ErrorType`.
+fn error_type(h: &HeaderMap) -> Option<&str> {
+    h.get("x-amzn-errortype").and_then(|v| v.to_str().ok())
+}
+
 /// AWS's 400 ValidationException body: both `schema` and `schemas`, string status.
 fn assert_validation(body: &Value) {
     assert_eq!(body["status"], "400", "{body}");
@@ -404,7 +409,7 @@ async fn replace_members_and_remove_all_members_are_400() {
 async fn group_put_is_not_supported() {
     let sim = start_aws("").await;
     let gid = create_group(&sim, "Eng", &[]).await;
-    let (s, _, b) = aws(
+    let (s, h, b) = aws(
         &sim,
         Method::PUT,
         &format!("/Groups/{gid}"),
@@ -413,6 +418,7 @@ async fn group_put_is_not_supported() {
     .await;
     assert_eq!(s, 400, "{b}");
     assert_validation(&b);
+    assert_eq!(error_type(&h), Some("ValidationException"), "{h:?}");
     assert_eq!(
         sim.admin("/_admin/tenants/tid-1/groups").await[0]["displayName"],
         "Eng"
@@ -593,6 +599,7 @@ async fn throttling_is_429_without_retry_after() {
     aws(&sim, Method::GET, "/Users", None).await;
     let (s, h, b) = aws(&sim, Method::GET, "/Users", None).await;
     assert_eq!(s, 429, "{b}");
+    assert_eq!(error_type(&h), Some("ThrottlingException"), "{h:?}");
     assert!(h.get("retry-after").is_none(), "{h:?}");
     assert_eq!(b["status"], "429");
     assert!(h.get("x-amzn-requestid").is_some());
@@ -651,5 +658,158 @@ async fn discovery_endpoints() {
     assert_eq!(aws(&sim, Method::GET, "/Schemas", None).await.0, 200);
     assert_eq!(aws(&sim, Method::GET, "/ResourceTypes", None).await.0, 200);
     assert_eq!(aws(&sim, Method::GET, "/Bulk", None).await.0, 404);
+    sim.stop().await;
+}
+
+/// Every error names its exception in `x-amzn-ErrorType` (providers.md §2.6's table) while the
+/// bodies keep their documented shapes; a success carries no exception.
+#[tokio::test]
+async fn errors_name_their_exception_in_x_amzn_error_type() {
+    let sim = start_aws("").await;
+    let (s, h, _) = aws(&sim, Method::GET, "/Users", None).await;
+    assert_eq!((s, error_type(&h)), (200, None));
+    create_user(&sim, "jane").await;
+
+    let mut incomplete = user("nameless");
+    incomplete["name"] = json!({"givenName": "Jane"});
+    let (s, h, b) = aws(&sim, Method::POST, "/Users", Some(incomplete)).await;
+    assert_eq!(
+        (s, error_type(&h)),
+        (400, Some("ValidationException")),
+        "{b}"
+    );
+    assert_validation(&b);
+
+    let (s, h, b) = sim
+        .send(
+            Method::GET,
+            &url(&sim, "/Users"),
+            None,
+            &[("authorization", "Bearer nope")],
+        )
+        .await;
+    assert_eq!(
+        (s, error_type(&h)),
+        (401, Some("UnauthorizedException")),
+        "{b}"
+    );
+    let (s, h, _) = sim
+        .send(
+            Method::GET,
+            &sim.at("/wrong-tenant/scim/v2/Users"),
+            None,
+            &[AUTH],
+        )
+        .await;
+    assert_eq!((s, error_type(&h)), (401, Some("UnauthorizedException")));
+
+    let (s, h, b) = aws(&sim, Method::GET, "/Users/no-such-id", None).await;
+    assert_eq!(
+        (s, error_type(&h)),
+        (404, Some("ResourceNotFoundException")),
+        "{b}"
+    );
+    assert_eq!(b["status"], "404");
+    let (s, h, _) = aws(&sim, Method::GET, "/Bulk", None).await;
+    assert_eq!(
+        (s, error_type(&h)),
+        (404, Some("ResourceNotFoundException"))
+    );
+    assert!(h.get("x-amzn-requestid").is_some(), "{h:?}");
+
+    let (s, h, b) = aws(&sim, Method::POST, "/Users", Some(user("jane"))).await;
+    assert_eq!((s, error_type(&h)), (409, Some("ConflictException")), "{b}");
+    assert!(
+        b.get("schemas").is_none(),
+        "the 409 body keeps its singular key: {b}"
+    );
+
+    sim.faults("tid-1", json!({"error_rate": 1.0, "error_statuses": [500]}))
+        .await;
+    let (s, h, _) = aws(&sim, Method::GET, "/Users", None).await;
+    assert_eq!((s, error_type(&h)), (500, Some("InternalServerException")));
+    sim.stop().await;
+}
+
+/// Groups filter with `displayName eq` and `externalId eq` (exactly one match each, none for
+/// an unknown value); other operators on them are refused.
+#[tokio::test]
+async fn group_filters_display_name_and_external_id_eq() {
+    let sim = start_aws("").await;
+    for (name, ext) in [("Engineering", "g-eng"), ("Sales", "g-sales")] {
+        let (s, _, b) = aws(
+            &sim,
+            Method::POST,
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": name, "externalId": ext})),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let names = |r: &Value| -> Vec<String> {
+        r["Resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g["displayName"].as_str().map(str::to_string))
+            .collect()
+    };
+    for (f, want) in [
+        ("displayName eq \"Sales\"", vec!["Sales"]),
+        ("externalId eq \"g-eng\"", vec!["Engineering"]),
+        ("displayName eq \"Nobody\"", vec![]),
+        ("externalId eq \"g-none\"", vec![]),
+    ] {
+        let (s, _, r) = aws(
+            &sim,
+            Method::GET,
+            &format!("/Groups?filter={}", enc(f)),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{f}: {r}");
+        assert_eq!(names(&r), want, "{f}: {r}");
+        assert_eq!(r["totalResults"], want.len(), "{f}: {r}");
+    }
+    let (s, _, r) = aws(
+        &sim,
+        Method::GET,
+        &format!("/Groups?filter={}", enc("displayName co \"Sal\"")),
+        None,
+    )
+    .await;
+    assert_eq!(s, 400, "{r}");
+    assert_validation(&r);
+    sim.stop().await;
+}
+
+/// `count` is clamped to 1..=100 on cursor pages (AWS documents 1–100): 500 gives a full page
+/// of 100 and a `nextCursor`, 0 gives one result; the second page holds the rest.
+#[tokio::test]
+async fn count_is_clamped_to_1_through_100() {
+    let sim = start_aws(", aws: {short_page_rate: 0.0}").await;
+    for i in 0..105 {
+        create_user(&sim, &format!("c{i:03}")).await;
+    }
+    let (s, _, r) = aws(&sim, Method::GET, "/Users?cursor=&count=500", None).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        (r["itemsPerPage"].clone(), r["totalResults"].clone()),
+        (json!(100), json!(105))
+    );
+    assert_eq!(r["Resources"].as_array().map(Vec::len), Some(100));
+    let next = r["nextCursor"].as_str().unwrap_or_default().to_string();
+    assert!(!next.is_empty(), "more remain: {}", r["nextCursor"]);
+    let (_, _, r) = aws(
+        &sim,
+        Method::GET,
+        &format!("/Users?cursor={next}&count=500"),
+        None,
+    )
+    .await;
+    assert_eq!(r["itemsPerPage"], 5, "{r}");
+    assert!(r.get("nextCursor").is_none(), "{r}");
+    let (s, _, r) = aws(&sim, Method::GET, "/Users?cursor=&count=0", None).await;
+    assert_eq!((s, r["itemsPerPage"].clone()), (200, json!(1)), "{r}");
     sim.stop().await;
 }

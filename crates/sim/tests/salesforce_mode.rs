@@ -668,3 +668,45 @@ async fn token_revocation_invalidates_oauth_tokens() {
     assert!(h.get("sforce-limit-info").is_some());
     sim.stop().await;
 }
+
+/// `Sforce-Limit-Info` is on every REST answer, not only on successful reads: a 201 create, a
+/// 401 without a session and a 404 for an unknown id or URL; each counts against the allocation.
+#[tokio::test]
+async fn limit_info_on_created_unauthorized_and_not_found_answers() {
+    let sim = start(&config(&json!({"request_limit": 100}))).await;
+    let org = org1(&sim).await;
+    let limit_info = |h: &HeaderMap| {
+        h.get("sforce-limit-info")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let profile = org.profile_id("Standard User").await;
+    let (s, h, b) = org
+        .send(
+            Method::POST,
+            "/Users",
+            Some(sf_user("limits@acme.com", json!([{"value": profile}]))),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(limit_info(&h).as_deref(), Some("api-usage=2/100"), "{h:?}");
+
+    let anonymous = Org {
+        sim: &sim,
+        id: "org1",
+        token: None,
+    };
+    let (s, h, b) = anonymous.send(Method::GET, "/Users", None).await;
+    assert_eq!((s, b), (401, session_error()));
+    assert_eq!(limit_info(&h).as_deref(), Some("api-usage=3/100"), "{h:?}");
+
+    let (s, h, b) = org
+        .send(Method::GET, "/Users/005000000000000AAA", None)
+        .await;
+    assert_eq!(s, 404, "{b}");
+    assert_eq!(limit_info(&h).as_deref(), Some("api-usage=4/100"), "{h:?}");
+    let (s, h, _) = org.send(Method::GET, "/NoSuchEndpoint", None).await;
+    assert_eq!(s, 404);
+    assert_eq!(limit_info(&h).as_deref(), Some("api-usage=5/100"), "{h:?}");
+    sim.stop().await;
+}

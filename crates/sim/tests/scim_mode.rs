@@ -755,58 +755,275 @@ async fn patch_a_whole_extension_by_its_urn() {
     sim.stop().await;
 }
 
-/// A tenant's `scim` capability switches are announced in ServiceProviderConfig and enforced:
-/// PATCH 501, a filter 400 invalidFilter, no ETag and If-Match ignored, and no discovery
-/// document at all; the defaults support everything.
-#[tokio::test]
-async fn capability_switches_are_announced_and_enforced() {
-    let sim =
-        start("tenants: [{id: t, mode: scim, scim: {patch: false, filter: false, etag: false}}]")
-            .await;
-    let (status, spc) = sim.get("/ServiceProviderConfig").await;
-    assert_eq!(status, 200, "{spc}");
-    assert_eq!(spc["patch"]["supported"], false, "{spc}");
-    assert_eq!(spc["filter"]["supported"], false, "{spc}");
-    assert_eq!(spc["etag"]["supported"], false, "{spc}");
-    let id = sim.user("ada", json!({})).await;
+const SEARCH: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
 
-    let (status, err) = sim
-        .patch(
-            &format!("/Users/{id}"),
-            json!([{"op": "replace", "path": "title", "value": "Boss"}]),
+/// `ne` over HTTP: case-insensitive on userName, case-exact on externalId, true for a resource
+/// without the attribute, false when any value of a multi-valued attribute is equal, and
+/// `ne null` as "present".
+#[tokio::test]
+async fn ne_filter_over_http() {
+    let sim = start_plain().await;
+    sim.user("Alice", json!({"externalId": "X1", "title": "Engineer"}))
+        .await;
+    sim.user(
+        "bob",
+        json!({"externalId": "X2", "title": "Manager",
+            "emails": [{"value": "b@example.com"}, {"value": "bob@example.com"}]}),
+    )
+    .await;
+    sim.user("carol", json!({"externalId": "x3"})).await;
+    let q = |f: &str| {
+        let url = format!("{}?filter={}", sim.url("/Users"), urlencode(f));
+        let sim = &sim;
+        async move {
+            let (s, _, l) = sim.send(Method::GET, &url, None, &[]).await;
+            assert_eq!(s, 200, "{l}");
+            names(&l)
+        }
+    };
+    assert_eq!(
+        q(r#"userName ne "ALICE""#).await,
+        ["bob", "carol"],
+        "userName is case-insensitive"
+    );
+    assert_eq!(
+        q(r#"externalId ne "x1""#).await,
+        ["Alice", "bob", "carol"],
+        "externalId is case-exact"
+    );
+    assert_eq!(
+        q(r#"title ne "Engineer""#).await,
+        ["bob", "carol"],
+        "a missing attribute is not equal"
+    );
+    assert_eq!(
+        q(r#"emails.value ne "bob@example.com""#).await,
+        ["Alice", "carol"],
+        "one equal value of a multi-valued attribute is enough to fail ne"
+    );
+    assert_eq!(q(r#"title ne null"#).await, ["Alice", "bob"]);
+    assert_eq!(
+        q(r#"not (userName ne "bob")"#).await,
+        ["bob"],
+        "not ne is eq"
+    );
+    let (s, _, e) = sim
+        .send(
+            Method::GET,
+            &format!("{}?filter={}", sim.url("/Users"), urlencode(r#"title ne"#)),
+            None,
+            &[],
         )
         .await;
-    assert_eq!(status, 501, "{err}");
-    assert_eq!(err["schemas"], json!([ERROR]), "{err}");
+    assert_eq!((s, e["scimType"].clone()), (400, json!("invalidFilter")));
+    sim.stop().await;
+}
 
-    let (status, err) = sim.get("/Users?filter=userName%20eq%20%22ada%22").await;
-    assert_eq!(status, 400, "{err}");
-    assert_eq!(err["scimType"], "invalidFilter", "{err}");
-    let (status, list) = sim.get("/Users?startIndex=1&count=10").await;
-    assert_eq!(status, 200, "{list}");
-    assert_eq!(list["totalResults"], 1, "{list}");
-
-    let (status, headers, user) = sim
-        .send(Method::GET, &sim.url(&format!("/Users/{id}")), None, &[])
-        .await;
-    assert_eq!(status, 200, "{user}");
-    assert!(headers.get("etag").is_none(), "{headers:?}");
+/// `scim: {patch: false}`: announced, and every PATCH (user or group) is 501 Not Implemented
+/// with an RFC error body and changes nothing; PUT, filters and ETags still work.
+#[tokio::test]
+async fn without_patch_every_patch_is_501() {
+    let sim = start("tenants: [{id: t, mode: scim, scim: {patch: false}}]").await;
+    let (status, spc) = sim.get("/ServiceProviderConfig").await;
+    assert_eq!(status, 200, "{spc}");
+    assert_eq!(
+        (
+            spc["patch"]["supported"].clone(),
+            spc["filter"]["supported"].clone(),
+            spc["etag"]["supported"].clone()
+        ),
+        (json!(false), json!(true), json!(true)),
+        "{spc}"
+    );
+    let id = sim.user("ada", json!({"title": "Dev"})).await;
+    let group = sim.group("eng", &[&id]).await;
+    for path in [format!("/Users/{id}"), format!("/Groups/{group}")] {
+        let (status, err) = sim
+            .patch(
+                &path,
+                json!([{"op": "replace", "path": "displayName", "value": "X"}]),
+            )
+            .await;
+        assert_eq!(status, 501, "{path}: {err}");
+        assert_eq!(err["schemas"], json!([ERROR]), "{err}");
+        assert_eq!(err["status"], "501", "{err}");
+        assert!(
+            err["detail"].as_str().is_some_and(|d| d.contains("PATCH")),
+            "{err}"
+        );
+    }
+    let (_, user) = sim.get(&format!("/Users/{id}")).await;
+    assert_eq!(
+        user["meta"]["version"], "W/\"1\"",
+        "nothing changed: {user}"
+    );
     let mut body = user.clone();
-    body["title"] = json!("Boss");
+    body["title"] = json!("Lead");
     let (status, _, replaced) = sim
         .send(
             Method::PUT,
             &sim.url(&format!("/Users/{id}")),
             Some(body),
-            &[("if-match", "W/\"999\"")],
+            &[("if-match", "W/\"1\"")],
         )
         .await;
-    assert_eq!(status, 200, "If-Match is ignored: {replaced}");
-    assert_eq!(replaced["title"], "Boss");
+    assert_eq!((status, replaced["title"].clone()), (200, json!("Lead")));
+    let (status, list) = sim.get("/Users?filter=userName%20eq%20%22ada%22").await;
+    assert_eq!((status, list["totalResults"].clone()), (200, json!(1)));
     sim.stop().await;
+}
 
+/// `scim: {filter: false}`: announced; a non-empty filter on GET (users or groups) or in a
+/// `.search` body is 400 invalidFilter — declined, not ignored (an ignored filter would answer
+/// every user as a match); lists, paging and `.search` without a filter still work.
+#[tokio::test]
+async fn without_filtering_a_filter_is_400_invalid_filter() {
+    let sim = start("tenants: [{id: t, mode: scim, scim: {filter: false}}]").await;
+    let (_, spc) = sim.get("/ServiceProviderConfig").await;
+    assert_eq!(spc["filter"]["supported"], false, "{spc}");
+    assert_eq!(spc["patch"]["supported"], true, "{spc}");
+    sim.user("ada", json!({})).await;
+    sim.user("bob", json!({})).await;
+    for path in [
+        "/Users?filter=userName%20eq%20%22ada%22",
+        "/Users?filter=userName%20eq%20%22nobody%22&startIndex=1&count=10",
+        "/Groups?filter=displayName%20eq%20%22eng%22",
+    ] {
+        let (status, err) = sim.get(path).await;
+        assert_eq!(status, 400, "{path}: {err}");
+        assert_eq!(err["scimType"], "invalidFilter", "{err}");
+        assert!(
+            err["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("not supported")),
+            "{err}"
+        );
+    }
+    let (status, err) = sim
+        .post(
+            "/Users/.search",
+            json!({"schemas": [SEARCH], "filter": "userName eq \"ada\""}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["scimType"].clone()),
+        (400, json!("invalidFilter"))
+    );
+    let (status, list) = sim.get("/Users?startIndex=2&count=1").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(
+        (list["totalResults"].clone(), names(&list)),
+        (json!(2), vec!["bob".to_string()])
+    );
+    let (status, list) = sim.get("/Users?filter=").await;
+    assert_eq!(
+        (status, list["totalResults"].clone()),
+        (200, json!(2)),
+        "an empty filter is no filter"
+    );
+    let (status, list) = sim
+        .post("/.search", json!({"schemas": [SEARCH], "count": 1}))
+        .await;
+    assert_eq!(
+        (status, list["totalResults"].clone()),
+        (200, json!(2)),
+        "{list}"
+    );
+    let stats = sim.admin("/_admin/tenants/t/stats").await;
+    assert_eq!(
+        stats["filtered"], 3,
+        "GET filters sent, refused or not: {stats}"
+    );
+    sim.stop().await;
+}
+
+/// `scim: {etag: false}`: announced; no ETag header and no `meta.version` on any answer
+/// (create, read, list, replace, patch), `If-Match` with a stale version and `If-None-Match`
+/// with the current one are ignored (no 412, no 304). The statistics still count what the
+/// client sent.
+#[tokio::test]
+async fn without_etags_no_versions_and_preconditions_are_ignored() {
+    let sim = start("tenants: [{id: t, mode: scim, scim: {etag: false}}]").await;
+    let (_, spc) = sim.get("/ServiceProviderConfig").await;
+    assert_eq!(spc["etag"]["supported"], false, "{spc}");
+    let (status, headers, created) = sim
+        .send(
+            Method::POST,
+            &sim.url("/Users"),
+            Some(json!({"schemas": [USER], "userName": "ada"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert!(headers.get("etag").is_none(), "{headers:?}");
+    assert!(headers.get("location").is_some(), "other headers stay");
+    assert!(created["meta"].get("version").is_none(), "{created}");
+    assert_eq!(
+        created["meta"]["resourceType"], "User",
+        "the rest of meta stays"
+    );
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    let url = sim.url(&format!("/Users/{id}"));
+
+    let (status, headers, user) = sim
+        .send(Method::GET, &url, None, &[("if-none-match", "*")])
+        .await;
+    assert_eq!(status, 200, "If-None-Match ignored: {user}");
+    assert!(
+        headers.get("etag").is_none() && user["meta"].get("version").is_none(),
+        "{user}"
+    );
+    let (_, list) = sim.get("/Users").await;
+    assert!(
+        list["Resources"][0]["meta"].get("version").is_none(),
+        "{list}"
+    );
+
+    let mut body = user.clone();
+    body["title"] = json!("Boss");
+    let (status, headers, replaced) = sim
+        .send(Method::PUT, &url, Some(body), &[("if-match", "W/\"999\"")])
+        .await;
+    assert_eq!(status, 200, "If-Match ignored: {replaced}");
+    assert_eq!(replaced["title"], "Boss");
+    assert!(headers.get("etag").is_none() && replaced["meta"].get("version").is_none());
+    let patch = json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": "CEO"}]});
+    let (status, _, patched) = sim
+        .send(Method::PATCH, &url, Some(patch), &[("if-match", "W/\"1\"")])
+        .await;
+    assert_eq!(
+        (status, patched["title"].clone()),
+        (200, json!("CEO")),
+        "{patched}"
+    );
+    assert_eq!(
+        sim.send(Method::DELETE, &url, None, &[("if-match", "W/\"1\"")])
+            .await
+            .0,
+        204
+    );
+    let stats = sim.admin("/_admin/tenants/t/stats").await;
+    assert_eq!(stats["if_match"], 3, "{stats}");
+    assert_eq!(stats["by_status"].get("412"), None, "{stats}");
+    sim.stop().await;
+}
+
+/// `scim: {discovery: false}`: ServiceProviderConfig, Schemas and ResourceTypes (and their
+/// `/{id}` forms) are 404 with an RFC error body; everything else stays on.
+#[tokio::test]
+async fn without_discovery_the_discovery_endpoints_are_404() {
     let sim = start("tenants: [{id: t, mode: scim, scim: {discovery: false}}]").await;
-    assert_eq!(sim.get("/ServiceProviderConfig").await.0, 404);
+    for path in [
+        "/ServiceProviderConfig",
+        "/Schemas",
+        "/Schemas/urn:ietf:params:scim:schemas:core:2.0:User",
+        "/ResourceTypes",
+        "/ResourceTypes/User",
+    ] {
+        let (status, err) = sim.get(path).await;
+        assert_eq!(status, 404, "{path}: {err}");
+        assert_eq!(err["schemas"], json!([ERROR]), "{err}");
+    }
     let id = sim.user("bob", json!({})).await;
     let (status, _) = sim
         .patch(
@@ -814,12 +1031,85 @@ async fn capability_switches_are_announced_and_enforced() {
             json!([{"op": "replace", "path": "title", "value": "Boss"}]),
         )
         .await;
-    assert_eq!(status, 200, "the other capabilities stay on");
+    assert_eq!(status, 200, "PATCH stays on");
+    let (status, _, _) = sim
+        .send(
+            Method::PUT,
+            &sim.url(&format!("/Users/{id}")),
+            Some(json!({"schemas": [USER], "userName": "bob"})),
+            &[("if-match", "W/\"1\"")],
+        )
+        .await;
+    assert_eq!(status, 412, "ETags stay on");
+    let (status, list) = sim.get("/Users?filter=userName%20eq%20%22bob%22").await;
+    assert_eq!(
+        (status, list["totalResults"].clone()),
+        (200, json!(1)),
+        "filters stay on"
+    );
+    sim.stop().await;
+}
+
+/// `scim: {max_results: N}`: a list or `.search` answers at most N per page whatever `count`
+/// asks, `totalResults` still counts every match, and the limit is announced.
+#[tokio::test]
+async fn max_results_caps_every_page() {
+    let sim = start("tenants: [{id: t, mode: scim, scim: {max_results: 2}}]").await;
+    let (_, spc) = sim.get("/ServiceProviderConfig").await;
+    assert_eq!(spc["filter"]["maxResults"], 2, "{spc}");
+    for name in ["a", "b", "c", "d", "e"] {
+        sim.user(name, json!({})).await;
+    }
+    let (_, page) = sim.get("/Users?count=100").await;
+    assert_eq!(
+        (
+            page["totalResults"].clone(),
+            page["itemsPerPage"].clone(),
+            names(&page)
+        ),
+        (json!(5), json!(2), vec!["a".to_string(), "b".to_string()]),
+        "{page}"
+    );
+    let (_, page) = sim.get("/Users?startIndex=5&count=100").await;
+    assert_eq!(names(&page), ["e"]);
+    let (_, page) = sim.post("/.search", json!({"schemas": [SEARCH]})).await;
+    assert_eq!(page["itemsPerPage"], 2, "{page}");
+    sim.stop().await;
+}
+
+/// Without a `scim:` section a tenant supports everything; the switches are refused on another
+/// mode, naming the key.
+#[tokio::test]
+async fn capability_defaults_and_misplaced_switches() {
+    let sim = start_plain().await;
+    let (_, spc) = sim.get("/ServiceProviderConfig").await;
+    for cap in ["patch", "filter", "etag"] {
+        assert_eq!(spc[cap]["supported"], true, "{cap}: {spc}");
+    }
+    assert_eq!(spc["filter"]["maxResults"], 1000, "{spc}");
+    let (status, headers, user) = sim
+        .send(
+            Method::POST,
+            &sim.url("/Users"),
+            Some(json!({"schemas": [USER], "userName": "ada"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        headers.get("etag").and_then(|v| v.to_str().ok()),
+        user["meta"]["version"].as_str()
+    );
     sim.stop().await;
 
     let err = scimrelay_sim::SimConfig::from_yaml_str(
         "tenants: [{id: g, mode: github, scim: {patch: false}}]",
     )
     .expect_err("scim knobs on a github tenant");
-    assert!(err.to_string().contains("scim"), "{err}");
+    assert!(err.to_string().contains("tenants[0].scim"), "{err}");
+    let err = scimrelay_sim::SimConfig::from_yaml_str(
+        "tenants: [{id: s, mode: scim, scim: {sort: true}}]",
+    )
+    .expect_err("an unknown switch");
+    assert!(err.to_string().contains("sort"), "{err}");
 }

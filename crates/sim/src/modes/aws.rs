@@ -3,7 +3,9 @@
 //! member changes per request, no replace-all / remove-all of members, no group PUT, groups that
 //! never show their members, `eq`(+`and`) filters on the documented attributes only, cursor
 //! pagination with short pages, 409 bodies with the singular `schema` key, 429 without
-//! `Retry-After`, 401 for an unknown tenant id and `x-amzn-RequestId` on every answer.
+//! `Retry-After`, 401 for an unknown tenant id, `x-amzn-RequestId` on every answer and the
+//! exception name (`ValidationException`, `ThrottlingException`, …) in `x-amzn-ErrorType` on
+//! every error, as AWS REST APIs send it (the body shapes stay those providers.md §2.6 shows).
 //!
 //! Choices where AWS documents nothing: PUT /Groups/{id} is answered 400 ValidationException
 //! (AWS maps "unsupported operation" to 400); PATCH /Groups answers 204 and PATCH /Users 200
@@ -96,6 +98,16 @@ impl ModeHooks for AwsHooks {
     fn finish(&self, _tenant: &Tenant, response: &mut Response) {
         request_id(response);
     }
+}
+
+/// An unknown URL under an AWS tenant (`/Bulk`, `/Me`, …): 404 ResourceNotFoundException in
+/// AWS's shape, with a request id like every AWS answer.
+pub async fn unknown_route(uri: axum::http::Uri) -> Response {
+    let mut r = ScimError::not_found(format!("no endpoint at {}", uri.path()))
+        .styled(ErrorStyle::Aws)
+        .into_response();
+    request_id(&mut r);
+    r
 }
 
 fn request_id(response: &mut Response) {

@@ -57,7 +57,7 @@ pub fn dispatcher(app: &Arc<App>) -> Router {
     let d = Dispatch {
         app: app.clone(),
         scim: scim::routes(app.clone()).fallback(not_found),
-        aws: aws::routes(app.clone()).fallback(not_found),
+        aws: aws::routes(app.clone()).fallback(aws::unknown_route),
         any_aws,
     };
     Router::new().fallback(dispatch).with_state(Arc::new(d))

@@ -1,5 +1,13 @@
 //! Plain RFC 7643/7644 mode: `/{tenant}/scim/v2/{Users,Groups,ServiceProviderConfig,Schemas,
 //! ResourceTypes}` with filters, paging, PATCH, ETags and uniqueness as the RFCs describe them.
+//!
+//! A tenant's `scim` switches ([`ScimCaps`](crate::config::ScimCaps)) turn it into a less
+//! capable server, announced in ServiceProviderConfig and enforced: without PATCH every PATCH is
+//! 501 Not Implemented (RFC 7644 §3.12 names exactly this case; 405 would claim the resource
+//! refuses the method, not the server); without filtering a non-empty filter is 400
+//! `invalidFilter` (§3.4.2.2: decline, never ignore — an ignored filter returns every resource
+//! as if it matched); without ETags no `ETag` header or `meta.version` is sent and
+//! preconditions are ignored; without discovery the §4 endpoints are 404.
 
 use std::sync::Arc;
 
@@ -26,9 +34,6 @@ use crate::tenant::{App, Tenant};
 
 /// The route prefix (path class = the rest of the route).
 pub const PREFIX: &str = "/{tenant}/scim/v2/";
-
-/// Largest page a list returns (`filter.maxResults` in ServiceProviderConfig).
-pub const MAX_RESULTS: usize = 1000;
 
 /// Selects users or groups for a generic handler.
 trait KindOf: Send + Sync + 'static {
@@ -91,43 +96,77 @@ pub fn routes(app: Arc<App>) -> Router {
         .route_layer(middleware::from_fn_with_state((app, spec), gate))
 }
 
-/// Enforces the tenant's [`ScimCaps`] around every request (inside the gate, so refusals are
-/// counted in the statistics like any answer).
+/// Enforces the tenant's [`ScimCaps`](crate::config::ScimCaps) around every request (inside
+/// the gate, so refusals are counted in the statistics like any answer). Filtering and the page
+/// size are enforced in [`search`], which knows whether a filter is really there.
 async fn capabilities(mut req: Request, next: Next) -> Response {
     let Some(tenant) = req.extensions().get::<Arc<Tenant>>().cloned() else {
         return next.run(req).await;
     };
     let caps = tenant.config.scim();
     let path = req.uri().path();
-    if !caps.discovery && path.ends_with("/ServiceProviderConfig") {
-        return ScimError::not_found("this service provider publishes no ServiceProviderConfig")
-            .into_response();
+    if !caps.discovery && is_discovery(path) {
+        return ScimError::not_found(
+            "this service provider publishes no ServiceProviderConfig, Schemas or ResourceTypes",
+        )
+        .into_response();
     }
     if !caps.patch && req.method() == Method::PATCH {
         return ScimError::new(
             StatusCode::NOT_IMPLEMENTED,
             None,
-            "PATCH is not supported by this service provider".to_string(),
+            "PATCH is not supported by this service provider; replace the resource with PUT",
         )
         .into_response();
     }
-    let filtered = req.uri().query().is_some_and(|q| {
-        q.split('&')
-            .any(|kv| kv.split('=').next() == Some("filter"))
-    });
-    if !caps.filter && (filtered || path.ends_with("/.search")) {
-        return ScimError::invalid_filter("filtering is not supported by this service provider")
+    if caps.etag {
+        return next.run(req).await;
+    }
+    req.headers_mut().remove(header::IF_MATCH);
+    req.headers_mut().remove(header::IF_NONE_MATCH);
+    without_versions(next.run(req).await).await
+}
+
+/// Whether a path is one of the discovery endpoints (RFC 7644 §4).
+fn is_discovery(path: &str) -> bool {
+    let Some((_, rest)) = path.split_once("/scim/v2/") else {
+        return false;
+    };
+    let first = rest.split('/').next().unwrap_or_default();
+    matches!(first, "ServiceProviderConfig" | "Schemas" | "ResourceTypes")
+}
+
+/// A response of a tenant without ETags: no `ETag` header and no `meta.version` in the resource
+/// or in a list's `Resources` (RFC 7643 §3.1: the version *is* the ETag).
+async fn without_versions(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(header::ETAG);
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ScimError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                format!("cannot read the response body: {e}"),
+            )
             .into_response();
+        }
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let strip = |v: &mut Value| {
+        if let Some(meta) = v.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.remove("version");
+        }
+    };
+    strip(&mut value);
+    if let Some(items) = value.get_mut("Resources").and_then(Value::as_array_mut) {
+        items.iter_mut().for_each(strip);
     }
-    if !caps.etag {
-        req.headers_mut().remove(header::IF_MATCH);
-        req.headers_mut().remove(header::IF_NONE_MATCH);
-    }
-    let mut response = next.run(req).await;
-    if !caps.etag {
-        response.headers_mut().remove(header::ETAG);
-    }
-    response
+    let out = serde_json::to_vec(&value).map_or(bytes, axum::body::Bytes::from);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(out))
 }
 
 fn base(headers: &HeaderMap, tenant: &Tenant) -> String {
@@ -330,7 +369,14 @@ fn search(
     count: Option<i64>,
     projection: &Projection,
 ) -> Result<Response, ScimError> {
+    let caps = tenant.config.scim();
     let filter = match filter {
+        Some(f) if !f.trim().is_empty() && !caps.filter => {
+            return Err(ScimError::invalid_filter(format!(
+                "filter {f:?}: filtering is not supported by this service provider \
+                 (filter.supported is false); list with startIndex and count instead"
+            )));
+        }
         Some(f) if !f.trim().is_empty() => Some(
             filter::parse_filter(f)
                 .map_err(|e| ScimError::invalid_filter(format!("filter {f:?}: {e}")))?,
@@ -338,7 +384,8 @@ fn search(
         _ => None,
     };
     let start = start_index.unwrap_or(1).max(1) as usize;
-    let count = count.map_or(MAX_RESULTS, |c| c.clamp(0, MAX_RESULTS as i64) as usize);
+    let max = caps.max_results;
+    let count = count.map_or(max, |c| c.clamp(0, max as i64) as usize);
     let store = tenant.read();
     let mut total = 0;
     let mut page = Vec::new();
@@ -594,7 +641,7 @@ async fn service_provider_config(
             "documentationUri": "https://www.rfc-editor.org/info/rfc7644",
             "patch": { "supported": caps.patch },
             "bulk": { "supported": false, "maxOperations": 0, "maxPayloadSize": 0 },
-            "filter": { "supported": caps.filter, "maxResults": MAX_RESULTS },
+            "filter": { "supported": caps.filter, "maxResults": caps.max_results },
             "changePassword": { "supported": false },
             "sort": { "supported": false },
             "etag": { "supported": caps.etag },
