@@ -1,9 +1,10 @@
 //! The tenant gate: middleware in front of every mode's routes. In this order it resolves the
-//! tenant, records the arrival, applies faults (latency, hang, reset, rate limit, token
-//! revocation), lets the mode admit the request (GitHub's User-Agent rule and hourly budget,
-//! Salesforce's rolling allocation), checks credentials, injects errors, runs the handler,
-//! re-renders errors in the mode's dialect, adds the mode's per-response headers and records the
-//! outcome. Faults come before auth so a throttled or broken provider looks the same to any caller.
+//! tenant, records the arrival (and whether it carried `If-Match` or a `filter`), applies faults
+//! (latency, hang, reset, rate limit, token revocation), lets the mode admit the request
+//! (GitHub's User-Agent rule and hourly budget, Salesforce's rolling allocation), checks
+//! credentials, injects errors, runs the handler, re-renders errors in the mode's dialect, adds
+//! the mode's per-response headers and records the outcome. Faults come before auth so a
+//! throttled or broken provider looks the same to any caller.
 //! Every provider difference the gate needs comes from the mode's [`ModeHooks`].
 
 use std::collections::HashMap;

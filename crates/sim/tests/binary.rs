@@ -17,6 +17,8 @@ async fn prints_address_serves_and_exits_on_sigterm() {
             "--tenant",
             "b:scim",
             "--tenant",
+            "lean:scim:patch=false:discovery=false:bearer=tok",
+            "--tenant",
             "gh:github:shortcode=gh:bearer=tok",
             "--tenant",
             "d-1:aws:bearer=tok",
@@ -55,6 +57,22 @@ async fn prints_address_serves_and_exits_on_sigterm() {
     assert_eq!(status("/acme/scim/v2/Users", true).await, 200);
     assert_eq!(status("/acme/scim/v2/Users", false).await, 401);
     assert_eq!(status("/b/scim/v2/Users", false).await, 200);
+    // Capability switches from the shorthand: no discovery document, PATCH not implemented.
+    assert_eq!(status("/lean/scim/v2/Users", true).await, 200);
+    assert_eq!(
+        status("/lean/scim/v2/ServiceProviderConfig", true).await,
+        404
+    );
+    let patch = http
+        .patch(format!("{origin}/lean/scim/v2/Users/x"))
+        .bearer_auth("tok")
+        .header("content-type", "application/scim+json")
+        .body(r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[]}"#)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(patch, 501);
     assert_eq!(status("/d-1/scim/v2/Users", true).await, 200);
     assert_eq!(
         status("/nope/scim/v2/Users", true).await,
@@ -159,6 +177,11 @@ fn provider_mode_shorthands_and_help() {
         "shortcode=",
         "client=",
         "/services/oauth2/token",
+        "patch=false",
+        "filter=false",
+        "etag=false",
+        "discovery=false",
+        "max_results=N",
     ] {
         assert!(help.contains(word), "--help mentions {word}: {help}");
     }
@@ -181,4 +204,14 @@ fn provider_mode_shorthands_and_help() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("throttle_status"));
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--tenant", "s:scim:etag=maybe"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("etag=maybe: expected true or false"),
+        "names the option and what it takes: {err}"
+    );
 }
