@@ -92,6 +92,16 @@ pub struct ConnectorConfig {
 impl ConnectorConfig {
     /// Reads the environment and the targets file for a provider kind.
     pub fn from_env(provider: ProviderKind) -> Result<Self, ConfigError> {
+        Self::from_env_checked(provider, |_| None)
+    }
+
+    /// [`ConnectorConfig::from_env`], with a provider's own check of each of its targets: a
+    /// `Some((field, message))` stops the connector at start, naming `targets[i].field` by the
+    /// target's index in the whole file.
+    pub fn from_env_checked(
+        provider: ProviderKind,
+        check: impl Fn(&TargetConfig) -> Option<(&'static str, String)>,
+    ) -> Result<Self, ConfigError> {
         let env = EnvConfig::from_env()?;
         let file = env.targets()?;
         let origin = env
@@ -103,6 +113,12 @@ impl ConnectorConfig {
         for (i, t) in file.targets.iter().enumerate() {
             if t.provider != provider {
                 continue;
+            }
+            if let Some((field, message)) = check(t) {
+                return Err(ConfigError::Invalid {
+                    key: format!("{origin}targets[{i}].{field}"),
+                    message,
+                });
             }
             // Only the connector serving a target calls it, so only it needs the target's CA.
             t.tls

@@ -25,7 +25,7 @@
 //!   of 1,000 user creations per hour per target (GH-SCIMRL; `options.user_creates_per_hour`),
 //!   divided between the connector's replicas (`SCIMRELAY_CONNECTOR_REPLICAS`) like the ceiling.
 //! - **Organization-level SCIM** (`/scim/v2/organizations/{org}`) is a different API (no Groups,
-//!   POST sends invitations, `active:false` deletes the SCIM identity): [`validate_targets`]
+//!   POST sends invitations, `active:false` deletes the SCIM identity): [`check_target`]
 //!   refuses such a base_url when the connector starts, and converge refuses it too.
 //!
 //! Options (`targets[].options`): `shortcode` (the enterprise short code, enables the login
@@ -49,7 +49,7 @@ use scimrelay_connector::{
     Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults,
     classify, default_assess, provider::reset_wait,
 };
-use scimrelay_core::config::{ConfigError, DeletePolicy, ProviderKind, TargetConfig};
+use scimrelay_core::config::{DeletePolicy, TargetConfig};
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_provider_scim::kit::{self, MemberChange, id_of};
 use scimrelay_provider_scim::mapping::differs;
@@ -138,22 +138,16 @@ pub fn org_level_scim(base_url: &str) -> Option<&'static str> {
     )
 }
 
-/// Checks the `provider: github` targets of a targets file (all of its targets, so that the
-/// error names the key by its index in the file, `targets[i].base_url`). The connector calls it
-/// at start, before any port is bound or queue consumed.
-pub fn validate_targets(targets: &[TargetConfig]) -> Result<(), ConfigError> {
-    for (i, t) in targets.iter().enumerate() {
-        if t.provider != ProviderKind::Github {
-            continue;
-        }
-        if let Some(why) = org_level_scim(&t.base_url) {
-            return Err(ConfigError::Invalid {
-                key: format!("targets[{i}].base_url"),
-                message: format!("{:?} (target {}) {why}", t.base_url, t.id),
-            });
-        }
-    }
-    Ok(())
+/// The github-connector's check of one of its targets at start
+/// ([`scimrelay_connector::ConnectorConfig::from_env_checked`]): an organization-level base_url
+/// is refused before any port is bound or queue consumed.
+pub fn check_target(t: &TargetConfig) -> Option<(&'static str, String)> {
+    org_level_scim(&t.base_url).map(|why| {
+        (
+            "base_url",
+            format!("{:?} (target {}) {why}", t.base_url, t.id),
+        )
+    })
 }
 
 /// Whether an answer is GitHub throttling (primary or secondary rate limit, or the SCIM

@@ -31,13 +31,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _ = Args::parse();
-    let config = match scimrelay_connector::ConnectorConfig::from_env(ProviderKind::Github)
-        .and_then(|c| {
-            // Checked against the whole file, so the error names the key by its index there.
-            let file = scimrelay_core::config::EnvConfig::from_env()?.targets()?;
-            scimrelay_provider_github::validate_targets(&file.targets)?;
-            Ok(c)
-        }) {
+    let config = match scimrelay_connector::ConnectorConfig::from_env_checked(
+        ProviderKind::Github,
+        scimrelay_provider_github::check_target,
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("github-connector: configuration error: {e}");
