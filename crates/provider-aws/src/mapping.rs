@@ -14,23 +14,29 @@ use serde_json::{Map, Value, json};
 use scimrelay_connector::ConvergeError;
 use scimrelay_proto::v1::UserState;
 use scimrelay_provider_scim::kit::missing_attribute;
-use scimrelay_provider_scim::mapping::{ENTERPRISE_SCHEMA, USER_SCHEMA, differs};
+use scimrelay_provider_scim::mapping::{
+    ENTERPRISE_DEPARTMENT, ENTERPRISE_EMPLOYEE_NUMBER, ENTERPRISE_SCHEMA, USER_SCHEMA, cleared,
+    differs,
+};
 use scimrelay_scim::PatchBuilder;
 
 const PROVIDER: &str = "AWS IAM Identity Center";
 const NAMES: &str = " (givenName, familyName and displayName are all required)";
 
-/// Simple optional attributes this profile manages: cleared at AWS when the desired state
-/// drops them.
-pub const OPTIONAL_ATTRS: [&str; 5] = [
+/// Optional attributes this profile manages, as PATCH paths: removed at AWS when the desired
+/// state drops them (never userName or active, which AWS refuses to remove, nor the names and
+/// displayName it requires).
+pub const CLEARABLE: [&str; 7] = [
     "title",
     "locale",
     "timezone",
     "preferredLanguage",
     "phoneNumbers",
+    ENTERPRISE_EMPLOYEE_NUMBER,
+    ENTERPRISE_DEPARTMENT,
 ];
-/// Enterprise-extension attributes this profile manages.
-pub const ENTERPRISE_ATTRS: [&str; 2] = ["employeeNumber", "department"];
+/// Enterprise-extension attributes this profile sets, each by its own path.
+const ENTERPRISE_ATTRS: [&str; 2] = ["employeeNumber", "department"];
 
 fn put(m: &mut Map<String, Value>, key: &str, value: &str) {
     if !value.trim().is_empty() {
@@ -122,16 +128,6 @@ pub fn user_resource(u: &UserState, active: bool) -> Result<Value, ConvergeError
     Ok(Value::Object(m))
 }
 
-fn present(v: Option<&Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => false,
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
-        Some(_) => true,
-    }
-}
-
 /// The PATCH turning `existing` into `desired`: one operation per changed attribute, each with
 /// an explicit path (`name.givenName`, `emails`, `urn:…:User:department`), `remove` for managed
 /// attributes the desired state dropped (never for userName or active).
@@ -162,22 +158,19 @@ pub fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
             }
         }
     }
-    for attr in OPTIONAL_ATTRS {
-        if !d.contains_key(attr) && present(c.get(attr)) {
-            p = p.remove(attr, None);
-        }
-    }
     let want_ext = d.get(ENTERPRISE_SCHEMA);
     let have_ext = c.get(ENTERPRISE_SCHEMA);
     for attr in ENTERPRISE_ATTRS {
         let want = want_ext.and_then(|e| e.get(attr));
         let have = have_ext.and_then(|e| e.get(attr));
-        let path = format!("{ENTERPRISE_SCHEMA}:{attr}");
-        match (want, have) {
-            (Some(w), h) if h != Some(w) => p = p.replace(Some(&path), w.clone()),
-            (None, h) if present(h) => p = p.remove(&path, None),
-            _ => {}
+        if let Some(w) = want
+            && have != Some(w)
+        {
+            p = p.replace(Some(&format!("{ENTERPRISE_SCHEMA}:{attr}")), w.clone());
         }
+    }
+    for path in cleared(desired, existing, &CLEARABLE) {
+        p = p.remove(path, None);
     }
     p
 }

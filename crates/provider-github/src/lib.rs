@@ -299,7 +299,10 @@ async fn current(
     find(input, endpoint, "externalId", input.event.subject_id()).await
 }
 
-/// One `replace` per differing top-level attribute, whole values (no filtered paths).
+/// One `replace` per differing top-level attribute, whole values (no filtered paths). Nothing is
+/// ever removed: every attribute this profile sends is one GitHub requires (a cleared
+/// displayName is sent as "givenName familyName"; a missing name or e-mail fails before any
+/// request), and a dropped e-mail goes with the replaced `emails` value.
 fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
     let mut patch = PatchBuilder::new();
     if let Value::Object(d) = desired {

@@ -114,6 +114,40 @@ async fn user_cells_create_update_deactivate_and_opt_in_delete() {
     assert_eq!(count(&s, "PATCH", "Users/{id}"), 2, "{s}");
 }
 
+/// Every attribute the GitHub profile sends is one GitHub requires, so a cleared one is never
+/// removed: a cleared displayName becomes "givenName familyName" again, and a dropped e-mail
+/// leaves the list (the whole `emails` value is replaced, no filtered path).
+#[tokio::test]
+async fn a_cleared_display_name_and_a_dropped_email_converge() {
+    let origin = sim("", "").await;
+    let h = harness(&origin, "");
+    let mut u = events::user("c1");
+    let mut home = u.emails[0].clone();
+    home.value = "c1-home@example.com".into();
+    home.r#type = "home".into();
+    home.primary = false;
+    u.emails.push(home);
+    h.ok(&events::upsert(u.clone(), 1)).await;
+    assert_eq!(admin(&origin, "users").await[0]["displayName"], "User c1");
+    u.display_name.clear();
+    u.emails.truncate(1);
+    assert_eq!(
+        h.ok(&events::upsert(u.clone(), 2)).await.operation,
+        Operation::Updated
+    );
+    let users = admin(&origin, "users").await;
+    assert_eq!(users[0]["displayName"], "Given Familyc1", "{users}");
+    assert_eq!(
+        users[0]["emails"],
+        serde_json::json!([{"value": "c1@example.com", "type": "work", "primary": true}]),
+        "{users}"
+    );
+    assert_eq!(
+        h.ok(&events::upsert(u.clone(), 3)).await.operation,
+        Operation::Noop
+    );
+}
+
 #[tokio::test]
 async fn delete_without_opt_in_only_suspends() {
     let origin = sim("", "").await;

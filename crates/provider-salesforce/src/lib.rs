@@ -19,7 +19,10 @@
 //!   appended (`ann@corp.com` → `ann@corp.com.prod`). A DUPLICATE_USERNAME 409 for which no user
 //!   of this org is found (the name belongs to another org) is a permanent failure that says so
 //!   and suggests the suffix.
-//! - **Updates** are PATCH `{"op":"replace","value":{…changed attributes…}}` (Salesforce style).
+//! - **Updates** are PATCH `{"op":"replace","value":{…changed attributes…}}` (Salesforce style),
+//!   plus `{"op":"remove","path":…}` for each optional attribute the platform cleared
+//!   ([`CLEARABLE`]); the fields the User object requires (locale, timezone, language) keep
+//!   their value, or the org's default.
 //! - **DELETE only deactivates** at Salesforce: user.deleted deactivates (PATCH active=false)
 //!   whatever the delete policy, and the outcome says so.
 //! - **Groups**: only membership of existing public groups. The group is found by displayName;
@@ -49,7 +52,9 @@ use scimrelay_connector::{
 };
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_provider_scim::kit::{self, MemberChange, id_of};
-use scimrelay_provider_scim::mapping::differs;
+use scimrelay_provider_scim::mapping::{
+    ENTERPRISE_DEPARTMENT, ENTERPRISE_EMPLOYEE_NUMBER, cleared, differs,
+};
 use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ScimResponse, filter_eq, path_segment};
 
 /// The discovery path (plural, Salesforce's spelling).
@@ -320,7 +325,21 @@ async fn current_user(input: &ConvergeInput<'_>) -> Result<Option<Value>, Conver
     find(input, "Users", "externalId", input.event.subject_id()).await
 }
 
-/// The changed attributes, as one Salesforce-style path-less `replace` value object.
+/// The user attributes this profile clears at Salesforce when the desired state leaves them out
+/// (FirstName, Phone, Title, EmployeeNumber and Department are optional on the User object).
+/// Never listed: locale, timezone and preferredLanguage, which the User object requires and
+/// Salesforce fills with the org's defaults (clearing them would be refused, or undone, on every
+/// update), and displayName, LastName and the e-mail, which it always holds.
+pub const CLEARABLE: [&str; 5] = [
+    "name.givenName",
+    "phoneNumbers",
+    "title",
+    ENTERPRISE_EMPLOYEE_NUMBER,
+    ENTERPRISE_DEPARTMENT,
+];
+
+/// The changed attributes, as one Salesforce-style path-less `replace` value object, then one
+/// `remove` with a path per [`CLEARABLE`] attribute the desired state cleared.
 pub fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
     let mut changed = serde_json::Map::new();
     if let Value::Object(d) = desired {
@@ -344,11 +363,14 @@ pub fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
             }
         }
     }
-    if changed.is_empty() {
-        PatchBuilder::new()
-    } else {
-        PatchBuilder::new().replace(None, Value::Object(changed))
+    let mut patch = PatchBuilder::new();
+    if !changed.is_empty() {
+        patch = patch.replace(None, Value::Object(changed));
     }
+    for path in cleared(desired, existing, &CLEARABLE) {
+        patch = patch.remove(path, None);
+    }
+    patch
 }
 
 async fn upsert_user(
@@ -578,6 +600,7 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
 mod tests {
     use super::*;
     use http::{HeaderMap, HeaderValue};
+    use scimrelay_provider_scim::mapping::ENTERPRISE_SCHEMA;
 
     fn err(status: u16, code: Option<&str>, detail: &str) -> ScimError {
         ScimError::Http {
@@ -669,5 +692,25 @@ mod tests {
                               "entitlements": [{"value": "00e1", "type": "Profile", "display": "Std"}, {"value": "0PS1"}]});
         let ops = user_patch(&desired, &existing).build()["Operations"].clone();
         assert_eq!(ops, json!([{"op": "replace", "value": {"title": "Lead"}}]));
+    }
+
+    #[test]
+    fn user_patch_removes_cleared_optional_attributes_only() {
+        let desired = json!({"schemas": [], "name": {"familyName": "Lee"}, "active": true});
+        let existing = json!({"id": "005", "name": {"givenName": "Ann", "familyName": "Lee"},
+            "title": "Dev", "phoneNumbers": [{"value": "+1 555 0100"}], "active": true,
+            "locale": "en_US", "timezone": "America/Los_Angeles", "preferredLanguage": "en_US",
+            "displayName": "Ann Lee", "nickName": "ann",
+            ENTERPRISE_SCHEMA: {"department": "Ops"}});
+        let ops = user_patch(&desired, &existing).build()["Operations"].clone();
+        assert_eq!(
+            ops,
+            json!([
+                {"op": "remove", "path": "name.givenName"},
+                {"op": "remove", "path": "phoneNumbers"},
+                {"op": "remove", "path": "title"},
+                {"op": "remove", "path": ENTERPRISE_DEPARTMENT}
+            ])
+        );
     }
 }

@@ -211,6 +211,68 @@ async fn user_cells_with_profile_suffix_and_delete_that_deactivates() {
     assert_eq!(count(&s, "DELETE", "Users/{id}"), 0, "{s}");
 }
 
+/// An attribute the platform cleared is removed at Salesforce when the User object lets it be
+/// empty (givenName, phone, title, department); the required locale, timezone and language
+/// keep their value (the org fills its default when one is left out), so the next event is a
+/// no-op instead of removing them again on every update.
+#[tokio::test]
+async fn cleared_optional_attributes_are_removed_and_required_ones_kept() {
+    let origin = sim(json!({})).await;
+    let profile = profile_id(&origin).await;
+    let h = harness(
+        &origin,
+        &format!("{{profile_id: \"{profile}\"}}"),
+        client_credentials(&origin),
+    );
+    let mut u = events::user("c1");
+    u.title = "Account Executive".into();
+    u.department = "Sales".into();
+    u.locale = "de_DE".into();
+    u.phone_numbers = vec![scimrelay_proto::v1::PhoneNumber {
+        value: "+1 555 0100".into(),
+        r#type: "work".into(),
+        primary: true,
+    }];
+    h.ok(&events::upsert(u.clone(), 1)).await;
+    let before = admin(&origin, "users").await;
+    assert_eq!(
+        before[0]["timezone"], "America/Los_Angeles",
+        "org default: {before}"
+    );
+    u.title.clear();
+    u.department.clear();
+    u.given_name.clear();
+    u.locale.clear();
+    u.phone_numbers.clear();
+    assert_eq!(
+        h.ok(&events::upsert(u.clone(), 2)).await.operation,
+        Operation::Updated
+    );
+    let users = admin(&origin, "users").await;
+    let c1 = &users[0];
+    assert!(c1.get("title").is_none(), "{c1}");
+    assert!(c1.get("phoneNumbers").is_none(), "{c1}");
+    assert!(c1["name"].get("givenName").is_none(), "{c1}");
+    assert_eq!(c1["name"]["familyName"], "Familyc1", "{c1}");
+    assert!(
+        c1["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]
+            .get("department")
+            .is_none(),
+        "{c1}"
+    );
+    assert_eq!(
+        c1["locale"], "de_DE",
+        "a required field keeps its value: {c1}"
+    );
+    assert_eq!(
+        h.ok(&events::upsert(u.clone(), 3)).await.operation,
+        Operation::Noop,
+        "nothing left to clear"
+    );
+    let s = admin(&origin, "stats").await;
+    assert_eq!(count(&s, "PATCH", "Users/{id}"), 1, "{s}");
+}
+
 #[tokio::test]
 async fn a_user_without_a_profile_is_a_permanent_clear_failure() {
     let origin = sim(json!({})).await;

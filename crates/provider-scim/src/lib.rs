@@ -4,8 +4,9 @@
 //! On the first event of a target the profile reads the server's ServiceProviderConfig (either
 //! spelling; [`discover`]) and caches what it says per target ([`Caps`]):
 //! - **PATCH supported** → updates are PATCH `replace` operations of the attributes that differ
-//!   (whole attribute values, explicit paths) and group membership is an add/remove diff;
-//!   otherwise the whole resource is replaced with PUT.
+//!   (whole attribute values, explicit paths), `remove` operations of the attributes the
+//!   desired state cleared, and group membership is an add/remove diff; otherwise the whole
+//!   resource is replaced with PUT (which clears what it leaves out).
 //! - **filter supported** → lookups use `externalId eq` / `userName eq`; otherwise the profile
 //!   pages through the list up to `totalResults` and compares on its side (bounded by
 //!   [`MAX_SCAN_PAGES`]; a longer list fails the lookup instead of answering "not found").
@@ -351,8 +352,20 @@ async fn create_or_adopt(
     }
 }
 
+/// The attributes an update of `endpoint` clears when the desired state leaves them out.
+fn managed(endpoint: &str) -> &'static [&'static str] {
+    if endpoint == "Users" {
+        &mapping::MANAGED_USER_ATTRS
+    } else {
+        // A group's displayName is required; its members are diffed on their own.
+        &[]
+    }
+}
+
 /// The PATCH that turns `existing` into `desired`: one `replace` per differing top-level
-/// attribute, whole values; group members as an add/remove diff.
+/// attribute, whole values; one `remove` per managed attribute the desired state cleared
+/// (`title`, `name.givenName`, `urn:…:User:department`; [`mapping::cleared`]); group members as
+/// an add/remove diff.
 pub fn patch_for(endpoint: &str, desired: &Value, existing: &Value) -> PatchBuilder {
     let mut patch = PatchBuilder::new();
     let (Value::Object(d), Value::Object(_)) = (desired, existing) else {
@@ -366,6 +379,9 @@ pub fn patch_for(endpoint: &str, desired: &Value, existing: &Value) -> PatchBuil
         if mapping::differs(&single, existing) {
             patch = patch.replace(Some(k), dv.clone());
         }
+    }
+    for path in mapping::cleared(desired, existing, managed(endpoint)) {
+        patch = patch.remove(path, None);
     }
     if endpoint == "Groups" {
         let want: BTreeSet<String> = kit::member_ids(desired);
@@ -403,7 +419,7 @@ async fn update(
     let path = format!("/{endpoint}/{}", path_segment(&id));
     let mut attempt = 0;
     loop {
-        if !mapping::differs(&desired, &existing) {
+        if !mapping::out_of_date(&desired, &existing, managed(endpoint)) {
             return Ok(Converged::new(
                 if op == Operation::Adopted {
                     op
@@ -587,6 +603,32 @@ mod tests {
             body["Operations"],
             json!([{"op": "replace", "path": "name", "value": {"givenName": "A", "familyName": "B"}}])
         );
+    }
+
+    #[test]
+    fn patch_removes_what_the_desired_state_cleared() {
+        let desired = json!({"userName": "a", "name": {"familyName": "B"},
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"employeeNumber": "7"}});
+        let existing = json!({"id": "1", "userName": "a", "title": "X", "locale": "",
+            "name": {"givenName": "A", "familyName": "B", "formatted": "A B"},
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"employeeNumber": "7", "department": "D"},
+            "nickName": "not managed"});
+        let body = patch_for("Users", &desired, &existing).build();
+        assert_eq!(
+            body["Operations"],
+            json!([
+                {"op": "remove", "path": "name.givenName"},
+                {"op": "remove", "path": "title"},
+                {"op": "remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"}
+            ])
+        );
+        // A group's attributes are not cleared, whatever the server holds.
+        let g = patch_for(
+            "Groups",
+            &json!({"displayName": "G"}),
+            &json!({"displayName": "G", "title": "x"}),
+        );
+        assert!(g.is_empty());
     }
 
     #[test]

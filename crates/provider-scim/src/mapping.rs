@@ -109,6 +109,77 @@ pub fn differs(desired: &Value, current: &Value) -> bool {
     })
 }
 
+/// The enterprise extension's `employeeNumber`, as a PATCH path.
+pub const ENTERPRISE_EMPLOYEE_NUMBER: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber";
+/// The enterprise extension's `department`, as a PATCH path.
+pub const ENTERPRISE_DEPARTMENT: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department";
+
+/// Every user attribute [`user_resource`] can set and a later state can leave out, as PATCH
+/// paths: a top-level attribute, a sub-attribute (`name.givenName`) or an extension attribute
+/// (`urn:…:User:department`). `userName`, `active` and `externalId` are always sent.
+pub const MANAGED_USER_ATTRS: [&str; 11] = [
+    "displayName",
+    "name.givenName",
+    "name.familyName",
+    "emails",
+    "phoneNumbers",
+    "title",
+    "locale",
+    "timezone",
+    "preferredLanguage",
+    ENTERPRISE_EMPLOYEE_NUMBER,
+    ENTERPRISE_DEPARTMENT,
+];
+
+/// The attribute of `resource` at a path of [`MANAGED_USER_ATTRS`]' form; keys match
+/// case-insensitively, as SCIM attribute names do.
+pub fn at<'v>(resource: &'v Value, path: &str) -> Option<&'v Value> {
+    fn key<'v>(v: &'v Value, k: &str) -> Option<&'v Value> {
+        let m = v.as_object()?;
+        m.get(k).or_else(|| {
+            m.iter()
+                .find(|(ck, _)| ck.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v)
+        })
+    }
+    if path.starts_with("urn:") {
+        let (schema, attr) = path.rsplit_once(':')?;
+        return key(key(resource, schema)?, attr);
+    }
+    match path.split_once('.') {
+        Some((parent, sub)) => key(key(resource, parent)?, sub),
+        None => key(resource, path),
+    }
+}
+
+/// The attributes among `managed` that `current` (what the provider holds) has a value for and
+/// `desired` leaves out or empty, in `managed`'s order.
+///
+/// An event carries the *whole* desired state (design.md §3): an attribute it leaves out was
+/// cleared at the platform, and converging means clearing it at the provider too. [`differs`]
+/// only looks at what the desired state sets, so an update is due when either reports
+/// something ([`out_of_date`]). Each profile passes the attributes its provider lets a client
+/// clear; one the provider requires or fills with a default of its own (Salesforce's locale,
+/// say) must not be listed, or every update would try to remove it again.
+pub fn cleared<'m>(desired: &Value, current: &Value, managed: &[&'m str]) -> Vec<&'m str> {
+    managed
+        .iter()
+        .filter(|path| {
+            at(desired, path).is_none_or(is_empty)
+                && at(current, path).is_some_and(|v| !is_empty(v))
+        })
+        .copied()
+        .collect()
+}
+
+/// Whether an update is due: `current` differs from `desired` in an attribute `desired` sets,
+/// or holds one of `managed` that `desired` cleared.
+pub fn out_of_date(desired: &Value, current: &Value, managed: &[&str]) -> bool {
+    differs(desired, current) || !cleared(desired, current, managed).is_empty()
+}
+
 fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
@@ -181,6 +252,52 @@ mod tests {
         let mut inactive = desired.clone();
         inactive["active"] = json!(false);
         assert!(differs(&desired, &inactive));
+    }
+
+    #[test]
+    fn enterprise_paths_name_the_extension() {
+        for path in [ENTERPRISE_EMPLOYEE_NUMBER, ENTERPRISE_DEPARTMENT] {
+            let (schema, _) = path.rsplit_once(':').expect("path");
+            assert_eq!(schema, ENTERPRISE_SCHEMA);
+        }
+    }
+
+    #[test]
+    fn cleared_lists_what_the_desired_state_dropped() {
+        let mut full = alice();
+        full.title = "Lead".into();
+        full.employee_number = "42".into();
+        let current = user_resource(&full, true);
+        let mut less = full.clone();
+        less.title.clear();
+        less.given_name.clear();
+        less.department.clear();
+        less.emails.clear();
+        let desired = user_resource(&less, true);
+        assert_eq!(
+            cleared(&desired, &current, &MANAGED_USER_ATTRS),
+            vec!["name.givenName", "emails", "title", ENTERPRISE_DEPARTMENT]
+        );
+        assert!(
+            !differs(&desired, &current),
+            "differs sees set attributes only"
+        );
+        assert!(out_of_date(&desired, &current, &MANAGED_USER_ATTRS));
+        // Only what the profile manages is cleared, and nothing the provider lacks anyway.
+        assert_eq!(cleared(&desired, &current, &["title"]), vec!["title"]);
+        assert!(cleared(&current, &desired, &MANAGED_USER_ATTRS).is_empty());
+        assert!(!out_of_date(&current, &current, &MANAGED_USER_ATTRS));
+        // An attribute the provider holds as empty, or spells in another case, is handled.
+        let mut odd = current.clone();
+        if let Value::Object(m) = &mut odd {
+            let title = m.remove("title").expect("title");
+            m.insert("Title".into(), title);
+        }
+        odd["phoneNumbers"] = json!([]);
+        assert_eq!(
+            cleared(&desired, &odd, &["title", "phoneNumbers"]),
+            vec!["title"]
+        );
     }
 
     #[test]

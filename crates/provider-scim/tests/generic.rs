@@ -587,3 +587,62 @@ async fn a_user_deleted_underneath_is_created_again() {
         );
     }
 }
+
+/// An event carries the whole desired state, so an attribute the platform cleared (title,
+/// givenName, phone, department, a second e-mail) is cleared at the server too: by `remove`
+/// operations where the server has PATCH, by the PUT that leaves it out where it has not.
+/// Afterwards the same state is a no-op (nothing the server holds is removed again).
+#[tokio::test]
+async fn a_cleared_attribute_is_cleared_at_the_server_by_patch_or_put() {
+    for (patch, method) in [(true, "PATCH"), (false, "PUT")] {
+        let origin = sim(&format!(
+            "tenants: [{{id: acme, mode: scim, scim: {{patch: {patch}}}}}]"
+        ))
+        .await;
+        let h = harness(&origin, "", Auth::None);
+        let mut u = events::user("c1");
+        u.title = "Boss".into();
+        u.department = "Ops".into();
+        u.employee_number = "42".into();
+        u.phone_numbers = vec![scimrelay_proto::v1::PhoneNumber {
+            value: "+1 555 0100".into(),
+            r#type: "work".into(),
+            primary: true,
+        }];
+        let mut second = u.emails[0].clone();
+        second.value = "c1-home@example.com".into();
+        second.r#type = "home".into();
+        second.primary = false;
+        u.emails.push(second);
+        h.ok(&events::upsert(u.clone(), 1)).await;
+        let before = users(&origin, "acme").await;
+        assert_eq!(before[0]["title"], "Boss", "{before:?}");
+        u.title.clear();
+        u.given_name.clear();
+        u.phone_numbers.clear();
+        u.department.clear();
+        u.emails.truncate(1);
+        assert_eq!(
+            h.ok(&events::upsert(u.clone(), 2)).await.operation,
+            Operation::Updated,
+            "patch: {patch}"
+        );
+        let after = users(&origin, "acme").await;
+        let c1 = &after[0];
+        let ext = &c1["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"];
+        assert!(c1.get("title").is_none(), "patch {patch}: {c1}");
+        assert!(c1.get("phoneNumbers").is_none(), "patch {patch}: {c1}");
+        assert!(c1["name"].get("givenName").is_none(), "patch {patch}: {c1}");
+        assert_eq!(c1["name"]["familyName"], "Familyc1", "kept: {c1}");
+        assert!(ext.get("department").is_none(), "patch {patch}: {c1}");
+        assert_eq!(ext["employeeNumber"], "42", "kept: {c1}");
+        assert_eq!(c1["emails"].as_array().map(Vec::len), Some(1), "{c1}");
+        assert_eq!(
+            h.ok(&events::upsert(u.clone(), 3)).await.operation,
+            Operation::Noop,
+            "patch {patch}: nothing left to clear"
+        );
+        let s = stats(&origin, "acme").await;
+        assert_eq!(count(&s, method, "Users/{id}"), 1, "one update: {s}");
+    }
+}

@@ -322,6 +322,43 @@ async fn user_name_must_be_an_email_and_only_one_phone() {
     sim.stop().await;
 }
 
+/// LocaleSidKey, TimeZoneSidKey and LanguageLocaleKey are required User fields: a user created
+/// without them gets the org's defaults, a value sent is kept, and removing one brings the
+/// default back, while an optional attribute (title) can be removed.
+#[tokio::test]
+async fn required_locale_fields_take_the_org_defaults_and_cannot_be_cleared() {
+    let sim = start(&config(&json!({}))).await;
+    let org = org1(&sim).await;
+    let profile = org.profile_id("Standard User").await;
+    let mut body = sf_user("marc@acme.com", json!([{"value": profile}]));
+    body["locale"] = json!("de_DE");
+    body["title"] = json!("CEO");
+    let (s, _, u) = org.send(Method::POST, "/Users", Some(body)).await;
+    assert_eq!(s, 201, "{u}");
+    assert_eq!(
+        (&u["locale"], &u["timezone"], &u["preferredLanguage"]),
+        (
+            &json!("de_DE"),
+            &json!("America/Los_Angeles"),
+            &json!("en_US")
+        ),
+        "{u}"
+    );
+    let id = u["id"].as_str().unwrap_or_default().to_string();
+    let (s, _, u) = org
+        .send(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(json!({"schemas": [PATCH], "Operations": [
+                {"op": "remove", "path": "locale"}, {"op": "remove", "path": "title"}]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{u}");
+    assert_eq!(u["locale"], "en_US", "the default again: {u}");
+    assert!(u.get("title").is_none(), "{u}");
+    sim.stop().await;
+}
+
 #[tokio::test]
 async fn delete_only_deactivates_and_active_true_reactivates() {
     let sim = start(&config(&json!({}))).await;

@@ -621,8 +621,16 @@ fn duplicate_username() -> ScimError {
     )
 }
 
-/// Salesforce's user rules; fills the defaults Salesforce adds (nickName, userType, the
-/// entitlement details, both schemas).
+/// The org defaults of the User fields Salesforce requires, filled in when a request leaves
+/// them out (or removes them).
+pub const ORG_DEFAULTS: [(&str, &str); 3] = [
+    ("locale", "en_US"),
+    ("timezone", "America/Los_Angeles"),
+    ("preferredLanguage", "en_US"),
+];
+
+/// Salesforce's user rules; fills the defaults Salesforce adds (nickName, userType, locale, timezone,
+/// preferredLanguage, the entitlement details, both schemas).
 fn check_user(s: &State, obj: &mut Map<String, Value>) -> Result<(), ScimError> {
     let user_name = obj
         .get("userName")
@@ -705,6 +713,16 @@ fn check_user(s: &State, obj: &mut Map<String, Value>) -> Result<(), ScimError> 
         .or_insert_with(|| Value::String(user_name.clone()));
     obj.entry("userType")
         .or_insert_with(|| Value::String("Standard".into()));
+    // LocaleSidKey, TimeZoneSidKey and LanguageLocaleKey are required User fields: a user
+    // created (or updated) without them gets the org's defaults, so they cannot be cleared.
+    for (attr, default) in ORG_DEFAULTS {
+        match obj.get(attr) {
+            Some(Value::String(s)) if !s.trim().is_empty() => {}
+            _ => {
+                obj.insert(attr.into(), Value::String(default.into()));
+            }
+        }
+    }
     obj.entry("active").or_insert(Value::Bool(true));
     if let Some(Value::Array(schemas)) = obj.get_mut("schemas")
         && !schemas.iter().any(|v| v == ENTERPRISE_USER_SCHEMA)
