@@ -43,7 +43,7 @@ chaos: rabbitmq build ## The chaos suite at full size (5,000 events per scenario
 
 HELM_VENV := target/helm-venv
 helm-lint: ## Chart: strict lint, render (default + production), k8s 1.30 strict schemas; image/compose/chart agree with the binaries
-	@command -v python3 >/dev/null || { echo "helm-lint needs python3 >= 3.10 with venv: apt-get install -y python3 python3-venv"; exit 1; }
+	@scripts/ensure-python-venv.sh
 	@test -x $(HELM_VENV)/bin/python || python3 -m venv $(HELM_VENV)
 	@$(HELM_VENV)/bin/pip install --quiet --disable-pip-version-check -r helm/tests/requirements.txt
 	PYTHONDONTWRITEBYTECODE=1 $(HELM_VENV)/bin/python scripts/helm-lint.py

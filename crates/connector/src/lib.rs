@@ -41,9 +41,9 @@ pub mod status;
 use std::time::Duration;
 
 use scimrelay_core::config::{
-    ConfigError, EnvConfig, ProviderKind, TargetConfig, env_or, env_parse,
+    AuthConfig, ConfigError, EnvConfig, ProviderKind, TargetConfig, env_or, env_parse,
 };
-use scimrelay_scim::Secret;
+use scimrelay_scim::{Auth, Secret};
 
 pub use provider::{
     Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults,
@@ -59,13 +59,64 @@ pub const DEFAULT_STATUS_URL: &str = "http://127.0.0.1:50052";
 /// Default drain deadline on shutdown.
 pub const DEFAULT_DRAIN_SECS: u64 = 5;
 
+/// One target this connector serves, with what was read for it at start.
+#[derive(Debug, Clone)]
+pub struct ServedTarget {
+    /// Its entry in the targets file.
+    pub config: TargetConfig,
+    /// Its credentials, read at start from the env var or file the entry names (`Debug` prints
+    /// nothing of them), so a missing secret stops the connector before it consumes anything.
+    pub auth: Auth,
+    /// How errors name it: `<file>: targets[i] (id)`, `i` its index in the whole file (not
+    /// among this connector's targets), as the operator sees it.
+    pub key: String,
+}
+
+/// The credentials of a target, read from the env var or file its entry names; a missing one
+/// is an error naming `<key>.auth.<field>`.
+fn load_auth(target: &TargetConfig, key: &str) -> Result<Auth, ConfigError> {
+    let key = |k: &str| format!("{key}.auth.{k}");
+    Ok(match &target.auth {
+        AuthConfig::None => Auth::None,
+        AuthConfig::Basic { username, password } => Auth::Basic {
+            username: username.clone(),
+            password: Secret::new(password.load(&key("password"))?),
+        },
+        AuthConfig::Bearer { token } => Auth::Bearer(Secret::new(token.load(&key("token"))?)),
+        AuthConfig::OauthClientCredentials {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+        } => Auth::OauthClientCredentials {
+            token_url: token_url.clone(),
+            client_id: client_id.clone(),
+            client_secret: Secret::new(client_secret.load(&key("client_secret"))?),
+            scope: scope.clone(),
+        },
+        AuthConfig::OauthJwtBearer {
+            token_url,
+            client_id,
+            subject,
+            audience,
+            private_key,
+        } => Auth::OauthJwtBearer {
+            token_url: token_url.clone(),
+            client_id: client_id.clone(),
+            subject: subject.clone(),
+            audience: audience.clone(),
+            private_key_pem: Secret::new(private_key.load(&key("private_key"))?),
+        },
+    })
+}
+
 /// Connector settings.
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
     /// The provider kind this service serves.
     pub provider: ProviderKind,
     /// The targets of that kind from the targets file.
-    pub targets: Vec<TargetConfig>,
+    pub targets: Vec<ServedTarget>,
     /// `SCIMRELAY_AMQP_URL`.
     pub amqp_url: String,
     /// `SCIMRELAY_CONNECTOR_HTTP_ADDR`: health endpoints.
@@ -120,10 +171,15 @@ impl ConnectorConfig {
                     message,
                 });
             }
-            // Only the connector serving a target calls it, so only it needs the target's CA.
+            // Only the connector serving a target calls it, so only it needs the target's CA
+            // and credentials.
             t.tls
                 .load_ca(&format!("{origin}targets[{i}].tls.ca_file"))?;
-            targets.push(t.clone());
+            targets.push(ServedTarget {
+                auth: load_auth(t, &format!("{origin}targets[{i}]"))?,
+                key: format!("{origin}targets[{i}] ({})", t.id),
+                config: t.clone(),
+            });
         }
         let status_url = env_or(status::STATUS_URL_ENV, DEFAULT_STATUS_URL);
         let status_tls = StatusTls::from_env()?;

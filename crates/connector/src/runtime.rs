@@ -23,13 +23,13 @@ use crate::limits::{Limits, LimitsConfig};
 use crate::provider::ProviderDefaults;
 use crate::status::{Admission, GuardClient, LedgerLookup, REPORT_INTERVAL, StatusClients};
 use scimrelay_core::amqp::{self, DEAD_EXCHANGE, OUTCOMES_EXCHANGE, Publisher};
-use scimrelay_core::config::{AuthConfig, ConfigError, TargetConfig, TargetMode};
+use scimrelay_core::config::{ConfigError, TargetConfig, TargetMode};
 use scimrelay_core::metrics::{self, metrics};
 use scimrelay_core::telemetry;
 use scimrelay_proto::v1::{
     Delivery, EventKind, HeldEvent, IdentityEvent, Operation, Outcome, OutcomeResult,
 };
-use scimrelay_scim::{Auth, ClientConfig, ScimClient, Secret};
+use scimrelay_scim::{ClientConfig, ScimClient};
 
 /// Header carrying the original routing key of a parked message, so a replay can route it back.
 pub const ROUTING_KEY_HEADER: &str = "x-scimrelay-routing-key";
@@ -50,42 +50,6 @@ struct TargetRuntime {
     ledger: Ledger,
 }
 
-fn build_auth(target: &TargetConfig, index: usize) -> Result<Auth, ConfigError> {
-    let key = |k: &str| format!("targets[{index}] ({}).auth.{k}", target.id);
-    Ok(match &target.auth {
-        AuthConfig::None => Auth::None,
-        AuthConfig::Basic { username, password } => Auth::Basic {
-            username: username.clone(),
-            password: Secret::new(password.load(&key("password"))?),
-        },
-        AuthConfig::Bearer { token } => Auth::Bearer(Secret::new(token.load(&key("token"))?)),
-        AuthConfig::OauthClientCredentials {
-            token_url,
-            client_id,
-            client_secret,
-            scope,
-        } => Auth::OauthClientCredentials {
-            token_url: token_url.clone(),
-            client_id: client_id.clone(),
-            client_secret: Secret::new(client_secret.load(&key("client_secret"))?),
-            scope: scope.clone(),
-        },
-        AuthConfig::OauthJwtBearer {
-            token_url,
-            client_id,
-            subject,
-            audience,
-            private_key,
-        } => Auth::OauthJwtBearer {
-            token_url: token_url.clone(),
-            client_id: client_id.clone(),
-            subject: subject.clone(),
-            audience: audience.clone(),
-            private_key_pem: Secret::new(private_key.load(&key("private_key"))?),
-        },
-    })
-}
-
 fn build_targets(
     config: &ConnectorConfig,
     defaults: &ProviderDefaults,
@@ -93,18 +57,18 @@ fn build_targets(
     config
         .targets
         .iter()
-        .enumerate()
-        .map(|(i, t)| {
+        .map(|served| {
+            let t = &served.config;
             let client = ScimClient::new(ClientConfig {
                 base_url: t.base_url.clone(),
-                auth: build_auth(t, i)?,
+                auth: served.auth.clone(),
                 timeout_secs: t.timeout_secs,
                 user_agent: format!("scimrelay/{}", env!("CARGO_PKG_VERSION")),
                 content_type: "application/scim+json".into(),
                 ca_file: t.tls.ca_file.clone(),
             })
             .map_err(|e| ConfigError::Invalid {
-                key: format!("targets[{i}] ({})", t.id),
+                key: served.key.clone(),
                 message: e.to_string(),
             })?;
             let ceiling = t
