@@ -89,6 +89,22 @@ async fn every_cell(s: &ProviderStack) {
     );
     let o = s.settle(&[ps::group_deleted("g", 3)]).await;
     assert_outcome(&o[0], OutcomeResult::Succeeded, Operation::Deleted);
+    // The platform cleared the title: the event leaves it out, and the server loses it too.
+    let mut cleared = ps::user("a", 3);
+    cleared["user"]
+        .as_object_mut()
+        .map(|u| u.remove("title"))
+        .expect("a user with a title");
+    let o = s.settle(&[cleared]).await;
+    assert_outcome(&o[0], OutcomeResult::Succeeded, Operation::Updated);
+    let users = s.admin("acme", "users").await;
+    let a = users
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["externalId"] == "a"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(a["displayName"], "User a v3", "{users}");
+    assert!(a.get("title").is_none(), "title cleared: {a}");
     s.connector_metrics("app", Some(&metrics), 6.0).await;
     let stats = s.admin("acme", "stats").await;
     assert_eq!(
@@ -97,7 +113,7 @@ async fn every_cell(s: &ProviderStack) {
         "discovered once: {stats}"
     );
     assert!(
-        count(&stats, "PATCH", "Users/{id}") >= 2,
+        count(&stats, "PATCH", "Users/{id}") >= 3,
         "PATCH, as announced: {stats}"
     );
     assert_eq!(
