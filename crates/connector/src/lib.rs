@@ -210,3 +210,49 @@ impl ConnectorConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a connector holds for a target after start prints the secret's location, never the
+    /// secret; a missing one is named by its key.
+    #[test]
+    fn a_served_target_debug_holds_no_secret() {
+        let path = std::env::temp_dir().join(format!("scimrelay-served-{}", std::process::id()));
+        std::fs::write(&path, "s3cr3t-client-secret\n").expect("write secret");
+        let yaml = format!(
+            "targets:
+  - id: sf
+    provider: salesforce
+    base_url: https://acme.my.salesforce.com/services/scim/v2
+    auth:
+      kind: oauth_client_credentials
+      token_url: https://acme.my.salesforce.com/services/oauth2/token
+      client_id: cid
+      client_secret: {{file: {}}}
+",
+            path.display()
+        );
+        let file = scimrelay_core::config::TargetsFile::parse(&yaml).expect("targets");
+        let t = &file.targets[0];
+        let served = ServedTarget {
+            auth: load_auth(t, "targets[0]").expect("loads"),
+            key: "targets[0] (sf)".into(),
+            config: t.clone(),
+        };
+        let _ = std::fs::remove_file(&path);
+        let debug = format!("{served:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        assert!(
+            debug.contains("cid"),
+            "the non-secret parts are shown: {debug}"
+        );
+        let gone = load_auth(t, "x.yaml: targets[3]").expect_err("the file is gone");
+        assert!(
+            gone.to_string()
+                .contains("x.yaml: targets[3].auth.client_secret"),
+            "{gone}"
+        );
+    }
+}
