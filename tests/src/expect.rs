@@ -150,6 +150,17 @@ pub fn check_with(
                             ));
                         }
                     }
+                    // The event is the whole state: a title it leaves out was cleared, and the
+                    // target must not keep an older one.
+                    if !opts.skip_title
+                        && title.as_str().is_none_or(str::is_empty)
+                        && u["title"].as_str().is_some_and(|t| !t.is_empty())
+                    {
+                        problems.push(format!(
+                            "user {id}: title is {} but version {} cleared it",
+                            u["title"], e["version"]
+                        ));
+                    }
                     for n in ["givenName", "familyName"] {
                         let want = &e["user"]["name"][n];
                         if !want.is_null() && &u["name"][n] != want {
@@ -220,4 +231,40 @@ pub fn check_with(
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn upsert(version: u64, title: Option<&str>) -> Value {
+        let mut user = json!({"id": "u1", "userName": "u1@example.com", "active": true});
+        if let Some(t) = title {
+            user["title"] = json!(t);
+        }
+        json!({"kind": "user.upserted", "version": version, "user": user})
+    }
+
+    #[test]
+    fn a_title_the_final_event_cleared_must_be_gone() {
+        let events = [upsert(1, Some("Engineer")), upsert(2, None)];
+        let stale = [
+            json!({"id": "1", "externalId": "u1", "userName": "u1@example.com",
+                            "active": true, "title": "Engineer"}),
+        ];
+        let problems = check(&stale, &[], &events, false);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("cleared"), "{problems:?}");
+        let cleared = [
+            json!({"id": "1", "externalId": "u1", "userName": "u1@example.com",
+                              "active": true}),
+        ];
+        assert!(check(&cleared, &[], &events, false).is_empty());
+        let opts = CheckOptions {
+            skip_title: true,
+            ..Default::default()
+        };
+        assert!(check_with(&stale, &[], &events, &opts).is_empty());
+    }
 }
