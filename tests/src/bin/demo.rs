@@ -74,7 +74,6 @@ fn demo_targets() -> Vec<DemoTarget> {
             tenant: "acme-sf",
             check: expect::CheckOptions {
                 user_name_suffix: ".demo".into(),
-                skip_title: true,
                 groups_by_display_name: true,
                 ..Default::default()
             },
