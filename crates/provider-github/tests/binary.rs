@@ -1,9 +1,7 @@
 //! The `github-connector` binary: its help documents the environment, and a targets file that
 //! points a github target at the organization-level SCIM API stops it at start.
 
-use std::process::Command;
-
-use scimrelay_provider_scim::testkit::connector_help;
+use scimrelay_provider_scim::testkit::{connector_help, connector_refuses};
 
 const BIN: &str = env!("CARGO_BIN_EXE_github-connector");
 
@@ -17,10 +15,8 @@ fn help_exits_zero_and_documents_the_environment() {
 
 #[test]
 fn an_organization_level_base_url_stops_the_connector_at_start() {
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("github-org-targets-{}.yaml", std::process::id()));
-    std::fs::write(
-        &path,
+    let (stderr, _) = connector_refuses(
+        BIN,
         "targets:
   - id: plain
     provider: scim
@@ -31,17 +27,8 @@ fn an_organization_level_base_url_stops_the_connector_at_start() {
     base_url: https://api.github.com/scim/v2/organizations/acme
     auth: {kind: none}
 ",
-    )
-    .expect("write targets");
-    let out = Command::new(BIN)
-        .env_clear()
-        .env("SCIMRELAY_CONFIG", &path)
-        .output()
-        .expect("run");
-    let _ = std::fs::remove_file(&path);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        &[],
+    );
     assert!(
         stderr.contains("targets[1].base_url")
             && stderr.contains("organization-level")

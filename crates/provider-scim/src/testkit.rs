@@ -148,6 +148,30 @@ pub fn connector_help(bin: &str, needles: &[&str]) -> String {
     help
 }
 
+/// Runs a connector binary with only `targets` (YAML, written to a temp file) and `env`, expects
+/// it to stop at start with exit 2 and one line on stderr; returns that line and the path the
+/// targets file had (errors name it).
+pub fn connector_refuses(bin: &str, targets: &str, env: &[(&str, &str)]) -> (String, String) {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "scimrelay-refused-targets-{}-{}.yaml",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::write(&path, targets).expect("write targets");
+    let out = std::process::Command::new(bin)
+        .env_clear()
+        .env("SCIMRELAY_CONFIG", &path)
+        .envs(env.iter().copied())
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let out = out.unwrap_or_else(|e| panic!("{bin}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    (stderr, path.display().to_string())
+}
+
 /// Event builders for tests.
 pub mod events {
     use scimrelay_proto::v1::{Email, EventKind, GroupState, IdentityEvent, UserState};

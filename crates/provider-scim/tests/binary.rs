@@ -1,6 +1,6 @@
 //! The `scim-connector` binary: its help says what it serves and documents the environment.
 
-use scimrelay_provider_scim::testkit::connector_help;
+use scimrelay_provider_scim::testkit::{connector_help, connector_refuses};
 
 #[test]
 fn help_exits_zero_and_documents_the_environment() {
@@ -13,10 +13,8 @@ fn help_exits_zero_and_documents_the_environment() {
 /// connector's own targets (the github target before it is another connector's).
 #[test]
 fn a_missing_secret_stops_the_connector_at_start_naming_the_key() {
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("scim-secret-targets-{}.yaml", std::process::id()));
-    std::fs::write(
-        &path,
+    let (stderr, path) = connector_refuses(
+        env!("CARGO_BIN_EXE_scim-connector"),
         "targets:
   - id: gh
     provider: github
@@ -27,20 +25,10 @@ fn a_missing_secret_stops_the_connector_at_start_naming_the_key() {
     base_url: http://127.0.0.1:9/scim/v2
     auth: {kind: basic, username: relay, password: {env: SCIMRELAY_TEST_APP_PASSWORD}}
 ",
-    )
-    .expect("write targets");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scim-connector"))
-        .env_clear()
-        .env("SCIMRELAY_CONFIG", &path)
-        .env("SCIMRELAY_AMQP_URL", "amqp://127.0.0.1:9/%2f")
-        .output()
-        .expect("run");
-    let _ = std::fs::remove_file(&path);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        &[("SCIMRELAY_AMQP_URL", "amqp://127.0.0.1:9/%2f")],
+    );
     assert!(
-        stderr.contains(&format!("{}: targets[1].auth.password", path.display()))
+        stderr.contains(&format!("{path}: targets[1].auth.password"))
             && stderr.contains("SCIMRELAY_TEST_APP_PASSWORD"),
         "{stderr}"
     );
