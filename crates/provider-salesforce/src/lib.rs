@@ -338,8 +338,9 @@ pub const CLEARABLE: [&str; 5] = [
     ENTERPRISE_DEPARTMENT,
 ];
 
-/// The changed attributes, as one Salesforce-style path-less `replace` value object, then one
-/// `remove` with a path per [`CLEARABLE`] attribute the desired state cleared.
+/// One `remove` with a path per [`CLEARABLE`] attribute the desired state cleared, then the
+/// changed attributes as one Salesforce-style path-less `replace` value object. An org that
+/// refuses the removal (400) still gets the replace ([`kit::patch_user`]).
 pub fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
     let mut changed = serde_json::Map::new();
     if let Value::Object(d) = desired {
@@ -363,12 +364,13 @@ pub fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
             }
         }
     }
+    // Removes first, so a replace of `name` cannot have dropped what they name.
     let mut patch = PatchBuilder::new();
-    if !changed.is_empty() {
-        patch = patch.replace(None, Value::Object(changed));
-    }
     for path in cleared(desired, existing, &CLEARABLE) {
         patch = patch.remove(path, None);
+    }
+    if !changed.is_empty() {
+        patch = patch.replace(None, Value::Object(changed));
     }
     patch
 }

@@ -278,9 +278,39 @@ pub async fn patch_members_chunked(
     Ok(sent)
 }
 
+/// The PATCH without its `remove` operations, and the paths those removed; `None` when it has
+/// none. What is left to send when a server refuses (400) to clear an attribute the platform
+/// cleared: the other changes still land, instead of the whole update failing on every event.
+pub fn without_removes(
+    patch: &scimrelay_scim::PatchBuilder,
+) -> Option<(scimrelay_scim::PatchBuilder, Vec<String>)> {
+    use scimrelay_scim::PatchOpKind;
+    let mut kept = scimrelay_scim::PatchBuilder::new();
+    let mut removed = Vec::new();
+    for o in patch.operations() {
+        if o.op == PatchOpKind::Remove {
+            removed.push(o.path.clone().unwrap_or_default());
+        } else {
+            kept = kept.op(o.op, o.path.as_deref(), o.value.clone());
+        }
+    }
+    (!removed.is_empty()).then_some((kept, removed))
+}
+
+/// The outcome detail when a server refused to clear `paths` and the rest was applied.
+pub fn refused_clear(paths: &[String], e: &ScimError) -> String {
+    format!(
+        "the server refused to clear {} ({}); the other changes were applied",
+        paths.join(", "),
+        e.detail().unwrap_or("400")
+    )
+}
+
 /// Brings a user to its desired state with one PATCH (`patch`, built by the profile from the
 /// differences; nothing is sent when it is empty) and recreates it when it disappeared
-/// underneath (a 404: converging means it must exist). `op` is what a successful PATCH counts as
+/// underneath (a 404: converging means it must exist). A 400 to a PATCH that clears attributes
+/// is sent again without the removals ([`without_removes`]), the refusal named in the detail.
+/// `op` is what a successful PATCH counts as
 /// (`Updated`, or `Adopted` after a 409); `classify` is the profile's error reading.
 pub async fn patch_user(
     input: &ConvergeInput<'_>,
@@ -307,10 +337,28 @@ pub async fn patch_user(
     let path = format!("/Users/{}", scimrelay_scim::encoding::path_segment(&id));
     match input
         .exec
-        .send(ScimRequest::patch(path, patch.build()))
+        .send(ScimRequest::patch(&path, patch.build()))
         .await
     {
         Ok(_) => Ok(Converged::new(op, id)),
+        Err(e) if e.status() == Some(400) && without_removes(&patch).is_some() => {
+            let (kept, removed) = without_removes(&patch).unwrap_or_default();
+            let done = if kept.is_empty() {
+                if op == Operation::Adopted {
+                    op
+                } else {
+                    Operation::Noop
+                }
+            } else {
+                input
+                    .exec
+                    .send(ScimRequest::patch(&path, kept.build()))
+                    .await
+                    .map_err(|e| classify(&e))?;
+                op
+            };
+            Ok(Converged::new(done, id).with_detail(refused_clear(&removed, &e)))
+        }
         Err(e) if e.status() == Some(404) => {
             let resp = input
                 .exec
@@ -345,6 +393,22 @@ mod tests {
             ]
         );
         assert!(member_diff(&want, &want).is_empty());
+    }
+
+    #[test]
+    fn without_removes_keeps_the_rest_in_order() {
+        use scimrelay_scim::PatchBuilder;
+        let p = PatchBuilder::new()
+            .remove("title", None)
+            .replace(None, serde_json::json!({"displayName": "D"}))
+            .remove("name.givenName", None);
+        let (kept, removed) = without_removes(&p).expect("has removes");
+        assert_eq!(removed, vec!["title", "name.givenName"]);
+        assert_eq!(
+            kept.build()["Operations"],
+            serde_json::json!([{"op": "replace", "value": {"displayName": "D"}}])
+        );
+        assert!(without_removes(&kept).is_none());
     }
 
     #[test]

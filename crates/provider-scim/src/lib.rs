@@ -19,7 +19,10 @@
 //! # Convergence, per event kind (design.md §5)
 //! - **user.upserted**: find the user (ledger → `externalId eq`); absent → POST; a 409 on create
 //!   means it exists → look it up by externalId, then userName, and adopt it; present → update
-//!   only when something differs; a 404 on update (deleted underneath) → create again.
+//!   only when something differs or was cleared; a 404 on update (deleted underneath) →
+//!   create again; a 400 to a PATCH that clears attributes → sent again without the removals,
+//!   the refusal named in the outcome (one attribute a server will not clear must not block
+//!   every later change of the user).
 //! - **user.deactivated**: PATCH (or PUT) `active=false` (no-op when already inactive or absent).
 //! - **user.deleted**: the target's `delete_policy` (default: deactivate; `delete` → DELETE).
 //! - **group.upserted**: members resolved to the provider's user ids (a member not provisioned
@@ -362,15 +365,21 @@ fn managed(endpoint: &str) -> &'static [&'static str] {
     }
 }
 
-/// The PATCH that turns `existing` into `desired`: one `replace` per differing top-level
-/// attribute, whole values; one `remove` per managed attribute the desired state cleared
-/// (`title`, `name.givenName`, `urn:…:User:department`; [`mapping::cleared`]); group members as
-/// an add/remove diff.
+/// The PATCH that turns `existing` into `desired`: one `remove` per managed attribute the
+/// desired state cleared (`title`, `name.givenName`, `urn:…:User:department`;
+/// [`mapping::cleared`]), then one `replace` per differing top-level attribute, whole values;
+/// group members as an add/remove diff.
 pub fn patch_for(endpoint: &str, desired: &Value, existing: &Value) -> PatchBuilder {
     let mut patch = PatchBuilder::new();
     let (Value::Object(d), Value::Object(_)) = (desired, existing) else {
         return patch;
     };
+    // Removes first: a server that applies `replace name {…}` as a whole value has already
+    // dropped the sub-attribute a later `remove name.givenName` names, and a strict one
+    // answers 400 noTarget. In this order both readings of RFC 7644 give the same result.
+    for path in mapping::cleared(desired, existing, managed(endpoint)) {
+        patch = patch.remove(path, None);
+    }
     for (k, dv) in d {
         if matches!(k.as_str(), "schemas" | "id" | "members") {
             continue;
@@ -379,9 +388,6 @@ pub fn patch_for(endpoint: &str, desired: &Value, existing: &Value) -> PatchBuil
         if mapping::differs(&single, existing) {
             patch = patch.replace(Some(k), dv.clone());
         }
-    }
-    for path in mapping::cleared(desired, existing, managed(endpoint)) {
-        patch = patch.remove(path, None);
     }
     if endpoint == "Groups" {
         let want: BTreeSet<String> = kit::member_ids(desired);
@@ -430,8 +436,9 @@ async fn update(
             )
             .with_detail("remote object already matches the desired state"));
         }
-        let mut req = if caps.patch {
-            ScimRequest::patch(&path, patch_for(endpoint, &desired, &existing).build())
+        let patch = caps.patch.then(|| patch_for(endpoint, &desired, &existing));
+        let mut req = if let Some(patch) = &patch {
+            ScimRequest::patch(&path, patch.build())
         } else {
             let mut body = desired.clone();
             if let Value::Object(m) = &mut body {
@@ -442,8 +449,34 @@ async fn update(
         if let (true, Some(tag)) = (caps.etag, etag.as_ref()) {
             req = req.with_if_match(tag.clone());
         }
+        let refused = |e: &ScimError| {
+            e.status() == Some(400)
+                && endpoint == "Users"
+                && patch.as_ref().and_then(kit::without_removes).is_some()
+        };
         match input.exec.send(req).await {
             Ok(_) => return Ok(Converged::new(op, id)),
+            Err(e) if refused(&e) => {
+                // The server will not clear something the platform cleared: apply the rest.
+                let (kept, removed) = patch
+                    .as_ref()
+                    .and_then(kit::without_removes)
+                    .unwrap_or_default();
+                let mut done = if op == Operation::Adopted {
+                    op
+                } else {
+                    Operation::Noop
+                };
+                if !kept.is_empty() {
+                    let mut retry = ScimRequest::patch(&path, kept.build());
+                    if let (true, Some(tag)) = (caps.etag, etag.as_ref()) {
+                        retry = retry.with_if_match(tag.clone());
+                    }
+                    kit::send(input.exec, retry).await?;
+                    done = op;
+                }
+                return Ok(Converged::new(done, id).with_detail(kit::refused_clear(&removed, &e)));
+            }
             Err(e) if e.status() == Some(404) => return recreate(input, endpoint, desired).await,
             Err(e) if e.status() == Some(412) && attempt < MAX_PRECONDITION_RETRIES => {
                 // Changed underneath us since we read it: read again and recompute.

@@ -219,6 +219,9 @@ enum Underneath {
     Nickname,
     /// Someone deletes the user at the provider.
     Delete,
+    /// Nothing underneath, but every PATCH of a user that removes something is refused with
+    /// 400 mutability (a server that will not clear an attribute).
+    RefuseRemove,
 }
 
 /// A reverse proxy in front of the simulator: forwards every request unchanged, except that
@@ -256,8 +259,22 @@ async fn forward(
     let url = format!("{upstream}{path}");
     let user_write = matches!(parts.method, http::Method::PUT | http::Method::PATCH)
         && parts.uri.path().contains("/Users/");
+    if user_write
+        && matches!(action, Underneath::RefuseRemove)
+        && String::from_utf8_lossy(&body).contains("\"remove\"")
+    {
+        let refusal = serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "400", "scimType": "mutability", "detail": "title cannot be removed"});
+        return axum::response::Response::builder()
+            .status(400)
+            .header("content-type", "application/scim+json")
+            .body(axum::body::Body::from(refusal.to_string()))
+            .expect("response");
+    }
     if user_write && !fired.swap(true, Ordering::SeqCst) {
         match action {
+            Underneath::RefuseRemove => {}
             Underneath::Delete => {
                 let r = client.delete(&url).send().await.expect("delete underneath");
                 assert_eq!(r.status().as_u16(), 204, "delete underneath");
@@ -645,4 +662,36 @@ async fn a_cleared_attribute_is_cleared_at_the_server_by_patch_or_put() {
         let s = stats(&origin, "acme").await;
         assert_eq!(count(&s, method, "Users/{id}"), 1, "one update: {s}");
     }
+}
+
+/// A server that refuses to clear an attribute (400 to any PATCH with a `remove`) does not block
+/// the user: the same PATCH without the removal is sent, the other change lands, and the
+/// outcome names what was not cleared — on every later change too, never a permanent failure.
+#[tokio::test]
+async fn a_refused_clear_applies_the_rest_and_says_so() {
+    let origin = sim("tenants: [{id: acme, mode: scim}]").await;
+    let proxy = interposer(&origin, Underneath::RefuseRemove).await;
+    let h = harness(&proxy, "", Auth::None);
+    let mut u = events::user("r1");
+    u.title = "Boss".into();
+    h.ok(&events::upsert(u.clone(), 1)).await;
+    u.title.clear();
+    u.display_name = "Renamed".into();
+    let done = h.ok(&events::upsert(u.clone(), 2)).await;
+    assert_eq!(done.operation, Operation::Updated, "{done:?}");
+    assert!(
+        done.detail.contains("refused to clear title")
+            && done.detail.contains("title cannot be removed"),
+        "{done:?}"
+    );
+    let all = users(&origin, "acme").await;
+    assert_eq!(
+        all[0]["displayName"], "Renamed",
+        "the rest applied: {all:?}"
+    );
+    assert_eq!(all[0]["title"], "Boss", "the server kept it: {all:?}");
+    // Only the clear left: nothing else to send, no failure.
+    let again = h.ok(&events::upsert(u.clone(), 3)).await;
+    assert_eq!(again.operation, Operation::Noop, "{again:?}");
+    assert!(again.detail.contains("refused to clear title"), "{again:?}");
 }
