@@ -49,10 +49,10 @@ helm-lint: ## Chart: strict lint, render (default + production), k8s 1.30 strict
 	PYTHONDONTWRITEBYTECODE=1 $(HELM_VENV)/bin/python scripts/helm-lint.py
 	PYTHONDONTWRITEBYTECODE=1 $(HELM_VENV)/bin/python -m pytest -q -p no:cacheprovider helm/tests
 
-bench: rabbitmq proto ## Benchmarks, release build (< 15 min): writes BENCHMARKS.md and docs/bench/*.png
+bench: rabbitmq proto ## Benchmarks, release build (< 15 min): writes BENCHMARKS.md and docs/bench/*.png; BASELINE=REV also runs throughput and latency for REV and compares
 	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || apt-get install -y -q fonts-dejavu-core || echo "charts need fonts-dejavu-core"
 	$(CARGO) build --release --workspace --bins
-	./target/release/scimrelay-bench
+	./target/release/scimrelay-bench $(if $(BASELINE),--baseline $(BASELINE))
 
 bench-quick: rabbitmq build ## Every benchmark section at a tiny size (< 2 min; make test runs it as a test)
 	./target/debug/scimrelay-bench --quick

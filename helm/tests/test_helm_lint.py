@@ -326,7 +326,7 @@ def test_allow_unauthenticated_turns_authentication_off_explicitly():
 def test_notes_tell_how_to_make_a_key():
     text = notes({})
     assert "scimrelayctl keys new --id" in text and "--scope send" in text
-    assert "--tenant '*' --scope read" in text  # the connectors' key
+    assert "--tenant '*' --scope connector" in text  # the connectors' key
     assert "create secret generic scimrelay-api-keys --from-file=keys.yaml=" in text
     assert "create secret generic scimrelay-connector-key" in text
 
@@ -338,7 +338,7 @@ FAILS = {
     "keys file but no key for the connectors": (
         {"auth": {"connectorKey": {"existingSecret": ""}}},
         ["auth.connectorKey.existingSecret is empty", "connectors could not call status",
-         "--tenant '*' --scope read"]),
+         "--tenant '*' --scope connector"]),
     "mutual TLS without TLS": (
         {"tls": {"mutual": True}}, ["tls.mutual needs tls.existingSecret"]),
     "mutual TLS without the connectors' certificate": (

@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 use scimrelay_proto::v1::OutcomeResult;
 use scimrelay_tests::{Proc, Stack, StackOptions, expect, free_port, workload};
 
+mod record;
+
 const TOKEN_ENV: &str = "CHAOS_SCIM_TOKEN";
 
 fn size() -> usize {
@@ -314,6 +316,7 @@ async fn a_revoked_token_quarantines_the_target_until_restored() {
         let r = client
             .get_event(scimrelay_proto::v1::GetEventRequest {
                 event_id: id.clone(),
+                ..Default::default()
             })
             .await
             .expect("GetEvent")

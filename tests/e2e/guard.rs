@@ -161,6 +161,7 @@ async fn deprovisioning_beyond_the_share_is_held_until_an_operator_acts() {
         .await
         .get_event(GetEventRequest {
             event_id: one.clone(),
+            ..Default::default()
         })
         .await
         .expect("GetEvent")

@@ -13,4 +13,5 @@ mod provider_salesforce;
 mod provider_scim;
 mod provider_support;
 mod skeleton;
+mod state_of_record;
 mod tls;

@@ -110,9 +110,36 @@ impl TestVhost {
     }
 }
 
+impl TestVhost {
+    /// Closes (from the broker's side) every client connection of this vhost whose connection
+    /// name contains `fragment`, as a network partition or a broker failover would; returns how
+    /// many it closed.
+    pub fn close_connections(&self, fragment: &str) -> usize {
+        let path = format!("/api/vhosts/{}/connections", encode(&self.name));
+        let Ok((200, body)) = request("GET", &path, "") else {
+            return 0;
+        };
+        let json = body.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        let list: Vec<serde_json::Value> = serde_json::from_str(&dechunk(json)).unwrap_or_default();
+        let mut closed = 0;
+        for c in list {
+            let named = c["client_properties"]["connection_name"]
+                .as_str()
+                .is_some_and(|n| n.contains(fragment));
+            if let (true, Some(name)) = (named, c["name"].as_str())
+                && let Ok((204, _)) =
+                    request("DELETE", &format!("/api/connections/{}", encode(name)), "")
+            {
+                closed += 1;
+            }
+        }
+        closed
+    }
+}
+
 /// Undoes HTTP/1.1 chunked transfer encoding when present.
 fn dechunk(body: &str) -> String {
-    if body.trim_start().starts_with('{') {
+    if body.trim_start().starts_with(['{', '[']) {
         return body.to_owned();
     }
     let mut out = String::new();

@@ -39,6 +39,22 @@ fn by_external_id(objects: &[Value]) -> (HashMap<String, &Value>, Vec<String>) {
     (map, dups)
 }
 
+/// The objects of `tenant` at a target shared by several tenants (externalId
+/// `<tenant>:<id>`), with the prefix removed, so [`check`] can compare them with the tenant's
+/// events.
+pub fn of_tenant(objects: &[Value], tenant: &str) -> Vec<Value> {
+    let prefix = format!("{tenant}:");
+    objects
+        .iter()
+        .filter_map(|o| {
+            let ext = o["externalId"].as_str()?.strip_prefix(&prefix)?.to_owned();
+            let mut o = o.clone();
+            o["externalId"] = Value::String(ext);
+            Some(o)
+        })
+        .collect()
+}
+
 /// How a target represents the platform's subjects, for [`check_with`].
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {

@@ -53,6 +53,8 @@ pub fn free_port() -> u16 {
 pub struct Proc {
     /// The name for messages.
     pub name: String,
+    /// The binary it runs.
+    pub bin: String,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -88,6 +90,7 @@ impl Proc {
             .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
         Proc {
             name: name.to_owned(),
+            bin: bin.to_owned(),
             child: Some(child),
             log,
         }

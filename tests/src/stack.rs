@@ -164,8 +164,8 @@ impl Stack {
                 }
             }
         };
-        // Authentication is always on: one key for the harness (and scimrelayctl), one read
-        // key for the connectors' status calls.
+        // Authentication is always on: one key for the harness (and scimrelayctl), one
+        // connector key for the connectors' status calls (the state of record, the guard).
         let api_key = scimrelay_core::auth::new_key();
         let connector_key = scimrelay_core::auth::new_key();
         let keys_path = dir.join("keys.yaml");
@@ -180,7 +180,7 @@ impl Stack {
             format!(
                 "keys:\n{}{}",
                 entry("harness", &api_key, "send, admin"),
-                entry("connectors", &connector_key, "read")
+                entry("connectors", &connector_key, "connector")
             ),
         )
         .unwrap_or_else(|e| panic!("keys file: {e}"));
@@ -261,7 +261,7 @@ impl Stack {
             format!("sqlite://{}", dir.join("status.db").display()),
         );
         let mut status = Proc::start("status", "scimrelay-status", &status_env, &[], &dir);
-        // Connectors (also those a test starts later from `env`) read the ledger from status.
+        // Connectors (also those a test starts later from `env`) use the state of record at status.
         env.insert(
             "SCIMRELAY_STATUS_URL".into(),
             format!("{scheme}://127.0.0.1:{status_grpc_port}"),
@@ -359,6 +359,88 @@ impl Stack {
         started
     }
 
+    /// Stops the status service (SIGTERM, then SIGKILL after 10 s); [`Stack::start_status`]
+    /// brings it back on the same ports and database.
+    pub fn stop_status(&mut self) {
+        self.status.terminate(Duration::from_secs(10));
+    }
+
+    /// Starts the status service again after [`Stack::stop_status`] and waits until it is
+    /// ready.
+    pub async fn start_status(&mut self) {
+        self.status = Proc::start(
+            "status",
+            "scimrelay-status",
+            &self.status_env,
+            &[],
+            &self.dir,
+        );
+        wait_ready(
+            &self.http,
+            &format!("http://{}/readyz", self.status_http),
+            &mut self.status,
+        )
+        .await;
+    }
+
+    /// Stops connector `i` (SIGTERM: it returns what it holds) and starts the same binary
+    /// again on a new health port, as `label`; waits until it is ready unless the status
+    /// service is down (its readiness is the broker's, so it is ready regardless).
+    pub async fn restart_connector(&mut self, i: usize, label: &str) {
+        let bin = self.connectors[i].bin.clone();
+        self.connectors[i].terminate(Duration::from_secs(15));
+        let port = free_port();
+        let mut env = self.env.clone();
+        env.insert(
+            "SCIMRELAY_CONNECTOR_HTTP_ADDR".into(),
+            format!("127.0.0.1:{port}"),
+        );
+        self.connectors[i] = Proc::start(label, &bin, &env, &[], &self.dir);
+        self.connector_http[i] = format!("127.0.0.1:{port}");
+        let addr = self.connector_http[i].clone();
+        wait_ready(
+            &self.http,
+            &format!("http://{addr}/readyz"),
+            &mut self.connectors[i],
+        )
+        .await;
+    }
+
+    /// Adds an API key to the keys file the services read (they pick it up within the keys
+    /// file's reload interval, which this waits out); returns the key.
+    pub async fn add_key(&self, id: &str, tenants: &[&str], scopes: &[&str]) -> String {
+        let key = scimrelay_core::auth::new_key();
+        let path = self.dir.join("keys.yaml");
+        let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("keys file: {e}"));
+        text.push_str(&format!(
+            "  - id: {id}\n    sha256: {}\n    tenants: [{}]\n    scopes: [{}]\n    rate_per_sec: 1000000\n",
+            scimrelay_core::auth::hash_key(&key),
+            tenants
+                .iter()
+                .map(|t| format!("{t:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            scopes.join(", ")
+        ));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("keys file: {e}"));
+        tokio::time::sleep(scimrelay_core::auth::RELOAD_INTERVAL * 2).await;
+        key
+    }
+
+    /// Posts events to ingest's HTTP API with `key` instead of the harness's; returns the
+    /// status code and the JSON answer.
+    pub async fn post_events_as(&self, key: &str, body: &Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/events", self.ingest_http))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /v1/events: {e}"));
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// `authorization` metadata for gRPC calls made outside [`Stack::status_client`].
     pub fn bearer(&self) -> BearerAuth {
         BearerAuth::new(Some(&self.api_key)).unwrap_or_else(|e| panic!("harness key: {e}"))
@@ -445,6 +527,7 @@ impl Stack {
             let r = client
                 .get_event(GetEventRequest {
                     event_id: id.to_owned(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap_or_else(|e| panic!("GetEvent {id}: {e}"))

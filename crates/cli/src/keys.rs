@@ -20,6 +20,8 @@ pub enum KeyScope {
     Read,
     /// Operator actions of the status API (dlq replay, held release/drop); implies read.
     Admin,
+    /// What connectors need at the status API (the state of record, the guard); implies read.
+    Connector,
 }
 
 impl KeyScope {
@@ -28,6 +30,7 @@ impl KeyScope {
             KeyScope::Send => "send",
             KeyScope::Read => "read",
             KeyScope::Admin => "admin",
+            KeyScope::Connector => "connector",
         }
     }
 }

@@ -91,6 +91,15 @@ enum KeysCommand {
     New(keys::NewArgs),
 }
 
+/// A subject kind, as `--kind` takes it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SubjectKindArg {
+    /// A user.
+    User,
+    /// A group.
+    Group,
+}
+
 #[derive(Args)]
 struct InputArgs {
     /// The events file.
@@ -139,14 +148,23 @@ enum StatusCommand {
     Event {
         /// The event id.
         id: String,
+        /// Only this tenant's event (event ids are unique per tenant).
+        #[arg(long)]
+        tenant: Option<String>,
     },
-    /// One subject (user or group id) across targets.
+    /// One subject (user or group id) across targets: its state of record at each.
     Subject {
         /// The subject id.
         id: String,
         /// Only this target.
         #[arg(long)]
         target: Option<String>,
+        /// Only this tenant (subjects of two tenants may share an id).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this kind (a user and a group may share an id).
+        #[arg(long, value_enum)]
+        kind: Option<SubjectKindArg>,
     },
     /// Every target's health (or one target's).
     Targets {
@@ -213,6 +231,9 @@ struct Selection {
     /// Every held event.
     #[arg(long)]
     all: bool,
+    /// Only this tenant's events (event ids are unique per tenant).
+    #[arg(long)]
+    tenant: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -324,11 +345,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Plan(a) => return plan(&access, &cli.ingest, &cli.status, a, json).await,
-        Command::Status(StatusCommand::Event { id }) => {
+        Command::Status(StatusCommand::Event { id, tenant }) => {
             let mut c = access.status(&cli.status).await?;
             let ev = c
                 .get_event(GetEventRequest {
                     event_id: id.clone(),
+                    tenant: tenant.unwrap_or_default(),
                 })
                 .await
                 .map_err(|s| rpc_error("status event", s))?
@@ -351,12 +373,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Status(StatusCommand::Subject { id, target }) => {
+        Command::Status(StatusCommand::Subject {
+            id,
+            target,
+            tenant,
+            kind,
+        }) => {
             let mut c = access.status(&cli.status).await?;
+            let kind = match kind {
+                None => scimrelay_proto::v1::SubjectKind::Unspecified,
+                Some(SubjectKindArg::User) => scimrelay_proto::v1::SubjectKind::User,
+                Some(SubjectKindArg::Group) => scimrelay_proto::v1::SubjectKind::Group,
+            };
             let s = c
                 .get_subject(GetSubjectRequest {
                     subject_id: id,
                     target: target.unwrap_or_default(),
+                    tenant: tenant.unwrap_or_default(),
+                    kind: kind as i32,
                 })
                 .await
                 .map_err(|s| rpc_error("status subject", s))?
@@ -529,6 +563,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     event_ids: sel.events,
                     target: sel.target.unwrap_or_default(),
                     all: sel.all,
+                    tenant: sel.tenant.unwrap_or_default(),
                 })
                 .await
                 .map_err(|s| rpc_error("held release", s))?
@@ -542,6 +577,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     event_ids: sel.events,
                     target: sel.target.unwrap_or_default(),
                     all: sel.all,
+                    tenant: sel.tenant.unwrap_or_default(),
                 })
                 .await
                 .map_err(|s| rpc_error("held drop", s))?
@@ -597,6 +633,7 @@ async fn plan(
             let ev = client
                 .get_event(GetEventRequest {
                     event_id: id.clone(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| rpc_error("plan", s))?

@@ -185,8 +185,10 @@ pub fn history_table(history: &[RecordedOutcome]) -> String {
 /// A subject's state as JSON.
 pub fn subject_json(s: &SubjectState) -> Value {
     json!({
-        "target": s.target, "subjectId": s.subject_id, "subjectKind": subject_kind_name(s.subject_kind),
-        "remoteId": s.remote_id, "appliedVersion": s.applied_version, "state": s.state,
+        "target": s.target, "tenant": s.tenant, "subjectId": s.subject_id,
+        "subjectKind": subject_kind_name(s.subject_kind), "remoteId": s.remote_id,
+        "desiredVersion": s.desired_version, "appliedVersion": s.applied_version,
+        "state": s.state, "lastOperation": s.last_operation,
         "lastError": s.last_error, "updatedAt": time(s.updated_at_ms),
     })
 }
@@ -198,13 +200,18 @@ pub fn subject_table(states: &[SubjectState]) -> String {
         .map(|s| {
             vec![
                 s.target.clone(),
+                s.tenant.clone(),
                 subject_kind_name(s.subject_kind).into(),
                 if s.remote_id.is_empty() {
                     "-".into()
                 } else {
                     s.remote_id.clone()
                 },
-                s.applied_version.to_string(),
+                if s.desired_version > s.applied_version {
+                    format!("{} (accepted {})", s.applied_version, s.desired_version)
+                } else {
+                    s.applied_version.to_string()
+                },
                 s.state.clone(),
                 if s.last_error.is_empty() {
                     "-".into()
@@ -217,6 +224,7 @@ pub fn subject_table(states: &[SubjectState]) -> String {
     table(
         &[
             "TARGET",
+            "TENANT",
             "KIND",
             "REMOTE ID",
             "VERSION",
@@ -247,6 +255,7 @@ pub fn target_json(t: &TargetSummary) -> Value {
         "latencyMs": {"p50": t.latency_p50_ms, "p95": t.latency_p95_ms, "p99": t.latency_p99_ms, "samples": t.latency_samples},
         "throttleWaits": t.throttle_waits, "throttleWaitMs": t.throttle_wait_ms,
         "quarantined": t.quarantined, "quarantineReason": t.quarantine_reason,
+        "waitingReason": t.waiting_reason, "waitingSince": time(t.waiting_since_ms),
         "queueDepth": if t.queue_depth_known { json!(t.queue_depth) } else { Value::Null },
         "held": t.held, "concurrencyLimit": t.concurrency_limit, "inFlight": t.in_flight,
         "lastOutcomeAt": time(t.last_outcome_at_ms), "lastReportAt": time(t.last_report_at_ms),
@@ -283,6 +292,8 @@ pub fn targets_table(targets: &[TargetSummary]) -> String {
                 format!("{} ({}ms)", t.throttle_waits, t.throttle_wait_ms),
                 if t.quarantined {
                     format!("QUARANTINED: {}", t.quarantine_reason)
+                } else if !t.waiting_reason.is_empty() {
+                    format!("WAITING: {}", t.waiting_reason)
                 } else {
                     "ok".into()
                 },

@@ -303,6 +303,7 @@ impl Stack {
                 .iter()
                 .map(|t| (t.id.clone(), t.shards))
                 .collect(),
+            guards: scimrelay_status::grpc::Guards::from_targets(&targets),
             auth: auth.clone(),
             tls: tls.clone(),
         };
@@ -399,6 +400,31 @@ impl Stack {
             .publish(OUTCOMES_EXCHANGE, &key, &o.encode_to_vec(), props)
             .await
             .expect("outcome");
+    }
+
+    /// Records in the state of record that `d` was applied, as its connector would.
+    async fn applied(&self, d: &Delivery, remote_id: &str) {
+        let e = d.event.clone().unwrap_or_default();
+        let mut c = scimrelay_proto::v1::status_service_client::StatusServiceClient::connect(
+            self.status.clone(),
+        )
+        .await
+        .expect("status");
+        c.record_converged(scimrelay_proto::v1::RecordConvergedRequest {
+            items: vec![scimrelay_proto::v1::Converged {
+                key: Some(e.subject_key(&d.target)),
+                succeeded: true,
+                version: e.version,
+                event_id: e.id.clone(),
+                remote_id: remote_id.to_owned(),
+                presence: scimrelay_proto::v1::Presence::PresentActive as i32,
+                operation: "created".into(),
+                applied: Some(e),
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("RecordConverged");
     }
 
     /// Takes `n` event copies from t1's shard queues.
@@ -561,6 +587,8 @@ async fn status_watch_dlq_and_held_commands() {
         stack
             .outcome(&outcome_of(d, OutcomeResult::Succeeded))
             .await;
+        let subject = d.event.as_ref().map(|e| e.subject_id()).unwrap_or_default();
+        stack.applied(d, &format!("remote-{subject}")).await;
     }
 
     // watch: the three outcomes from the start, as JSON lines.
@@ -599,7 +627,9 @@ async fn status_watch_dlq_and_held_commands() {
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v[0]["remoteId"], "remote-u0");
-    assert_eq!(v[0]["state"], "created");
+    assert_eq!(v[0]["state"], "present-active");
+    assert_eq!(v[0]["lastOperation"], "created");
+    assert_eq!(v[0]["tenant"], "acme");
     let (code, out, _) = run(stack.args(&["status", "targets"])).await;
     assert_eq!(code, 0);
     assert!(
@@ -620,7 +650,14 @@ async fn status_watch_dlq_and_held_commands() {
 
     // dlq: park one copy as a connector does, list it, replay it into its shard queue.
     let mut headers = FieldTable::default();
-    let key = amqp::event_routing_key("scim", "t1", amqp::shard_of("u1", 2));
+    let key = amqp::event_routing_key(
+        "scim",
+        "t1",
+        amqp::shard_of(
+            &scimrelay_proto::subject_ref("acme", scimrelay_proto::v1::SubjectKind::User, "u1"),
+            2,
+        ),
+    );
     headers.insert(
         scimrelay_status::HEADER_ROUTING_KEY.into(),
         AMQPValue::LongString(key.as_str().into()),

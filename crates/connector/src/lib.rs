@@ -1,27 +1,42 @@
 //! The connector runtime shared by every provider: consume a target's shard queues, converge
 //! each event through the provider profile, publish its outcome, ack.
 //!
+//! # The state of record decides
+//! A message is a trigger: "converge this subject at this target". Taking it records its
+//! desired state in the status service's state of record (kept when its version is the highest
+//! accepted for the subject) and reads the subject's record back; the decision
+//! ([`decide`]) compares the message's version with the latest accepted and the applied one,
+//! and the no-op fingerprint with the desired state; after converging, what was applied (or
+//! that the attempt failed) is recorded before the message is acked. A subject is keyed by
+//! (target, tenant, kind, id) everywhere. Nothing about versions, remote ids or member sets
+//! is kept in this process between messages, so a replica that regains a shard, a restart or a
+//! status outage never applies a stale version: when the state of record cannot be asked,
+//! nothing is applied and the message waits on a delay tier without counting an attempt.
+//!
 //! # Ordering and concurrency
 //! Each shard queue has single active consumer, so one process at a time owns a subject. Inside
 //! a shard, messages of one subject are processed strictly in arrival order (a per-subject
 //! queue); different subjects run concurrently, bounded by the target's concurrency. Versions
-//! make the order of *arrival* irrelevant for correctness: an event whose version is not newer
-//! than the applied one is `superseded`.
+//! make the order of *arrival* irrelevant for correctness.
 //!
 //! # Acks
-//! A message is acked only after its outcome was confirmed by the broker. A crash between the
-//! SCIM call and the ack redelivers the message; convergence is idempotent (desired state,
-//! lookup before create, 409 adopts), so a redelivery never creates a second object.
+//! A message is acked only after what it applied was recorded and its outcome (or its copy on a
+//! delay tier) was confirmed by the broker. A crash in between redelivers the message;
+//! convergence is idempotent (desired state, lookup before create, 409 adopts), so a redelivery
+//! never creates a second object, and a redelivery of an event whose version was recorded as
+//! applied by that same event succeeds as a no-op instead of reading as superseded.
 //!
 //! # Mass-deprovisioning guard
-//! Before a user is deactivated or deleted (or upserted inactive while the ledger knows it
-//! active), the target's `deprovision_guard` is asked through the status service, which counts
-//! admissions per target in a sliding window across every replica and answers atomically. A
-//! refused event is *held*: a `HeldEvent` is published to `scimrelay.outcomes` (confirmed, then
-//! the input is acked) and nothing is sent. An operator's release republishes it with the header
-//! `x-scimrelay-released`, which skips the guard; a drop ends it with a failed outcome. When the
-//! status service cannot answer, the event goes to a delay tier without counting an attempt: a
-//! deprovisioning is delayed, never sent unguarded and never lost. Plan mode is not guarded.
+//! Before a user is deactivated or deleted (or upserted inactive while the state of record
+//! holds it present and active), the status service is asked; it counts admissions per target
+//! in a sliding window across every replica, with the target's `deprovision_guard` from its
+//! own targets file, and answers atomically. A refused event is *held*: a `HeldEvent` is
+//! published to `scimrelay.outcomes` (confirmed, then the input is acked) and nothing is sent.
+//! An operator's release republishes it with the header `x-scimrelay-released`, which skips the
+//! guard (a retry copy of a released event keeps the header); a drop ends it with a failed
+//! outcome. When the status service cannot answer, the event goes to a delay tier without
+//! counting an attempt: a deprovisioning is delayed, never sent unguarded and never lost. Plan
+//! mode is not guarded.
 //!
 //! # Shutdown
 //! On cancel: stop consuming, give back (nack + requeue) what was prefetched but not started,
@@ -31,10 +46,12 @@
 //! rather than hang.
 
 pub mod breaker;
+pub mod decide;
 pub mod exec;
-pub mod ledger;
 pub mod limits;
+mod process;
 pub mod provider;
+pub mod record;
 mod runtime;
 pub mod status;
 
@@ -54,7 +71,7 @@ pub use status::StatusTls;
 
 /// Default address of the health endpoints.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8081";
-/// Default status service URL (ledger lookups).
+/// Default status service URL (the state of record).
 pub const DEFAULT_STATUS_URL: &str = "http://127.0.0.1:50052";
 /// Default drain deadline on shutdown.
 pub const DEFAULT_DRAIN_SECS: u64 = 5;
@@ -123,13 +140,13 @@ pub struct ConnectorConfig {
     pub http_addr: String,
     /// `SCIMRELAY_DRAIN_TIMEOUT_SECS`: how long in-flight work may take on shutdown.
     pub drain_timeout: Duration,
-    /// `SCIMRELAY_STATUS_URL`: the status service's gRPC URL, for ledger lookups and the
+    /// `SCIMRELAY_STATUS_URL`: the status service's gRPC URL, for the state of record and the
     /// deprovisioning guard; `https://` speaks TLS.
     pub status_url: String,
     /// `SCIMRELAY_STATUS_API_KEY` or `SCIMRELAY_STATUS_API_KEY_FILE`: sent as
     /// `authorization: Bearer` on every status call, when the status service checks keys (the
-    /// key needs the `read` scope for all tenants, `tenants: ["*"]`). `Debug` prints nothing of
-    /// it.
+    /// key needs the `connector` scope for all tenants, `tenants: ["*"]`). `Debug` prints
+    /// nothing of it.
     pub status_api_key: Option<Secret>,
     /// `SCIMRELAY_STATUS_CA_FILE`, `SCIMRELAY_STATUS_CLIENT_CERT_FILE`,
     /// `SCIMRELAY_STATUS_CLIENT_KEY_FILE`: TLS material for an `https://` status URL, read at

@@ -15,8 +15,8 @@ use scimrelay_proto::v1::{IdentityEvent, Operation};
 
 use crate::breaker::Health;
 use crate::exec::Exec;
-use crate::ledger::{Ledger, LedgerEntry};
 use crate::limits::{Feedback, QuotaHint};
+use crate::record::{Directory, Record};
 
 /// What converging did, on success.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,10 @@ pub struct Converged {
     pub remote_id: String,
     /// Human-readable note (e.g. "already inactive"); never a secret or e-mail.
     pub detail: String,
+    /// A group's member ids at the provider after the converge, when the profile knows them:
+    /// recorded in the state of record, so the next converge can diff against them without
+    /// reading the members back (AWS cannot).
+    pub members: Option<Vec<String>>,
 }
 
 impl Converged {
@@ -36,12 +40,22 @@ impl Converged {
             operation,
             remote_id: remote_id.into(),
             detail: String::new(),
+            members: None,
         }
     }
 
     /// Adds a note.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = detail.into();
+        self
+    }
+
+    /// Names the group's member ids at the provider after the converge.
+    pub fn with_members(mut self, members: impl IntoIterator<Item = String>) -> Self {
+        let mut ids: Vec<String> = members.into_iter().collect();
+        ids.sort();
+        ids.dedup();
+        self.members = Some(ids);
         self
     }
 }
@@ -91,18 +105,47 @@ impl ConvergeError {
     }
 }
 
-/// Everything a provider needs to converge one event at one target.
+/// Everything a provider needs to converge one subject at one target.
 pub struct ConvergeInput<'a> {
     /// The target's configuration.
     pub target: &'a TargetConfig,
-    /// The event (desired state).
+    /// The desired state to converge to: the latest the state of record accepted for the
+    /// subject (the message's own event, or the event accepted first at the same version).
     pub event: &'a IdentityEvent,
-    /// What the runtime knows of the subject at this target (remote id, applied version).
-    pub entry: Option<&'a LedgerEntry>,
-    /// The whole target's ledger, to resolve other subjects (group members) and learn ids.
-    pub ledger: &'a Ledger,
+    /// The subject's state of record at this target (remote id, applied version, presence, a
+    /// group's applied members), as read when the message was taken.
+    pub record: &'a Record,
+    /// The other users of the tenant at the target (to resolve a group's members).
+    pub directory: &'a dyn Directory,
     /// Sends SCIM requests (or records them in plan mode).
     pub exec: &'a Exec,
+}
+
+impl ConvergeInput<'_> {
+    /// The externalId linking the converged subject to its object at the target (see
+    /// [`ConvergeInput::external_id_of`]).
+    pub fn external_id(&self) -> String {
+        self.external_id_of(self.event.subject_id())
+    }
+
+    /// The externalId of the platform subject `id` of the event's tenant at this target: the
+    /// bare id on a target that serves one tenant, `<tenant>:<id>` on a target shared by
+    /// several, so lookups never match another tenant's object.
+    pub fn external_id_of(&self, id: &str) -> String {
+        self.target.external_id(&self.event.tenant, id)
+    }
+
+    /// Whether an object found at the target (by a lookup other than externalId, e.g. a 409's
+    /// userName) may be adopted as this subject's: always on a target that serves one tenant;
+    /// on a shared target only when its externalId is this subject's, so one tenant never takes
+    /// over another tenant's object (or an unlinked one whose owner is unknown).
+    pub fn may_adopt(&self, found: &serde_json::Value) -> bool {
+        if !self.target.shared() {
+            return true;
+        }
+        found.get("externalId").and_then(serde_json::Value::as_str)
+            == Some(self.external_id().as_str())
+    }
 }
 
 /// How one answer is read for the target's limits and breaker.

@@ -11,43 +11,44 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use prost::Message;
-use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::breaker::Breaker;
+use crate::decide::Step;
 use crate::exec::TargetIo;
 use crate::limits::{Limits, LimitsConfig};
+use crate::process::{Processor, Waiting};
 use crate::provider::ProviderDefaults;
-use crate::status::{Admission, GuardClient, LedgerLookup, REPORT_INTERVAL, StatusClients};
+use crate::status::{REPORT_INTERVAL, StatusClients};
 use scimrelay_core::amqp::{self, DEAD_EXCHANGE, OUTCOMES_EXCHANGE, Publisher};
-use scimrelay_core::config::{ConfigError, TargetConfig, TargetMode};
+use scimrelay_core::config::{ConfigError, TargetConfig};
 use scimrelay_core::metrics::{self, metrics};
 use scimrelay_core::telemetry;
-use scimrelay_proto::v1::{
-    Delivery, EventKind, HeldEvent, IdentityEvent, Operation, Outcome, OutcomeResult,
-};
+use scimrelay_proto::v1::{Delivery, HeldEvent, Outcome, OutcomeResult};
 use scimrelay_scim::{ClientConfig, ScimClient};
 
 /// Header carrying the original routing key of a parked message, so a replay can route it back.
 pub const ROUTING_KEY_HEADER: &str = "x-scimrelay-routing-key";
 
 use crate::ConnectorConfig;
-use crate::exec::Exec;
-use crate::ledger::{Ledger, LedgerEntry};
-use crate::provider::{ConvergeError, ConvergeInput, FailureClass, Provider};
+use crate::provider::Provider;
 use scimrelay_core::now_ms;
 
 /// Longest wait between broker reconnection attempts.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
 
 /// One target's runtime state.
-struct TargetRuntime {
-    config: TargetConfig,
-    io: Arc<TargetIo>,
-    ledger: Ledger,
+pub struct TargetRuntime {
+    /// Its entry in the targets file.
+    pub config: TargetConfig,
+    /// Its outbound side (client, limits, breaker).
+    pub io: Arc<TargetIo>,
+    /// Why its messages wait, if they do (reported), and subjects whose failure was not
+    /// recorded.
+    pub waiting: Waiting,
 }
 
 fn build_targets(
@@ -88,7 +89,7 @@ fn build_targets(
                     breaker: Breaker::default(),
                     replicas: config.replicas.max(1),
                 }),
-                ledger: Ledger::default(),
+                waiting: Waiting::default(),
             }))
         })
         .collect()
@@ -157,9 +158,15 @@ async fn serve(
 ) {
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
+        // The process id in the connection name tells replicas apart in the broker's
+        // connection list (and lets an operator close one replica's connection).
         match amqp::connect(
             &config.amqp_url,
-            &format!("{}-connector", config.provider.as_str()),
+            &format!(
+                "{}-connector-{}",
+                config.provider.as_str(),
+                std::process::id()
+            ),
         )
         .await
         {
@@ -233,11 +240,15 @@ async fn session(
                 )
                 .await?;
             let shard_ctx = ShardCtx {
-                lookup: status.ledger.clone(),
-                guard: status.guard.clone(),
+                processor: Processor {
+                    target: target.clone(),
+                    provider: provider.clone(),
+                    sor: status.record.clone(),
+                    guard: status.guard.clone(),
+                },
                 target: target.clone(),
-                provider: provider.clone(),
                 publisher: publisher.clone(),
+                fence: CancellationToken::new(),
                 channel,
                 tag,
                 drain: config.drain_timeout,
@@ -275,10 +286,13 @@ async fn session(
 
 struct ShardCtx {
     target: Arc<TargetRuntime>,
-    lookup: LedgerLookup,
-    guard: GuardClient,
-    provider: Arc<dyn Provider>,
+    processor: Processor,
     publisher: Publisher,
+    /// Cancelled when the session ends other than by a graceful shutdown (connection or channel
+    /// lost): in-flight handlers stop at their next step, so this replica sends no further
+    /// request for a subject whose messages the broker is already redelivering to another
+    /// consumer (their unacked messages return to the queue with the channel).
+    fence: CancellationToken,
     channel: Channel,
     tag: String,
     drain: Duration,
@@ -298,7 +312,9 @@ impl ShardCtx {
         lost: CancellationToken,
     ) -> anyhow::Result<()> {
         let me = Arc::new(self);
-        // Per-subject queues of messages waiting behind one in flight.
+        // Per-subject queues of messages waiting behind one in flight, by subject ref (tenant,
+        // kind and id: subjects of two tenants, or a user and a group, that share an id are
+        // different subjects and run concurrently).
         let mut busy: HashMap<String, VecDeque<Incoming>> = HashMap::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
         let mut result = Ok(());
@@ -314,7 +330,7 @@ impl ShardCtx {
                         let subject = decoded
                             .as_ref()
                             .and_then(|d| d.event.as_ref())
-                            .map(|e| e.subject_id().to_owned())
+                            .map(|e| e.subject_ref())
                             .unwrap_or_default();
                         let incoming = Incoming { raw, decoded };
                         match busy.get_mut(&subject) {
@@ -329,6 +345,10 @@ impl ShardCtx {
                     None => { result = Err(anyhow::anyhow!("consumer cancelled by the broker")); break; }
                 },
             }
+        }
+        if !shutdown.is_cancelled() {
+            // The shard is being handed to another consumer: stop writing for it now.
+            me.fence.cancel();
         }
         // Stop deliveries, give back what never started, let in-flight work finish.
         let _ = me
@@ -389,8 +409,16 @@ impl ShardCtx {
     ) {
         let me = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = me.handle(incoming).await {
-                tracing::warn!(error = %e, target = %me.target.config.id, "message left unacked; it will be redelivered");
+            tokio::select! {
+                biased;
+                () = me.fence.cancelled() => {
+                    tracing::info!(target = %me.target.config.id, "session lost: in-flight message abandoned; the broker redelivers it");
+                }
+                handled = me.handle(incoming) => {
+                    if let Err(e) = handled {
+                        tracing::warn!(error = %e, target = %me.target.config.id, "message left unacked; it will be redelivered");
+                    }
+                }
             }
             let _ = done.send(subject);
         });
@@ -432,22 +460,19 @@ impl ShardCtx {
         };
         let started = std::time::Instant::now();
         let released = amqp::header_bool(&raw.properties, scimrelay_proto::HEADER_RELEASED);
-        let step = self.process(&delivery, released).await;
+        let step = self.processor.process(&delivery, released).await;
         let target = self.target.config.id.as_str();
-        let result_name = match &step {
-            Step::Done(o) => OutcomeResult::try_from(o.result)
-                .unwrap_or(OutcomeResult::Unspecified)
-                .name(),
-            Step::Hold { .. } => "held",
-            Step::Retry { .. } => "retry",
-        };
+        let result_name = step.name();
         tracing::Span::current().record("scimrelay.result", result_name);
         metrics()
             .event_duration
             .get_or_create(&metrics::target_and(target, "result", result_name))
             .observe(started.elapsed().as_secs_f64());
         match step {
-            Step::Done(outcome) => {
+            Step::Done(mut outcome) => {
+                outcome.finished_at_ms = now_ms();
+                outcome.latency_ms =
+                    u64::try_from(outcome.finished_at_ms - outcome.accepted_at_ms).unwrap_or(0);
                 if outcome.result == OutcomeResult::DeadLettered as i32 {
                     self.park(
                         &raw.data,
@@ -468,42 +493,81 @@ impl ShardCtx {
                 reason,
                 class,
             } => {
-                let tier = amqp::retry_tier(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
                 let copy = Delivery {
                     attempt,
                     ..delivery
                 };
-                let exchange = amqp::retry_exchange(tier);
-                let span = tracing::info_span!(
-                    "publish",
-                    "otel.name" = format!("publish {exchange}"),
-                    "otel.kind" = "producer",
-                    "messaging.system" = "rabbitmq",
-                    "messaging.destination.name" = %exchange,
-                    "scimrelay.target" = target,
-                    "scimrelay.retry_reason" = class,
-                    "scimrelay.retry_tier_ms" = tier,
-                );
-                let mut headers = FieldTable::default();
-                telemetry::inject_span(&span, &mut amqp::Headers(&mut headers));
-                let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, headers);
-                self.publisher
-                    .publish(
-                        &exchange,
-                        raw.routing_key.as_str(),
-                        &copy.encode_to_vec(),
-                        props,
-                    )
-                    .instrument(span)
+                self.delay(&raw, copy, wait, &reason, class, released)
                     .await?;
-                metrics()
-                    .retries
-                    .get_or_create(&metrics::target_and(target, "reason", class))
-                    .inc();
-                tracing::info!(target = %self.target.config.id, attempt, tier_ms = tier, reason = %telemetry::redact(&reason), "retry scheduled");
+            }
+            Step::Wait {
+                wait,
+                attempt,
+                reason,
+                class,
+            } => {
+                let copy = Delivery {
+                    attempt,
+                    waits: delivery.waits.saturating_add(1),
+                    ..delivery
+                };
+                self.delay(&raw, copy, wait, &reason, class, released)
+                    .await?;
             }
         }
         raw.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// Publishes `copy` to the delay tier of `wait` (confirmed before the input is acked); it
+    /// dead-letters back to the events exchange under the same routing key, a released event
+    /// still marked released.
+    async fn delay(
+        &self,
+        raw: &lapin::message::Delivery,
+        copy: Delivery,
+        wait: Duration,
+        reason: &str,
+        class: &'static str,
+        released: bool,
+    ) -> anyhow::Result<()> {
+        let target = self.target.config.id.as_str();
+        let attempt = copy.attempt;
+        let tier = amqp::retry_tier(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+        let exchange = amqp::retry_exchange(tier);
+        let span = tracing::info_span!(
+            "publish",
+            "otel.name" = format!("publish {exchange}"),
+            "otel.kind" = "producer",
+            "messaging.system" = "rabbitmq",
+            "messaging.destination.name" = %exchange,
+            "scimrelay.target" = target,
+            "scimrelay.retry_reason" = class,
+            "scimrelay.retry_tier_ms" = tier,
+        );
+        let mut headers = FieldTable::default();
+        telemetry::inject_span(&span, &mut amqp::Headers(&mut headers));
+        if released {
+            headers.insert(
+                scimrelay_proto::HEADER_RELEASED.into(),
+                lapin::types::AMQPValue::Boolean(true),
+            );
+        }
+        let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, headers);
+        self.publisher
+            .publish(
+                &exchange,
+                raw.routing_key.as_str(),
+                &copy.encode_to_vec(),
+                props,
+            )
+            .instrument(span)
+            .await?;
+        metrics()
+            .retries
+            .get_or_create(&metrics::target_and(target, "reason", class))
+            .inc();
+        tracing::info!(target = %self.target.config.id, attempt, tier_ms = tier, reason = %telemetry::redact(reason), "retry scheduled");
         Ok(())
     }
 
@@ -613,292 +677,6 @@ impl ShardCtx {
         raw.acker.ack(BasicAckOptions::default()).await?;
         Ok(())
     }
-
-    /// The subject's ledger entry: this process's own, else the status service's (a restart or
-    /// a shard failover must still recognise stale versions).
-    async fn ledger_entry(&self, subject: &str) -> Option<LedgerEntry> {
-        let t = &self.target;
-        let local = t.ledger.get(subject);
-        if local.as_ref().is_some_and(|e| e.applied_version > 0) {
-            return local;
-        }
-        match self.lookup.get(&t.config.id, subject).await {
-            Some(remote) if remote.applied_version > 0 => {
-                t.ledger.record(subject, remote.clone());
-                Some(remote)
-            }
-            _ => local,
-        }
-    }
-
-    /// Converges one delivery (one attempt), in a `converge` span.
-    async fn process(&self, delivery: &Delivery, released: bool) -> Step {
-        let span = tracing::info_span!(
-            "converge",
-            "scimrelay.target" = %self.target.config.id,
-            "scimrelay.attempt" = delivery.attempt + 1,
-            "scimrelay.decision" = tracing::field::Empty,
-        );
-        let step = self
-            .process_in_span(delivery, released)
-            .instrument(span.clone())
-            .await;
-        span.record(
-            "scimrelay.decision",
-            match &step {
-                Step::Done(o) => OutcomeResult::try_from(o.result)
-                    .unwrap_or(OutcomeResult::Unspecified)
-                    .name(),
-                Step::Hold { .. } => "held",
-                Step::Retry { .. } => "retry",
-            },
-        );
-        step
-    }
-
-    async fn process_in_span(&self, delivery: &Delivery, released: bool) -> Step {
-        let t = &self.target;
-        let event = delivery.event.clone().unwrap_or_default();
-        let subject = event.subject_id().to_owned();
-        let kind = event.kind();
-        let attempt = delivery.attempt + 1;
-        let mut outcome = Outcome {
-            event_id: event.id.clone(),
-            target: t.config.id.clone(),
-            provider: t.config.provider.as_str().to_owned(),
-            tenant: event.tenant.clone(),
-            subject_kind: event.subject_kind() as i32,
-            subject_id: subject.clone(),
-            version: event.version,
-            kind: event.kind,
-            accepted_at_ms: delivery.accepted_at_ms,
-            attempt,
-            ..Default::default()
-        };
-        let plan = event.plan || t.config.mode == TargetMode::Plan;
-        let entry = self.ledger_entry(&subject).await;
-        let fingerprint = fingerprint(&event);
-        if let Some(e) = entry.as_ref().filter(|_| !plan) {
-            if e.applied_version >= event.version {
-                outcome.result = OutcomeResult::Superseded as i32;
-                outcome.remote_id = e.remote_id.clone();
-                outcome.detail = format!(
-                    "version {} already applied (event has {})",
-                    e.applied_version, event.version
-                );
-                return Step::Done(Box::new(finish(outcome)));
-            }
-            if e.fingerprint == fingerprint && e.applied_version > 0 {
-                t.ledger.record(
-                    &subject,
-                    LedgerEntry {
-                        applied_version: event.version,
-                        ..e.clone()
-                    },
-                );
-                outcome.result = OutcomeResult::Succeeded as i32;
-                outcome.operation = Operation::Noop as i32;
-                outcome.remote_id = e.remote_id.clone();
-                outcome.detail =
-                    "desired state unchanged since the last applied version; nothing sent".into();
-                return Step::Done(Box::new(finish(outcome)));
-            }
-        }
-        let guard = &t.config.deprovision_guard;
-        if guard.enabled && !plan && !released && deprovisions(&event, entry.as_ref()) {
-            match self
-                .guard
-                .admit(&t.config.id, &subject, &event.id, guard)
-                .await
-            {
-                Admission::Admitted => {}
-                Admission::Held(reason) => return Step::Hold { reason },
-                // Never unguarded: the deprovisioning waits until the guard can be asked. Not
-                // the event's fault, so the attempt is not counted.
-                Admission::Unavailable(why) => {
-                    return Step::Retry {
-                        wait: backoff(
-                            t.config.retry.base_delay_ms,
-                            t.config.retry.max_delay_ms,
-                            attempt,
-                            None,
-                        ),
-                        attempt: delivery.attempt,
-                        reason: why,
-                        class: "guard_unavailable",
-                    };
-                }
-            }
-        }
-        let exec = Exec::new(t.io.clone(), self.provider.clone(), plan).with_target(&t.config.id);
-        let result = self
-            .provider
-            .converge(ConvergeInput {
-                target: &t.config,
-                event: &event,
-                entry: entry.as_ref(),
-                ledger: &t.ledger,
-                exec: &exec,
-            })
-            .await;
-        outcome.http_status = u32::from(exec.last_status());
-        match result {
-            Ok(done) => {
-                outcome.operation = done.operation as i32;
-                outcome.remote_id = done.remote_id.clone();
-                outcome.detail = done.detail;
-                if plan {
-                    outcome.result = OutcomeResult::Planned as i32;
-                    outcome.planned = exec.planned();
-                } else {
-                    outcome.result = OutcomeResult::Succeeded as i32;
-                    let active = kind == EventKind::UserUpserted
-                        && event.user.as_ref().is_some_and(|u| u.active);
-                    t.ledger.record(
-                        &subject,
-                        LedgerEntry {
-                            remote_id: done.remote_id,
-                            applied_version: event.version,
-                            active,
-                            fingerprint,
-                        },
-                    );
-                }
-                Step::Done(Box::new(finish(outcome)))
-            }
-            Err(err) => {
-                apply_error(&mut outcome, &err);
-                let retry = &t.config.retry;
-                match err.class {
-                    FailureClass::Permanent => {
-                        outcome.result = OutcomeResult::Failed as i32;
-                        Step::Done(Box::new(finish(outcome)))
-                    }
-                    FailureClass::Unsupported => {
-                        outcome.result = OutcomeResult::Unsupported as i32;
-                        Step::Done(Box::new(finish(outcome)))
-                    }
-                    // A quarantined target (revoked token, outage) is not the event's fault:
-                    // the attempt is not counted, so waiting out a quarantine never
-                    // dead-letters anything.
-                    FailureClass::Retry if t.io.breaker.quarantined().is_some() => Step::Retry {
-                        wait: backoff(
-                            retry.base_delay_ms,
-                            retry.max_delay_ms,
-                            attempt,
-                            err.retry_after_ms,
-                        ),
-                        attempt: delivery.attempt,
-                        reason: format!("target quarantined: {}", err.detail),
-                        class: "quarantined",
-                    },
-                    FailureClass::Retry if attempt >= retry.max_attempts => {
-                        outcome.result = OutcomeResult::DeadLettered as i32;
-                        outcome.detail =
-                            format!("gave up after {attempt} attempts: {}", outcome.detail);
-                        Step::Done(Box::new(finish(outcome)))
-                    }
-                    FailureClass::Retry => Step::Retry {
-                        wait: backoff(
-                            retry.base_delay_ms,
-                            retry.max_delay_ms,
-                            attempt,
-                            err.retry_after_ms,
-                        ),
-                        attempt,
-                        class: retry_class(outcome.http_status),
-                        reason: err.detail,
-                    },
-                }
-            }
-        }
-    }
-}
-
-/// Whether applying `event` takes access away from a user who has it, which the
-/// mass-deprovisioning guard counts: a deactivation (unless the ledger says the user is already
-/// inactive), a deletion, or an upsert with `active: false` of a user the ledger knows as active.
-fn deprovisions(event: &IdentityEvent, entry: Option<&LedgerEntry>) -> bool {
-    match event.kind() {
-        EventKind::UserDeactivated => entry.is_none_or(|e| e.active),
-        EventKind::UserDeleted => true,
-        EventKind::UserUpserted => {
-            event.user.as_ref().is_some_and(|u| !u.active) && entry.is_some_and(|e| e.active)
-        }
-        _ => false,
-    }
-}
-
-/// What processing one message led to.
-enum Step {
-    /// A terminal outcome.
-    Done(Box<Outcome>),
-    /// Held by the mass-deprovisioning guard until an operator releases or drops it.
-    Hold {
-        /// Which limit it would exceed.
-        reason: String,
-    },
-    /// A transient failure: send a copy to a delay tier.
-    Retry {
-        /// The backoff wanted.
-        wait: Duration,
-        /// Attempts made so far.
-        attempt: u32,
-        /// Why, for the log.
-        reason: String,
-        /// Why, as a metrics label and span attribute (no free text).
-        class: &'static str,
-    },
-}
-
-/// A retry's reason as a bounded label: `throttled`, `http_5xx`, `no_response`, `http_4xx`.
-fn retry_class(http_status: u32) -> &'static str {
-    match http_status {
-        0 => "no_response",
-        429 => "throttled",
-        500..=599 => "http_5xx",
-        _ => "http_4xx",
-    }
-}
-
-fn finish(mut o: Outcome) -> Outcome {
-    o.finished_at_ms = now_ms();
-    o.latency_ms = u64::try_from(o.finished_at_ms - o.accepted_at_ms).unwrap_or(0);
-    o
-}
-
-fn apply_error(outcome: &mut Outcome, err: &ConvergeError) {
-    outcome.http_status = u32::from(err.http_status);
-    outcome.scim_type = err.scim_type.clone();
-    outcome.detail = err.detail.clone();
-}
-
-/// Full-jitter exponential backoff: uniform in [0, min(cap, base·2^(attempt-1))], but never
-/// shorter than a wait the provider asked for.
-pub(crate) fn backoff(
-    base_ms: u64,
-    cap_ms: u64,
-    attempt: u32,
-    retry_after_ms: Option<u64>,
-) -> Duration {
-    let exp = base_ms
-        .saturating_mul(1u64 << attempt.saturating_sub(1).min(30))
-        .min(cap_ms);
-    let jittered = rand::rng().random_range(0..=exp);
-    Duration::from_millis(jittered.max(retry_after_ms.unwrap_or(0)))
-}
-
-/// A stable fingerprint of an event's desired state (kind + subject state), for no-op skipping.
-/// FNV-1a over the protobuf encoding (maps encode in key order), so it survives restarts.
-fn fingerprint(event: &scimrelay_proto::v1::IdentityEvent) -> u64 {
-    let mut bytes = event.kind.to_le_bytes().to_vec();
-    if let Some(u) = &event.user {
-        bytes.extend(u.encode_to_vec());
-    }
-    if let Some(g) = &event.group {
-        bytes.extend(g.encode_to_vec());
-    }
-    amqp::fnv1a(&bytes)
 }
 
 /// Publishes each target's report every [`REPORT_INTERVAL`] until the session ends.
@@ -918,6 +696,7 @@ async fn report_loop(
             crate::exec::observe_gauges(&t.config.id, &t.io);
             let (waits, wait_ms) = t.io.limits.waits();
             let reason = t.io.breaker.quarantined();
+            let (waiting_reason, waiting_since_ms) = t.waiting.reason().unwrap_or_default();
             let report = scimrelay_proto::v1::TargetReport {
                 target: t.config.id.clone(),
                 provider: t.config.provider.as_str().to_owned(),
@@ -931,6 +710,8 @@ async fn report_loop(
                 concurrency_limit: t.io.limits.window() as u32,
                 in_flight: t.io.limits.in_flight(),
                 shards: u32::from(t.config.shards),
+                waiting_reason,
+                waiting_since_ms,
             };
             let props =
                 amqp::properties(scimrelay_proto::TYPE_TARGET_REPORT, FieldTable::default());
@@ -951,86 +732,5 @@ async fn report_loop(
             _ = lost.cancelled() => return,
             _ = tokio::time::sleep(REPORT_INTERVAL) => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_bounded_and_honours_retry_after() {
-        for attempt in 1..20 {
-            let d = backoff(100, 5_000, attempt, None);
-            assert!(d <= Duration::from_millis(5_000));
-        }
-        assert!(backoff(100, 5_000, 1, Some(7_000)) >= Duration::from_millis(7_000));
-        // Jitter: not always the same value.
-        let samples: std::collections::HashSet<_> =
-            (0..50).map(|_| backoff(100, 60_000, 8, None)).collect();
-        assert!(samples.len() > 10);
-    }
-
-    #[test]
-    fn the_guard_counts_only_what_takes_access_away() {
-        use scimrelay_proto::v1::UserState;
-        let event = |kind: EventKind, active: bool| IdentityEvent {
-            kind: kind as i32,
-            user: Some(UserState {
-                id: "u1".into(),
-                active,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let entry = |active: bool| LedgerEntry {
-            remote_id: "r1".into(),
-            applied_version: 1,
-            active,
-            fingerprint: 0,
-        };
-        let (on, off) = (entry(true), entry(false));
-        let deactivated = event(EventKind::UserDeactivated, false);
-        assert!(deprovisions(&deactivated, None), "unknown user: counted");
-        assert!(deprovisions(&deactivated, Some(&on)));
-        assert!(!deprovisions(&deactivated, Some(&off)), "already inactive");
-        assert!(deprovisions(
-            &event(EventKind::UserDeleted, false),
-            Some(&off)
-        ));
-        let inactive_upsert = event(EventKind::UserUpserted, false);
-        assert!(deprovisions(&inactive_upsert, Some(&on)));
-        assert!(!deprovisions(&inactive_upsert, None), "created inactive");
-        assert!(!deprovisions(
-            &event(EventKind::UserUpserted, true),
-            Some(&on)
-        ));
-        assert!(!deprovisions(
-            &event(EventKind::GroupDeleted, false),
-            Some(&on)
-        ));
-    }
-
-    #[test]
-    fn fingerprint_tracks_state_not_version() {
-        use scimrelay_proto::v1::{IdentityEvent, UserState};
-        let mut a = IdentityEvent {
-            kind: EventKind::UserUpserted as i32,
-            version: 1,
-            user: Some(UserState {
-                id: "u".into(),
-                user_name: "a".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let f1 = fingerprint(&a);
-        a.version = 2;
-        a.id = "other".into();
-        assert_eq!(fingerprint(&a), f1);
-        if let Some(u) = a.user.as_mut() {
-            u.title = "Boss".into();
-        }
-        assert_ne!(fingerprint(&a), f1);
     }
 }

@@ -1,24 +1,22 @@
-//! The connector's side of the status service: ledger lookups and target reports.
+//! The connector's side of the status service: the state of record, the guard and target
+//! reports.
 //!
-//! **Ledger.** The in-process ledger only knows what this process applied. After a restart, or
-//! when single-active-consumer fails a shard over to another replica, a late retry of an old
-//! version must still be recognised as stale, so a subject this process has not seen is looked
-//! up in the status service's ledger (`GetLedger`). Lookups are batched: concurrent misses are
-//! collected for up to [`BATCH_WINDOW`] (at most [`BATCH_MAX`] keys) and sent as one call. When
-//! the status service cannot be reached the lookup answers "unknown" after [`LOOKUP_TIMEOUT`]
-//! and the provider finds the subject at the target instead (by externalId), so an outage of
-//! the status service slows delivery but does not stop it.
-//!
-//! Known gap: right after a failover the new consumer may read the ledger before the status
-//! service has recorded the outcome the old consumer just published (outcomes are written in
-//! batches of up to 20 ms), and so apply a late retry of an older version. The chaos suite has
-//! not hit it; closing it needs a version the target itself keeps, or a read-your-writes ledger.
+//! **State of record.** When a connector takes a message it records the message's desired
+//! state (`TakeEvents`) and gets the subject's record back: the latest accepted desired version,
+//! what was applied, the remote id, the no-op fingerprint, the presence. After converging it
+//! records what it applied, or that the attempt failed (`RecordConverged`), before it acks. A
+//! group's members are looked up in it too (`GetRecords`). Versions are decided there, never in
+//! this process's memory, so a replica that regains a shard, a restart or a failover can never
+//! apply a stale version. When the status service cannot be asked (down, slow past
+//! [`CALL_TIMEOUT`], refusing), nothing is applied: the message waits on a delay tier without
+//! counting an attempt. Calls are batched by [`Batcher`] (group commit, no timer).
 //!
 //! **Guard.** Before a user is deactivated or deleted, the mass-deprovisioning guard asks the
 //! status service (`AdmitDeprovision`), which counts admissions per target in a sliding window
-//! across every replica. The answer is admitted, held (with the reason), or unavailable: the
-//! status service could not be asked, and the deprovisioning waits on a delay tier (the attempt
-//! is not counted) rather than go out unguarded.
+//! across every replica, with the settings of its own targets file. The answer is admitted,
+//! held (with the reason), or unavailable: the status service could not be asked, and the
+//! deprovisioning waits on a delay tier (the attempt is not counted) rather than go out
+//! unguarded.
 //!
 //! **Reports.** Every [`REPORT_INTERVAL`] each target's throttling, quarantine and concurrency
 //! are published to `scimrelay.reports` for `ListTargets` / `GetTarget`.
@@ -29,29 +27,32 @@
 //! call when `SCIMRELAY_STATUS_API_KEY` (or `_FILE`) is set. The files are read and checked at
 //! start ([`StatusTls::from_env`]), so a bad one stops the connector naming the variable.
 
-use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use scimrelay_core::config::{ConfigError, DeprovisionGuardConfig};
+use scimrelay_core::config::ConfigError;
 use scimrelay_proto::client::{self, ClientTls, EndpointError};
 pub use scimrelay_proto::client::{BearerAuth, StatusClient};
 use scimrelay_proto::v1::status_service_client::StatusServiceClient;
-use scimrelay_proto::v1::{AdmitDeprovisionRequest, DeprovisionGuard, GetLedgerRequest, LedgerKey};
+use scimrelay_proto::v1::{
+    AdmitDeprovisionRequest, Converged, GetRecordsRequest, RecordConvergedRequest, SubjectKey,
+    SubjectRecord, TakeEvent, TakeEventsRequest,
+};
 use scimrelay_scim::Secret;
 
-use crate::ledger::LedgerEntry;
-
-/// Longest wait for more keys before a batch goes out.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
-/// Most keys per `GetLedger` call (the service's limit).
+/// Most items per state-of-record call (the status service's limit).
 pub const BATCH_MAX: usize = 1000;
-/// How long a lookup may take before it counts as "unknown".
-pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// State-of-record calls in flight at once per kind of call; more wait and go out together.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// How long a status call may take before it counts as failed (the messages it served wait on
+/// a delay tier and try again).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often targets are reported.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -192,7 +193,7 @@ pub fn status_endpoint(url: &str, tls: &StatusTls) -> Result<Endpoint, ConfigErr
             .as_ref()
             .map(|(c, k)| (c.as_slice(), k.as_slice())),
     };
-    client::endpoint(url, LOOKUP_TIMEOUT, client_tls).map_err(|e| match e {
+    client::endpoint(url, CALL_TIMEOUT, client_tls).map_err(|e| match e {
         EndpointError::NotAUrl(e) => invalid(STATUS_URL_ENV, format!("{url:?} is not a URL: {e}")),
         EndpointError::Tls(e) if tls.client_identity.is_some() => invalid(
             STATUS_CLIENT_KEY_ENV,
@@ -248,96 +249,184 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-type Pending = (LedgerKey, oneshot::Sender<Option<LedgerEntry>>);
+/// One call waiting in a [`Batcher`]: its request and where its answer goes.
+type Waiting<Req, Resp> = (Req, oneshot::Sender<Result<Resp, String>>);
 
-/// Batched ledger lookups against the status service.
-#[derive(Clone)]
-pub struct LedgerLookup {
-    tx: mpsc::Sender<Pending>,
+/// Sends one batch: answers one item per request, in order, or why the whole call failed.
+type BatchCall<Req, Resp> =
+    Arc<dyn Fn(Vec<Req>) -> BoxFuture<'static, Result<Vec<Resp>, String>> + Send + Sync>;
+
+/// Group commit for status calls: a call goes out at once when none is in flight, and the calls
+/// that arrive while [`MAX_IN_FLIGHT`] are in flight go out together as one batch (at most
+/// [`BATCH_MAX`]). Idle, a message pays one round trip; busy, one call serves hundreds of
+/// messages — batching without a timer, so light load gets no added latency.
+pub struct Batcher<Req, Resp> {
+    tx: mpsc::Sender<Waiting<Req, Resp>>,
 }
 
-impl LedgerLookup {
-    /// Starts the batcher on `client` (`None`: every lookup answers "unknown").
-    pub fn start(client: Option<StatusClient>, shutdown: CancellationToken) -> Self {
+impl<Req, Resp> Clone for Batcher<Req, Resp> {
+    fn clone(&self) -> Self {
+        Batcher {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
+    /// Starts the batcher; `what` names its call in logs.
+    pub fn start(
+        what: &'static str,
+        call: BatchCall<Req, Resp>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(10_000);
-        tokio::spawn(run(client, rx, shutdown));
-        LedgerLookup { tx }
+        tokio::spawn(batch_loop(what, call, rx, shutdown));
+        Batcher { tx }
     }
 
-    /// What the status service knows of (target, subject); `None` when nothing or unreachable.
-    pub async fn get(&self, target: &str, subject: &str) -> Option<LedgerEntry> {
+    /// Sends `req` in the next batch and waits for its answer.
+    pub async fn call(&self, req: Req) -> Result<Resp, String> {
         let (tx, rx) = oneshot::channel();
-        let key = LedgerKey {
-            target: target.to_owned(),
-            subject_id: subject.to_owned(),
-        };
-        self.tx.send((key, tx)).await.ok()?;
-        tokio::time::timeout(LOOKUP_TIMEOUT, rx).await.ok()?.ok()?
+        self.tx
+            .send((req, tx))
+            .await
+            .map_err(|_| "the connector is stopping".to_owned())?;
+        rx.await
+            .map_err(|_| "the connector is stopping".to_owned())?
     }
 }
 
-async fn run(
-    mut client: Option<StatusClient>,
-    mut rx: mpsc::Receiver<Pending>,
+async fn batch_loop<Req: Send + 'static, Resp: Send + 'static>(
+    what: &'static str,
+    call: BatchCall<Req, Resp>,
+    mut rx: mpsc::Receiver<Waiting<Req, Resp>>,
     shutdown: CancellationToken,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
-            p = rx.recv() => match p { Some(p) => p, None => return },
+            w = rx.recv() => match w { Some(w) => w, None => return },
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
         };
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
         while batch.len() < BATCH_MAX {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(p)) => batch.push(p),
-                _ => break,
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
             }
         }
-        let keys: Vec<LedgerKey> = batch.iter().map(|(k, _)| k.clone()).collect();
-        let answer = match client.as_mut() {
-            Some(c) => {
-                tokio::time::timeout(LOOKUP_TIMEOUT, c.get_ledger(GetLedgerRequest { keys })).await
-            }
-            None => {
-                for (_, reply) in batch {
-                    let _ = reply.send(None);
+        let call = call.clone();
+        tokio::spawn(async move {
+            let (reqs, replies): (Vec<Req>, Vec<_>) = batch.into_iter().unzip();
+            let n = reqs.len();
+            let answer = match tokio::time::timeout(CALL_TIMEOUT, call(reqs)).await {
+                Ok(Ok(answers)) if answers.len() == n => Ok(answers),
+                Ok(Ok(answers)) => Err(format!(
+                    "the status service answered {} of {n} items",
+                    answers.len()
+                )),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!(
+                    "the status service did not answer within {} ms",
+                    CALL_TIMEOUT.as_millis()
+                )),
+            };
+            drop(slot);
+            match answer {
+                Ok(answers) => {
+                    for (reply, a) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(Ok(a));
+                    }
                 }
-                continue;
+                Err(e) => {
+                    tracing::warn!(call = what, items = n, error = %e, "status call failed; the messages wait");
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
             }
-        };
-        let entries: HashMap<(String, String), LedgerEntry> = match answer {
-            Ok(Ok(resp)) => resp
-                .into_inner()
-                .entries
-                .into_iter()
-                .filter(|e| e.found)
-                .map(|e| {
-                    (
-                        (e.target, e.subject_id),
-                        LedgerEntry {
-                            remote_id: e.remote_id,
-                            applied_version: e.applied_version,
-                            active: e.state != "deactivated",
-                            fingerprint: 0,
-                        },
-                    )
-                })
-                .collect(),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "status ledger lookup failed; subjects will be looked up at the target");
-                HashMap::new()
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "status ledger lookup timed out; subjects will be looked up at the target"
-                );
-                HashMap::new()
-            }
-        };
-        for (key, reply) in batch {
-            let _ = reply.send(entries.get(&(key.target, key.subject_id)).cloned());
+        });
+    }
+}
+
+/// The connector's client of the state of record (see the module docs): batched
+/// `TakeEvents`, `RecordConverged` and `GetRecords`.
+#[derive(Clone)]
+pub struct StateOfRecord {
+    take: Batcher<TakeEvent, SubjectRecord>,
+    record: Batcher<Converged, bool>,
+    get: Batcher<SubjectKey, SubjectRecord>,
+}
+
+impl StateOfRecord {
+    /// The client on `client` (`None`: every call fails, and messages wait).
+    pub fn start(client: Option<StatusClient>, shutdown: CancellationToken) -> Self {
+        fn unreachable<Resp>() -> BoxFuture<'static, Result<Vec<Resp>, String>> {
+            Box::pin(async {
+                Err(
+                    "no status client (SCIMRELAY_STATUS_URL or its TLS settings are unusable)"
+                        .to_owned(),
+                )
+            })
         }
+        let take_client = client.clone();
+        let take: BatchCall<TakeEvent, SubjectRecord> = Arc::new(move |items| {
+            let Some(mut c) = take_client.clone() else {
+                return unreachable();
+            };
+            Box::pin(async move {
+                c.take_events(TakeEventsRequest { items })
+                    .await
+                    .map(|r| r.into_inner().records)
+                    .map_err(|e| format!("TakeEvents: {}", e.message()))
+            })
+        });
+        let record_client = client.clone();
+        let record: BatchCall<Converged, bool> = Arc::new(move |items| {
+            let Some(mut c) = record_client.clone() else {
+                return unreachable();
+            };
+            Box::pin(async move {
+                c.record_converged(RecordConvergedRequest { items })
+                    .await
+                    .map(|r| r.into_inner().recorded)
+                    .map_err(|e| format!("RecordConverged: {}", e.message()))
+            })
+        });
+        let get: BatchCall<SubjectKey, SubjectRecord> = Arc::new(move |keys| {
+            let Some(mut c) = client.clone() else {
+                return unreachable();
+            };
+            Box::pin(async move {
+                c.get_records(GetRecordsRequest { keys })
+                    .await
+                    .map(|r| r.into_inner().records)
+                    .map_err(|e| format!("GetRecords: {}", e.message()))
+            })
+        });
+        StateOfRecord {
+            take: Batcher::start("TakeEvents", take, shutdown.clone()),
+            record: Batcher::start("RecordConverged", record, shutdown.clone()),
+            get: Batcher::start("GetRecords", get, shutdown),
+        }
+    }
+
+    /// Records a taken message's desired state and answers the subject's record.
+    pub async fn take(&self, item: TakeEvent) -> Result<SubjectRecord, String> {
+        self.take.call(item).await
+    }
+
+    /// Records what a converge did.
+    pub async fn record(&self, item: Converged) -> Result<bool, String> {
+        self.record.call(item).await
+    }
+
+    /// The record of a subject (no desired or applied event).
+    pub async fn get(&self, key: SubjectKey) -> Result<SubjectRecord, String> {
+        self.get.call(key).await
     }
 }
 
@@ -364,13 +453,14 @@ impl GuardClient {
         GuardClient { client }
     }
 
-    /// Asks whether deprovisioning `subject` at `target` stays within the guard.
+    /// Asks whether deprovisioning user `subject` of `tenant` at `target` stays within the
+    /// target's guard (the status service applies the guard its own targets file sets).
     pub async fn admit(
         &self,
         target: &str,
+        tenant: &str,
         subject: &str,
         event_id: &str,
-        guard: &DeprovisionGuardConfig,
     ) -> Admission {
         let Some(mut client) = self.client.clone() else {
             return Admission::Unavailable(
@@ -379,15 +469,11 @@ impl GuardClient {
         };
         let request = AdmitDeprovisionRequest {
             target: target.to_owned(),
+            tenant: tenant.to_owned(),
             subject_id: subject.to_owned(),
             event_id: event_id.to_owned(),
-            guard: Some(DeprovisionGuard {
-                max_share: guard.max_share,
-                window_ms: guard.window_secs.saturating_mul(1000),
-                min_users: guard.min_users,
-            }),
         };
-        match tokio::time::timeout(LOOKUP_TIMEOUT, client.admit_deprovision(request)).await {
+        match tokio::time::timeout(CALL_TIMEOUT, client.admit_deprovision(request)).await {
             Ok(Ok(answer)) => {
                 let answer = answer.into_inner();
                 if answer.admitted {
@@ -408,8 +494,8 @@ impl GuardClient {
 /// The connector's clients of the status service.
 #[derive(Clone)]
 pub struct StatusClients {
-    /// Batched ledger lookups.
-    pub ledger: LedgerLookup,
+    /// The state of record.
+    pub record: StateOfRecord,
     /// The mass-deprovisioning guard.
     pub guard: GuardClient,
 }
@@ -432,12 +518,12 @@ impl StatusClients {
         let client = match status_client(url, config.status_api_key.as_ref(), &config.status_tls) {
             Ok(c) => Some(c),
             Err(e) => {
-                tracing::error!(error = %e, "no status client: ledger lookups answer unknown and deprovisionings wait");
+                tracing::error!(error = %e, "no status client: every message waits for the state of record");
                 None
             }
         };
         StatusClients {
-            ledger: LedgerLookup::start(client.clone(), shutdown),
+            record: StateOfRecord::start(client.clone(), shutdown),
             guard: GuardClient::new(client),
         }
     }

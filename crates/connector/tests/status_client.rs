@@ -1,4 +1,4 @@
-//! The connector's status clients (ledger lookups and the deprovisioning guard) against a gRPC
+//! The connector's status clients (the state of record and the deprovisioning guard) against a gRPC
 //! server on 127.0.0.1 that records each call's `authorization` metadata and answers
 //! UNIMPLEMENTED: both clients send the API key on every call; over `https://` the server's
 //! private CA is trusted only when configured, and a client certificate is presented for mutual
@@ -17,9 +17,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use scimrelay_connector::status::{
-    Admission, GuardClient, LedgerLookup, StatusTls, status_client, status_endpoint,
+    Admission, GuardClient, StateOfRecord, StatusTls, status_client, status_endpoint,
 };
-use scimrelay_core::config::DeprovisionGuardConfig;
+use scimrelay_proto::v1::{SubjectKey, SubjectKind};
 use scimrelay_scim::Secret;
 
 /// The `authorization` value of each call the server saw ("" when absent).
@@ -57,18 +57,20 @@ fn seen(s: &Seen) -> Vec<String> {
     s.lock().expect("lock").clone()
 }
 
-/// Makes one ledger lookup and one guard check through a client of `url`.
+/// Makes one state-of-record lookup and one guard check through a client of `url`.
 async fn both_calls(url: &str, key: Option<&Secret>, tls: &StatusTls) -> Admission {
     let client = status_client(url, key, tls).expect("client");
     let shutdown = CancellationToken::new();
-    let ledger = LedgerLookup::start(Some(client.clone()), shutdown.clone());
-    assert_eq!(
-        ledger.get("t1", "u1").await,
-        None,
-        "the server knows nothing"
+    let sor = StateOfRecord::start(Some(client.clone()), shutdown.clone());
+    let lookup = sor
+        .get(SubjectKey::new("t1", "acme", SubjectKind::User, "u1"))
+        .await;
+    assert!(
+        lookup.is_err(),
+        "an unanswered lookup is an error (the message waits), never \"unknown\": {lookup:?}"
     );
     let admission = GuardClient::new(Some(client))
-        .admit("t1", "u1", "e1", &DeprovisionGuardConfig::default())
+        .admit("t1", "acme", "u1", "e1")
         .await;
     shutdown.cancel();
     admission
@@ -119,7 +121,7 @@ async fn both_clients_send_the_api_key_on_every_call() {
     assert_eq!(
         seen(&calls),
         vec!["Bearer srk_connector-key-123"; 2],
-        "GetLedger and AdmitDeprovision"
+        "GetRecords and AdmitDeprovision"
     );
 
     // Without a key nothing is added.

@@ -183,9 +183,11 @@ pub fn fnv1a(data: &[u8]) -> u64 {
     hash
 }
 
-/// The shard of a subject within a target.
-pub fn shard_of(subject_id: &str, shards: u16) -> u16 {
-    (fnv1a(subject_id.as_bytes()) % u64::from(shards.max(1))) as u16
+/// The shard of a subject within a target, from its [`scimrelay_proto::subject_ref`] (tenant,
+/// kind and id: all three are the subject's identity, so subjects of two tenants, or a user and
+/// a group, that share an id spread over the shards like any others).
+pub fn shard_of(subject_ref: &str, shards: u16) -> u16 {
+    (fnv1a(subject_ref.as_bytes()) % u64::from(shards.max(1))) as u16
 }
 
 /// The retry tier for a wanted delay: the largest tier not above it (the smallest tier when

@@ -9,7 +9,8 @@
 //!     sha256: 9f86d081884c7d65…    # hex SHA-256 of the key; the key itself is never stored
 //!     tenants: [acme]             # tenants it may act for; ["*"] for all
 //!     scopes: [send, read]        # send (post events), read (status reads), admin (replay,
-//!                                 #   release, drop; implies read)
+//!                                 #   release, drop, the guard; implies read), connector (the
+//!                                 #   state of record and the guard; implies read)
 //!     rate_per_sec: 50            # per-key request rate (burst: one second's worth); default 100
 //!     revoked: false              # a revoked key is refused with its own message
 //! ```
@@ -64,6 +65,10 @@ pub enum Scope {
     Read,
     /// Operator actions of the status API (replay, release, drop); implies `read`.
     Admin,
+    /// What connectors do at the status API: write the state of record (`TakeEvents`,
+    /// `RecordConverged`) and ask the mass-deprovisioning guard; implies `read`. A separate
+    /// scope so that a dashboard's `read` key can neither move versions nor fill a guard window.
+    Connector,
 }
 
 impl Scope {
@@ -73,6 +78,7 @@ impl Scope {
             Scope::Send => "send",
             Scope::Read => "read",
             Scope::Admin => "admin",
+            Scope::Connector => "connector",
         }
     }
 }
@@ -151,7 +157,7 @@ impl KeySet {
             if k.scopes.is_empty() {
                 return Err(ConfigError::invalid(
                     key("scopes"),
-                    "must name at least one of send, read, admin",
+                    "must name at least one of send, read, admin, connector",
                 ));
             }
             let tenants = if k.tenants.iter().any(|t| t == "*") {
@@ -256,7 +262,7 @@ impl Principal {
         Principal {
             key_id: "anonymous".into(),
             tenants: None,
-            scopes: vec![Scope::Send, Scope::Read, Scope::Admin],
+            scopes: vec![Scope::Send, Scope::Read, Scope::Admin, Scope::Connector],
             limiter: None,
             rate: 0.0,
         }
@@ -291,16 +297,27 @@ impl Principal {
         }
     }
 
-    /// Refuses a key without `scope` (`admin` also grants `read`).
+    /// Refuses a key without `scope` (`admin` and `connector` also grant `read`).
     pub fn require(&self, scope: Scope) -> Result<(), AuthError> {
-        let ok = self.scopes.contains(&scope)
-            || (scope == Scope::Read && self.scopes.contains(&Scope::Admin));
+        self.require_any(&[scope])
+    }
+
+    /// Refuses a key with none of `scopes` (`admin` and `connector` also grant `read`); the
+    /// error names the first.
+    pub fn require_any(&self, scopes: &[Scope]) -> Result<(), AuthError> {
+        let has = |scope: Scope| {
+            self.scopes.contains(&scope)
+                || (scope == Scope::Read
+                    && (self.scopes.contains(&Scope::Admin)
+                        || self.scopes.contains(&Scope::Connector)))
+        };
+        let ok = scopes.iter().any(|s| has(*s));
         if ok {
             Ok(())
         } else {
             Err(AuthError::Scope {
                 key: self.key_id.clone(),
-                scope: scope.as_str(),
+                scope: scopes.first().map_or("", |s| s.as_str()),
             })
         }
     }
@@ -593,6 +610,33 @@ mod tests {
         assert!(ops.require(Scope::Read).is_ok(), "admin implies read");
         assert!(ops.require(Scope::Send).is_err());
         assert!(ops.all_tenants() && ops.allows_tenant("anything"));
+        assert!(
+            ops.require(Scope::Connector).is_err(),
+            "admin does not write the state of record"
+        );
+        assert!(ops.require_any(&[Scope::Connector, Scope::Admin]).is_ok());
+    }
+
+    #[test]
+    fn the_connector_scope_implies_read_only() {
+        let text = format!(
+            "keys:\n{}",
+            entry(
+                "c",
+                "key-c",
+                "    tenants: [\"*\"]\n    scopes: [connector]\n"
+            )
+        );
+        let (_f, auth) = file(&text);
+        let c = auth.authenticate(Some("Bearer key-c")).expect("valid");
+        assert!(c.require(Scope::Connector).is_ok());
+        assert!(c.require(Scope::Read).is_ok(), "connector implies read");
+        assert!(c.require(Scope::Admin).is_err());
+        assert!(c.require(Scope::Send).is_err());
+        let err = c
+            .require_any(&[Scope::Admin, Scope::Send])
+            .expect_err("neither");
+        assert!(err.to_string().contains("`admin`"), "{err}");
     }
 
     #[test]

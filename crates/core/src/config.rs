@@ -414,6 +414,32 @@ pub struct TargetConfig {
     pub options: BTreeMap<String, serde_yaml::Value>,
 }
 
+/// Between the tenant and the platform id in the externalId of a target that serves several
+/// tenants (`acme:u-7`; see [`TargetConfig::external_id`]).
+pub const EXTERNAL_ID_SEPARATOR: char = ':';
+
+impl TargetConfig {
+    /// Whether the target serves several tenants. Subjects of two tenants may then share a
+    /// platform id, so the objects at the target are linked by an externalId that names the
+    /// tenant (see [`TargetConfig::external_id`]).
+    pub fn shared(&self) -> bool {
+        self.tenants.len() > 1
+    }
+
+    /// The externalId that links the platform subject `id` of `tenant` to its object at this
+    /// target: the bare `id` on a target that serves one tenant (as it always was, so such a
+    /// target needs no migration), `<tenant>:<id>` on a target shared by several tenants, so
+    /// that lookups and adoption never match another tenant's object. Tenant names of a shared
+    /// target cannot contain `:` (checked with the file), so the form is unambiguous.
+    pub fn external_id(&self, tenant: &str, id: &str) -> String {
+        if self.shared() {
+            format!("{tenant}{EXTERNAL_ID_SEPARATOR}{id}")
+        } else {
+            id.to_owned()
+        }
+    }
+}
+
 /// The targets file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -533,11 +559,28 @@ impl TargetsFile {
                     "must be at least 1",
                 ));
             }
+            let mut tenants = HashSet::new();
             for (j, tenant) in t.tenants.iter().enumerate() {
                 if tenant.is_empty() {
                     return Err(ConfigError::invalid(
                         key(&format!("tenants[{j}]")),
                         "must not be empty",
+                    ));
+                }
+                if !tenants.insert(tenant.as_str()) {
+                    return Err(ConfigError::invalid(
+                        key(&format!("tenants[{j}]")),
+                        format!("{tenant:?} is listed twice"),
+                    ));
+                }
+                if t.tenants.len() > 1 && tenant.contains(EXTERNAL_ID_SEPARATOR) {
+                    return Err(ConfigError::invalid(
+                        key(&format!("tenants[{j}]")),
+                        format!(
+                            "a target serving several tenants links objects by the externalId \
+                             `<tenant>{EXTERNAL_ID_SEPARATOR}<id>`, so its tenant names cannot \
+                             contain {EXTERNAL_ID_SEPARATOR:?}"
+                        ),
                     ));
                 }
             }
@@ -707,6 +750,23 @@ targets:
     }
 
     #[test]
+    fn a_shared_target_names_the_tenant_in_external_ids() {
+        let one = TargetsFile::parse(GOOD).expect("valid");
+        assert!(!one.targets[0].shared());
+        assert_eq!(one.targets[0].external_id("acme", "u-7"), "u-7");
+        let two = TargetsFile::parse(&GOOD.replace("tenants: [acme]", "tenants: [acme, globex]"))
+            .expect("valid");
+        let t = &two.targets[0];
+        assert!(t.shared());
+        assert_eq!(t.external_id("acme", "u-7"), "acme:u-7");
+        assert_ne!(t.external_id("acme", "u-7"), t.external_id("globex", "u-7"));
+        // A single tenant may hold the separator: its ids stay bare.
+        let colon = TargetsFile::parse(&GOOD.replace("tenants: [acme]", "tenants: [\"a:b\"]"))
+            .expect("one tenant with a colon is fine");
+        assert_eq!(colon.targets[0].external_id("a:b", "u"), "u");
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let bad = GOOD.replace("base_url", "bse_url");
         let err = TargetsFile::parse(&bad).expect_err("typo").to_string();
@@ -750,6 +810,14 @@ targets:
                     "tenants: [acme]\n    deprovision_guard: { window_secs: 0 }",
                 ),
                 "targets[0].deprovision_guard.window_secs",
+            ),
+            (
+                GOOD.replace("tenants: [acme]", "tenants: [acme, globex, acme]"),
+                "targets[0].tenants[2]",
+            ),
+            (
+                GOOD.replace("tenants: [acme]", "tenants: [acme, \"glo:bex\"]"),
+                "targets[0].tenants[1]",
             ),
             (
                 GOOD.replace(

@@ -61,6 +61,12 @@ pub struct Metrics {
     pub end_to_end: Hist,
     /// Status: messages waiting in a target's shard queues.
     pub queue_depth: Family<Labels, Gauge>,
+    /// Status: state-of-record calls (`TakeEvents`, `RecordConverged`, `GetRecords`) by call.
+    pub record_calls: Family<Labels, Counter>,
+    /// Status: items of those calls by call (items ÷ calls is the batching connectors achieve).
+    pub record_items: Family<Labels, Counter>,
+    /// Status: duration of one state-of-record call by call.
+    pub record_duration: Hist,
 }
 
 fn hist() -> Hist {
@@ -88,6 +94,9 @@ impl Metrics {
             status_write_duration: hist(),
             end_to_end: hist(),
             queue_depth: Family::default(),
+            record_calls: Family::default(),
+            record_items: Family::default(),
+            record_duration: hist(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register(
@@ -174,6 +183,21 @@ impl Metrics {
                 "queue_depth",
                 "Messages waiting in a target's shard queues",
                 m.queue_depth.clone(),
+            );
+            r.register(
+                "state_of_record_calls",
+                "State-of-record calls served by the status service, by call",
+                m.record_calls.clone(),
+            );
+            r.register(
+                "state_of_record_items",
+                "Items of the state-of-record calls (one per subject), by call",
+                m.record_items.clone(),
+            );
+            r.register(
+                "state_of_record_duration_seconds",
+                "Duration of one state-of-record call, by call",
+                m.record_duration.clone(),
             );
         }
         m

@@ -329,7 +329,7 @@ impl Ingest {
                     .filter_map(|t| self.targets.target(t))
                     .collect()
             };
-            let subject = event.subject_id().to_owned();
+            let subject = event.subject_ref();
             // One trace per event: a single event continues the request's trace; each event of
             // a batch starts its own trace, linked to the request span.
             let event_span = if batch {
@@ -364,6 +364,7 @@ impl Ingest {
                     provider: target.provider.as_str().to_owned(),
                     accepted_at_ms: now_ms,
                     attempt: 0,
+                    waits: 0,
                 };
                 let shard = amqp::shard_of(&subject, target.shards);
                 let key = amqp::event_routing_key(target.provider.as_str(), &target.id, shard);

@@ -118,7 +118,54 @@ impl SubjectKind {
     }
 }
 
+impl v1::Presence {
+    /// The presence as a word, for tables, JSON output and `SubjectState.state`.
+    pub fn name(self) -> &'static str {
+        match self {
+            v1::Presence::Unknown => "unknown",
+            v1::Presence::PresentActive => "present-active",
+            v1::Presence::PresentInactive => "present-inactive",
+            v1::Presence::Absent => "absent",
+        }
+    }
+}
+
+/// One subject within a target as a single string: its tenant, kind and id, length-prefixed so
+/// that no two subjects share it (acme's user `u-7`, globex's user `u-7` and acme's group `u-7`
+/// are three subjects). It orders per-subject work inside a connector and places the subject in
+/// a shard queue (so all of one subject's messages meet one consumer).
+pub fn subject_ref(tenant: &str, kind: SubjectKind, id: &str) -> String {
+    format!("{}:{tenant}:{}:{id}", tenant.len(), kind.name())
+}
+
+impl v1::SubjectKey {
+    /// The key of a subject at a target.
+    pub fn new(target: &str, tenant: &str, kind: SubjectKind, id: &str) -> Self {
+        v1::SubjectKey {
+            target: target.to_owned(),
+            tenant: tenant.to_owned(),
+            kind: kind as i32,
+            subject_id: id.to_owned(),
+        }
+    }
+
+    /// [`subject_ref`] of the key (the target left out).
+    pub fn subject_ref(&self) -> String {
+        subject_ref(&self.tenant, self.kind(), &self.subject_id)
+    }
+}
+
 impl v1::IdentityEvent {
+    /// The event's subject as [`subject_ref`] spells it.
+    pub fn subject_ref(&self) -> String {
+        subject_ref(&self.tenant, self.subject_kind(), self.subject_id())
+    }
+
+    /// The state-of-record key of the event's subject at `target`.
+    pub fn subject_key(&self, target: &str) -> v1::SubjectKey {
+        v1::SubjectKey::new(target, &self.tenant, self.subject_kind(), self.subject_id())
+    }
+
     /// The platform id of the event's subject (user or group).
     pub fn subject_id(&self) -> &str {
         if self.kind().is_user() {
@@ -161,5 +208,19 @@ mod tests {
             assert!(EventKind::API_NAMES.contains(kind.api_name()));
         }
         assert_eq!(EventKind::from_api_name("user.created"), None);
+    }
+
+    #[test]
+    fn subject_refs_keep_tenants_and_kinds_apart() {
+        let refs = [
+            subject_ref("acme", SubjectKind::User, "u-7"),
+            subject_ref("globex", SubjectKind::User, "u-7"),
+            subject_ref("acme", SubjectKind::Group, "u-7"),
+            // A tenant or id holding the separator cannot forge another subject's ref.
+            subject_ref("acme:5", SubjectKind::User, "u-7"),
+            subject_ref("acme", SubjectKind::User, "5:u-7"),
+        ];
+        let distinct: std::collections::HashSet<_> = refs.iter().collect();
+        assert_eq!(distinct.len(), refs.len(), "{refs:?}");
     }
 }

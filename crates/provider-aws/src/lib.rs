@@ -9,16 +9,19 @@
 //! - **User updates**: PATCH with an explicit single-attribute path per operation, never a
 //!   path-less replace of several attributes, userName/active at most once, never removed.
 //! - **Group membership** is never read back: GET /Groups returns no members (§4 AWS 1), so the
-//!   profile diffs the desired members against the member set **it last applied** to the group
-//!   ([`Aws`] keeps it per target and group, next to the ledger's remote id). It never GETs a
-//!   group. Changes go in PATCH add/remove chunks of at most [`MAX_MEMBER_CHANGES`]; never
+//!   profile diffs the desired members against the member set **last applied** to the group,
+//!   which the state of record keeps with the group's remote id. It never GETs a group.
+//!   Changes go in PATCH add/remove chunks of at most [`MAX_MEMBER_CHANGES`]; never
 //!   `replace members` or a remove-all; no PUT on groups. A group is created with at most 100
-//!   members and the rest PATCHed. When the applied set is unknown (a restart, an adopted group)
-//!   it is learned once with the documented `GET /Users?filter=groups.value eq "<group>"`.
+//!   members and the rest PATCHed. When the applied set is unknown (never applied by
+//!   scimrelay, an adopted group, or after a failed attempt, which may have stopped between
+//!   chunks) it is learned once with the documented `GET /Users?filter=groups.value eq
+//!   "<group>"`.
 //! - **Lookups** page with `cursor`/`nextCursor` (never `startIndex`; a short page is not the
 //!   end).
 //! - **409 on create** (body with the singular `schema` key, no scimType: keyed on the status)
-//!   → look up by externalId, then userName (groups: externalId, then displayName) and adopt.
+//!   → look up by externalId, then userName (groups: externalId, then displayName) and adopt
+//!   (on a target shared by several tenants only an object linked to this subject).
 //!   An adopted group whose externalId is not the platform's id gets it set in its first PATCH,
 //!   so the next lookup (after a restart, or for a group.deleted) finds it by externalId.
 //! - **429 without Retry-After** → the target pauses and backs off (the runtime's limits).
@@ -26,8 +29,7 @@
 
 pub mod mapping;
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeSet;
 
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
@@ -49,7 +51,7 @@ pub const MAX_PAGES: usize = 10_000;
 /// Client-side ceiling: AWS publishes no SCIM rate; 5–10 requests/s is the usual advice.
 pub const DEFAULT_RATE_PER_SEC: f64 = 10.0;
 
-/// What this profile last applied to a group at AWS (AWS cannot tell: GET returns no members).
+/// What was last applied to a group at AWS (AWS cannot tell: GET returns no members).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppliedGroup {
     /// AWS's group id.
@@ -63,40 +65,35 @@ pub struct AppliedGroup {
     pub members: BTreeSet<String>,
 }
 
-/// The AWS IAM Identity Center profile.
+/// The AWS IAM Identity Center profile. It keeps no state of its own: what was applied to a
+/// group is in the state of record.
 #[derive(Debug, Default)]
-pub struct Aws {
-    /// Applied group state per (target id, group subject id).
-    groups: Mutex<HashMap<(String, String), AppliedGroup>>,
-}
+pub struct Aws;
 
 impl Aws {
-    /// A profile with no applied state (learned from AWS on first use).
+    /// The profile.
     pub fn new() -> Self {
-        Self::default()
+        Aws
     }
+}
 
-    fn applied(&self, target: &str, group: &str) -> Option<AppliedGroup> {
-        self.groups
-            .lock()
-            .ok()?
-            .get(&(target.to_owned(), group.to_owned()))
-            .cloned()
-    }
-
-    fn store(&self, target: &str, group: &str, state: Option<AppliedGroup>) {
-        if let Ok(mut m) = self.groups.lock() {
-            let key = (target.to_owned(), group.to_owned());
-            match state {
-                Some(s) => {
-                    m.insert(key, s);
-                }
-                None => {
-                    m.remove(&key);
-                }
-            }
-        }
-    }
+/// The group as the state of record holds it after a successful converge: its id, the name
+/// applied and the members applied. `None` when the member set is not known there.
+fn applied_group(input: &ConvergeInput<'_>) -> Option<AppliedGroup> {
+    let record = input.record;
+    let members = record.members.clone()?;
+    let id = record.known_remote_id()?.to_owned();
+    let display_name = record
+        .applied
+        .as_ref()
+        .and_then(|e| e.group.as_ref())
+        .map(|g| g.display_name.clone())?;
+    Some(AppliedGroup {
+        id,
+        display_name,
+        external_id: input.external_id(),
+        members,
+    })
 }
 
 impl Provider for Aws {
@@ -185,26 +182,29 @@ async fn find(
     .next())
 }
 
-/// The user: by the ledger's id, else by externalId.
+/// The user: by the state of record's id, else by externalId.
 async fn current_user(input: &ConvergeInput<'_>) -> Result<Option<Value>, ConvergeError> {
     if let Some(id) = kit::known_remote_id(input)
         && let Some((u, _)) = kit::get_by_id(input.exec, "Users", &id).await?
     {
         return Ok(Some(u));
     }
-    find(input, "Users", "externalId", input.event.subject_id()).await
+    find(input, "Users", "externalId", &input.external_id()).await
 }
 
 async fn upsert_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
     let user = kit::user_of(input)?;
-    let desired = mapping::user_resource(user, user.active)?;
+    let desired = kit::linked(input, mapping::user_resource(user, user.active)?);
     if let Some(existing) = current_user(input).await? {
         return update_user(input, &existing, &desired, Operation::Updated).await;
     }
     create_user(
         input,
         &desired,
-        &[("externalId", &user.id), ("userName", &user.user_name)],
+        &[
+            ("externalId", &input.external_id()),
+            ("userName", &user.user_name),
+        ],
     )
     .await
 }
@@ -226,6 +226,9 @@ async fn create_user(
         Err(e) if kit::is_conflict(&e) => {
             for (attr, value) in lookups {
                 if let Some(existing) = find(input, "Users", attr, value).await? {
+                    if !input.may_adopt(&existing) {
+                        return Err(kit::not_ours(input, "Users", attr, &existing));
+                    }
                     let done = update_user(input, &existing, desired, Operation::Adopted).await?;
                     return Ok(
                         Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
@@ -332,7 +335,8 @@ pub fn member_patch(changes: &[MemberChange], attrs: &[(&str, &str)]) -> Value {
 }
 
 impl Aws {
-    /// The group's id and applied state: remembered, else found by externalId with its members
+    /// The group's id and applied state: from the state of record when it knows the members
+    /// (and the lookup is the subject's own externalId), else found by `attr` with its members
     /// learned through the `groups.value` user filter (never a GET of the group).
     async fn known_group(
         &self,
@@ -340,13 +344,17 @@ impl Aws {
         attr: &str,
         value: &str,
     ) -> Result<Option<AppliedGroup>, ConvergeError> {
-        let subject = input.event.subject_id();
-        if let Some(state) = self.applied(&input.target.id, subject) {
+        if attr == "externalId"
+            && let Some(state) = applied_group(input)
+        {
             return Ok(Some(state));
         }
         let Some(found) = find(input, "Groups", attr, value).await? else {
             return Ok(None);
         };
+        if !input.may_adopt(&found) {
+            return Err(kit::not_ours(input, "Groups", attr, &found));
+        }
         let id = id_of(&found).unwrap_or_default();
         let members = list(input, "Users", &filter_eq("groups.value", &id), |_| false)
             .await?
@@ -370,25 +378,23 @@ impl Aws {
 
     async fn upsert_group(&self, input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
         let group = kit::group_of(input)?;
-        let (ids, unknown) = kit::members_from_ledger(input)?;
+        let (ids, unknown) = kit::members_from_record(input).await?;
         let mut looked_up = Vec::with_capacity(unknown.len());
         for member in unknown {
-            let found = find(input, "Users", "externalId", &member)
+            let found = find(input, "Users", "externalId", &input.external_id_of(&member))
                 .await?
                 .and_then(|u| id_of(&u));
             looked_up.push((member, found));
         }
-        let desired: BTreeSet<String> = kit::finish_members(input, ids, looked_up)?
-            .into_iter()
-            .collect();
-        let plan = input.exec.is_plan();
-        let (mut state, mut op) = match self.known_group(input, "externalId", &group.id).await? {
+        let desired: BTreeSet<String> = kit::finish_members(ids, looked_up)?.into_iter().collect();
+        let external_id = input.external_id();
+        let (mut state, mut op) = match self.known_group(input, "externalId", &external_id).await? {
             Some(s) => (s, Operation::Updated),
             None => {
                 let first: Vec<&String> = desired.iter().take(MAX_MEMBER_CHANGES).collect();
                 let body = json!({
                     "schemas": [scimrelay_provider_scim::mapping::GROUP_SCHEMA],
-                    "externalId": group.id,
+                    "externalId": external_id,
                     "displayName": group.display_name,
                     "members": first.iter().map(|id| json!({"value": id})).collect::<Vec<_>>(),
                 });
@@ -397,7 +403,7 @@ impl Aws {
                         AppliedGroup {
                             id: resp.body.as_ref().and_then(id_of).unwrap_or_default(),
                             display_name: group.display_name.clone(),
-                            external_id: group.id.clone(),
+                            external_id: external_id.clone(),
                             members: first.into_iter().cloned().collect(),
                         },
                         Operation::Created,
@@ -405,7 +411,7 @@ impl Aws {
                     Err(e) if kit::is_conflict(&e) => {
                         let mut adopted = None;
                         for (attr, value) in [
-                            ("externalId", &group.id),
+                            ("externalId", &external_id),
                             ("displayName", &group.display_name),
                         ] {
                             if let Some(s) = self.known_group(input, attr, value).await? {
@@ -423,9 +429,6 @@ impl Aws {
                 }
             }
         };
-        if !plan {
-            self.store(&input.target.id, &group.id, Some(state.clone()));
-        }
         let path = format!("/Groups/{}", path_segment(&state.id));
         let changes = kit::member_diff(&state.members, &desired);
         // The attributes to set with the first PATCH: a new name, and the platform's id on a
@@ -434,8 +437,8 @@ impl Aws {
         if state.display_name != group.display_name {
             attrs.push(("displayName", &group.display_name));
         }
-        if state.external_id != group.id {
-            attrs.push(("externalId", &group.id));
+        if state.external_id != external_id {
+            attrs.push(("externalId", &external_id));
         }
         let mut sent = 0;
         let result: Result<(), scimrelay_scim::ScimError> = async {
@@ -446,7 +449,7 @@ impl Aws {
                     .await?;
                 attrs.clear();
                 state.display_name = group.display_name.clone();
-                state.external_id = group.id.clone();
+                state.external_id = external_id.clone();
                 sent += 1;
             }
             for part in changes.chunks(MAX_MEMBER_CHANGES) {
@@ -458,7 +461,7 @@ impl Aws {
                     ))
                     .await?;
                 state.display_name = group.display_name.clone();
-                state.external_id = group.id.clone();
+                state.external_id = external_id.clone();
                 for c in part {
                     match c {
                         MemberChange::Add(id) => state.members.insert(id.clone()),
@@ -466,9 +469,6 @@ impl Aws {
                     };
                 }
                 sent += 1;
-                if !plan {
-                    self.store(&input.target.id, &group.id, Some(state.clone()));
-                }
             }
             Ok(())
         }
@@ -476,9 +476,8 @@ impl Aws {
         match result {
             Ok(()) => {}
             Err(e) if e.status() == Some(404) => {
-                // Deleted underneath us: forget it; the retry creates it again.
-                self.store(&input.target.id, &group.id, None);
-                input.ledger.learn_remote_id(&group.id, "");
+                // Deleted underneath us: the failure unsets the applied members in the state of
+                // record, so the retry looks the group up again and creates it.
                 return Err(ConvergeError::new(
                     FailureClass::Retry,
                     "the group no longer exists at AWS; it will be created again",
@@ -489,19 +488,18 @@ impl Aws {
         if sent == 0 && op == Operation::Updated {
             op = Operation::Noop;
         }
-        Ok(Converged::new(op, state.id).with_detail(format!(
-            "{} member change(s) in {sent} PATCH request(s)",
-            changes.len()
-        )))
+        Ok(Converged::new(op, state.id)
+            .with_detail(format!(
+                "{} member change(s) in {sent} PATCH request(s)",
+                changes.len()
+            ))
+            .with_members(state.members))
     }
 
     async fn delete_group(&self, input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
-        let subject = input.event.subject_id();
-        let id = match kit::known_remote_id(input)
-            .or_else(|| self.applied(&input.target.id, subject).map(|s| s.id))
-        {
+        let id = match kit::known_remote_id(input) {
             Some(id) => id,
-            None => match find(input, "Groups", "externalId", subject).await? {
+            None => match find(input, "Groups", "externalId", &input.external_id()).await? {
                 Some(g) => id_of(&g).unwrap_or_default(),
                 None => {
                     return Ok(Converged::new(Operation::Noop, "")
@@ -516,9 +514,6 @@ impl Aws {
                 path_segment(&id)
             )))
             .await;
-        if !input.exec.is_plan() {
-            self.store(&input.target.id, subject, None);
-        }
         match result {
             Ok(_) => Ok(Converged::new(Operation::Deleted, "")),
             Err(e) if e.status() == Some(404) => {

@@ -15,8 +15,8 @@
 //!   ineffective). **Deactivate**: PATCH `{"op":"replace","value":{"active":false}}`.
 //! - **Delete**: DELETE is a hard, irreversible deprovision at GitHub, so it is sent only with
 //!   `delete_policy: delete`; otherwise user.deleted deactivates.
-//! - **Groups**: members referenced by the GitHub SCIM user id (ledger, else an `externalId eq`
-//!   lookup); membership changes are PATCH add/remove diffs, never PUT (a PUT without the full
+//! - **Groups**: members referenced by the GitHub SCIM user id (state of record, else an
+//!   `externalId eq` lookup); membership changes are PATCH add/remove diffs, never PUT (a PUT without the full
 //!   member list wipes the group).
 //! - **Throttling**: 403 *or* 429 with `x-ratelimit-remaining: 0` or `retry-after` (or a
 //!   rate-limit message) pauses the target — it is not an authentication failure — for
@@ -276,7 +276,7 @@ async fn find(
     Ok(kit::resources(&resp).into_iter().next())
 }
 
-/// The subject's remote object: by the ledger's id, else by externalId.
+/// The subject's remote object: by the state of record's id, else by externalId.
 async fn current(
     input: &ConvergeInput<'_>,
     endpoint: &str,
@@ -296,7 +296,7 @@ async fn current(
             Err(e) => return Err(classify_github(&e)),
         }
     }
-    find(input, endpoint, "externalId", input.event.subject_id()).await
+    find(input, endpoint, "externalId", &input.external_id()).await
 }
 
 /// One `replace` per differing top-level attribute, whole values (no filtered paths). Nothing is
@@ -333,7 +333,7 @@ impl Github {
             shortcode.as_deref(),
             usize::try_from(max_len).unwrap_or(usize::MAX),
         )?;
-        let desired = mapping::user_resource(user, user.active)?;
+        let desired = kit::linked(input, mapping::user_resource(user, user.active)?);
         if let Some(existing) = current(input, "Users").await? {
             return update_user(input, &existing, &desired, Operation::Updated).await;
         }
@@ -350,8 +350,14 @@ impl Github {
                 resp.body.as_ref().and_then(id_of).unwrap_or_default(),
             )),
             Err(e) if kit::is_conflict(&e) => {
-                for (attr, value) in [("externalId", &user.id), ("userName", &user.user_name)] {
+                for (attr, value) in [
+                    ("externalId", &input.external_id()),
+                    ("userName", &user.user_name),
+                ] {
                     if let Some(existing) = find(input, "Users", attr, value).await? {
+                        if !input.may_adopt(&existing) {
+                            return Err(kit::not_ours(input, "Users", attr, &existing));
+                        }
                         let done =
                             update_user(input, &existing, &desired, Operation::Adopted).await?;
                         return Ok(
@@ -472,21 +478,21 @@ pub fn member_patch(changes: &[MemberChange]) -> Value {
 
 async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
     let group = kit::group_of(input)?;
-    let (ids, unknown) = kit::members_from_ledger(input)?;
+    let (ids, unknown) = kit::members_from_record(input).await?;
     let mut looked_up = Vec::with_capacity(unknown.len());
     for member in unknown {
-        let found = find(input, "Users", "externalId", &member)
+        let found = find(input, "Users", "externalId", &input.external_id_of(&member))
             .await?
             .and_then(|u| id_of(&u));
         looked_up.push((member, found));
     }
-    let members = kit::finish_members(input, ids, looked_up)?;
+    let members = kit::finish_members(ids, looked_up)?;
     let desired_set: BTreeSet<String> = members.iter().cloned().collect();
     let (existing, op) = match current(input, "Groups").await? {
         Some(g) => (g, Operation::Updated),
         None => {
             let first: Vec<String> = members.iter().take(MEMBER_CHUNK).cloned().collect();
-            let body = mapping::group_resource(group, &first);
+            let body = kit::linked(input, mapping::group_resource(group, &first));
             match input.exec.send(ScimRequest::post("/Groups", body)).await {
                 Ok(resp) => {
                     let id = resp.body.as_ref().and_then(id_of).unwrap_or_default();
@@ -506,15 +512,18 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
                     )
                     .await
                     .map_err(|e| classify_github(&e))?;
-                    return Ok(Converged::new(Operation::Created, id));
+                    return Ok(Converged::new(Operation::Created, id).with_members(members));
                 }
                 Err(e) if kit::is_conflict(&e) => {
                     let mut found = None;
                     for (attr, value) in [
-                        ("externalId", &group.id),
+                        ("externalId", &input.external_id()),
                         ("displayName", &group.display_name),
                     ] {
                         if let Some(g) = find(input, "Groups", attr, value).await? {
+                            if !input.may_adopt(&g) {
+                                return Err(kit::not_ours(input, "Groups", attr, &g));
+                            }
                             found = Some(g);
                             break;
                         }
@@ -548,8 +557,9 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
     if existing.get("displayName").and_then(Value::as_str) != Some(group.display_name.as_str()) {
         rename = rename.replace(Some("displayName"), json!(group.display_name));
     }
-    if existing.get("externalId").and_then(Value::as_str) != Some(group.id.as_str()) {
-        rename = rename.replace(Some("externalId"), json!(group.id));
+    let external_id = input.external_id();
+    if existing.get("externalId").and_then(Value::as_str) != Some(external_id.as_str()) {
+        rename = rename.replace(Some("externalId"), json!(external_id));
     }
     if !rename.is_empty() {
         send(input, ScimRequest::patch(&path, rename.build())).await?;
@@ -577,7 +587,7 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
     } else {
         op
     };
-    Ok(Converged::new(op, id))
+    Ok(Converged::new(op, id).with_members(members))
 }
 
 #[cfg(test)]

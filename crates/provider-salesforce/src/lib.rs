@@ -322,7 +322,7 @@ async fn current_user(input: &ConvergeInput<'_>) -> Result<Option<Value>, Conver
     {
         return Ok(Some(u));
     }
-    find(input, "Users", "externalId", input.event.subject_id()).await
+    find(input, "Users", "externalId", &input.external_id()).await
 }
 
 /// The user attributes this profile clears at Salesforce when the desired state leaves them out
@@ -382,7 +382,10 @@ async fn upsert_user(
     let user = kit::user_of(input)?;
     let profile = mapping::profile_id(user, &input.target.id, default_profile)?;
     let suffix = kit::opt_str(input.target, "username_suffix")?;
-    let desired = mapping::user_resource(user, user.active, &profile, suffix.as_deref())?;
+    let desired = kit::linked(
+        input,
+        mapping::user_resource(user, user.active, &profile, suffix.as_deref())?,
+    );
     let explain = |e: ConvergeError| explain_refusal(e, &user.id, &profile, &input.target.id);
     if let Some(existing) = current_user(input).await? {
         return update_user(input, &existing, &desired, Operation::Updated)
@@ -404,11 +407,15 @@ async fn upsert_user(
         }
         Err(e) if kit::is_conflict(&e) => {
             let user_name = mapping::user_name(user, suffix.as_deref());
+            let external_id = input.external_id();
             for (attr, value) in [
-                ("externalId", user.id.as_str()),
+                ("externalId", external_id.as_str()),
                 ("userName", user_name.as_str()),
             ] {
                 if let Some(existing) = find(input, "Users", attr, value).await? {
+                    if !input.may_adopt(&existing) {
+                        return Err(kit::not_ours(input, "Users", attr, &existing));
+                    }
                     let done = update_user(input, &existing, &desired, Operation::Adopted)
                         .await
                         .map_err(explain)?;
@@ -561,17 +568,15 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
     {
         existing = full;
     }
-    let (ids, unknown) = kit::members_from_ledger(input)?;
+    let (ids, unknown) = kit::members_from_record(input).await?;
     let mut looked_up = Vec::with_capacity(unknown.len());
     for member in unknown {
-        let found = find(input, "Users", "externalId", &member)
+        let found = find(input, "Users", "externalId", &input.external_id_of(&member))
             .await?
             .and_then(|u| id_of(&u));
         looked_up.push((member, found));
     }
-    let desired: BTreeSet<String> = kit::finish_members(input, ids, looked_up)?
-        .into_iter()
-        .collect();
+    let desired: BTreeSet<String> = kit::finish_members(ids, looked_up)?.into_iter().collect();
     let changes = kit::member_diff(&kit::member_ids(&existing), &desired);
     let path = format!("/Groups/{}", path_segment(&id));
     let sent = kit::patch_members_chunked(
@@ -591,7 +596,8 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
             Operation::Updated
         },
         id,
-    );
+    )
+    .with_members(desired);
     if existing.get("displayName").and_then(Value::as_str) != Some(group.display_name.as_str()) {
         done = done.with_detail("membership synced; the group's name differs and is managed in Salesforce (SCIM cannot rename public groups)");
     }

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use scimrelay_connector::exec::Exec;
+use scimrelay_connector::record::Linked;
 use scimrelay_connector::{ConvergeError, ConvergeInput, FailureClass, classify};
 use scimrelay_proto::v1::{GroupState, UserState};
 use scimrelay_scim::{ScimError, ScimRequest, ScimResponse, filter_eq};
@@ -41,6 +42,16 @@ pub fn member_ids(group: &Value) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `resource` linked to the converged subject: its `externalId` set to
+/// [`ConvergeInput::external_id`] (the bare platform id on a target that serves one tenant,
+/// `<tenant>:<id>` on a shared one), whatever the mapping put there.
+pub fn linked(input: &ConvergeInput<'_>, mut resource: Value) -> Value {
+    if let Value::Object(m) = &mut resource {
+        m.insert("externalId".into(), Value::String(input.external_id()));
+    }
+    resource
 }
 
 /// The user of a user event, or a permanent failure.
@@ -117,59 +128,45 @@ pub async fn get_by_id(
     }
 }
 
-/// The remote id the ledger holds for the event's subject, if any.
+/// The remote id the state of record holds for the converged subject, if any.
 pub fn known_remote_id(input: &ConvergeInput<'_>) -> Option<String> {
-    input
-        .entry
-        .map(|e| e.remote_id.clone())
-        .filter(|id| !id.is_empty() && id != scimrelay_connector::exec::PLANNED_ID)
+    input.record.known_remote_id().map(str::to_owned)
 }
 
-/// Group members (platform user ids) split into the provider ids the ledger knows and the
-/// members still to look up (the caller looks them up its own way, then calls
-/// [`finish_members`]).
-pub fn members_from_ledger(
+/// Group members (platform user ids) split into the provider ids the state of record holds and
+/// the members still to look up at the target (the caller looks them up its own way — by
+/// [`ConvergeInput::external_id_of`] — then calls [`finish_members`]). Members the state of
+/// record has converged to "not at the target" (deleted, or deactivated before they were ever
+/// created) are left out: they cannot be members, and waiting for them would never end.
+pub async fn members_from_record(
     input: &ConvergeInput<'_>,
 ) -> Result<(Vec<String>, Vec<String>), ConvergeError> {
     let group = group_of(input)?;
+    let linked = input.directory.users(&group.member_ids).await?;
     let mut ids = Vec::with_capacity(group.member_ids.len());
     let mut unknown = Vec::new();
-    for member in &group.member_ids {
-        match input
-            .ledger
-            .remote_id(member)
-            .filter(|id| id != scimrelay_connector::exec::PLANNED_ID)
-        {
-            Some(id) => ids.push(id),
-            None => unknown.push(member.clone()),
+    for (member, link) in group.member_ids.iter().zip(linked) {
+        match link {
+            Linked::At(id) => ids.push(id),
+            Linked::Gone => {}
+            Linked::Unknown => unknown.push(member.clone()),
         }
     }
     Ok((ids, unknown))
 }
 
 /// Completes member resolution: `looked_up` holds (member, provider id found) for each member
-/// [`members_from_ledger`] could not resolve; found ids are taught to the ledger. Members not
-/// provisioned yet are a transient failure: the user event may still be on its way, so the
-/// group is retried later. Returns the provider ids, sorted and deduplicated.
+/// [`members_from_record`] could not resolve. Members not provisioned yet are a transient
+/// failure: the user event may still be on its way, so the group is retried later. Returns the
+/// provider ids, sorted and deduplicated.
 pub fn finish_members(
-    input: &ConvergeInput<'_>,
     mut ids: Vec<String>,
     looked_up: Vec<(String, Option<String>)>,
 ) -> Result<Vec<String>, ConvergeError> {
     let mut missing = Vec::new();
     for (member, found) in looked_up {
         match found {
-            Some(id) => {
-                input.ledger.learn_remote_id(&member, &id);
-                ids.push(id);
-            }
-            // The member's own events converged it to "not at the target" (deleted, or
-            // deactivated before it was ever created): it cannot be a member, and waiting for
-            // it would never end. Anything else not found may still be on its way.
-            None if input
-                .ledger
-                .get(&member)
-                .is_some_and(|e| e.applied_version > 0 && e.remote_id.is_empty()) => {}
+            Some(id) => ids.push(id),
             None => missing.push(member),
         }
     }
@@ -209,6 +206,29 @@ pub fn member_diff(current: &BTreeSet<String>, desired: &BTreeSet<String>) -> Ve
                 .map(|id| MemberChange::Add(id.clone())),
         )
         .collect()
+}
+
+/// The permanent failure when a 409's lookup found an object this subject may not adopt: on a
+/// target shared by several tenants, one not linked to this subject's `<tenant>:<id>`.
+pub fn not_ours(
+    input: &ConvergeInput<'_>,
+    endpoint: &str,
+    attr: &str,
+    found: &Value,
+) -> ConvergeError {
+    let linked = found.get("externalId").and_then(Value::as_str).map_or_else(
+        || "no externalId".to_owned(),
+        |x| format!("externalId {x:?}"),
+    );
+    ConvergeError::new(
+        FailureClass::Permanent,
+        format!(
+            "409 on create: the object of {endpoint} with this {attr} is not linked to tenant {:?} \
+             ({linked}); this target serves several tenants, so it is never adopted across \
+             them — re-link it (README: shared targets) or change the {attr}",
+            input.event.tenant
+        ),
+    )
 }
 
 /// Whether a SCIM error is a 409 conflict.

@@ -17,20 +17,24 @@
 //! A server with no discovery document gets the conservative RFC reading ([`Caps::FALLBACK`]).
 //!
 //! # Convergence, per event kind (design.md §5)
-//! - **user.upserted**: find the user (ledger → `externalId eq`); absent → POST; a 409 on create
-//!   means it exists → look it up by externalId, then userName, and adopt it; present → update
+//! - **user.upserted**: find the user (state of record → `externalId eq`); absent → POST; a 409
+//!   on create means it exists → look it up by externalId, then userName, and adopt it (on a
+//!   target shared by several tenants only an object whose externalId is this subject's);
+//!   present → update
 //!   only when something differs or was cleared; a 404 on update (deleted underneath) →
 //!   create again; a 400 to a PATCH that clears attributes → sent again without the removals,
 //!   the refusal named in the outcome (one attribute a server will not clear must not block
 //!   every later change of the user).
 //! - **user.deactivated**: PATCH (or PUT) `active=false` (no-op when already inactive or absent).
 //! - **user.deleted**: the target's `delete_policy` (default: deactivate; `delete` → DELETE).
-//! - **group.upserted**: members resolved to the provider's user ids (a member not provisioned
-//!   yet is a transient failure, retried); create, or update the diff.
+//! - **group.upserted**: members resolved to the provider's user ids (the state of record, else
+//!   `externalId eq`; a member not provisioned yet is a transient failure, retried); create, or
+//!   update the diff. The member ids applied are recorded in the state of record.
 //! - **group.deleted**: DELETE (404 = already gone).
 //!
-//! Subjects are linked by `externalId` = the platform's id, so a lookup after a crash or on a
-//! new replica finds what an earlier attempt created instead of creating it twice.
+//! Subjects are linked by `externalId` = the platform's id (`<tenant>:<id>` on a target shared by
+//! several tenants), so a lookup after a crash or on a new replica finds what an earlier attempt
+//! created instead of creating it twice, and never another tenant's object.
 
 pub mod kit;
 pub mod mapping;
@@ -242,15 +246,7 @@ async fn current(
     {
         return Ok(Some(found));
     }
-    let Some(found) = find(
-        input,
-        caps,
-        endpoint,
-        "externalId",
-        input.event.subject_id(),
-    )
-    .await?
-    else {
+    let Some(found) = find(input, caps, endpoint, "externalId", &input.external_id()).await? else {
         return Ok(None);
     };
     if !caps.etag {
@@ -265,7 +261,7 @@ async fn current(
 
 async fn upsert_user(input: &ConvergeInput<'_>, caps: Caps) -> Result<Converged, ConvergeError> {
     let user = kit::user_of(input)?;
-    let desired = mapping::user_resource(user, user.active);
+    let desired = kit::linked(input, mapping::user_resource(user, user.active));
     match current(input, caps, "Users").await? {
         Some((existing, etag)) => {
             update(
@@ -285,7 +281,10 @@ async fn upsert_user(input: &ConvergeInput<'_>, caps: Caps) -> Result<Converged,
                 caps,
                 "Users",
                 desired,
-                &[("externalId", &user.id), ("userName", &user.user_name)],
+                &[
+                    ("externalId", &input.external_id()),
+                    ("userName", &user.user_name),
+                ],
             )
             .await
         }
@@ -314,6 +313,9 @@ async fn create_or_adopt(
                     continue;
                 }
                 if let Some(existing) = find(input, caps, endpoint, attr, value).await? {
+                    if !input.may_adopt(&existing) {
+                        return Err(kit::not_ours(input, endpoint, attr, &existing));
+                    }
                     let id = id_of(&existing).unwrap_or_default();
                     let (existing, etag) = if caps.etag {
                         kit::get_by_id(input.exec, endpoint, &id)
@@ -578,17 +580,23 @@ async fn delete(
 
 async fn upsert_group(input: &ConvergeInput<'_>, caps: Caps) -> Result<Converged, ConvergeError> {
     let group = kit::group_of(input)?;
-    let (ids, unknown) = kit::members_from_ledger(input)?;
+    let (ids, unknown) = kit::members_from_record(input).await?;
     let mut looked_up = Vec::with_capacity(unknown.len());
     for member in unknown {
-        let found = find(input, caps, "Users", "externalId", &member)
-            .await?
-            .and_then(|u| id_of(&u));
+        let found = find(
+            input,
+            caps,
+            "Users",
+            "externalId",
+            &input.external_id_of(&member),
+        )
+        .await?
+        .and_then(|u| id_of(&u));
         looked_up.push((member, found));
     }
-    let members = kit::finish_members(input, ids, looked_up)?;
-    let desired = mapping::group_resource(group, &members);
-    match current(input, caps, "Groups").await? {
+    let members = kit::finish_members(ids, looked_up)?;
+    let desired = kit::linked(input, mapping::group_resource(group, &members));
+    let done = match current(input, caps, "Groups").await? {
         Some((existing, etag)) => {
             update(
                 input,
@@ -599,7 +607,7 @@ async fn upsert_group(input: &ConvergeInput<'_>, caps: Caps) -> Result<Converged
                 desired,
                 Operation::Updated,
             )
-            .await
+            .await?
         }
         None => {
             create_or_adopt(
@@ -608,13 +616,14 @@ async fn upsert_group(input: &ConvergeInput<'_>, caps: Caps) -> Result<Converged
                 "Groups",
                 desired,
                 &[
-                    ("externalId", &group.id),
+                    ("externalId", &input.external_id()),
                     ("displayName", &group.display_name),
                 ],
             )
-            .await
+            .await?
         }
-    }
+    };
+    Ok(done.with_members(members))
 }
 
 /// Whether an error is a 409 (kept for callers of the earlier API).

@@ -1,25 +1,31 @@
 //! A harness for provider tests: converges events at a target exactly as the connector runtime
-//! does (same `Exec` chokepoint, limits, breaker, plan mode and ledger bookkeeping), without
-//! RabbitMQ. Provider crates use it with an in-process simulator to prove each quirk quickly;
+//! does (same `Exec` chokepoint, limits, breaker and plan mode; a state of record kept in
+//! memory: each subject's record, the users' links, a failure invalidating a group's applied
+//! members), without RabbitMQ or the status service. Provider crates use it with an in-process simulator to prove each quirk quickly;
 //! the end-to-end tests under `tests/` prove the same through the real services.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use scimrelay_connector::breaker::Breaker;
+use scimrelay_connector::decide::presence_after;
 use scimrelay_connector::exec::{Exec, ExecStats, TargetIo};
-use scimrelay_connector::ledger::{Ledger, LedgerEntry};
 use scimrelay_connector::limits::{Limits, LimitsConfig};
+use scimrelay_connector::record::{Linked, MemoryDirectory, Record};
 use scimrelay_connector::{ConvergeError, ConvergeInput, Converged, Provider};
 use scimrelay_core::config::{TargetConfig, TargetMode, TargetsFile};
-use scimrelay_proto::v1::{EventKind, IdentityEvent, PlannedRequest};
+use scimrelay_proto::v1::{IdentityEvent, PlannedRequest};
 use scimrelay_scim::{Auth, ClientConfig, ScimClient};
 
 /// One target driven directly by a test.
 pub struct Harness {
     /// The target's configuration.
     pub target: TargetConfig,
-    /// Its ledger (what the runtime would remember).
-    pub ledger: Ledger,
+    /// Each subject's record (by `subject_ref`), as the state of record would hold it; shared
+    /// by [`Harness::replica`]s, as the status service is by connector replicas.
+    records: Arc<Mutex<HashMap<String, Record>>>,
+    /// The users' links, for group members.
+    pub directory: Arc<MemoryDirectory>,
     io: Arc<TargetIo>,
     provider: Arc<dyn Provider>,
 }
@@ -58,7 +64,8 @@ impl Harness {
         });
         Harness {
             target,
-            ledger: Ledger::default(),
+            records: Arc::default(),
+            directory: Arc::default(),
             io: Arc::new(TargetIo {
                 client,
                 limits,
@@ -69,9 +76,33 @@ impl Harness {
         }
     }
 
-    /// Converges one event; on success (not planned) records it in the ledger like the runtime.
+    /// Converges one event; records the result (not planned) like the runtime.
     pub async fn run(&self, event: &IdentityEvent) -> Run {
         self.converge(event).await
+    }
+
+    /// Another replica of the connector on the same target: its own `provider` instance (so
+    /// its own memory, if the profile kept any) and its own limits, the same state of record.
+    pub fn replica(&self, provider: Arc<dyn Provider>) -> Harness {
+        Harness {
+            target: self.target.clone(),
+            records: self.records.clone(),
+            directory: self.directory.clone(),
+            io: Arc::new(TargetIo {
+                client: self.io.client.clone(),
+                limits: Limits::new(&LimitsConfig {
+                    ceiling_per_sec: self
+                        .target
+                        .rate_limit_per_sec
+                        .or(provider.defaults().rate_limit_per_sec),
+                    min_concurrency: self.target.concurrency.min,
+                    max_concurrency: self.target.concurrency.max,
+                }),
+                breaker: Breaker::default(),
+                replicas: self.io.replicas,
+            }),
+            provider,
+        }
     }
 
     /// The harness as one of `n` replicas of the connector (budgets divided by `n`).
@@ -82,37 +113,69 @@ impl Harness {
         self
     }
 
+    /// The record of `event`'s subject, as the harness holds it.
+    pub fn record(&self, event: &IdentityEvent) -> Record {
+        self.records
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&event.subject_ref()).cloned())
+            .unwrap_or_default()
+    }
+
     async fn converge(&self, event: &IdentityEvent) -> Run {
         let plan = event.plan || self.target.mode == TargetMode::Plan;
-        let subject = event.subject_id().to_owned();
-        let entry = self.ledger.get(&subject);
+        let record = self.record(event);
         let exec = Exec::new(self.io.clone(), self.provider.clone(), plan);
         let result = self
             .provider
             .converge(ConvergeInput {
                 target: &self.target,
                 event,
-                entry: entry.as_ref(),
-                ledger: &self.ledger,
+                record: &record,
+                directory: self.directory.as_ref(),
                 exec: &exec,
             })
             .await;
-        if let (Ok(done), false) = (&result, plan) {
-            self.ledger.record(
-                &subject,
-                LedgerEntry {
-                    remote_id: done.remote_id.clone(),
-                    applied_version: event.version,
-                    active: event.kind() == EventKind::UserUpserted
-                        && event.user.as_ref().is_some_and(|u| u.active),
-                    ..Default::default()
-                },
-            );
+        if !plan {
+            self.remember(event, record, &result);
         }
         Run {
             result,
             stats: exec.stats(),
             planned: exec.planned(),
+        }
+    }
+
+    /// What the runtime records after a converge: what was applied, or (after a failure) that
+    /// the applied member set is no longer known.
+    fn remember(
+        &self,
+        event: &IdentityEvent,
+        mut record: Record,
+        result: &Result<Converged, ConvergeError>,
+    ) {
+        match result {
+            Ok(done) => {
+                record = Record {
+                    remote_id: done.remote_id.clone(),
+                    applied_version: event.version,
+                    presence: presence_after(event, done),
+                    members: done.members.as_ref().map(|m| m.iter().cloned().collect()),
+                    applied: Some(event.clone()),
+                };
+                if event.kind().is_user() {
+                    let linked = if done.remote_id.is_empty() {
+                        Linked::Gone
+                    } else {
+                        Linked::At(done.remote_id.clone())
+                    };
+                    self.directory.set(event.subject_id(), linked);
+                }
+            }
+            Err(_) => record.members = None,
+        }
+        if let Ok(mut r) = self.records.lock() {
+            r.insert(event.subject_ref(), record);
         }
     }
 

@@ -18,6 +18,11 @@ pub const DEFAULT_HANG_MS: u64 = 120_000;
 pub struct FaultConfig {
     /// Fraction (0..=1) of requests answered with one of `error_statuses` before any effect.
     pub error_rate: f64,
+    /// Fraction (0..=1) of writes (POST, PUT, PATCH, DELETE) that take effect and are then
+    /// answered with one of `error_statuses` instead of their real answer: a gateway that
+    /// times out or fails after the application applied the change, so the client believes the
+    /// write failed although it landed.
+    pub after_effect_rate: f64,
     /// Statuses drawn uniformly for injected errors (default 500, 502, 503).
     pub error_statuses: Vec<u16>,
     /// Added latency, uniform in `[min, max]` milliseconds.
@@ -64,6 +69,7 @@ impl FaultConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         for (name, rate) in [
             ("error_rate", self.error_rate),
+            ("after_effect_rate", self.after_effect_rate),
             ("hang_rate", self.hang_rate),
             ("reset_rate", self.reset_rate),
         ] {

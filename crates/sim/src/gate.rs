@@ -213,8 +213,19 @@ pub async fn gate(
     {
         Some(early) => early,
         None => {
+            let faults = tenant.faults();
+            let write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
             req.extensions_mut().insert(tenant.clone());
-            (next.run(req).await, false)
+            let applied = next.run(req).await;
+            if write
+                && faults.after_effect_rate > 0.0
+                && rand::random::<f64>() < faults.after_effect_rate
+            {
+                // The write took effect; its answer is lost behind an error.
+                (injected_error(&faults, spec.hooks), false)
+            } else {
+                (applied, false)
+            }
         }
     };
     let style = spec.hooks.style();
@@ -293,13 +304,17 @@ async fn guarded(
         }
     }
     if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
-        let statuses = faults.statuses();
-        let code = statuses[rand::rng().random_range(0..statuses.len())];
-        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let r = ScimError::new(status, None, format!("injected fault: {code}"))
-            .styled(hooks.style())
-            .into_response();
-        return Some((r, false));
+        return Some((injected_error(&faults, hooks), false));
     }
     None
+}
+
+/// An injected error: one of the tenant's `error_statuses`, in the mode's error style.
+fn injected_error(faults: &crate::faults::FaultConfig, hooks: &dyn ModeHooks) -> Response {
+    let statuses = faults.statuses();
+    let code = statuses[rand::rng().random_range(0..statuses.len())];
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    ScimError::new(status, None, format!("injected fault: {code}"))
+        .styled(hooks.style())
+        .into_response()
 }

@@ -102,6 +102,42 @@ async fn peak_rate_counts_a_burst() {
     sim.stop().await;
 }
 
+/// A write takes effect and is then answered with the injected error; a read is untouched.
+#[tokio::test]
+async fn fault_after_effect_lands_the_write_and_answers_an_error() {
+    let sim = start_plain().await;
+    assert_eq!(
+        sim.faults(
+            "t",
+            json!({"after_effect_rate": 1.0, "error_statuses": [502]})
+        )
+        .await,
+        200
+    );
+    let (s, e) = sim
+        .post("/Users", json!({"schemas": [USER], "userName": "x"}))
+        .await;
+    assert_eq!((s, e["status"].clone()), (502, json!("502")), "{e}");
+    let users = sim.admin("/_admin/tenants/t/users").await;
+    assert_eq!(
+        users.as_array().map(Vec::len),
+        Some(1),
+        "the write landed: {users}"
+    );
+    let (s, list) = sim.get("/Users").await;
+    assert_eq!(
+        (s, list["totalResults"].clone()),
+        (200, json!(1)),
+        "reads pass"
+    );
+    assert_eq!(
+        sim.faults("t", json!({"after_effect_rate": 1.5})).await,
+        400,
+        "rates are checked"
+    );
+    sim.stop().await;
+}
+
 #[tokio::test]
 async fn fault_error_rate() {
     let sim = start_plain().await;

@@ -176,7 +176,7 @@ impl Ops {
         if let (None, Some(x)) = (&routing_key, &delivery)
             && let (Some(shards), Some(e)) = (self.shards_of(&x.target).await, &x.event)
         {
-            let shard = amqp::shard_of(e.subject_id(), shards);
+            let shard = amqp::shard_of(&e.subject_ref(), shards);
             routing_key = Some(amqp::event_routing_key(&x.provider, &x.target, shard));
         }
         Parked {
@@ -269,6 +269,11 @@ impl Ops {
             // Re-open first: the replayed copy's outcome may be recorded within milliseconds.
             self.store
                 .write(&[Record::Reopen {
+                    tenant: delivery
+                        .event
+                        .as_ref()
+                        .map(|e| e.tenant.clone())
+                        .unwrap_or_default(),
                     event_id: event_id.clone(),
                     target: delivery.target.clone(),
                 }])
@@ -310,7 +315,7 @@ impl Ops {
             let Some(delivery) = &h.delivery else {
                 continue;
             };
-            let (event_id, target) = held_key(h);
+            let (tenant, event_id, target) = held_key(h);
             let mut headers = FieldTable::default();
             headers.insert(HEADER_RELEASED.into(), AMQPValue::Boolean(true));
             let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, headers);
@@ -324,6 +329,7 @@ impl Ops {
                 .await?;
             self.store
                 .write(&[Record::Unhold {
+                    tenant,
                     event_id: event_id.clone(),
                     target,
                 }])

@@ -1,15 +1,22 @@
 //! The gRPC API (`scimrelay.v1.StatusService`), a thin adapter over the store and the broker
 //! operations, with the standard health service and reflection so `grpcurl` works.
 //!
+//! `TakeEvents`, `RecordConverged` and `GetRecords` are the connectors' side of the state of
+//! record (see the store's `record` module): the desired state a connector took, what it
+//! applied, and the records of other subjects (a group's members).
+//!
 //! `AdmitDeprovision` is the server side of the connectors' mass-deprovisioning guard: before a
-//! connector deactivates or deletes a user it asks here, with the target's guard. The user is
+//! connector deactivates or deletes a user it asks here. The guard's settings are the target's
+//! `deprovision_guard` in this service's own targets file (`SCIMRELAY_CONFIG`) — never the
+//! caller's, so a caller cannot loosen them — and a target missing from that file is
+//! `FAILED_PRECONDITION` (the connector waits rather than deprovision unguarded). The user is
 //! admitted — and counted in the target's sliding window — when it was already admitted within
 //! the window (a retry or redelivery), when the target has fewer than `min_users` users, or when
 //! one more stays within floor(max_share × users); otherwise the answer says why it must be held
 //! ("30 of 200 users deprovisioned within 600 s (limit 10%)"). Users are the target's user
-//! subjects in the ledger that are not deleted, plus those deleted within the window. The store
-//! decides per target in one transaction, so replicas of the status service and of the
-//! connectors never both admit the last slot (see the store's module doc).
+//! subjects the state of record holds present (active or not), plus those that left within the
+//! window. The store decides per target in one transaction, so replicas of the status service
+//! and of the connectors never both admit the last slot (see the store's module doc).
 //!
 //! # Authentication and tenants
 //! With a keys file (`SCIMRELAY_API_KEYS_FILE`, see [`scimrelay_core::auth`]) every call of
@@ -24,7 +31,7 @@
 //! |-----------------------------------------------------------|-----------------------------|
 //! | no key, unknown key, revoked key                          | `UNAUTHENTICATED`           |
 //! | over the key's rate                                       | `RESOURCE_EXHAUSTED` + `retry-after` metadata (seconds) |
-//! | no `read` scope; no `admin` for ReplayDeadLetters, ReleaseHeld, DropHeld (`admin` implies `read`) | `PERMISSION_DENIED` |
+//! | no `read` scope; no `admin` for ReplayDeadLetters, ReleaseHeld, DropHeld; no `connector` for TakeEvents, RecordConverged; neither `connector` nor `admin` for AdmitDeprovision (`admin` and `connector` imply `read`) | `PERMISSION_DENIED` |
 //! | `filter.tenant` names a tenant the key may not read       | `PERMISSION_DENIED`         |
 //! | `filter.tenant` empty, key scoped to several tenants      | `INVALID_ARGUMENT`          |
 //! | an operational RPC (below) with a key scoped to tenants   | `PERMISSION_DENIED`         |
@@ -35,11 +42,12 @@
 //! `GetSubject` show only what belongs to the key's tenants, and answer `NOT_FOUND` when
 //! nothing does — the same answer as for an id never seen, so a key cannot probe another
 //! tenant's ids. (A key for all tenants still gets an empty `GetEvent` answer for an event with
-//! nothing recorded yet, which pollers rely on.) Outcomes and ledger rows recorded before the
-//! store learnt tenants (migration 4) have the tenant `''` and are visible to keys for all
-//! tenants only. The operational RPCs — `ListTargets`, `GetTarget`, `GetLedger`,
-//! `AdmitDeprovision`, `ListDeadLetters`, `ReplayDeadLetters`, `ListHeld`, `ReleaseHeld`,
-//! `DropHeld` — act on targets and queues shared by tenants and need a key for all tenants.
+//! nothing recorded yet, which pollers rely on.) Outcomes recorded before the store learnt
+//! tenants (migration 4) have the tenant `''` and are visible to keys for all tenants only. The
+//! operational RPCs — `ListTargets`, `GetTarget`, `TakeEvents`, `RecordConverged`,
+//! `GetRecords`, `AdmitDeprovision`, `ListDeadLetters`, `ReplayDeadLetters`, `ListHeld`,
+//! `ReleaseHeld`, `DropHeld` — act on targets and queues shared by tenants and need a key for
+//! all tenants.
 //! A `WatchOutcomes` stream is authorized when it opens; revoking the key ends new calls, not
 //! the open stream.
 //!
@@ -66,24 +74,23 @@ use scimrelay_core::tls::{CERT_ENV, CLIENT_CA_ENV, KEY_ENV, ServerTls};
 use scimrelay_proto::v1::status_service_server::{StatusService, StatusServiceServer};
 use scimrelay_proto::v1::{
     AdmitDeprovisionRequest, AdmitDeprovisionResponse, DeprovisionGuard, GetEventRequest,
-    GetEventResponse, GetLedgerRequest, GetLedgerResponse, GetSubjectRequest, GetSubjectResponse,
+    GetEventResponse, GetRecordsRequest, GetRecordsResponse, GetSubjectRequest, GetSubjectResponse,
     GetTargetRequest, HeldActionResponse, HeldEvent, HeldSelection, ListDeadLettersRequest,
     ListDeadLettersResponse, ListEventsRequest, ListEventsResponse, ListHeldRequest,
     ListHeldResponse, ListOutcomesRequest, ListOutcomesResponse, ListTargetsRequest,
-    ListTargetsResponse, Outcome, OutcomeFilter, OutcomeResult, RecordedOutcome,
-    ReplayDeadLettersRequest, ReplayDeadLettersResponse, SubjectKind, TargetSummary,
+    ListTargetsResponse, Outcome, OutcomeFilter, OutcomeResult, RecordConvergedRequest,
+    RecordConvergedResponse, RecordedOutcome, ReplayDeadLettersRequest, ReplayDeadLettersResponse,
+    SubjectKey, SubjectKind, TakeEventsRequest, TakeEventsResponse, TargetSummary,
     WatchOutcomesRequest,
 };
 
 use crate::broker::{Ops, OpsError};
-use crate::store::{Record, Store, StoreError, held_key, now_ms};
+use crate::store::{KEY_LIMIT, Record, Store, StoreError, held_key, now_ms};
 
 /// Page size when the request asks for none.
 pub const DEFAULT_PAGE: u32 = 100;
 /// Largest page.
 pub const MAX_PAGE: u32 = 1000;
-/// Most keys in one ledger lookup.
-pub const MAX_LEDGER_KEYS: usize = 1000;
 /// Outcomes a watch reads from the store at once.
 const WATCH_CHUNK: u32 = 500;
 /// How often a watch looks for outcomes written by other replicas (its own are signalled).
@@ -101,12 +108,46 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 struct Service {
     store: Store,
     ops: Arc<Ops>,
+    /// Each target's mass-deprovisioning guard, from the targets file.
+    guards: Arc<Guards>,
     shutdown: CancellationToken,
+}
+
+/// The mass-deprovisioning guard of each target, as the status service's targets file
+/// (`SCIMRELAY_CONFIG`) sets it: the only source of guard settings `AdmitDeprovision` uses.
+#[derive(Debug, Clone, Default)]
+pub struct Guards {
+    /// By target id; `None` for a target whose guard is disabled.
+    pub by_target: std::collections::HashMap<String, Option<DeprovisionGuard>>,
+}
+
+impl Guards {
+    /// The guards of every target of a targets file.
+    pub fn from_targets(file: &scimrelay_core::config::TargetsFile) -> Self {
+        Guards {
+            by_target: file
+                .targets
+                .iter()
+                .map(|t| {
+                    let g = &t.deprovision_guard;
+                    let guard = g.enabled.then(|| DeprovisionGuard {
+                        max_share: g.max_share,
+                        window_ms: g.window_secs.saturating_mul(1000),
+                        min_users: g.min_users,
+                    });
+                    (t.id.clone(), guard)
+                })
+                .collect(),
+        }
+    }
 }
 
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
-        Status::internal(e.to_string())
+        match e {
+            StoreError::Invalid(m) => Status::invalid_argument(m),
+            e => Status::internal(e.to_string()),
+        }
     }
 }
 
@@ -185,6 +226,11 @@ fn authenticate(auth: &Authenticator, mut request: Request<()>) -> Result<Reques
 
 /// The caller of `request` (authenticated by [`authenticate`]) when its key has `scope`.
 fn caller<T>(request: &Request<T>, scope: Scope) -> Result<Principal, Status> {
+    caller_any(request, &[scope])
+}
+
+/// The caller of `request` when its key has one of `scopes`.
+fn caller_any<T>(request: &Request<T>, scopes: &[Scope]) -> Result<Principal, Status> {
     let principal = request
         .extensions()
         .get::<Principal>()
@@ -193,7 +239,7 @@ fn caller<T>(request: &Request<T>, scope: Scope) -> Result<Principal, Status> {
         .ok_or_else(|| Status::internal("the caller was not authenticated"))?;
     // Handlers run inside the call's span (see `grpc_span`); the interceptor does not.
     tracing::Span::current().record("scimrelay.api_key", principal.key_id.as_str());
-    principal.require(scope).map_err(|e| {
+    principal.require_any(scopes).map_err(|e| {
         log_refusal(&e);
         auth_status(e)
     })?;
@@ -205,13 +251,18 @@ fn caller<T>(request: &Request<T>, scope: Scope) -> Result<Principal, Status> {
 fn operator<T>(request: &Request<T>, scope: Scope, rpc: &str) -> Result<Principal, Status> {
     let principal = caller(request, scope)?;
     if !principal.all_tenants() {
-        tracing::info!(key = %principal.key_id, rpc, "refused: API key scoped to tenants");
-        return Err(Status::permission_denied(format!(
-            "API key {:?} is scoped to tenants; {rpc} needs a key for all tenants",
-            principal.key_id
-        )));
+        return Err(operator_refusal(&principal, rpc));
     }
     Ok(principal)
+}
+
+/// The refusal of an operational RPC to a key scoped to tenants.
+fn operator_refusal(principal: &Principal, rpc: &str) -> Status {
+    tracing::info!(key = %principal.key_id, rpc, "refused: API key scoped to tenants");
+    Status::permission_denied(format!(
+        "API key {:?} is scoped to tenants; {rpc} needs a key for all tenants",
+        principal.key_id
+    ))
 }
 
 /// Limits a filtered read to the tenants of `principal`: a key for all tenants reads what the
@@ -308,26 +359,52 @@ fn check_selection(s: &HeldSelection) -> Result<(), Status> {
     Ok(())
 }
 
-/// The guard of an `AdmitDeprovision` request, when it is one the store can apply.
-fn check_guard(guard: Option<&DeprovisionGuard>) -> Result<&DeprovisionGuard, Status> {
-    let Some(guard) = guard else {
-        return Err(Status::invalid_argument(
-            "guard: required (the target's deprovision_guard)",
-        ));
-    };
-    // Written so that NaN fails too.
-    if !(guard.max_share > 0.0 && guard.max_share <= 1.0) {
+/// Counts one state-of-record call of `items` items (and its duration).
+fn observe_record_call(call: &'static str, items: usize, started: std::time::Instant) {
+    use scimrelay_core::metrics::metrics;
+    let labels = vec![("call", call.to_owned())];
+    let m = metrics();
+    m.record_calls.get_or_create(&labels).inc();
+    m.record_items
+        .get_or_create(&labels)
+        .inc_by(u64::try_from(items).unwrap_or(u64::MAX));
+    m.record_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// A state-of-record batch of a size the service takes.
+fn check_batch(n: usize) -> Result<(), Status> {
+    if n > KEY_LIMIT {
         return Err(Status::invalid_argument(format!(
-            "guard.max_share: {} is not a share in (0, 1]",
-            guard.max_share
+            "items: at most {KEY_LIMIT} per call"
         )));
     }
-    if guard.window_ms == 0 {
-        return Err(Status::invalid_argument(
-            "guard.window_ms: must be at least 1",
-        ));
+    Ok(())
+}
+
+/// A complete subject key (target, tenant, kind and id are all part of it).
+fn check_key(field: &str, key: Option<&SubjectKey>) -> Result<(), Status> {
+    let Some(key) = key else {
+        return Err(Status::invalid_argument(format!("{field}: required")));
+    };
+    for (name, value) in [
+        ("target", &key.target),
+        ("tenant", &key.tenant),
+        ("subject_id", &key.subject_id),
+    ] {
+        if value.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "{field}.{name}: required"
+            )));
+        }
     }
-    Ok(guard)
+    if key.kind() == SubjectKind::Unspecified {
+        return Err(Status::invalid_argument(format!(
+            "{field}.kind: USER or GROUP"
+        )));
+    }
+    Ok(())
 }
 
 /// The terminal FAILED outcome of a held event dropped by an operator.
@@ -380,11 +457,22 @@ impl StatusService for Service {
         request: Request<GetEventRequest>,
     ) -> Result<Response<GetEventResponse>, Status> {
         let principal = caller(&request, Scope::Read)?;
-        let id = request.into_inner().event_id;
+        let req = request.into_inner();
+        let id = req.event_id;
         if id.is_empty() {
             return Err(Status::invalid_argument("event_id: required"));
         }
+        if !req.tenant.is_empty() {
+            principal.require_tenant(&req.tenant).map_err(|e| {
+                log_refusal(&e);
+                Status::permission_denied(format!("tenant: {e}"))
+            })?;
+        }
         let (mut history, mut held) = self.store.event(&id).await?;
+        if !req.tenant.is_empty() {
+            history.retain(|r| r.outcome.as_ref().is_some_and(|o| o.tenant == req.tenant));
+            held.retain(|h| held_tenant(h) == req.tenant);
+        }
         if !principal.all_tenants() {
             history.retain(|r| {
                 r.outcome
@@ -463,10 +551,22 @@ impl StatusService for Service {
         if req.subject_id.is_empty() {
             return Err(Status::invalid_argument("subject_id: required"));
         }
+        if !req.tenant.is_empty() {
+            principal.require_tenant(&req.tenant).map_err(|e| {
+                log_refusal(&e);
+                Status::permission_denied(format!("tenant: {e}"))
+            })?;
+        }
         // Another tenant's subject is answered like an unknown one.
         let targets = self
             .store
-            .subject(&req.subject_id, &req.target, principal.tenants())
+            .subject(
+                &req.subject_id,
+                &req.target,
+                &req.tenant,
+                req.kind(),
+                principal.tenants(),
+            )
             .await?;
         if targets.is_empty() {
             return Err(Status::not_found(format!(
@@ -559,35 +659,72 @@ impl StatusService for Service {
         }
     }
 
-    async fn get_ledger(
+    async fn take_events(
         &self,
-        request: Request<GetLedgerRequest>,
-    ) -> Result<Response<GetLedgerResponse>, Status> {
-        operator(&request, Scope::Read, "GetLedger")?;
+        request: Request<TakeEventsRequest>,
+    ) -> Result<Response<TakeEventsResponse>, Status> {
+        operator(&request, Scope::Connector, "TakeEvents")?;
+        let items = request.into_inner().items;
+        check_batch(items.len())?;
+        for (i, item) in items.iter().enumerate() {
+            check_key(&format!("items[{i}].key"), item.key.as_ref())?;
+            if !item.read_only && item.event.is_none() {
+                return Err(Status::invalid_argument(format!(
+                    "items[{i}].event: required unless read_only"
+                )));
+            }
+        }
+        let started = std::time::Instant::now();
+        let records = self.store.take_events(&items).await?;
+        observe_record_call("TakeEvents", items.len(), started);
+        Ok(Response::new(TakeEventsResponse { records }))
+    }
+
+    async fn record_converged(
+        &self,
+        request: Request<RecordConvergedRequest>,
+    ) -> Result<Response<RecordConvergedResponse>, Status> {
+        operator(&request, Scope::Connector, "RecordConverged")?;
+        let items = request.into_inner().items;
+        check_batch(items.len())?;
+        for (i, item) in items.iter().enumerate() {
+            check_key(&format!("items[{i}].key"), item.key.as_ref())?;
+            if item.version == 0 {
+                return Err(Status::invalid_argument(format!(
+                    "items[{i}].version: required"
+                )));
+            }
+        }
+        let started = std::time::Instant::now();
+        let recorded = self.store.record_converged(&items).await?;
+        observe_record_call("RecordConverged", items.len(), started);
+        Ok(Response::new(RecordConvergedResponse { recorded }))
+    }
+
+    async fn get_records(
+        &self,
+        request: Request<GetRecordsRequest>,
+    ) -> Result<Response<GetRecordsResponse>, Status> {
+        operator(&request, Scope::Read, "GetRecords")?;
         let keys = request.into_inner().keys;
-        if keys.len() > MAX_LEDGER_KEYS {
-            return Err(Status::invalid_argument(format!(
-                "keys: at most {MAX_LEDGER_KEYS} per call"
-            )));
+        check_batch(keys.len())?;
+        for (i, key) in keys.iter().enumerate() {
+            check_key(&format!("keys[{i}]"), Some(key))?;
         }
-        if let Some(i) = keys
-            .iter()
-            .position(|k| k.target.is_empty() || k.subject_id.is_empty())
-        {
-            return Err(Status::invalid_argument(format!(
-                "keys[{i}]: target and subject_id are required"
-            )));
-        }
-        Ok(Response::new(GetLedgerResponse {
-            entries: self.store.ledger(&keys).await?,
-        }))
+        let started = std::time::Instant::now();
+        let records = self.store.records(&keys).await?;
+        observe_record_call("GetRecords", keys.len(), started);
+        Ok(Response::new(GetRecordsResponse { records }))
     }
 
     async fn admit_deprovision(
         &self,
         request: Request<AdmitDeprovisionRequest>,
     ) -> Result<Response<AdmitDeprovisionResponse>, Status> {
-        operator(&request, Scope::Read, "AdmitDeprovision")?;
+        let principal = caller_any(&request, &[Scope::Connector, Scope::Admin])?;
+        if !principal.all_tenants() {
+            return Err(operator_refusal(&principal, "AdmitDeprovision"));
+        }
         let req = request.into_inner();
         if req.target.is_empty() {
             return Err(Status::invalid_argument("target: required"));
@@ -595,10 +732,33 @@ impl StatusService for Service {
         if req.subject_id.is_empty() {
             return Err(Status::invalid_argument("subject_id: required"));
         }
-        let guard = check_guard(req.guard.as_ref())?;
+        let guard = match self.guards.by_target.get(&req.target) {
+            Some(Some(guard)) => guard,
+            // The guard is off for this target in the targets file.
+            Some(None) => {
+                return Ok(Response::new(AdmitDeprovisionResponse {
+                    admitted: true,
+                    ..Default::default()
+                }));
+            }
+            None => {
+                return Err(Status::failed_precondition(format!(
+                    "target: {:?} is not in the status service's targets file \
+                     (SCIMRELAY_CONFIG), where the guard takes its settings from",
+                    req.target
+                )));
+            }
+        };
         let answer = self
             .store
-            .admit_deprovision(&req.target, &req.subject_id, &req.event_id, guard, now_ms())
+            .admit_deprovision(
+                &req.target,
+                &req.tenant,
+                &req.subject_id,
+                &req.event_id,
+                guard,
+                now_ms(),
+            )
             .await?;
         if !answer.admitted {
             tracing::info!(
@@ -685,7 +845,7 @@ impl StatusService for Service {
         check_selection(&sel)?;
         let held = self
             .store
-            .held_selected(&sel.target, &sel.event_ids)
+            .held_selected(&sel.tenant, &sel.target, &sel.event_ids)
             .await?;
         let event_ids = self.ops.release(&held).await?;
         tracing::info!(
@@ -708,14 +868,15 @@ impl StatusService for Service {
         check_selection(&sel)?;
         let held = self
             .store
-            .held_selected(&sel.target, &sel.event_ids)
+            .held_selected(&sel.tenant, &sel.target, &sel.event_ids)
             .await?;
         let mut records = Vec::with_capacity(held.len() * 2);
         let mut event_ids = Vec::with_capacity(held.len());
         for h in &held {
-            let (event_id, target) = held_key(h);
+            let (tenant, event_id, target) = held_key(h);
             records.push(Record::Outcome(dropped_outcome(h)));
             records.push(Record::Unhold {
+                tenant,
                 event_id: event_id.clone(),
                 target,
             });
@@ -763,6 +924,9 @@ pub struct Security {
     pub auth: Authenticator,
     /// TLS (mutual with a client CA) on the gRPC listener; plain gRPC when `None`.
     pub tls: Option<ServerTls>,
+    /// Each target's mass-deprovisioning guard, from the service's targets file: what
+    /// `AdmitDeprovision` enforces (a caller cannot loosen it).
+    pub guards: Guards,
 }
 
 /// tonic's TLS configuration from the service's TLS material.
@@ -813,6 +977,7 @@ pub async fn serve(
     let service = Service {
         store,
         ops,
+        guards: Arc::new(security.guards),
         shutdown: shutdown.clone(),
     };
     let auth = security.auth;

@@ -80,6 +80,10 @@ pub struct StatusConfig {
     /// Shard count per target, from the targets file when `SCIMRELAY_CONFIG` is set (optional:
     /// connector reports also carry it). Used for queue depths and replaying old dead letters.
     pub shards: HashMap<String, u16>,
+    /// Each target's mass-deprovisioning guard, from the targets file (`SCIMRELAY_CONFIG`): the
+    /// settings `AdmitDeprovision` enforces. Without a targets file every guard check is
+    /// refused and the connectors' deprovisionings wait (logged at start).
+    pub guards: grpc::Guards,
     /// Who may call the gRPC API: the keys file `SCIMRELAY_API_KEYS_FILE`; disabled (anyone,
     /// every tenant, every scope) without it.
     pub auth: Authenticator,
@@ -100,6 +104,7 @@ impl std::fmt::Debug for StatusConfig {
             )
             .field("retention_days", &self.retention_days)
             .field("shards", &self.shards)
+            .field("guards", &self.guards.by_target.len())
             .field("auth", &self.auth.enabled())
             .field("tls", &self.tls)
             .finish()
@@ -123,14 +128,18 @@ impl StatusConfig {
                         .into(),
             });
         }
-        let shards = match &env.config_path {
-            Some(_) => env
-                .targets()?
-                .targets
-                .iter()
-                .map(|t| (t.id.clone(), t.shards))
-                .collect(),
-            None => HashMap::new(),
+        let (shards, guards) = match &env.config_path {
+            Some(_) => {
+                let file = env.targets()?;
+                (
+                    file.targets
+                        .iter()
+                        .map(|t| (t.id.clone(), t.shards))
+                        .collect(),
+                    grpc::Guards::from_targets(&file),
+                )
+            }
+            None => (HashMap::new(), grpc::Guards::default()),
         };
         Ok(StatusConfig {
             grpc_addr: env_or("SCIMRELAY_STATUS_GRPC_ADDR", DEFAULT_GRPC_ADDR),
@@ -139,6 +148,7 @@ impl StatusConfig {
             amqp_url: env.amqp_url,
             retention_days: env_parse("SCIMRELAY_STATUS_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)?,
             shards,
+            guards,
             auth: Authenticator::from_env()?,
             tls: ServerTls::from_env()?,
         })
@@ -246,9 +256,16 @@ pub async fn serve(
     );
     let ops = Arc::new(ops);
     let depth = tokio::spawn(depth_loop(store.clone(), ops.clone(), shutdown.clone()));
+    if config.guards.by_target.is_empty() {
+        tracing::warn!(
+            "no targets file (SCIMRELAY_CONFIG): the mass-deprovisioning guard knows no target, \
+             so connectors hold every deactivation and deletion until it is set"
+        );
+    }
     let security = grpc::Security {
         auth: config.auth.clone(),
         tls: config.tls.clone(),
+        guards: config.guards.clone(),
     };
     let serve = grpc::serve(store, ops, grpc, security, shutdown.clone()).await;
     shutdown.cancel();

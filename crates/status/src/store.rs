@@ -1,5 +1,6 @@
-//! The outcome store: migrations, batched writes, queries, retention. SQLite by default (one
-//! file, no server), PostgreSQL by URL for production (several replicas on one database).
+//! The outcome store and the state of record ([`record`]): migrations, batched writes, queries,
+//! retention. SQLite by default (one file, no server), PostgreSQL by URL for production (several
+//! replicas on one database).
 //!
 //! Both backends run the same SQL (portable subset, `$N` parameters, every integer an `i64`);
 //! only the schema migrations differ. The `on_pool!` macro expands each query once per backend.
@@ -14,27 +15,29 @@
 //! is written once: rows are unique on (event, target, result, attempt, finish time) and a
 //! conflicting insert does nothing.
 //!
-//! **One terminal outcome per (event, target)**: the first terminal outcome recorded for an
-//! (event, target) is *the* terminal outcome (table `terminals`). A later one — a connector
+//! **One terminal outcome per (tenant, event, target)** (event ids are unique per tenant): the
+//! first terminal outcome recorded for an (event, target) is *the* terminal outcome (table
+//! `terminals`). A later one — a connector
 //! redelivery after a crash producing `superseded` or a second `succeeded` — is kept in the
 //! history with `duplicate = 1` and counts nowhere. Replaying a dead letter re-opens its
 //! (event, target) ([`Record::Reopen`]) so the replayed copy's outcome becomes terminal.
 //!
-//! **Mass-deprovisioning guard**: [`Store::admit_deprovision`] counts a target's users (user
-//! subjects of the ledger not deleted, plus those deleted within the window) and the users
-//! admitted within the window (table `deprovisions`, one row per (target, subject); rows that
-//! left the window are deleted as it slides), and records an admission, in one transaction
+//! **Mass-deprovisioning guard**: [`Store::admit_deprovision`] counts a target's users (users
+//! the state of record holds present, plus those that left within the window) and the users
+//! admitted within the window (table `deprovisions`, one row per (target, tenant, subject); rows
+//! that left the window are deleted as it slides), and records an admission, in one transaction
 //! serialized per target: a transaction advisory lock keyed by the target on PostgreSQL, so two
 //! replicas never both admit the last slot; the write mutex and `BEGIN IMMEDIATE` on SQLite.
 //!
-//! **Retention**: [`Store::prune`] deletes history older than the configured age; the ledger
-//! (`subjects`), counters and held events are state, not history, and are kept.
+//! **Retention**: [`Store::prune`] deletes history older than the configured age; the state of
+//! record (`subjects`), counters and held events are state, not history, and are kept.
 //!
-//! **Tenants**: every outcome row and ledger row carries the identity-platform tenant of the
-//! outcome that wrote it (migration 4), so listings ([`OutcomeFilter::tenant`]) and subject
-//! lookups can be limited to tenants; the gRPC layer uses that to keep a key scoped to tenants
-//! to its own. Rows written before migration 4 have the tenant `''`: only keys for all tenants
-//! see them.
+//! **Tenants**: every outcome row carries the identity-platform tenant of its event (migration
+//! 4), and the state of record, terminal outcomes, held events and the guard's admissions are
+//! keyed by it (migration 5), so listings ([`OutcomeFilter::tenant`]) and subject lookups can be
+//! limited to tenants; the gRPC layer uses that to keep a key scoped to tenants to its own.
+//! Outcome rows written before migration 4 have the tenant `''`: only keys for all tenants see
+//! them (state-of-record and held rows get theirs from their protobuf bodies at start).
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
@@ -47,9 +50,8 @@ use sqlx::sqlite::{
 };
 
 use scimrelay_proto::v1::{
-    AdmitDeprovisionResponse, DeprovisionGuard, HeldEvent, LedgerEntry, LedgerKey, Operation,
-    Outcome, OutcomeFilter, OutcomeResult, RecordedOutcome, ResultCount, SubjectKind, SubjectState,
-    TargetReport, TargetSummary,
+    DeprovisionGuard, HeldEvent, Outcome, OutcomeFilter, OutcomeResult, RecordedOutcome,
+    ResultCount, TargetReport, TargetSummary,
 };
 
 /// A store error.
@@ -64,6 +66,9 @@ pub enum StoreError {
     /// The URL names no supported database.
     #[error("SCIMRELAY_STATUS_DB: {0}")]
     Url(String),
+    /// A request the store cannot apply (names the field).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Which database holds the store.
@@ -77,6 +82,9 @@ pub enum Backend {
 
 /// Most latencies read for a target's percentiles (the most recent ones).
 pub const LATENCY_SAMPLES: i64 = 10_000;
+/// How old a connector's report may be for its `waiting_reason` to show in a target's summary
+/// (reports come every 5 s; a replica that stopped must not leave a reason behind for long).
+const WAITING_REPORT_MAX_AGE_MS: i64 = 30_000;
 /// Rows deleted per statement when pruning, so a prune never holds the write lock for long.
 const PRUNE_CHUNK: i64 = 5_000;
 /// Key of the PostgreSQL advisory lock that serializes writers across replicas (any constant;
@@ -180,6 +188,7 @@ CREATE INDEX deprovisions_window ON deprovisions (target, admitted_at_ms);
 "#,
     ),
     (4, MIGRATION_4),
+    (5, SQLITE_MIGRATION_5),
 ];
 
 /// PostgreSQL schema migrations (the same schema as SQLite's, in PostgreSQL types). Version 1
@@ -267,6 +276,7 @@ CREATE INDEX deprovisions_window ON deprovisions (target, admitted_at_ms);
 "#,
     ),
     (4, MIGRATION_4),
+    (5, POSTGRES_MIGRATION_5),
 ];
 
 /// Migration 4, the same SQL on both backends: the identity-platform tenant of every outcome
@@ -284,6 +294,162 @@ CREATE INDEX outcomes_tenant ON outcomes (tenant, seq);
 CREATE INDEX subjects_subject ON subjects (subject_id, tenant);
 "#;
 
+/// Migration 5 on SQLite: the state of record (see [`record`]). Subjects are keyed by (target,
+/// tenant, kind, id) and keep the latest accepted desired state and what was applied; event
+/// ids are unique per tenant, so outcomes, terminal outcomes, held events and the guard's
+/// admissions carry the tenant in their keys. SQLite cannot change a key in place: each table
+/// is rebuilt (copied) under its old name. Rows keep their values; a ledger row's `state` (the
+/// name of its last operation) becomes a presence, conservatively: a user last seen
+/// `deactivated` is present-inactive, one with no remote id or `deleted` is absent, one that
+/// only ever failed is unknown, anything else (`created`, `updated`, `noop`, …) present-active.
+/// Rows written before migration 4 (tenant `''`) get their tenant from their latest outcome
+/// afterwards ([`Store::backfill_tenants`]).
+const SQLITE_MIGRATION_5: &str = r#"
+CREATE TABLE subjects_v5 (
+    target TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    subject_kind INTEGER NOT NULL,
+    subject_id TEXT NOT NULL,
+    desired_version INTEGER NOT NULL DEFAULT 0,
+    desired_event_id TEXT NOT NULL DEFAULT '',
+    desired BLOB,
+    desired_at_ms INTEGER NOT NULL DEFAULT 0,
+    applied_version INTEGER NOT NULL DEFAULT 0,
+    applied_event_id TEXT NOT NULL DEFAULT '',
+    applied BLOB,
+    applied_at_ms INTEGER NOT NULL DEFAULT 0,
+    remote_id TEXT NOT NULL DEFAULT '',
+    fingerprint INTEGER NOT NULL DEFAULT 0,
+    presence INTEGER NOT NULL DEFAULT 0,
+    members BLOB,
+    last_operation TEXT NOT NULL DEFAULT '',
+    last_error TEXT NOT NULL DEFAULT '',
+    updated_at_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (target, tenant, subject_kind, subject_id)
+);
+INSERT INTO subjects_v5 (target, tenant, subject_kind, subject_id, desired_version, applied_version,
+        applied_at_ms, remote_id, presence, last_operation, last_error, updated_at_ms)
+    SELECT target, tenant, subject_kind, subject_id, applied_version, applied_version, updated_at_ms,
+        remote_id,
+        CASE WHEN state = 'error' THEN 0 WHEN remote_id = '' OR state = 'deleted' THEN 3
+             WHEN state = 'deactivated' THEN 2 ELSE 1 END,
+        CASE WHEN state = 'error' THEN '' ELSE state END,
+        last_error, updated_at_ms
+    FROM subjects;
+DROP TABLE subjects;
+ALTER TABLE subjects_v5 RENAME TO subjects;
+CREATE INDEX subjects_subject ON subjects (subject_id, tenant);
+CREATE INDEX subjects_presence ON subjects (target, subject_kind, presence);
+CREATE TABLE outcomes_v5 (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL DEFAULT '',
+    event_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    result INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    finished_at_ms INTEGER NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    latency_ms INTEGER NOT NULL DEFAULT 0,
+    duplicate INTEGER NOT NULL DEFAULT 0,
+    body BLOB NOT NULL,
+    UNIQUE (tenant, event_id, target, result, attempt, finished_at_ms)
+);
+INSERT INTO outcomes_v5 (seq, tenant, event_id, target, subject_id, result, attempt, finished_at_ms,
+        recorded_at_ms, latency_ms, duplicate, body)
+    SELECT seq, tenant, event_id, target, subject_id, result, attempt, finished_at_ms,
+        recorded_at_ms, latency_ms, duplicate, body FROM outcomes;
+DROP TABLE outcomes;
+ALTER TABLE outcomes_v5 RENAME TO outcomes;
+CREATE INDEX outcomes_event ON outcomes (event_id);
+CREATE INDEX outcomes_target ON outcomes (target, seq);
+CREATE INDEX outcomes_subject ON outcomes (subject_id, seq);
+CREATE INDEX outcomes_recorded ON outcomes (recorded_at_ms);
+CREATE INDEX outcomes_tenant ON outcomes (tenant, seq);
+CREATE TABLE terminals_v5 (
+    tenant TEXT NOT NULL DEFAULT '',
+    event_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (tenant, event_id, target)
+);
+INSERT INTO terminals_v5 (tenant, event_id, target, seq)
+    SELECT COALESCE(o.tenant, ''), t.event_id, t.target, t.seq
+    FROM terminals t LEFT JOIN outcomes o ON o.seq = t.seq;
+DROP TABLE terminals;
+ALTER TABLE terminals_v5 RENAME TO terminals;
+CREATE INDEX terminals_seq ON terminals (seq);
+CREATE TABLE held_v5 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL DEFAULT '',
+    event_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    held_at_ms INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    UNIQUE (tenant, event_id, target)
+);
+INSERT INTO held_v5 (id, event_id, target, held_at_ms, body)
+    SELECT id, event_id, target, held_at_ms, body FROM held;
+DROP TABLE held;
+ALTER TABLE held_v5 RENAME TO held;
+CREATE INDEX held_target ON held (target, id);
+CREATE TABLE deprovisions_v5 (
+    target TEXT NOT NULL,
+    tenant TEXT NOT NULL DEFAULT '',
+    subject_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    admitted_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (target, tenant, subject_id)
+);
+INSERT INTO deprovisions_v5 (target, subject_id, event_id, admitted_at_ms)
+    SELECT target, subject_id, event_id, admitted_at_ms FROM deprovisions;
+DROP TABLE deprovisions;
+ALTER TABLE deprovisions_v5 RENAME TO deprovisions;
+CREATE INDEX deprovisions_window ON deprovisions (target, admitted_at_ms)
+"#;
+
+/// Migration 5 on PostgreSQL: the same schema as [`SQLITE_MIGRATION_5`], changed in place
+/// (columns added, keys swapped; the unique index that replaces a unique constraint is what the
+/// writes' `ON CONFLICT` names). The constraint names are PostgreSQL's defaults of the tables
+/// migration 1 created.
+const POSTGRES_MIGRATION_5: &str = r#"
+ALTER TABLE subjects ADD COLUMN desired_version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE subjects ADD COLUMN desired_event_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE subjects ADD COLUMN desired BYTEA;
+ALTER TABLE subjects ADD COLUMN desired_at_ms BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE subjects ADD COLUMN applied_event_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE subjects ADD COLUMN applied BYTEA;
+ALTER TABLE subjects ADD COLUMN applied_at_ms BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE subjects ADD COLUMN fingerprint BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE subjects ADD COLUMN presence BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE subjects ADD COLUMN members BYTEA;
+ALTER TABLE subjects ADD COLUMN last_operation TEXT NOT NULL DEFAULT '';
+UPDATE subjects SET desired_version = applied_version, applied_at_ms = updated_at_ms,
+    presence = CASE WHEN state = 'error' THEN 0 WHEN remote_id = '' OR state = 'deleted' THEN 3
+                    WHEN state = 'deactivated' THEN 2 ELSE 1 END,
+    last_operation = CASE WHEN state = 'error' THEN '' ELSE state END;
+ALTER TABLE subjects DROP COLUMN state;
+ALTER TABLE subjects ALTER COLUMN remote_id SET DEFAULT '';
+ALTER TABLE subjects ALTER COLUMN applied_version SET DEFAULT 0;
+ALTER TABLE subjects ALTER COLUMN last_error SET DEFAULT '';
+ALTER TABLE subjects ALTER COLUMN updated_at_ms SET DEFAULT 0;
+ALTER TABLE subjects DROP CONSTRAINT subjects_pkey;
+ALTER TABLE subjects ADD PRIMARY KEY (target, tenant, subject_kind, subject_id);
+CREATE INDEX subjects_presence ON subjects (target, subject_kind, presence);
+ALTER TABLE outcomes DROP CONSTRAINT IF EXISTS outcomes_event_id_target_result_attempt_finished_at_ms_key;
+CREATE UNIQUE INDEX outcomes_unique ON outcomes (tenant, event_id, target, result, attempt, finished_at_ms);
+ALTER TABLE terminals ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+UPDATE terminals SET tenant = o.tenant FROM outcomes o WHERE o.seq = terminals.seq;
+ALTER TABLE terminals DROP CONSTRAINT terminals_pkey;
+ALTER TABLE terminals ADD PRIMARY KEY (tenant, event_id, target);
+ALTER TABLE held ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+ALTER TABLE held DROP CONSTRAINT IF EXISTS held_event_id_target_key;
+CREATE UNIQUE INDEX held_unique ON held (tenant, event_id, target);
+ALTER TABLE deprovisions ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+ALTER TABLE deprovisions DROP CONSTRAINT deprovisions_pkey;
+ALTER TABLE deprovisions ADD PRIMARY KEY (target, tenant, subject_id)
+"#;
+
 /// One write of a batch, applied in order in one transaction.
 // Outcomes are most of the records and are moved, never copied: boxing them would cost an
 // allocation per outcome for nothing.
@@ -297,6 +463,8 @@ pub enum Record {
     Held(Box<HeldEvent>),
     /// Forget a held event (it was released or dropped).
     Unhold {
+        /// The event's tenant (event ids are unique per tenant).
+        tenant: String,
         /// The event.
         event_id: String,
         /// The target of the held copy.
@@ -305,6 +473,8 @@ pub enum Record {
     /// A dead-lettered (event, target) is being replayed: its dead-lettered outcome stops being
     /// the terminal one, so the replayed copy's outcome counts.
     Reopen {
+        /// The event's tenant.
+        tenant: String,
         /// The event.
         event_id: String,
         /// The target.
@@ -354,10 +524,6 @@ pub use scimrelay_core::now_ms;
 /// Whether an outcome result ends its (event, target).
 pub fn is_terminal(result: i32) -> bool {
     result != OutcomeResult::Unspecified as i32
-}
-
-fn result_of(o: &Outcome) -> OutcomeResult {
-    OutcomeResult::try_from(o.result).unwrap_or(OutcomeResult::Unspecified)
 }
 
 /// Columns of an outcome row as read back: seq, recorded_at_ms, body, duplicate, terminal.
@@ -435,13 +601,13 @@ fn refusal(guard: &DeprovisionGuard, users: u64, recent: u64) -> String {
     )
 }
 
-/// The (event id, target) of a held event.
-pub fn held_key(h: &HeldEvent) -> (String, String) {
+/// The key of a held event: (tenant, event id, target).
+pub fn held_key(h: &HeldEvent) -> (String, String, String) {
     let d = h.delivery.as_ref();
+    let event = d.and_then(|d| d.event.as_ref());
     (
-        d.and_then(|d| d.event.as_ref())
-            .map(|e| e.id.clone())
-            .unwrap_or_default(),
+        event.map(|e| e.tenant.clone()).unwrap_or_default(),
+        event.map(|e| e.id.clone()).unwrap_or_default(),
         d.map(|d| d.target.clone()).unwrap_or_default(),
     )
 }
@@ -461,7 +627,7 @@ macro_rules! write_batch {
                     let seq: Option<i64> = sqlx::query_scalar(
                         "INSERT INTO outcomes (event_id, target, subject_id, result, attempt, finished_at_ms, recorded_at_ms, latency_ms, duplicate, body, tenant) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10) \
-                         ON CONFLICT (event_id, target, result, attempt, finished_at_ms) DO NOTHING RETURNING seq",
+                         ON CONFLICT (tenant, event_id, target, result, attempt, finished_at_ms) DO NOTHING RETURNING seq",
                     )
                     .bind(&o.event_id)
                     .bind(&o.target)
@@ -487,7 +653,8 @@ macro_rules! write_batch {
                     }
                     // An outcome without an event id (an undecodable message) is its own event.
                     let key = if o.event_id.is_empty() { format!("#{seq}") } else { o.event_id.clone() };
-                    let first = sqlx::query("INSERT INTO terminals (event_id, target, seq) VALUES ($1, $2, $3) ON CONFLICT (event_id, target) DO NOTHING")
+                    let first = sqlx::query("INSERT INTO terminals (tenant, event_id, target, seq) VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, event_id, target) DO NOTHING")
+                        .bind(&o.tenant)
                         .bind(&key)
                         .bind(&o.target)
                         .bind(seq)
@@ -501,78 +668,37 @@ macro_rules! write_batch {
                         continue;
                     }
                     *counts.entry((o.target.clone(), i64::from(o.result))).or_default() += 1;
-                    if o.subject_id.is_empty() {
-                        continue;
-                    }
-                    match result_of(o) {
-                        OutcomeResult::Succeeded => {
-                            let state = Operation::try_from(o.operation).map(|op| op.name()).unwrap_or("-");
-                            sqlx::query(
-                                "INSERT INTO subjects (target, subject_id, subject_kind, remote_id, applied_version, state, last_error, updated_at_ms, tenant) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8) \
-                                 ON CONFLICT (target, subject_id) DO UPDATE SET \
-                                   remote_id = excluded.remote_id, applied_version = excluded.applied_version, \
-                                   state = excluded.state, last_error = '', updated_at_ms = excluded.updated_at_ms, \
-                                   tenant = excluded.tenant \
-                                 WHERE excluded.applied_version >= subjects.applied_version",
-                            )
-                            .bind(&o.target)
-                            .bind(&o.subject_id)
-                            .bind(i64::from(o.subject_kind))
-                            .bind(&o.remote_id)
-                            .bind(i64::try_from(o.version).unwrap_or(i64::MAX))
-                            .bind(state)
-                            .bind(now)
-                            .bind(&o.tenant)
-                            .execute(&mut *$tx)
-                            .await?;
-                        }
-                        r @ (OutcomeResult::Failed | OutcomeResult::DeadLettered | OutcomeResult::Unsupported) => {
-                            sqlx::query(
-                                "INSERT INTO subjects (target, subject_id, subject_kind, remote_id, applied_version, state, last_error, updated_at_ms, tenant) \
-                                 VALUES ($1, $2, $3, '', 0, 'error', $4, $5, $6) \
-                                 ON CONFLICT (target, subject_id) DO UPDATE SET last_error = excluded.last_error, \
-                                   updated_at_ms = excluded.updated_at_ms, tenant = excluded.tenant",
-                            )
-                            .bind(&o.target)
-                            .bind(&o.subject_id)
-                            .bind(i64::from(o.subject_kind))
-                            .bind(format!("{}: {}", r.name(), o.detail))
-                            .bind(now)
-                            .bind(&o.tenant)
-                            .execute(&mut *$tx)
-                            .await?;
-                        }
-                        _ => {}
-                    }
                 }
                 Record::Held(h) => {
-                    let (event_id, target) = held_key(h);
+                    let (tenant, event_id, target) = held_key(h);
                     let mut stored = h.clone();
                     stored.id = 0;
                     sqlx::query(
-                        "INSERT INTO held (event_id, target, held_at_ms, body) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (event_id, target) DO UPDATE SET held_at_ms = excluded.held_at_ms, body = excluded.body",
+                        "INSERT INTO held (event_id, target, held_at_ms, body, tenant) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (tenant, event_id, target) DO UPDATE SET held_at_ms = excluded.held_at_ms, body = excluded.body",
                     )
                     .bind(&event_id)
                     .bind(&target)
                     .bind(h.held_at_ms)
                     .bind(stored.encode_to_vec())
+                    .bind(&tenant)
                     .execute(&mut *$tx)
                     .await?;
                 }
-                Record::Unhold { event_id, target } => {
-                    sqlx::query("DELETE FROM held WHERE event_id = $1 AND target = $2")
+                Record::Unhold { tenant, event_id, target } => {
+                    sqlx::query("DELETE FROM held WHERE tenant = $1 AND event_id = $2 AND target = $3")
+                        .bind(tenant)
                         .bind(event_id)
                         .bind(target)
                         .execute(&mut *$tx)
                         .await?;
                 }
-                Record::Reopen { event_id, target } => {
+                Record::Reopen { tenant, event_id, target } => {
                     sqlx::query(
-                        "DELETE FROM terminals WHERE event_id = $1 AND target = $2 AND seq IN \
-                         (SELECT seq FROM outcomes WHERE event_id = $1 AND target = $2 AND result = $3)",
+                        "DELETE FROM terminals WHERE tenant = $1 AND event_id = $2 AND target = $3 AND seq IN \
+                         (SELECT seq FROM outcomes WHERE tenant = $1 AND event_id = $2 AND target = $3 AND result = $4)",
                     )
+                    .bind(tenant)
                     .bind(event_id)
                     .bind(target)
                     .bind(OutcomeResult::DeadLettered as i64)
@@ -607,6 +733,9 @@ macro_rules! write_batch {
     }};
 }
 
+mod record;
+pub use record::KEY_LIMIT;
+
 impl Store {
     /// Opens the database at `url` and applies pending migrations: `postgres://…` (or
     /// `postgresql://…`) for PostgreSQL; `sqlite://path`, a plain path or `sqlite::memory:` for
@@ -614,6 +743,13 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let store = Self::connect(url).await?;
         store.migrate().await?;
+        let placed = store.backfill_tenants().await?;
+        if placed > 0 {
+            tracing::info!(
+                rows = placed,
+                "gave rows from before migration 4 their tenant"
+            );
+        }
         let max = store.max_seq().await?;
         store.last_seq.send_replace(max);
         Ok(store)
@@ -844,187 +980,6 @@ impl Store {
         rows.into_iter().map(decode_outcome).collect()
     }
 
-    /// What every target (or one) knows of a subject, limited to rows of `tenants` (`None` for
-    /// every tenant; rows written before migration 4 have the tenant `''` and match only
-    /// `None`). A subject has one row per target, so the tenants are matched here rather than
-    /// with an `IN` list of variable length.
-    pub async fn subject(
-        &self,
-        subject_id: &str,
-        target: &str,
-        tenants: Option<&[String]>,
-    ) -> Result<Vec<SubjectState>, StoreError> {
-        type Row = (
-            String,
-            String,
-            i64,
-            String,
-            i64,
-            String,
-            String,
-            i64,
-            String,
-        );
-        let rows: Vec<Row> = on_pool!(self, |pool| {
-            sqlx::query_as(
-            "SELECT target, subject_id, subject_kind, remote_id, applied_version, state, last_error, updated_at_ms, tenant \
-             FROM subjects WHERE subject_id = $1 AND ($2 = '' OR target = $2) ORDER BY target"
-        )
-        .bind(subject_id)
-        .bind(target)
-        .fetch_all(pool)
-        .await?
-        });
-        Ok(rows
-            .into_iter()
-            .filter(|row| tenants.is_none_or(|ts| ts.contains(&row.8)))
-            .map(
-                |(
-                    target,
-                    subject_id,
-                    kind,
-                    remote_id,
-                    version,
-                    state,
-                    last_error,
-                    updated_at_ms,
-                    _tenant,
-                )| SubjectState {
-                    target,
-                    subject_id,
-                    subject_kind: i32::try_from(kind).unwrap_or_default(),
-                    remote_id,
-                    applied_version: u64::try_from(version).unwrap_or_default(),
-                    state,
-                    last_error,
-                    updated_at_ms,
-                },
-            )
-            .collect())
-    }
-
-    /// Ledger lookups, one answer per key in order.
-    pub async fn ledger(&self, keys: &[LedgerKey]) -> Result<Vec<LedgerEntry>, StoreError> {
-        type Row = (String, i64, String);
-        let mut out = Vec::with_capacity(keys.len());
-        on_pool!(self, |pool| {
-            let mut conn = pool.acquire().await?;
-            for k in keys {
-                let row: Option<Row> = sqlx::query_as(
-                    "SELECT remote_id, applied_version, state FROM subjects WHERE target = $1 AND subject_id = $2",
-                )
-                .bind(&k.target)
-                .bind(&k.subject_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-                let mut e = LedgerEntry {
-                    target: k.target.clone(),
-                    subject_id: k.subject_id.clone(),
-                    ..Default::default()
-                };
-                if let Some((remote_id, version, state)) = row {
-                    e.found = true;
-                    e.remote_id = remote_id;
-                    e.applied_version = u64::try_from(version).unwrap_or_default();
-                    e.state = state;
-                }
-                out.push(e);
-            }
-            Ok::<_, StoreError>(())
-        })?;
-        Ok(out)
-    }
-
-    /// The mass-deprovisioning guard (see the module doc): admits deprovisioning `subject_id`
-    /// at `target` and counts it in the target's window, or answers why it must be held.
-    /// `now` is the wall clock in ms since the epoch ([`now_ms`]; tests move it). Atomic per
-    /// target across replicas; the caller has validated `guard` (share in (0, 1], a window).
-    pub async fn admit_deprovision(
-        &self,
-        target: &str,
-        subject_id: &str,
-        event_id: &str,
-        guard: &DeprovisionGuard,
-        now: i64,
-    ) -> Result<AdmitDeprovisionResponse, StoreError> {
-        let since = now.saturating_sub(i64::try_from(guard.window_ms).unwrap_or(i64::MAX));
-        // SQLite has one writer anyway: waiting on the mutex beats its busy handler's polling.
-        let _writer = match self.backend() {
-            Backend::Sqlite => Some(self.write.lock().await),
-            Backend::Postgres => None,
-        };
-        on_pool!(self, |pool| {
-            let mut tx = match self.backend() {
-                // IMMEDIATE: take the write lock before counting, so no other writer (reports
-                // do not take the mutex) can make the upgrade from reading fail.
-                Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-                Backend::Postgres => pool.begin().await?,
-            };
-            if self.backend() == Backend::Postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(deprovision_lock_key(target))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("DELETE FROM deprovisions WHERE target = $1 AND admitted_at_ms < $2")
-                .bind(target)
-                .bind(since)
-                .execute(&mut *tx)
-                .await?;
-            let users: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM subjects WHERE target = $1 AND subject_kind = $2 \
-                 AND (state <> $3 OR updated_at_ms >= $4)",
-            )
-            .bind(target)
-            .bind(SubjectKind::User as i64)
-            .bind(Operation::Deleted.name())
-            .bind(since)
-            .fetch_one(&mut *tx)
-            .await?;
-            let recent: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM deprovisions WHERE target = $1 AND admitted_at_ms >= $2",
-            )
-            .bind(target)
-            .bind(since)
-            .fetch_one(&mut *tx)
-            .await?;
-            let again: Option<i64> = sqlx::query_scalar(
-                "SELECT admitted_at_ms FROM deprovisions WHERE target = $1 AND subject_id = $2",
-            )
-            .bind(target)
-            .bind(subject_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let mut answer = AdmitDeprovisionResponse {
-                admitted: true,
-                reason: String::new(),
-                users: u64::try_from(users).unwrap_or_default(),
-                recent: u64::try_from(recent).unwrap_or_default(),
-            };
-            if again.is_none() {
-                if admits(guard, answer.users, answer.recent) {
-                    sqlx::query(
-                        "INSERT INTO deprovisions (target, subject_id, event_id, admitted_at_ms) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (target, subject_id) DO UPDATE SET \
-                         event_id = excluded.event_id, admitted_at_ms = excluded.admitted_at_ms",
-                    )
-                    .bind(target)
-                    .bind(subject_id)
-                    .bind(event_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    answer.recent += 1;
-                } else {
-                    answer.admitted = false;
-                    answer.reason = refusal(guard, answer.users, answer.recent);
-                }
-            }
-            tx.commit().await?;
-            Ok(answer)
-        })
-    }
-
     /// Stores a connector's report (the latest per target and replica).
     pub async fn report(&self, r: &TargetReport) -> Result<(), StoreError> {
         on_pool!(self, |pool| {
@@ -1155,6 +1110,18 @@ impl Store {
             }
         }
         s.quarantine_reason = reasons.join("; ");
+        // Why messages wait: from fresh reports only (a replica that stopped leaves its last
+        // report behind).
+        let fresh_since = now_ms() - WAITING_REPORT_MAX_AGE_MS;
+        if let Some(r) = reports
+            .iter()
+            .filter(|(r, at)| *at >= fresh_since && !r.waiting_reason.is_empty())
+            .map(|(r, _)| r)
+            .min_by_key(|r| r.waiting_since_ms)
+        {
+            s.waiting_reason = r.waiting_reason.clone();
+            s.waiting_since_ms = r.waiting_since_ms;
+        }
         Ok(Some(s))
     }
 
@@ -1181,9 +1148,11 @@ impl Store {
     }
 
     /// Held events selected by an operator: of `target` (empty for any), restricted to
-    /// `event_ids` when not empty.
+    /// `event_ids` when not empty, and to `tenant`'s events when it is not empty (event ids are
+    /// unique per tenant).
     pub async fn held_selected(
         &self,
+        tenant: &str,
         target: &str,
         event_ids: &[String],
     ) -> Result<Vec<HeldEvent>, StoreError> {
@@ -1194,10 +1163,11 @@ impl Store {
             let page = self.held(target, after, 1000).await?;
             let Some(last) = page.last() else { break };
             after = last.id;
-            out.extend(
-                page.into_iter()
-                    .filter(|h| wanted.is_empty() || wanted.contains(held_key(h).0.as_str())),
-            );
+            out.extend(page.into_iter().filter(|h| {
+                let (t, id, _) = held_key(h);
+                (wanted.is_empty() || wanted.contains(id.as_str()))
+                    && (tenant.is_empty() || t == tenant)
+            }));
         }
         Ok(out)
     }

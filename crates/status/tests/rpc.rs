@@ -13,13 +13,14 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use prost::Message;
 
-use common::{Broker, Keys, Running, TestDb, eventually, outcome};
+use common::{Broker, Keys, Running, TestDb, applied, eventually, outcome, present_users};
 use scimrelay_proto::v1::{
-    AdmitDeprovisionRequest, Delivery, DeprovisionGuard, EventKind, GetEventRequest,
-    GetLedgerRequest, GetSubjectRequest, GetTargetRequest, HeldEvent, HeldSelection, IdentityEvent,
-    LedgerKey, ListDeadLettersRequest, ListEventsRequest, ListHeldRequest, ListOutcomesRequest,
-    ListTargetsRequest, Outcome, OutcomeFilter, OutcomeResult, ReplayDeadLettersRequest,
-    TargetReport, UserState, WatchOutcomesRequest,
+    AdmitDeprovisionRequest, Converged, Delivery, EventKind, GetEventRequest, GetRecordsRequest,
+    GetSubjectRequest, GetTargetRequest, HeldEvent, HeldSelection, IdentityEvent,
+    ListDeadLettersRequest, ListEventsRequest, ListHeldRequest, ListOutcomesRequest,
+    ListTargetsRequest, Outcome, OutcomeFilter, OutcomeResult, Presence, RecordConvergedRequest,
+    ReplayDeadLettersRequest, SubjectKey, SubjectKind, TakeEvent, TakeEventsRequest, TargetReport,
+    UserState, WatchOutcomesRequest,
 };
 use scimrelay_tests::TestVhost;
 
@@ -60,6 +61,7 @@ async fn wait_stored(r: &Running, n: usize) {
     let _ = client
         .get_event(GetEventRequest {
             event_id: "-".into(),
+            ..Default::default()
         })
         .await;
 }
@@ -82,6 +84,7 @@ fn delivery(event: &str, target: &str, subject: &str, kind: EventKind) -> Delive
         provider: "scim".into(),
         accepted_at_ms: 1_000,
         attempt: 0,
+        waits: 0,
     }
 }
 
@@ -89,7 +92,10 @@ fn routing_key(target: &str, subject: &str) -> String {
     scimrelay_core::amqp::event_routing_key(
         "scim",
         target,
-        scimrelay_core::amqp::shard_of(subject, 2),
+        scimrelay_core::amqp::shard_of(
+            &scimrelay_proto::subject_ref("acme", SubjectKind::User, subject),
+            2,
+        ),
     )
 }
 
@@ -127,7 +133,7 @@ async fn consume_shards(broker: &Broker, target: &str, n: usize) -> Vec<lapin::m
 on_both!(
     get_event_flags_duplicates,
     list_outcomes_and_events_paginate_and_filter,
-    subjects_and_ledger,
+    the_state_of_record_decides_versions,
     watch_resumes_from_a_cursor_without_gaps_or_duplicates,
     targets_report_counts_latency_quarantine_and_queue_depth,
     dead_letters_are_listed_and_replayed,
@@ -157,6 +163,7 @@ async fn get_event_flags_duplicates(db: TestDb) {
     let ev = client
         .get_event(GetEventRequest {
             event_id: "e1".into(),
+            ..Default::default()
         })
         .await
         .expect("GetEvent")
@@ -191,6 +198,7 @@ async fn get_event_flags_duplicates(db: TestDb) {
     let err = client
         .get_event(GetEventRequest {
             event_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("empty id");
@@ -199,6 +207,7 @@ async fn get_event_flags_duplicates(db: TestDb) {
     let none = client
         .get_event(GetEventRequest {
             event_id: "nope".into(),
+            ..Default::default()
         })
         .await
         .expect("unknown")
@@ -382,116 +391,256 @@ async fn list_outcomes_and_events_paginate_and_filter(db: TestDb) {
     r.stop().await;
 }
 
-async fn subjects_and_ledger(db: TestDb) {
-    let vhost = TestVhost::create("status-subject");
-    let broker = Broker::connect(&vhost).await;
+/// A user event of tenant `tenant` for `subject` at `version`.
+fn user_event(id: &str, tenant: &str, subject: &str, version: u64, title: &str) -> IdentityEvent {
+    IdentityEvent {
+        id: id.into(),
+        tenant: tenant.into(),
+        version,
+        kind: EventKind::UserUpserted as i32,
+        user: Some(UserState {
+            id: subject.into(),
+            user_name: subject.into(),
+            title: title.into(),
+            active: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn take(target: &str, event: &IdentityEvent, invalidate: bool) -> TakeEvent {
+    TakeEvent {
+        key: Some(event.subject_key(target)),
+        event: Some(event.clone()),
+        invalidate,
+        read_only: false,
+    }
+}
+
+/// The state of record over gRPC: desired versions only grow, applied versions never move
+/// back, a failure invalidates the fingerprint and the member set, and tenants and kinds are
+/// parts of the key.
+async fn the_state_of_record_decides_versions(db: TestDb) {
+    let vhost = TestVhost::create("status-record");
     let r = Running::start(&db.url, &vhost).await;
-    let mut v2 = outcome("e2", "t1", "u1", OutcomeResult::Succeeded, 2_000);
-    v2.version = 2;
-    v2.remote_id = "r-u1-v2".into();
-    v2.operation = scimrelay_proto::v1::Operation::Deactivated as i32;
-    let mut failed = outcome("e3", "t2", "u1", OutcomeResult::Failed, 3_000);
-    failed.detail = "403 forbidden".into();
-    failed.remote_id = String::new();
-    // v2 arrives before v1: the ledger never moves backwards.
-    broker
-        .outcomes(&[
-            v2,
-            outcome("e1", "t1", "u1", OutcomeResult::Succeeded, 1_000),
-            failed,
-        ])
-        .await;
-    wait_stored(&r, 3).await;
     let mut client = r.client().await;
+    let v2 = user_event("e2", "acme", "u1", 2, "Manager");
+    let v1 = user_event("e1", "acme", "u1", 1, "Engineer");
+    let globex = user_event("g1", "globex", "u1", 9, "Globex");
+    // v2 taken before v1 (a stale retry copy): the desired state stays v2.
+    let records = client
+        .take_events(TakeEventsRequest {
+            items: vec![
+                take("t1", &v2, false),
+                take("t1", &v1, false),
+                take("t1", &globex, false),
+            ],
+        })
+        .await
+        .expect("TakeEvents")
+        .into_inner()
+        .records;
+    assert_eq!(records.len(), 3, "one record per item, in order");
+    assert_eq!(records[0].desired_version, 2);
+    assert!(
+        records[0].desired.is_none(),
+        "the taken event is the desired one"
+    );
+    assert_eq!(
+        records[1].desired_version, 2,
+        "a stale copy never replaces it"
+    );
+    assert_eq!(
+        records[1].desired.as_ref().map(|e| e.id.as_str()),
+        Some("e2"),
+        "a stale copy gets the newer desired state"
+    );
+    assert_eq!(
+        records[2].desired_version, 9,
+        "globex's u1 is another subject"
+    );
+
+    // v2 applied, with a group-like member set; then a late success of v1 changes nothing.
+    let mut done = applied(
+        "t1",
+        SubjectKind::User,
+        "u1",
+        2,
+        "r-u1",
+        Presence::PresentInactive,
+    );
+    done.event_id = "e2".into();
+    done.fingerprint = 77;
+    done.members_known = true;
+    done.members = vec!["m1".into()];
+    let older = applied(
+        "t1",
+        SubjectKind::User,
+        "u1",
+        1,
+        "r-old",
+        Presence::PresentActive,
+    );
+    let recorded = client
+        .record_converged(RecordConvergedRequest {
+            items: vec![done, older],
+        })
+        .await
+        .expect("RecordConverged")
+        .into_inner()
+        .recorded;
+    assert_eq!(
+        recorded,
+        [true, false],
+        "the applied version never moves back"
+    );
+    let key = v2.subject_key("t1");
+    let ghost = SubjectKey::new("t1", "acme", SubjectKind::User, "ghost");
+    let group_u1 = SubjectKey::new("t1", "acme", SubjectKind::Group, "u1");
+    let got = client
+        .get_records(GetRecordsRequest {
+            keys: vec![key.clone(), ghost, group_u1],
+        })
+        .await
+        .expect("GetRecords")
+        .into_inner()
+        .records;
+    assert_eq!(
+        (
+            got[0].applied_version,
+            got[0].remote_id.as_str(),
+            got[0].fingerprint
+        ),
+        (2, "r-u1", 77)
+    );
+    assert_eq!((got[0].members_known, got[0].members.len()), (true, 1));
+    assert!(!got[1].found, "answers keep the request order");
+    assert!(
+        !got[2].found,
+        "a group with the user's id is another subject"
+    );
+
+    // A failed attempt of v3 invalidates the fingerprint and the members, and says why.
+    let v3 = user_event("e3", "acme", "u1", 3, "Director");
+    client
+        .take_events(TakeEventsRequest {
+            items: vec![take("t1", &v3, false)],
+        })
+        .await
+        .expect("take v3");
+    client
+        .record_converged(RecordConvergedRequest {
+            items: vec![Converged {
+                key: Some(key.clone()),
+                succeeded: false,
+                version: 3,
+                event_id: "e3".into(),
+                error: "retry: HTTP 503".into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("record failure");
+    let after = client
+        .take_events(TakeEventsRequest {
+            items: vec![take("t1", &v3, true)],
+        })
+        .await
+        .expect("take v3 again")
+        .into_inner()
+        .records;
+    let after = &after[0];
+    assert_eq!((after.fingerprint, after.members_known), (0, false));
+    assert_eq!(after.last_error, "retry: HTTP 503");
+    assert_eq!((after.desired_version, after.applied_version), (3, 2));
+    assert_eq!(
+        after.applied.as_ref().map(|e| e.version),
+        None,
+        "this test recorded no applied event"
+    );
+
+    // GetSubject: the record per tenant and kind, presence as a word.
     let s = client
         .get_subject(GetSubjectRequest {
             subject_id: "u1".into(),
-            target: String::new(),
+            ..Default::default()
         })
         .await
         .expect("GetSubject")
         .into_inner();
-    assert_eq!(s.targets.len(), 2);
-    let t1 = &s.targets[0];
+    assert_eq!(s.targets.len(), 2, "acme's and globex's u1: {s:?}");
+    let acme = &s.targets[0];
     assert_eq!(
         (
-            t1.target.as_str(),
-            t1.remote_id.as_str(),
-            t1.applied_version,
-            t1.state.as_str()
+            acme.tenant.as_str(),
+            acme.state.as_str(),
+            acme.last_operation.as_str()
         ),
-        ("t1", "r-u1-v2", 2, "deactivated")
+        ("acme", "present-inactive", "created")
     );
-    assert!(t1.last_error.is_empty());
-    let t2 = &s.targets[1];
-    assert_eq!((t2.applied_version, t2.state.as_str()), (0, "error"));
-    assert_eq!(t2.last_error, "failed: 403 forbidden");
-    let only = client
+    assert_eq!((acme.applied_version, acme.desired_version), (2, 3));
+    assert_eq!(acme.presence, Presence::PresentInactive as i32);
+    let globex_only = client
         .get_subject(GetSubjectRequest {
             subject_id: "u1".into(),
-            target: "t2".into(),
+            tenant: "globex".into(),
+            ..Default::default()
         })
         .await
-        .expect("t2")
+        .expect("globex")
         .into_inner();
-    assert_eq!(only.targets.len(), 1);
+    assert_eq!(globex_only.targets.len(), 1);
+    assert_eq!(
+        globex_only.targets[0].state, "unknown",
+        "taken, never applied"
+    );
     let err = client
         .get_subject(GetSubjectRequest {
-            subject_id: "ghost".into(),
-            target: String::new(),
+            subject_id: "u1".into(),
+            kind: SubjectKind::Group as i32,
+            ..Default::default()
         })
         .await
-        .expect_err("unknown");
+        .expect_err("no group u1");
     assert_eq!(err.code(), tonic::Code::NotFound);
 
-    let keys = vec![
-        LedgerKey {
-            target: "t1".into(),
-            subject_id: "u1".into(),
-        },
-        LedgerKey {
-            target: "t1".into(),
-            subject_id: "ghost".into(),
-        },
-        LedgerKey {
-            target: "t2".into(),
-            subject_id: "u1".into(),
-        },
-    ];
-    let l = client
-        .get_ledger(GetLedgerRequest { keys })
-        .await
-        .expect("GetLedger")
-        .into_inner();
-    assert_eq!(l.entries.len(), 3);
-    assert!(
-        l.entries[0].found
-            && l.entries[0].remote_id == "r-u1-v2"
-            && l.entries[0].applied_version == 2
-    );
-    assert!(
-        !l.entries[1].found && l.entries[1].subject_id == "ghost",
-        "answers keep the request order"
-    );
-    assert!(l.entries[2].found && l.entries[2].applied_version == 0);
+    // Bad requests name the field.
     let too_many = (0..1001)
-        .map(|i| LedgerKey {
-            target: "t1".into(),
-            subject_id: format!("u{i}"),
-        })
+        .map(|i| SubjectKey::new("t1", "acme", SubjectKind::User, &format!("u{i}")))
         .collect();
     let err = client
-        .get_ledger(GetLedgerRequest { keys: too_many })
+        .get_records(GetRecordsRequest { keys: too_many })
         .await
         .expect_err("too many");
-    assert!(err.message().contains("keys"), "{err}");
+    assert!(err.message().contains("at most 1000"), "{err}");
+    for (key, field) in [
+        (SubjectKey::default(), "keys[0].target"),
+        (
+            SubjectKey::new("t1", "", SubjectKind::User, "u1"),
+            "keys[0].tenant",
+        ),
+        (
+            SubjectKey::new("t1", "acme", SubjectKind::Unspecified, "u1"),
+            "keys[0].kind",
+        ),
+    ] {
+        let err = client
+            .get_records(GetRecordsRequest { keys: vec![key] })
+            .await
+            .expect_err("incomplete key");
+        assert!(err.message().starts_with(field), "{field}: {err}");
+    }
     let err = client
-        .get_ledger(GetLedgerRequest {
-            keys: vec![LedgerKey::default()],
+        .take_events(TakeEventsRequest {
+            items: vec![TakeEvent {
+                key: Some(key),
+                ..Default::default()
+            }],
         })
         .await
-        .expect_err("empty key");
-    assert!(err.message().contains("keys[0]"), "{err}");
+        .expect_err("no event");
+    assert!(err.message().starts_with("items[0].event"), "{err}");
     r.stop().await;
 }
 
@@ -858,6 +1007,7 @@ async fn dead_letters_are_listed_and_replayed(db: TestDb) {
             let ev = client
                 .get_event(GetEventRequest {
                     event_id: "d1".into(),
+                    ..Default::default()
                 })
                 .await
                 .ok()?
@@ -930,6 +1080,7 @@ async fn held_events_are_listed_released_and_dropped(db: TestDb) {
     let ev = client
         .get_event(GetEventRequest {
             event_id: "h1".into(),
+            ..Default::default()
         })
         .await
         .expect("h1")
@@ -987,6 +1138,7 @@ async fn held_events_are_listed_released_and_dropped(db: TestDb) {
     let ev = client
         .get_event(GetEventRequest {
             event_id: "h2".into(),
+            ..Default::default()
         })
         .await
         .expect("h2")
@@ -1001,131 +1153,95 @@ async fn held_events_are_listed_released_and_dropped(db: TestDb) {
 
 async fn the_deprovision_guard_admits_then_refuses(db: TestDb) {
     let vhost = TestVhost::create("status-guard");
-    let broker = Broker::connect(&vhost).await;
     let r = Running::start(&db.url, &vhost).await;
-    let users: Vec<_> = (0..20)
-        .map(|i| {
-            outcome(
-                &format!("c{i}"),
-                "t1",
-                &format!("u{i}"),
-                OutcomeResult::Succeeded,
-                1_000 + i,
-            )
-        })
-        .collect();
-    broker.outcomes(&users).await;
-    wait_stored(&r, 20).await;
     let mut client = r.client().await;
-    let guard = DeprovisionGuard {
-        max_share: 0.1,
-        window_ms: 600_000,
-        min_users: 10,
-    };
-    let request = |subject: &str| AdmitDeprovisionRequest {
-        target: "t1".into(),
+    present_users(&mut client, "t1", "u", 20).await;
+    // Users that left or never arrived do not count (the guard counts the state of record).
+    client
+        .record_converged(RecordConvergedRequest {
+            items: vec![applied(
+                "t1",
+                SubjectKind::User,
+                "left-long-ago",
+                1,
+                "",
+                Presence::Absent,
+            )],
+        })
+        .await
+        .expect("absent user");
+    client
+        .take_events(TakeEventsRequest {
+            items: vec![take(
+                "t1",
+                &user_event("n1", "acme", "never-applied", 1, ""),
+                false,
+            )],
+        })
+        .await
+        .expect("taken user");
+    // t1's guard (the targets file): 10 % of the users within 600 s, from 10 users.
+    let request = |target: &str, subject: &str| AdmitDeprovisionRequest {
+        target: target.into(),
+        tenant: "acme".into(),
         subject_id: subject.into(),
         event_id: format!("d-{subject}"),
-        guard: Some(guard),
     };
-
-    let invalid = [
+    for (req, field, code) in [
+        (request("", "u0"), "target", tonic::Code::InvalidArgument),
         (
-            AdmitDeprovisionRequest {
-                target: String::new(),
-                ..request("u0")
-            },
-            "target",
-        ),
-        (
-            AdmitDeprovisionRequest {
-                subject_id: String::new(),
-                ..request("u0")
-            },
+            request("t1", ""),
             "subject_id",
+            tonic::Code::InvalidArgument,
         ),
         (
-            AdmitDeprovisionRequest {
-                guard: None,
-                ..request("u0")
-            },
-            "guard",
+            request("not-in-the-file", "u0"),
+            "target",
+            tonic::Code::FailedPrecondition,
         ),
-        (
-            AdmitDeprovisionRequest {
-                guard: Some(DeprovisionGuard {
-                    max_share: 0.0,
-                    ..guard
-                }),
-                ..request("u0")
-            },
-            "guard.max_share",
-        ),
-        (
-            AdmitDeprovisionRequest {
-                guard: Some(DeprovisionGuard {
-                    max_share: 1.5,
-                    ..guard
-                }),
-                ..request("u0")
-            },
-            "guard.max_share",
-        ),
-        (
-            AdmitDeprovisionRequest {
-                guard: Some(DeprovisionGuard {
-                    max_share: f64::NAN,
-                    ..guard
-                }),
-                ..request("u0")
-            },
-            "guard.max_share",
-        ),
-        (
-            AdmitDeprovisionRequest {
-                guard: Some(DeprovisionGuard {
-                    window_ms: 0,
-                    ..guard
-                }),
-                ..request("u0")
-            },
-            "guard.window_ms",
-        ),
-    ];
-    for (req, field) in invalid {
+    ] {
         let err = client
             .admit_deprovision(req)
             .await
             .expect_err("invalid request");
-        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{field}");
+        assert_eq!(err.code(), code, "{field}: {err}");
         assert!(
             err.message().starts_with(&format!("{field}:")),
             "{field}: {}",
             err.message()
         );
     }
-
-    // 10 % of 20 users: two within the window.
+    // One absent user within the window counts (it was present when the window began).
     for (subject, recent) in [("u0", 1), ("u1", 2), ("u0", 2)] {
         let a = client
-            .admit_deprovision(request(subject))
+            .admit_deprovision(request("t1", subject))
             .await
             .expect("AdmitDeprovision")
             .into_inner();
         assert!(a.admitted, "{subject}: {a:?}");
-        assert_eq!((a.users, a.recent), (20, recent), "{subject}");
+        assert_eq!((a.users, a.recent), (21, recent), "{subject}");
     }
     let held = client
-        .admit_deprovision(request("u2"))
+        .admit_deprovision(request("t1", "u2"))
         .await
         .expect("AdmitDeprovision")
         .into_inner();
     assert!(!held.admitted);
-    assert_eq!((held.users, held.recent), (20, 2));
+    assert_eq!((held.users, held.recent), (21, 2));
     assert_eq!(
         held.reason,
-        "2 of 20 users deprovisioned within 600 s (limit 10%)"
+        "2 of 21 users deprovisioned within 600 s (limit 10%)"
     );
+    // t2's guard is off in the targets file: everything is admitted, nothing counted.
+    present_users(&mut client, "t2", "u", 20).await;
+    for i in 0..20 {
+        let a = client
+            .admit_deprovision(request("t2", &format!("u{i}")))
+            .await
+            .expect("AdmitDeprovision")
+            .into_inner();
+        assert!(a.admitted, "u{i}");
+    }
     r.stop().await;
 }
 
@@ -1242,6 +1358,7 @@ async fn every_call_needs_a_valid_key_within_its_rate() {
             .await
             .get_event(GetEventRequest {
                 event_id: "e1".into(),
+                ..Default::default()
             })
             .await,
     );
@@ -1328,6 +1445,102 @@ fn held_event(event: &str, subject: &str) -> HeldEvent {
     }
 }
 
+/// Writing the state of record needs the `connector` scope; the guard `connector` or `admin`:
+/// a dashboard's `read` key can neither move versions nor fill a target's guard window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_of_record_and_the_guard_need_the_connector_scope() {
+    let db = TestDb::sqlite().await;
+    let vhost = TestVhost::create("status-connector-scope");
+    let keys = Keys::new();
+    let r = start_with_keys(&db, &vhost, &keys).await;
+    let event = user_event("e1", "acme", "u1", 1, "x");
+    let takes = || TakeEventsRequest {
+        items: vec![take("t1", &event, false)],
+    };
+    let records = || RecordConvergedRequest {
+        items: vec![applied(
+            "t1",
+            SubjectKind::User,
+            "u1",
+            1,
+            "r1",
+            Presence::PresentActive,
+        )],
+    };
+    let admit = || AdmitDeprovisionRequest {
+        target: "t1".into(),
+        tenant: "acme".into(),
+        subject_id: "u1".into(),
+        event_id: "d1".into(),
+    };
+    let mut reader = r.client_as(Some(keys.reader)).await;
+    let mut admin = r.client().await;
+    for (who, err, scope) in [
+        (
+            "reader",
+            refused(reader.take_events(takes()).await),
+            "connector",
+        ),
+        (
+            "reader",
+            refused(reader.record_converged(records()).await),
+            "connector",
+        ),
+        (
+            "reader",
+            refused(reader.admit_deprovision(admit()).await),
+            "connector",
+        ),
+        (
+            "ops",
+            refused(admin.take_events(takes()).await),
+            "connector",
+        ),
+        (
+            "ops",
+            refused(admin.record_converged(records()).await),
+            "connector",
+        ),
+    ] {
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{who}: {err}");
+        assert!(
+            err.message().contains(&format!("`{scope}`")),
+            "{who}: {err}"
+        );
+    }
+    // Nothing was written by the refused calls.
+    let nothing = reader
+        .get_records(GetRecordsRequest {
+            keys: vec![event.subject_key("t1")],
+        })
+        .await
+        .expect("a reader reads records")
+        .into_inner();
+    assert!(!nothing.records[0].found, "{nothing:?}");
+    admin
+        .admit_deprovision(admit())
+        .await
+        .expect("an admin may ask the guard");
+    let mut connector = r.client_as(Some(keys.connector)).await;
+    connector
+        .take_events(takes())
+        .await
+        .expect("connector takes");
+    connector
+        .record_converged(records())
+        .await
+        .expect("connector records");
+    connector
+        .admit_deprovision(admit())
+        .await
+        .expect("connector asks the guard");
+    connector
+        .list_targets(ListTargetsRequest {})
+        .await
+        .expect("connector implies read");
+    r.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_actions_need_the_admin_scope() {
     let db = TestDb::sqlite().await;
@@ -1398,6 +1611,7 @@ async fn operator_actions_need_the_admin_scope() {
     let ev = reader
         .get_event(GetEventRequest {
             event_id: "h1".into(),
+            ..Default::default()
         })
         .await
         .expect("h1")
@@ -1463,6 +1677,29 @@ async fn a_tenant_key_reads_only_its_tenants(db: TestDb) {
     }
     broker.held(&held).await;
     wait_stored(&r, 4).await;
+    let mut connector = r.client_as(Some(keys.connector)).await;
+    let of = |target: &str, tenant: &str, subject: &str| Converged {
+        key: Some(SubjectKey::new(target, tenant, SubjectKind::User, subject)),
+        ..applied(
+            target,
+            SubjectKind::User,
+            subject,
+            1,
+            "r",
+            Presence::PresentActive,
+        )
+    };
+    connector
+        .record_converged(RecordConvergedRequest {
+            items: vec![
+                of("t1", "acme", "ua"),
+                of("t2", "acme", "ua"),
+                of("t1", "beta", "ub"),
+                of("t2", "beta", "ub"),
+            ],
+        })
+        .await
+        .expect("state of record");
     let mut admin = r.client().await;
     eventually("held stored", WAIT, || {
         let mut admin = admin.clone();
@@ -1564,6 +1801,7 @@ async fn a_tenant_key_reads_only_its_tenants(db: TestDb) {
     let ev = acme
         .get_event(GetEventRequest {
             event_id: "a1".into(),
+            ..Default::default()
         })
         .await
         .expect("own event")
@@ -1572,18 +1810,21 @@ async fn a_tenant_key_reads_only_its_tenants(db: TestDb) {
     let foreign = refused(
         acme.get_event(GetEventRequest {
             event_id: "b1".into(),
+            ..Default::default()
         })
         .await,
     );
     let unknown = refused(
         acme.get_event(GetEventRequest {
             event_id: "nope".into(),
+            ..Default::default()
         })
         .await,
     );
     let held_foreign = refused(
         acme.get_event(GetEventRequest {
             event_id: "hb".into(),
+            ..Default::default()
         })
         .await,
     );
@@ -1598,6 +1839,7 @@ async fn a_tenant_key_reads_only_its_tenants(db: TestDb) {
     let seen_by_admin = admin
         .get_event(GetEventRequest {
             event_id: "hb".into(),
+            ..Default::default()
         })
         .await
         .expect("admin sees the held copy")
@@ -1607,6 +1849,7 @@ async fn a_tenant_key_reads_only_its_tenants(db: TestDb) {
         .get_subject(GetSubjectRequest {
             subject_id: "ua".into(),
             target: String::new(),
+            ..Default::default()
         })
         .await
         .expect("own subject")
@@ -1616,6 +1859,7 @@ async fn a_tenant_key_reads_only_its_tenants(db: TestDb) {
         acme.get_subject(GetSubjectRequest {
             subject_id: "ub".into(),
             target: String::new(),
+            ..Default::default()
         })
         .await,
     );
@@ -1646,31 +1890,12 @@ async fn a_tenant_key_reads_only_its_tenants(db: TestDb) {
     );
     for_all(
         refused(
-            acme.get_ledger(GetLedgerRequest {
-                keys: vec![LedgerKey {
-                    target: "t1".into(),
-                    subject_id: "ua".into(),
-                }],
+            acme.get_records(GetRecordsRequest {
+                keys: vec![SubjectKey::new("t1", "acme", SubjectKind::User, "ua")],
             })
             .await,
         ),
-        "GetLedger",
-    );
-    for_all(
-        refused(
-            acme.admit_deprovision(AdmitDeprovisionRequest {
-                target: "t1".into(),
-                subject_id: "ua".into(),
-                event_id: "x".into(),
-                guard: Some(DeprovisionGuard {
-                    max_share: 0.5,
-                    window_ms: 1000,
-                    min_users: 1,
-                }),
-            })
-            .await,
-        ),
-        "AdmitDeprovision",
+        "GetRecords",
     );
     for_all(
         refused(

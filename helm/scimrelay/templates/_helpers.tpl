@@ -126,7 +126,7 @@ seccompProfile:
 {{- fail "auth.keys.existingSecret is empty: ingest and status listen on 0.0.0.0 and refuse to start without an API keys file. Make keys with `scimrelayctl keys new --id ID --tenant T --scope send`, store the keys file in a Secret (key auth.keys.existingSecretKey, default keys.yaml) and set auth.keys.existingSecret; or set auth.allowUnauthenticated=true to run WITHOUT authentication (never in production)" }}
 {{- end }}
 {{- if and (not .Values.auth.allowUnauthenticated) $anyConnector (not .Values.auth.connectorKey.existingSecret) }}
-{{- fail "auth.connectorKey.existingSecret is empty but auth.keys.existingSecret is set: the connectors could not call status (GetLedger, AdmitDeprovision). Make a key with `scimrelayctl keys new --id connectors --tenant '*' --scope read`, add its entry to the keys file, store the key in a Secret (key auth.connectorKey.existingSecretKey, default api-key) and set auth.connectorKey.existingSecret" }}
+{{- fail "auth.connectorKey.existingSecret is empty but auth.keys.existingSecret is set: the connectors could not call status (the state of record, AdmitDeprovision). Make a key with `scimrelayctl keys new --id connectors --tenant '*' --scope connector`, add its entry to the keys file, store the key in a Secret (key auth.connectorKey.existingSecretKey, default api-key) and set auth.connectorKey.existingSecret" }}
 {{- end }}
 {{- if and .Values.tls.mutual (not .Values.tls.existingSecret) }}
 {{- fail "tls.mutual needs tls.existingSecret: mutual TLS is TLS with client certificates; set tls.existingSecret to the kubernetes.io/tls Secret of ingest and status" }}

@@ -5,7 +5,10 @@
 //! service, (2) latency percentiles at open-loop offered loads, (3) quota use against a
 //! throttling provider, with a ceiling and adaptive only, (4) a backlog drained from cold with
 //! resident memory over time, (5) a naive sequential SCIM client against the same simulator,
-//! (6) the status service draining a backlog of outcomes into SQLite (its write rate).
+//! (6) the status service draining a backlog of outcomes into SQLite (its write rate). With
+//! `--baseline REV` the throughput and latency sections also run for revision REV (its own
+//! release build and its own bench, in a git worktree under `target/baseline/`) in the same
+//! session, and the report compares the two.
 //!
 //! Every figure is measured from the system's own records: ingest's `accepted_at_ms` and the
 //! status service's `recorded_at_ms` (streamed with `WatchOutcomes`), the simulator's admin
@@ -43,6 +46,10 @@ struct Args {
     /// Only these sections (comma-separated: throughput,latency,quota,scale,baseline,status).
     #[arg(long)]
     only: Option<String>,
+    /// Also run the throughput and latency sections for this git revision (built in release
+    /// in a worktree under `target/baseline/`, run with its own bench binary) and compare.
+    #[arg(long, value_name = "REV")]
+    baseline: Option<String>,
 }
 
 /// Sizes of one run; `make bench` and `--quick` differ only here.
@@ -498,6 +505,27 @@ struct ThroughputRun {
     cpu_per_event_ms: BTreeMap<String, f64>,
     peak_rss: BTreeMap<String, f64>,
     results: String,
+    /// State-of-record calls the status service served in the run: (call, calls, items).
+    record_calls: Vec<(String, f64, f64)>,
+}
+
+/// The state-of-record calls the status service served so far, from its `/metrics`:
+/// (call, calls, items).
+async fn record_calls(stack: &Stack) -> Vec<(String, f64, f64)> {
+    let m = stack.metrics(&stack.status_http).await;
+    ["TakeEvents", "RecordConverged", "GetRecords"]
+        .iter()
+        .map(|call| {
+            let calls = m.value(&format!(
+                "scimrelay_state_of_record_calls_total{{call=\"{call}\"}}"
+            ));
+            let items = m.value(&format!(
+                "scimrelay_state_of_record_items_total{{call=\"{call}\"}}"
+            ));
+            ((*call).to_owned(), calls, items)
+        })
+        .filter(|(_, calls, _)| *calls > 0.0)
+        .collect()
 }
 
 async fn throughput(
@@ -527,6 +555,7 @@ async fn throughput(
     let after = cpu_snapshot(&procs, tck);
     let wall = t0.elapsed().as_secs_f64();
     let samples = rss.finish().await;
+    let record_calls = record_calls(&stack).await;
     let first = recs.iter().map(|r| r.accepted_ms).min().unwrap_or(0);
     let last = recs.iter().map(|r| r.recorded_ms).max().unwrap_or(0);
     let span = ((last - first) as f64 / 1000.0).max(0.001);
@@ -553,6 +582,7 @@ async fn throughput(
         cpu_per_event_ms,
         peak_rss: peak_rss(&samples),
         results: results_summary(&recs),
+        record_calls,
     }
 }
 
@@ -1028,6 +1058,8 @@ async fn baseline(stack: &Stack, token: &str, n: usize) -> BaselineRun {
 
 #[derive(Default)]
 struct Report {
+    /// The same sections of another revision, run in this session (`--baseline`).
+    compared: Option<baseline_rev::Compared>,
     throughput: Vec<ThroughputRun>,
     latency: Vec<LatencyRun>,
     quota: Vec<QuotaRun>,
@@ -1110,6 +1142,90 @@ fn f0(v: f64) -> String {
 
 fn mark(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
+}
+
+/// The comparison with `--baseline REV`: both builds' throughput, CPU per event per process
+/// and latency, side by side.
+fn render_compared(s: &mut String, report: &Report, c: &baseline_rev::Compared) {
+    let w = |s: &mut String, t: &str| {
+        s.push_str(t);
+        s.push('\n');
+    };
+    w(
+        s,
+        &format!(
+            "## Compared with {} ({}), run in the same session",
+            c.rev, c.commit
+        ),
+    );
+    w(s, "");
+    w(
+        s,
+        &format!(
+            "`make bench BASELINE={}` built that revision in release and ran its own throughput and latency sections \
+             right before this build's, on this machine; ratios are this build ÷ {}.",
+            c.rev, c.rev
+        ),
+    );
+    w(s, "");
+    w(
+        s,
+        "| events | end to end events/s (baseline → this) | ratio | CPU ms/event per process (baseline → this) | total ratio |\n|---|---|---|---|---|",
+    );
+    for t in &report.throughput {
+        let Some(old) = c.throughput.iter().find(|o| o.0 == t.n) else {
+            continue;
+        };
+        let per_process = old
+            .2
+            .iter()
+            .filter(|(k, _)| k != "total")
+            .map(|(k, v)| {
+                let new = t.cpu_per_event_ms.get(k).copied().unwrap_or(f64::NAN);
+                format!("{k} {v:.3} → {new:.3}")
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let old_total = old
+            .2
+            .iter()
+            .find(|(k, _)| k == "total")
+            .map_or(f64::NAN, |(_, v)| *v);
+        let new_total: f64 = t.cpu_per_event_ms.values().sum();
+        w(
+            s,
+            &format!(
+                "| {} | {} → {} | × {:.2} | {per_process}; total {old_total:.3} → {new_total:.3} | **× {:.2}** |",
+                t.n,
+                f0(old.1),
+                f0(t.e2e_per_sec),
+                t.e2e_per_sec / old.1,
+                new_total / old_total
+            ),
+        );
+    }
+    w(s, "");
+    w(
+        s,
+        "| offered events/s | p50 ms (baseline → this) | p99 ms (baseline → this) |\n|---|---|---|",
+    );
+    for l in &report.latency {
+        let Some(old) = c.latency.iter().find(|o| o.0 == l.offered) else {
+            continue;
+        };
+        w(
+            s,
+            &format!(
+                "| {} | {} → {} | {} → {} |",
+                l.offered,
+                f0(old.1),
+                f0(l.p50),
+                f0(old.2),
+                f0(l.p99)
+            ),
+        );
+    }
+    w(s, "");
 }
 
 fn render(
@@ -1231,7 +1347,31 @@ fn render(
             ),
         );
     }
+    if let Some(c) = &report.compared
+        && let Some(t) = report.throughput.iter().max_by_key(|t| t.n)
+        && let Some(old) = c.throughput.iter().find(|o| o.0 == t.n)
+    {
+        let new_total: f64 = t.cpu_per_event_ms.values().sum();
+        let old_total = old
+            .2
+            .iter()
+            .find(|(k, _)| k == "total")
+            .map_or(f64::NAN, |(_, v)| *v);
+        let ratio = new_total / old_total;
+        w(
+            &mut s,
+            &format!(
+                "| CPU ms per event ≤ 1.25 × {}'s ({} events) | {new_total:.3} vs {old_total:.3} ms: × {ratio:.2} | {} |",
+                c.rev,
+                t.n,
+                mark(ratio <= 1.25)
+            ),
+        );
+    }
     w(&mut s, "");
+    if let Some(c) = &report.compared {
+        render_compared(&mut s, report, c);
+    }
     w(&mut s, "## Sizes of this run");
     w(&mut s, "");
     w(
@@ -1317,6 +1457,32 @@ fn render(
             w(
                 &mut s,
                 &format!("| {} | {} | {total:.3} |", t.n, cells.join(" | ")),
+            );
+        }
+        w(&mut s, "");
+        for t in &report.throughput {
+            if t.record_calls.is_empty() {
+                continue;
+            }
+            let calls = t
+                .record_calls
+                .iter()
+                .map(|(call, calls, items)| {
+                    format!(
+                        "{call} {} calls for {} items ({:.1} per call)",
+                        f0(*calls),
+                        f0(*items),
+                        items / calls.max(1.0)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            w(
+                &mut s,
+                &format!(
+                    "State of record, {} events (its writes and reads are in the status column above): {calls}.",
+                    t.n
+                ),
             );
         }
         w(&mut s, "");
@@ -1876,6 +2042,15 @@ async fn main() -> std::process::ExitCode {
     if args.section("status") {
         report.status = Some(status_writes(&args, &sizes).await);
     }
+    if let Some(rev) = &args.baseline {
+        report.compared = match baseline_rev::run(rev, args.quick) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("bench: baseline {rev}: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+    }
     let charts = charts::font();
     let drawn = charts
         && draw_charts(&report, &chart_dir)
@@ -1900,4 +2075,186 @@ async fn main() -> std::process::ExitCode {
         started.elapsed().as_secs_f64()
     );
     std::process::ExitCode::SUCCESS
+}
+
+/// `--baseline REV`: the throughput and latency sections of another revision, run in this
+/// session on this machine so that the two builds are compared under the same conditions.
+/// REV is checked out in a git worktree (`target/baseline/src-<rev>`), built in release with
+/// its own target directory (`target/baseline/target`, reused by later runs), and its own
+/// `scimrelay-bench` runs the two sections with its own binaries; its report is read back
+/// (REV's bench must write the tables of this one, as every revision since the bench exists
+/// does).
+mod baseline_rev {
+    use std::process::Command;
+
+    /// One throughput run of REV: events, end-to-end events/s, CPU ms per event per process
+    /// (and `total`).
+    pub type Run = (usize, f64, Vec<(String, f64)>);
+
+    /// What REV measured.
+    pub struct Compared {
+        /// The revision as given, and its commit.
+        pub rev: String,
+        pub commit: String,
+        /// Per throughput run: events, end-to-end events/s, CPU ms per event per process.
+        pub throughput: Vec<Run>,
+        /// Per latency run: offered events/s, p50 ms, p99 ms.
+        pub latency: Vec<(u32, f64, f64)>,
+    }
+
+    fn run_cmd(what: &str, cmd: &mut Command) -> Result<String, String> {
+        eprintln!("bench: baseline: {what}");
+        let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{what} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Builds and runs REV's bench (throughput and latency), then reads its report.
+    pub fn run(rev: &str, quick: bool) -> Result<Compared, String> {
+        let commit = run_cmd(
+            "resolve the revision",
+            Command::new("git").args(["rev-parse", "--verify", &format!("{rev}^{{commit}}")]),
+        )?;
+        let short = &commit[..commit.len().min(12)];
+        let root = std::env::current_dir().map_err(|e| e.to_string())?;
+        let base = root.join("target/baseline");
+        let src = base.join(format!("src-{short}"));
+        if !src.join("Cargo.toml").is_file() {
+            let _ = std::fs::create_dir_all(&base);
+            run_cmd(
+                "check out the revision",
+                Command::new("git").args([
+                    "worktree",
+                    "add",
+                    "--detach",
+                    &src.to_string_lossy(),
+                    &commit,
+                ]),
+            )?;
+        }
+        let target_dir = base.join("target");
+        let profile = if quick { "debug" } else { "release" };
+        let mut build = Command::new("cargo");
+        build
+            .args(["build", "--workspace", "--bins"])
+            .current_dir(&src)
+            .env("CARGO_TARGET_DIR", &target_dir);
+        if !quick {
+            build.arg("--release");
+        }
+        run_cmd(&format!("build {short} ({profile})"), &mut build)?;
+        let report = base.join(format!("{short}/BENCHMARKS.md"));
+        let mut bench = Command::new(target_dir.join(profile).join("scimrelay-bench"));
+        bench
+            .args(["--only", "throughput,latency", "--out"])
+            .arg(&report)
+            .arg("--dir")
+            .arg(base.join(format!("{short}/run")))
+            .current_dir(&src);
+        if quick {
+            bench.arg("--quick");
+        }
+        run_cmd(&format!("run the bench of {short}"), &mut bench)?;
+        let text = std::fs::read_to_string(&report).map_err(|e| format!("{report:?}: {e}"))?;
+        let mut c = parse(&text)?;
+        c.rev = rev.to_owned();
+        c.commit = short.to_owned();
+        Ok(c)
+    }
+
+    fn cells(line: &str) -> Vec<String> {
+        line.trim()
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().trim_matches('*').to_owned())
+            .collect()
+    }
+
+    /// The rows of the table whose header line starts with `header`.
+    fn table<'a>(text: &'a str, header: &str) -> Vec<(Vec<String>, &'a str)> {
+        let mut lines = text.lines().skip_while(|l| !l.starts_with(header));
+        let Some(head) = lines.next() else {
+            return Vec::new();
+        };
+        let names = cells(head);
+        lines
+            .skip(1)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| (names.clone(), l))
+            .collect()
+    }
+
+    /// Reads the throughput, CPU and latency tables of a report.
+    pub fn parse(text: &str) -> Result<Compared, String> {
+        let num = |s: &str| s.parse::<f64>().unwrap_or(f64::NAN);
+        let mut throughput = Vec::new();
+        for (_, row) in table(text, "| events | outcomes recorded") {
+            let c = cells(row);
+            let n = c.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+            throughput.push((n, c.get(2).map_or(f64::NAN, |v| num(v)), Vec::new()));
+        }
+        for (names, row) in table(text, "| events | ingest") {
+            let c = cells(row);
+            let n: usize = c.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let cpu: Vec<(String, f64)> = names
+                .iter()
+                .zip(&c)
+                .skip(1)
+                .map(|(k, v)| (k.clone(), num(v)))
+                .collect();
+            if let Some(t) = throughput.iter_mut().find(|t| t.0 == n) {
+                t.2 = cpu;
+            }
+        }
+        let latency = table(text, "| offered events/s")
+            .into_iter()
+            .map(|(_, row)| {
+                let c = cells(row);
+                let get = |i: usize| c.get(i).map_or(f64::NAN, |v| num(v));
+                (get(0) as u32, get(5), get(7))
+            })
+            .collect::<Vec<_>>();
+        if throughput.is_empty() && latency.is_empty() {
+            return Err("the report holds no throughput or latency table".into());
+        }
+        Ok(Compared {
+            rev: String::new(),
+            commit: String::new(),
+            throughput,
+            latency,
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn reads_the_tables_of_a_report() {
+            let text = "## 1.\n\n| events | outcomes recorded | end to end events/s | ingest accepts/s | wall s | outcomes |\n|---|---|---|---|---|---|\n| 10000 | 10000 | **2895** | 8325 | 3.5 | succeeded: 10000 |\n\nCPU\n\n| events | ingest | status | total |\n|---|---|---|---|\n| 10000 | 0.047 | 0.137 | 0.184 |\n\n| offered events/s | seconds | sent | recorded | achieved offered/s | p50 ms | p95 ms | p99 ms | max ms | a | b |\n|---|---|---|---|---|---|---|---|---|---|---|\n| 1000 | 20 | 20000 | 20000 | 1000 | 112 | 140 | **149** | 175 | 89 / 126 | 23 / 30 |\n";
+            let c = parse(text).expect("parsed");
+            assert_eq!(c.throughput.len(), 1);
+            assert_eq!((c.throughput[0].0, c.throughput[0].1), (10000, 2895.0));
+            assert_eq!(
+                c.throughput[0].2,
+                vec![
+                    ("ingest".to_owned(), 0.047),
+                    ("status".to_owned(), 0.137),
+                    ("total".to_owned(), 0.184)
+                ]
+            );
+            assert_eq!(c.latency, vec![(1000, 112.0, 149.0)]);
+        }
+    }
 }

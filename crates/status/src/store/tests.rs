@@ -3,6 +3,10 @@
 //! fresh database of each backend (see `on_both!` below), since its atomicity is per backend.
 
 use super::*;
+use scimrelay_proto::v1::{
+    AdmitDeprovisionResponse, Converged, EventKind, IdentityEvent, Operation, Presence, SubjectKey,
+    SubjectKind, TakeEvent, UserState,
+};
 
 fn outcome(
     event: &str,
@@ -124,6 +128,7 @@ async fn reopen_lets_a_replayed_copy_count() {
         .expect("dead");
     store
         .write(&[Record::Reopen {
+            tenant: String::new(),
             event_id: "e1".into(),
             target: "t1".into(),
         }])
@@ -136,6 +141,62 @@ async fn reopen_lets_a_replayed_copy_count() {
     let (history, _) = store.event("e1").await.expect("event");
     assert_eq!(history.iter().filter(|r| r.terminal).count(), 1);
     assert!(history[1].terminal && !history[1].duplicate, "{history:?}");
+}
+
+/// Event ids are unique per tenant: globex's held event and acme's held event with the same id
+/// are two held events, and releasing one by tenant leaves the other held.
+#[tokio::test]
+async fn held_events_of_two_tenants_may_share_an_event_id() {
+    let store = Store::open("sqlite::memory:").await.expect("open");
+    let held = |tenant: &str| HeldEvent {
+        delivery: Some(scimrelay_proto::v1::Delivery {
+            event: Some(IdentityEvent {
+                tenant: tenant.into(),
+                kind: EventKind::UserDeleted as i32,
+                ..user_event("same-id", 2, "u-7")
+            }),
+            target: "t1".into(),
+            ..Default::default()
+        }),
+        reason: format!("held for {tenant}"),
+        ..Default::default()
+    };
+    store
+        .write(&[
+            Record::Held(Box::new(held("globex"))),
+            Record::Held(Box::new(held("acme"))),
+        ])
+        .await
+        .expect("held");
+    let all = store.held("", 0, 10).await.expect("held");
+    assert_eq!(all.len(), 2, "acme's did not replace globex's: {all:?}");
+    let acme = store
+        .held_selected("acme", "t1", &["same-id".to_owned()])
+        .await
+        .expect("selected");
+    assert_eq!(acme.len(), 1);
+    assert_eq!(acme[0].reason, "held for acme");
+    store
+        .write(&[Record::Unhold {
+            tenant: "acme".into(),
+            event_id: "same-id".into(),
+            target: "t1".into(),
+        }])
+        .await
+        .expect("unhold");
+    let left = store.held("", 0, 10).await.expect("held");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].reason, "held for globex");
+    // Two tenants' terminal outcomes with one event id: both are terminal.
+    let of = |tenant: &str| Outcome {
+        tenant: tenant.into(),
+        ..outcome("same-id", "t1", 1, OutcomeResult::Succeeded, 10)
+    };
+    let w = store
+        .record(&[of("acme"), of("globex")])
+        .await
+        .expect("record");
+    assert_eq!((w.inserted, w.duplicates), (2, 0), "{w:?}");
 }
 
 #[tokio::test]
@@ -151,13 +212,21 @@ async fn prune_deletes_old_history_only() {
         .record(&[outcome("new", "t1", 2, OutcomeResult::Succeeded, 20)])
         .await
         .expect("new");
+    store
+        .record_converged(&[applied("t1", "u1", 2, "r-u1", Presence::PresentActive)])
+        .await
+        .expect("state of record");
     assert_eq!(store.prune(cutoff).await.expect("prune"), 1);
     assert!(store.event("old").await.expect("old").0.is_empty());
     assert_eq!(store.event("new").await.expect("new").0.len(), 1);
     assert_eq!(
-        store.subject("u1", "", None).await.expect("subject")[0].applied_version,
+        store
+            .subject("u1", "", "", SubjectKind::Unspecified, None)
+            .await
+            .expect("subject")[0]
+            .applied_version,
         2,
-        "the ledger is kept"
+        "the state of record is kept"
     );
 }
 
@@ -311,6 +380,9 @@ on_both!(
     users_deleted_before_the_window_do_not_count,
     replicas_never_both_admit_the_last_slot,
     tenants_limit_listings_and_subjects,
+    desired_versions_only_grow_and_applied_never_moves_back,
+    a_failure_invalidates_the_fingerprint_and_the_members,
+    tenants_and_kinds_are_separate_subjects,
 );
 
 const WINDOW_MS: u64 = 600_000;
@@ -330,6 +402,7 @@ fn user_outcome(target: &str, subject: &str, op: Operation) -> Outcome {
         event_id: format!("{target}-{subject}-{}", op.name()),
         target: target.into(),
         provider: "scim".into(),
+        tenant: "acme".into(),
         subject_kind: SubjectKind::User as i32,
         subject_id: subject.into(),
         version: 1,
@@ -342,17 +415,42 @@ fn user_outcome(target: &str, subject: &str, op: Operation) -> Outcome {
     }
 }
 
-/// Users `{prefix}0` … at `target`, created through the normal write path.
+/// What a connector records after converging user `subject` of acme at `target`.
+fn applied(target: &str, subject: &str, version: u64, remote: &str, p: Presence) -> Converged {
+    Converged {
+        key: Some(SubjectKey::new(target, "acme", SubjectKind::User, subject)),
+        succeeded: true,
+        version,
+        event_id: format!("{subject}-v{version}"),
+        remote_id: remote.into(),
+        presence: p as i32,
+        fingerprint: version,
+        operation: "updated".into(),
+        ..Default::default()
+    }
+}
+
+/// Users `{prefix}0` … present and active at `target`, as connectors record them.
 async fn create_users(store: &Store, target: &str, prefix: &str, n: usize) {
-    let outcomes: Vec<Outcome> = (0..n)
-        .map(|i| user_outcome(target, &format!("{prefix}{i}"), Operation::Created))
+    let items: Vec<Converged> = (0..n)
+        .map(|i| {
+            let id = format!("{prefix}{i}");
+            applied(target, &id, 1, &format!("r-{id}"), Presence::PresentActive)
+        })
         .collect();
-    store.record(&outcomes).await.expect("create users");
+    store.record_converged(&items).await.expect("create users");
 }
 
 async fn admit(store: &Store, target: &str, subject: &str, now: i64) -> AdmitDeprovisionResponse {
     store
-        .admit_deprovision(target, subject, &format!("ev-{subject}"), &guard(), now)
+        .admit_deprovision(
+            target,
+            "acme",
+            subject,
+            &format!("ev-{subject}"),
+            &guard(),
+            now,
+        )
         .await
         .expect("admit")
 }
@@ -416,22 +514,33 @@ async fn small_targets_are_not_guarded(db: &TestStore) {
 async fn users_deleted_before_the_window_do_not_count(db: &TestStore) {
     let store = &db.store;
     create_users(store, "t3", "u", 10).await;
+    let group = Converged {
+        key: Some(SubjectKey::new("t3", "acme", SubjectKind::Group, "g1")),
+        ..applied("t3", "g1", 1, "r-g1", Presence::PresentActive)
+    };
     store
-        .record(&[
-            user_outcome("t3", "gone-long-ago", Operation::Deleted),
-            user_outcome("t3", "gone-just-now", Operation::Deleted),
-            user_outcome("t3", "off", Operation::Deactivated),
-            Outcome {
-                subject_kind: SubjectKind::Group as i32,
-                ..user_outcome("t3", "g1", Operation::Created)
-            },
+        .record_converged(&[
+            applied("t3", "gone-long-ago", 1, "", Presence::Absent),
+            applied("t3", "gone-just-now", 1, "", Presence::Absent),
+            applied("t3", "off", 1, "r-off", Presence::PresentInactive),
+            group,
         ])
         .await
         .expect("record");
+    // Taken but never applied: not at the target as far as anyone knows.
+    store
+        .take_events(&[TakeEvent {
+            key: Some(SubjectKey::new("t3", "acme", SubjectKind::User, "pending")),
+            event: Some(user_event("p1", 1, "pending")),
+            invalidate: false,
+            read_only: false,
+        }])
+        .await
+        .expect("take");
     let now = now_ms();
-    // The write path stamps rows with the wall clock: move one deletion out of the window.
+    // The write path stamps rows with the wall clock: move one departure out of the window.
     let backdated = on_pool!(store, |pool| sqlx::query(
-        "UPDATE subjects SET updated_at_ms = $1 WHERE subject_id = 'gone-long-ago'"
+        "UPDATE subjects SET applied_at_ms = $1 WHERE subject_id = 'gone-long-ago'"
     )
     .bind(now - 2 * WINDOW_MS as i64)
     .execute(pool)
@@ -442,7 +551,8 @@ async fn users_deleted_before_the_window_do_not_count(db: &TestStore) {
     let a = admit(store, "t3", "u0", now).await;
     assert_eq!(
         a.users, 12,
-        "10 users, one deactivated, one deleted within the window; not the old deletion, not the group"
+        "10 users, one inactive, one gone within the window; not the old departure, not the \
+         group, not the user never applied"
     );
     assert!(a.admitted);
     assert!(admit(store, "t3", "u1", now).await.admitted);
@@ -451,6 +561,197 @@ async fn users_deleted_before_the_window_do_not_count(db: &TestStore) {
         refused.reason,
         "2 of 12 users deprovisioned within 600 s (limit 20%)"
     );
+}
+
+/// A user event of acme for `subject` at `version`.
+fn user_event(id: &str, version: u64, subject: &str) -> IdentityEvent {
+    IdentityEvent {
+        id: id.into(),
+        tenant: "acme".into(),
+        version,
+        kind: EventKind::UserUpserted as i32,
+        user: Some(UserState {
+            id: subject.into(),
+            user_name: subject.into(),
+            active: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn taking(target: &str, event: &IdentityEvent, invalidate: bool) -> TakeEvent {
+    TakeEvent {
+        key: Some(event.subject_key(target)),
+        event: Some(event.clone()),
+        invalidate,
+        read_only: false,
+    }
+}
+
+async fn desired_versions_only_grow_and_applied_never_moves_back(db: &TestStore) {
+    let store = &db.store;
+    let v5 = user_event("e5", 5, "u1");
+    let v3 = user_event("e3", 3, "u1");
+    let r = store
+        .take_events(&[taking("t1", &v5, false), taking("t1", &v3, false)])
+        .await
+        .expect("take");
+    assert_eq!((r[0].desired_version, r[1].desired_version), (5, 5));
+    assert!(r[0].desired.is_none() && r[1].desired.is_some());
+    let read_only = TakeEvent {
+        read_only: true,
+        ..taking("t1", &user_event("e9", 9, "u1"), false)
+    };
+    let r = store.take_events(&[read_only]).await.expect("plan");
+    assert_eq!(r[0].desired_version, 5, "a plan records nothing");
+    let recorded = store
+        .record_converged(&[
+            applied("t1", "u1", 5, "r5", Presence::PresentActive),
+            applied("t1", "u1", 3, "r3", Presence::PresentInactive),
+        ])
+        .await
+        .expect("record");
+    assert_eq!(recorded, [true, false]);
+    let again = store
+        .record_converged(&[applied("t1", "u1", 5, "r5", Presence::PresentActive)])
+        .await
+        .expect("same version again");
+    assert_eq!(
+        again,
+        [true],
+        "re-recording the applied version is harmless"
+    );
+    let got = store
+        .records(&[v5.subject_key("t1")])
+        .await
+        .expect("records");
+    assert_eq!(
+        (
+            got[0].applied_version,
+            got[0].remote_id.as_str(),
+            got[0].presence
+        ),
+        (5, "r5", Presence::PresentActive as i32)
+    );
+}
+
+async fn a_failure_invalidates_the_fingerprint_and_the_members(db: &TestStore) {
+    let store = &db.store;
+    let key = SubjectKey::new("t1", "acme", SubjectKind::Group, "g1");
+    let ok = Converged {
+        key: Some(key.clone()),
+        members_known: true,
+        members: vec!["a".into(), "b".into()],
+        ..applied("t1", "g1", 2, "rg", Presence::PresentActive)
+    };
+    store.record_converged(&[ok]).await.expect("applied");
+    let fail = |version| Converged {
+        key: Some(key.clone()),
+        succeeded: false,
+        version,
+        error: "retry: HTTP 503".into(),
+        ..Default::default()
+    };
+    // A failure of a version already applied (a late one) invalidates nothing.
+    store
+        .record_converged(&[fail(2)])
+        .await
+        .expect("late failure");
+    let r = store
+        .records(std::slice::from_ref(&key))
+        .await
+        .expect("records");
+    assert_eq!((r[0].fingerprint, r[0].members.len()), (2, 2));
+    assert_eq!(r[0].last_error, "retry: HTTP 503");
+    store.record_converged(&[fail(3)]).await.expect("failure");
+    let r = store
+        .records(std::slice::from_ref(&key))
+        .await
+        .expect("records");
+    assert_eq!(r[0].fingerprint, 0, "the no-op check cannot trust it");
+    assert!(!r[0].members_known, "nor the applied members");
+    assert_eq!(r[0].applied_version, 2, "what was applied stays");
+    // A retry copy's take invalidates too (the failure may not have been recorded).
+    let ok = Converged {
+        key: Some(key.clone()),
+        members_known: true,
+        ..applied("t1", "g1", 3, "rg", Presence::PresentActive)
+    };
+    store.record_converged(&[ok]).await.expect("v3 applied");
+    let v4 = IdentityEvent {
+        kind: EventKind::GroupUpserted as i32,
+        user: None,
+        group: Some(scimrelay_proto::v1::GroupState {
+            id: "g1".into(),
+            display_name: "G".into(),
+            ..Default::default()
+        }),
+        ..user_event("g4", 4, "g1")
+    };
+    let r = store
+        .take_events(&[taking("t1", &v4, true)])
+        .await
+        .expect("retry copy");
+    assert_eq!((r[0].fingerprint, r[0].members_known), (0, false));
+}
+
+async fn tenants_and_kinds_are_separate_subjects(db: &TestStore) {
+    let store = &db.store;
+    let acme = user_event("x", 7, "u-7");
+    let globex = IdentityEvent {
+        tenant: "globex".into(),
+        ..acme.clone()
+    };
+    let group = IdentityEvent {
+        kind: EventKind::GroupUpserted as i32,
+        user: None,
+        group: Some(scimrelay_proto::v1::GroupState {
+            id: "u-7".into(),
+            display_name: "G".into(),
+            ..Default::default()
+        }),
+        ..acme.clone()
+    };
+    // The same event id and version in three subjects: three records, none superseding another.
+    let r = store
+        .take_events(&[
+            taking("t1", &acme, false),
+            taking("t1", &globex, false),
+            taking("t1", &group, false),
+        ])
+        .await
+        .expect("take");
+    assert!(
+        r.iter()
+            .all(|r| r.desired_version == 7 && r.desired.is_none())
+    );
+    store
+        .record_converged(&[applied("t1", "u-7", 9, "acme-r", Presence::PresentInactive)])
+        .await
+        .expect("acme applied");
+    let got = store
+        .records(&[
+            acme.subject_key("t1"),
+            globex.subject_key("t1"),
+            group.subject_key("t1"),
+        ])
+        .await
+        .expect("records");
+    assert_eq!(got[0].applied_version, 9);
+    assert_eq!((got[1].applied_version, got[2].applied_version), (0, 0));
+    let all = store
+        .subject("u-7", "", "", SubjectKind::Unspecified, None)
+        .await
+        .expect("subject");
+    assert_eq!(all.len(), 3, "{all:?}");
+    let globex_only = ["globex".to_owned()];
+    let seen = store
+        .subject("u-7", "", "", SubjectKind::Unspecified, Some(&globex_only))
+        .await
+        .expect("globex");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].state, "unknown");
 }
 
 async fn replicas_never_both_admit_the_last_slot(db: &TestStore) {
@@ -573,24 +874,43 @@ async fn tenants_limit_listings_and_subjects(db: &TestStore) {
             .is_empty()
     );
 
+    let of = |target: &str, tenant: &str, subject: &str| Converged {
+        key: Some(SubjectKey::new(target, tenant, SubjectKind::User, subject)),
+        ..applied(target, subject, 1, "r", Presence::PresentActive)
+    };
+    store
+        .record_converged(&[
+            of("t1", "acme", "u1"),
+            of("t2", "acme", "u1"),
+            of("t1", "beta", "u2"),
+            of("t2", "beta", "u2"),
+        ])
+        .await
+        .expect("state of record");
     let acme_only = ["acme".to_owned()];
-    let u1 = store.subject("u1", "", Some(&acme_only)).await.expect("u1");
+    let any = SubjectKind::Unspecified;
+    let u1 = store
+        .subject("u1", "", "", any, Some(&acme_only))
+        .await
+        .expect("u1");
     assert_eq!(u1.len(), 2, "u1 of acme at both targets: {u1:?}");
-    let u2 = store.subject("u2", "", Some(&acme_only)).await.expect("u2");
+    let u2 = store
+        .subject("u2", "", "", any, Some(&acme_only))
+        .await
+        .expect("u2");
     assert!(u2.is_empty(), "u2 is beta's: {u2:?}");
-    let u2 = store.subject("u2", "", None).await.expect("u2 for all");
+    let u2 = store.subject("u2", "", "", any, None).await.expect("u2");
     assert_eq!(u2.len(), 2);
-    assert_eq!(u2[1].state, "error", "a failure writes the tenant too");
     let u2_beta = store
-        .subject("u2", "t2", Some(&["beta".to_owned()]))
+        .subject("u2", "t2", "", any, Some(&["beta".to_owned()]))
         .await
         .expect("u2 of beta");
     assert_eq!(u2_beta.len(), 1);
 }
 
 /// A database written by a release before migration 4 (no tenant columns): after the upgrade
-/// its rows have the tenant `''`, which only keys for all tenants read, and new rows carry
-/// theirs.
+/// its outcome rows have the tenant `''`, which only keys for all tenants read, and its ledger
+/// rows get the tenant of their latest outcome (the protobuf body holds it).
 async fn rows_from_before_the_tenant_column_are_for_all_tenants(db: &TestStore) {
     let old = Outcome {
         tenant: "acme".into(),
@@ -629,7 +949,7 @@ async fn rows_from_before_the_tenant_column_are_for_all_tenants(db: &TestStore) 
     assert_eq!(
         events_of(&store.list(&acme, 0, 100, false).await.expect("acme")),
         ["new"],
-        "the old row's tenant is unknown to SQL"
+        "the old outcome row's tenant is unknown to SQL"
     );
     assert_eq!(
         store
@@ -641,20 +961,18 @@ async fn rows_from_before_the_tenant_column_are_for_all_tenants(db: &TestStore) 
         "keys for all tenants see both"
     );
     let acme_only = ["acme".to_owned()];
-    assert!(
-        store
-            .subject("u-old", "", Some(&acme_only))
-            .await
-            .expect("old subject")
-            .is_empty()
+    let placed = store
+        .subject("u-old", "", "", SubjectKind::Unspecified, Some(&acme_only))
+        .await
+        .expect("old subject");
+    assert_eq!(
+        placed.len(),
+        1,
+        "its tenant came from its outcome: {placed:?}"
     );
     assert_eq!(
-        store
-            .subject("u-old", "", None)
-            .await
-            .expect("old subject")
-            .len(),
-        1
+        (placed[0].applied_version, placed[0].state.as_str()),
+        (1, "present-active")
     );
 }
 
@@ -670,6 +988,187 @@ mod rows_from_before_the_tenant_column_are_for_all_tenants {
     async fn postgres() {
         super::rows_from_before_the_tenant_column_are_for_all_tenants(
             &super::TestStore::postgres_at(3).await,
+        )
+        .await
+    }
+}
+
+/// A database made by the schema before the state of record (migration 4), with outcomes, a
+/// duplicate, ledger rows in every old state, a held event and a guard admission, upgrades in
+/// place: history, flags and sequence numbers are kept, the ledger becomes the state of record
+/// (versions kept, states become presences), and old versions stay superseded.
+async fn a_database_of_the_previous_schema_upgrades_in_place(db: &TestStore) {
+    let held = HeldEvent {
+        delivery: Some(scimrelay_proto::v1::Delivery {
+            event: Some(IdentityEvent {
+                kind: EventKind::UserDeleted as i32,
+                ..user_event("h1", 3, "u-held")
+            }),
+            target: "t1".into(),
+            ..Default::default()
+        }),
+        routing_key: "scim.t1.0".into(),
+        reason: "held".into(),
+        held_at_ms: 5,
+        id: 0,
+    };
+    let rows = [
+        // (subject, remote id, applied version, state)
+        ("u-created", "r1", 4, "created"),
+        ("u-off", "r2", 2, "deactivated"),
+        ("u-gone", "", 3, "deleted"),
+        ("u-noop-absent", "", 1, "noop"),
+        ("u-failed", "", 0, "error"),
+    ];
+    on_pool!(db.store, |pool| {
+        for (i, (subject, remote, version, state)) in rows.iter().enumerate() {
+            let o = Outcome {
+                version: *version as u64,
+                ..user_outcome("t1", subject, Operation::Created)
+            };
+            for dup in 0..2 {
+                let seq: i64 = sqlx::query_scalar(
+                    "INSERT INTO outcomes (event_id, target, subject_id, result, attempt, finished_at_ms, recorded_at_ms, body, tenant, duplicate) \
+                     VALUES ($1, 't1', $2, $3, 1, $4, 1000, $5, 'acme', $6) RETURNING seq",
+                )
+                .bind(&o.event_id)
+                .bind(subject)
+                .bind(OutcomeResult::Succeeded as i64)
+                .bind(1_000 + i as i64 * 10 + dup)
+                .bind(o.encode_to_vec())
+                .bind(dup)
+                .fetch_one(pool)
+                .await
+                .expect("old outcome");
+                if dup == 0 {
+                    sqlx::query(
+                        "INSERT INTO terminals (event_id, target, seq) VALUES ($1, 't1', $2)",
+                    )
+                    .bind(&o.event_id)
+                    .bind(seq)
+                    .execute(pool)
+                    .await
+                    .expect("terminal");
+                }
+            }
+            sqlx::query(
+                "INSERT INTO subjects (target, subject_id, subject_kind, remote_id, applied_version, state, last_error, updated_at_ms, tenant) \
+                 VALUES ('t1', $1, 1, $2, $3, $4, '', 1000, 'acme')",
+            )
+            .bind(subject)
+            .bind(remote)
+            .bind(*version)
+            .bind(state)
+            .execute(pool)
+            .await
+            .expect("old subject");
+        }
+        let mut stored = held.clone();
+        stored.id = 0;
+        sqlx::query(
+            "INSERT INTO held (event_id, target, held_at_ms, body) VALUES ('h1', 't1', 5, $1)",
+        )
+        .bind(stored.encode_to_vec())
+        .execute(pool)
+        .await
+        .expect("old held");
+        sqlx::query("INSERT INTO deprovisions (target, subject_id, event_id, admitted_at_ms) VALUES ('t1', 'u-off', 'x', $1)")
+            .bind(now_ms())
+            .execute(pool)
+            .await
+            .expect("old admission");
+    });
+    let before = db.store.max_seq().await.expect("max seq");
+    let store = Store::open(&db.url).await.expect("upgrade in place");
+    // History: every outcome kept, the duplicates still duplicates, the sequence continuing.
+    let all = store
+        .list(
+            &OutcomeFilter {
+                include_duplicates: true,
+                ..Default::default()
+            },
+            0,
+            100,
+            false,
+        )
+        .await
+        .expect("history");
+    assert_eq!(all.len(), 10);
+    assert_eq!(all.iter().filter(|r| r.duplicate).count(), 5);
+    assert_eq!(all.iter().filter(|r| r.terminal).count(), 5);
+    store
+        .record(&[tenant_outcome("after", "t1", "u-new", "acme")])
+        .await
+        .expect("a new outcome");
+    assert!(
+        store.max_seq().await.expect("max") > before,
+        "seq continues"
+    );
+    let dup = Outcome {
+        version: 4,
+        finished_at_ms: 9_999,
+        result: OutcomeResult::Superseded as i32,
+        ..user_outcome("t1", "u-created", Operation::Created)
+    };
+    let w = store.record(&[dup]).await.expect("redelivered");
+    assert_eq!(
+        w.duplicates, 1,
+        "the old terminal outcome still counts as the first"
+    );
+    // The ledger is the state of record: versions and remote ids kept, states as presences.
+    for (subject, state, version) in [
+        ("u-created", "present-active", 4),
+        ("u-off", "present-inactive", 2),
+        ("u-gone", "absent", 3),
+        ("u-noop-absent", "absent", 1),
+        ("u-failed", "unknown", 0),
+    ] {
+        let s = store
+            .subject(subject, "t1", "acme", SubjectKind::User, None)
+            .await
+            .expect("subject")[0]
+            .clone();
+        assert_eq!(
+            (s.state.as_str(), s.applied_version, s.desired_version),
+            (state, version, version),
+            "{subject}"
+        );
+    }
+    let stale = user_event("stale", 3, "u-created");
+    let r = store
+        .take_events(&[taking("t1", &stale, false)])
+        .await
+        .expect("take");
+    assert_eq!(
+        (r[0].desired_version, r[0].applied_version),
+        (4, 4),
+        "a version older than the one applied before the upgrade stays stale"
+    );
+    // The held event kept its place, with its tenant; the guard's window is still counted.
+    let selected = store
+        .held_selected("acme", "t1", &["h1".to_owned()])
+        .await
+        .expect("held");
+    assert_eq!(selected.len(), 1, "the held event found by its tenant");
+    let g = store
+        .admit_deprovision("t1", "acme", "u-created", "d", &guard(), now_ms())
+        .await
+        .expect("guard");
+    assert_eq!(g.recent, 2, "the old admission still counts: {g:?}");
+}
+
+mod a_database_of_the_previous_schema_upgrades_in_place {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_database_of_the_previous_schema_upgrades_in_place(
+            &super::TestStore::sqlite_at(4).await,
+        )
+        .await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_database_of_the_previous_schema_upgrades_in_place(
+            &super::TestStore::postgres_at(4).await,
         )
         .await
     }

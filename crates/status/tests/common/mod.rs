@@ -21,7 +21,7 @@ use scimrelay_status::StatusConfig;
 use scimrelay_tests::TestVhost;
 
 /// Two targets, two shards each (queues `scimrelay.t1.0`, `scimrelay.t1.1`, …).
-pub const TARGETS: &str = "targets:\n  - id: t1\n    provider: scim\n    tenants: [acme]\n    base_url: http://127.0.0.1:9/scim/v2\n    auth: { kind: none }\n    shards: 2\n  - id: t2\n    provider: scim\n    tenants: [acme]\n    base_url: http://127.0.0.1:9/scim/v2\n    auth: { kind: none }\n    shards: 2\n";
+pub const TARGETS: &str = "targets:\n  - id: t1\n    provider: scim\n    tenants: [acme]\n    base_url: http://127.0.0.1:9/scim/v2\n    auth: { kind: none }\n    shards: 2\n    deprovision_guard: { max_share: 0.1, window_secs: 600, min_users: 10 }\n  - id: t2\n    provider: scim\n    tenants: [acme]\n    base_url: http://127.0.0.1:9/scim/v2\n    auth: { kind: none }\n    shards: 2\n    deprovision_guard: { enabled: false }\n";
 
 /// The PostgreSQL server's maintenance database (`SCIMRELAY_TEST_PG_URL` overrides it).
 pub fn pg_admin_url() -> String {
@@ -142,6 +142,8 @@ pub struct Keys {
     pub revoked: &'static str,
     /// `read` for all tenants, 1 request per second.
     pub slow: &'static str,
+    /// `connector` for all tenants (the state of record, the guard).
+    pub connector: &'static str,
     /// Checks them.
     pub auth: Authenticator,
     _dir: tempfile::TempDir,
@@ -150,13 +152,14 @@ pub struct Keys {
 impl Keys {
     /// Writes the keys file and loads it.
     pub fn new() -> Keys {
-        let (reader, admin, acme, acme_beta, revoked, slow) = (
+        let (reader, admin, acme, acme_beta, revoked, slow, connector) = (
             "srk_test-reader",
             "srk_test-admin",
             "srk_test-acme",
             "srk_test-acme-beta",
             "srk_test-revoked",
             "srk_test-slow",
+            "srk_test-connector",
         );
         let entry = |id: &str, key: &str, rest: &str| {
             format!("  - id: {id}\n    sha256: {}\n{rest}", hash_key(key))
@@ -189,6 +192,11 @@ impl Keys {
                 slow,
                 "    tenants: [\"*\"]\n    scopes: [read]\n    rate_per_sec: 1\n",
             ),
+            entry(
+                "connectors",
+                connector,
+                "    tenants: [\"*\"]\n    scopes: [connector]\n",
+            ),
         ]
         .concat();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -202,6 +210,7 @@ impl Keys {
             acme_beta,
             revoked,
             slow,
+            connector,
             auth,
             _dir: dir,
         }
@@ -260,6 +269,7 @@ impl Running {
                 .iter()
                 .map(|t| (t.id.clone(), t.shards))
                 .collect::<HashMap<_, _>>(),
+            guards: scimrelay_status::grpc::Guards::from_targets(&targets),
             auth,
             tls,
         };
@@ -478,6 +488,50 @@ pub fn outcome(
         finished_at_ms,
         ..Default::default()
     }
+}
+
+/// What a connector records after converging `subject` of tenant acme (`kind`) at `target` to
+/// `version`: `remote_id` and `presence`.
+pub fn applied(
+    target: &str,
+    kind: scimrelay_proto::v1::SubjectKind,
+    subject: &str,
+    version: u64,
+    remote_id: &str,
+    presence: scimrelay_proto::v1::Presence,
+) -> scimrelay_proto::v1::Converged {
+    scimrelay_proto::v1::Converged {
+        key: Some(scimrelay_proto::v1::SubjectKey::new(
+            target, "acme", kind, subject,
+        )),
+        succeeded: true,
+        version,
+        event_id: format!("{target}-{subject}-v{version}"),
+        remote_id: remote_id.into(),
+        presence: presence as i32,
+        operation: "created".into(),
+        ..Default::default()
+    }
+}
+
+/// Users `{prefix}0`… present and active at `target`, recorded as a connector would.
+pub async fn present_users(client: &mut Client, target: &str, prefix: &str, n: usize) {
+    let items = (0..n)
+        .map(|i| {
+            applied(
+                target,
+                scimrelay_proto::v1::SubjectKind::User,
+                &format!("{prefix}{i}"),
+                1,
+                &format!("r-{prefix}{i}"),
+                scimrelay_proto::v1::Presence::PresentActive,
+            )
+        })
+        .collect();
+    client
+        .record_converged(scimrelay_proto::v1::RecordConvergedRequest { items })
+        .await
+        .expect("RecordConverged");
 }
 
 /// Polls `f` until it returns `Some`, or panics naming `what`.
