@@ -63,7 +63,7 @@ fuzz: ## Every fuzz target for FUZZ_SECONDS (default 60) each; needs cargo-fuzz 
 fuzz-smoke: ## 5 s per fuzz target
 	FUZZ_SECONDS=5 scripts/fuzz.sh
 
-audit: ## cargo-deny: licenses, bans, sources offline; advisories when the database is reachable
+audit: ## cargo-deny (pinned, installed into .tools/ when missing): licenses, bans, sources offline; advisories when the database is reachable
 	scripts/audit.sh
 
 schemathesis: ## Property-based API fuzzing of ingest (PyPI schemathesis) against RabbitMQ (ST_MAX_EXAMPLES, default 300)
