@@ -57,10 +57,10 @@ bench: rabbitmq proto ## Benchmarks, release build (< 15 min): writes BENCHMARKS
 bench-quick: rabbitmq build ## Every benchmark section at a tiny size (< 2 min; make test runs it as a test)
 	./target/debug/scimrelay-bench --quick
 
-fuzz: ## Every fuzz target for FUZZ_SECONDS (default 60) each; needs cargo-fuzz (cargo install cargo-fuzz)
+fuzz: ## Every fuzz target for FUZZ_SECONDS (default 60) each, on stable; installs the pinned cargo-fuzz into .tools/ when missing
 	scripts/fuzz.sh
 
-fuzz-smoke: ## 5 s per fuzz target
+fuzz-smoke: ## 5 s per fuzz target (same set-up as fuzz)
 	FUZZ_SECONDS=5 scripts/fuzz.sh
 
 audit: ## cargo-deny (pinned, installed into .tools/ when missing): licenses, bans, sources offline; advisories when the database is reachable
