@@ -66,5 +66,5 @@ fuzz-smoke: ## 5 s per fuzz target (same set-up as fuzz)
 audit: ## cargo-deny (pinned, installed into .tools/ when missing): licenses, bans, sources offline; advisories when the database is reachable
 	scripts/audit.sh
 
-schemathesis: ## Property-based API fuzzing of ingest (PyPI schemathesis) against RabbitMQ (ST_MAX_EXAMPLES, default 300)
+schemathesis: rabbitmq ## Property-based API fuzzing of ingest (PyPI schemathesis) against RabbitMQ (ST_MAX_EXAMPLES, default 300)
 	scripts/schemathesis.sh
