@@ -3,6 +3,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
+# Where cargo puts the binaries: CARGO_TARGET_DIR when set, as cargo itself does.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint bench bench-quick fuzz fuzz-smoke audit schemathesis
 
@@ -19,7 +21,7 @@ build: proto ## Build every crate and binary (debug)
 	$(CARGO) build --workspace --bins
 
 demo: rabbitmq build ## Run everything against the simulator with sample events, print the outcomes
-	./target/debug/scimrelay-demo
+	$(TARGET_DIR)/debug/scimrelay-demo
 
 test: rabbitmq build lint helm-lint ## Lint, chart checks, then unit, integration and end-to-end tests (real RabbitMQ, real processes)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
@@ -52,10 +54,10 @@ helm-lint: ## Chart: strict lint, render (default + production), k8s 1.30 strict
 bench: rabbitmq proto ## Benchmarks, release build (< 15 min): writes BENCHMARKS.md and docs/bench/*.png
 	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || apt-get install -y -q fonts-dejavu-core || echo "charts need fonts-dejavu-core"
 	$(CARGO) build --release --workspace --bins
-	./target/release/scimrelay-bench
+	$(TARGET_DIR)/release/scimrelay-bench
 
 bench-quick: rabbitmq build ## Every benchmark section at a tiny size (< 2 min; make test runs it as a test)
-	./target/debug/scimrelay-bench --quick
+	$(TARGET_DIR)/debug/scimrelay-bench --quick
 
 fuzz: ## Every fuzz target for FUZZ_SECONDS (default 60) each, on stable; installs the pinned cargo-fuzz into .tools/ when missing
 	scripts/fuzz.sh

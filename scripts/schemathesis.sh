@@ -85,7 +85,7 @@ SCIMRELAY_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST" \
 SCIMRELAY_INGEST_HTTP_ADDR=127.0.0.1:$HTTP_PORT \
 SCIMRELAY_INGEST_GRPC_ADDR=127.0.0.1:$GRPC_PORT \
 RUST_LOG=${RUST_LOG:-warn} \
-    "$ROOT/target/debug/scimrelay-ingest" >"$WORK/ingest.log" 2>&1 &
+    "${CARGO_TARGET_DIR:-$ROOT/target}/debug/scimrelay-ingest" >"$WORK/ingest.log" 2>&1 &
 INGEST_PID=$!
 
 for _ in $(seq 1 60); do
