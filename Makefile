@@ -41,7 +41,11 @@ conformance: ## SCIM conformance (scim2-tester from PyPI) against the simulator'
 	scripts/conformance.sh
 
 chaos: rabbitmq build ## The chaos suite at full size (5,000 events per scenario)
-	SCIMRELAY_CHAOS_EVENTS=5000 $(CARGO) nextest run -p scimrelay-tests --no-fail-fast --no-capture -E 'test(chaos::)'
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  SCIMRELAY_CHAOS_EVENTS=5000 $(CARGO) nextest run -p scimrelay-tests --no-fail-fast --no-capture -E 'test(chaos::)'; \
+	else \
+	  SCIMRELAY_CHAOS_EVENTS=5000 $(CARGO) test -p scimrelay-tests --test e2e --no-fail-fast -- --nocapture --test-threads=1 chaos::; \
+	fi
 
 HELM_VENV := target/helm-venv
 helm-lint: ## Chart: strict lint, render (default + production), k8s 1.30 strict schemas; image/compose/chart agree with the binaries
