@@ -19,7 +19,7 @@ version=$2
 root=.tools
 bin=$root/bin/$crate
 
-installed() { "$bin" --version 2>/dev/null | head -n1 | grep -qw -- "$version"; }
+installed() { "$bin" --version 2>/dev/null | head -n1 | grep -qwF -- "$version"; }
 
 if installed; then exit 0; fi
 

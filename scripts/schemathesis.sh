@@ -49,7 +49,7 @@ if ! curl -fsS -u guest:guest "$MGMT/api/overview" >/dev/null 2>&1; then
     exit 2
 fi
 
-if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -qw -- "$SCHEMATHESIS_VERSION"; then
+if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -qwF -- "$SCHEMATHESIS_VERSION"; then
     scripts/ensure-python-venv.sh
     echo "schemathesis: installing schemathesis==$SCHEMATHESIS_VERSION into $VENV"
     start=$(date +%s)
