@@ -3,6 +3,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
+# Where cargo puts the binaries: CARGO_TARGET_DIR when set, as cargo itself does.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint bench bench-quick fuzz fuzz-smoke audit schemathesis
 
@@ -19,7 +21,7 @@ build: proto ## Build every crate and binary (debug)
 	$(CARGO) build --workspace --bins
 
 demo: rabbitmq build ## Run everything against the simulator with sample events, print the outcomes
-	./target/debug/scimrelay-demo
+	$(TARGET_DIR)/debug/scimrelay-demo
 
 test: rabbitmq build lint helm-lint ## Lint, chart checks, then unit, integration and end-to-end tests (real RabbitMQ, real processes)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
@@ -39,7 +41,11 @@ conformance: ## SCIM conformance (scim2-tester from PyPI) against the simulator'
 	scripts/conformance.sh
 
 chaos: rabbitmq build ## The chaos suite at full size (5,000 events per scenario)
-	SCIMRELAY_CHAOS_EVENTS=5000 $(CARGO) nextest run -p scimrelay-tests --no-fail-fast --no-capture -E 'test(chaos::)'
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  SCIMRELAY_CHAOS_EVENTS=5000 $(CARGO) nextest run -p scimrelay-tests --no-fail-fast --no-capture -E 'test(chaos::)'; \
+	else \
+	  SCIMRELAY_CHAOS_EVENTS=5000 $(CARGO) test -p scimrelay-tests --test e2e --no-fail-fast -- --nocapture --test-threads=1 chaos::; \
+	fi
 
 HELM_VENV := target/helm-venv
 helm-lint: ## Chart: strict lint, render (default + production), k8s 1.30 strict schemas; image/compose/chart agree with the binaries
@@ -52,19 +58,19 @@ helm-lint: ## Chart: strict lint, render (default + production), k8s 1.30 strict
 bench: rabbitmq proto ## Benchmarks, release build (< 15 min): writes BENCHMARKS.md and docs/bench/*.png; BASELINE=REV also runs throughput and latency for REV and compares
 	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || apt-get install -y -q fonts-dejavu-core || echo "charts need fonts-dejavu-core"
 	$(CARGO) build --release --workspace --bins
-	./target/release/scimrelay-bench $(if $(BASELINE),--baseline $(BASELINE))
+	$(TARGET_DIR)/release/scimrelay-bench $(if $(BASELINE),--baseline $(BASELINE))
 
 bench-quick: rabbitmq build ## Every benchmark section at a tiny size (< 2 min; make test runs it as a test)
-	./target/debug/scimrelay-bench --quick
+	$(TARGET_DIR)/debug/scimrelay-bench --quick
 
-fuzz: ## Every fuzz target for FUZZ_SECONDS (default 60) each; needs cargo-fuzz (cargo install cargo-fuzz)
+fuzz: ## Every fuzz target for FUZZ_SECONDS (default 60) each, on stable; installs the pinned cargo-fuzz into .tools/ when missing
 	scripts/fuzz.sh
 
-fuzz-smoke: ## 5 s per fuzz target
+fuzz-smoke: ## 5 s per fuzz target (same set-up as fuzz)
 	FUZZ_SECONDS=5 scripts/fuzz.sh
 
-audit: ## cargo-deny: licenses, bans, sources offline; advisories when the database is reachable
+audit: ## cargo-deny (pinned, installed into .tools/ when missing): licenses, bans, sources offline; advisories when the database is reachable
 	scripts/audit.sh
 
-schemathesis: ## Property-based API fuzzing of ingest (PyPI schemathesis) against RabbitMQ (ST_MAX_EXAMPLES, default 300)
+schemathesis: rabbitmq ## Property-based API fuzzing of ingest (PyPI schemathesis) against RabbitMQ (ST_MAX_EXAMPLES, default 300)
 	scripts/schemathesis.sh

@@ -10,12 +10,15 @@
 # and prints the request count. Exits non-zero on any failure. Everything it started is
 # stopped and the vhost deleted on exit.
 #
-# Needs: RabbitMQ with the management plugin on 127.0.0.1 (guest/guest), python3 with venv.
+# Needs: RabbitMQ with the management plugin on 127.0.0.1 (guest/guest; `make schemathesis`
+# starts it), python3 with venv (installed when missing). schemathesis itself, pinned to
+# SCHEMATHESIS_VERSION, is installed into target/schemathesis-venv when missing.
 # Knobs: ST_MAX_EXAMPLES (default 300 per operation and phase), ST_SEED, RABBIT_MGMT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+SCHEMATHESIS_VERSION=${SCHEMATHESIS_VERSION:-4.32.5}
 MAX_EXAMPLES=${ST_MAX_EXAMPLES:-300}
 MGMT=${RABBIT_MGMT:-http://127.0.0.1:15672}
 VENV=$ROOT/target/schemathesis-venv
@@ -46,10 +49,13 @@ if ! curl -fsS -u guest:guest "$MGMT/api/overview" >/dev/null 2>&1; then
     exit 2
 fi
 
-if [[ ! -x $VENV/bin/schemathesis ]]; then
-    echo "schemathesis: installing into $VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q schemathesis
+if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -qwF -- "$SCHEMATHESIS_VERSION"; then
+    scripts/ensure-python-venv.sh
+    echo "schemathesis: installing schemathesis==$SCHEMATHESIS_VERSION into $VENV"
+    start=$(date +%s)
+    [[ -x $VENV/bin/pip ]] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+    echo "schemathesis: installed in $(( $(date +%s) - start ))s"
 fi
 echo "schemathesis: $("$VENV/bin/schemathesis" --version 2>&1 | head -n1)"
 
@@ -79,7 +85,7 @@ SCIMRELAY_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST" \
 SCIMRELAY_INGEST_HTTP_ADDR=127.0.0.1:$HTTP_PORT \
 SCIMRELAY_INGEST_GRPC_ADDR=127.0.0.1:$GRPC_PORT \
 RUST_LOG=${RUST_LOG:-warn} \
-    "$ROOT/target/debug/scimrelay-ingest" >"$WORK/ingest.log" 2>&1 &
+    "${CARGO_TARGET_DIR:-$ROOT/target}/debug/scimrelay-ingest" >"$WORK/ingest.log" 2>&1 &
 INGEST_PID=$!
 
 for _ in $(seq 1 60); do
