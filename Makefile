@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint prometheus-rules bench bench-quick fuzz fuzz-smoke audit schemathesis image helm-venv
+.PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint prometheus-rules bench bench-quick fuzz fuzz-smoke audit schemathesis image compose-up compose-down helm-venv
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -56,6 +56,12 @@ prometheus-rules: helm-venv ## promtool: deploy/prometheus scrape config and ale
 
 image: ## Build the image (scimrelay:dev): public base images when pullable, else offline from Debian's packages + host-built binaries
 	scripts/image.sh
+
+compose-up: ## Start the compose stack (images built here if no registry), wait until all healthy; PROFILE=postgres for PostgreSQL
+	scripts/compose.sh up
+
+compose-down: ## Stop the compose stack and remove its containers, network and volumes
+	PROFILE=postgres scripts/compose.sh down
 
 bench: rabbitmq proto ## Benchmarks, release build (< 15 min): writes BENCHMARKS.md and docs/bench/*.png
 	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || apt-get install -y -q fonts-dejavu-core || echo "charts need fonts-dejavu-core"
