@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint prometheus-rules bench bench-quick fuzz fuzz-smoke audit schemathesis image compose-up compose-down helm-venv
+.PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint prometheus-rules bench bench-quick fuzz fuzz-smoke audit schemathesis image compose-up compose-down compose-test helm-venv
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ compose-up: ## Start the compose stack (images built here if no registry), wait 
 
 compose-down: ## Stop the compose stack and remove its containers, network and volumes
 	PROFILE=postgres scripts/compose.sh down
+
+compose-test: ## The compose stack end to end on SQLite then PostgreSQL: health, outcomes, Prometheus, dashboard, faults (minutes)
+	scripts/compose-test.sh
 
 bench: rabbitmq proto ## Benchmarks, release build (< 15 min): writes BENCHMARKS.md and docs/bench/*.png
 	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || apt-get install -y -q fonts-dejavu-core || echo "charts need fonts-dejavu-core"
