@@ -227,12 +227,17 @@ impl Exec {
 /// dashboard panel or an alert (deploy/prometheus/alerts.yml).
 pub fn init_fault_series(target: &str) {
     let m = metrics();
-    m.events
-        .get_or_create(&metrics::target_and(target, "result", "dead-lettered"));
-    m.event_duration
-        .get_or_create(&metrics::target_and(target, "result", "held"));
-    m.throttled.get_or_create(&metrics::target(target));
-    m.quarantined.get_or_create(&metrics::target(target));
+    // Creating the series is the point; the read guard each call returns is released at once.
+    drop(
+        m.events
+            .get_or_create(&metrics::target_and(target, "result", "dead-lettered")),
+    );
+    drop(
+        m.event_duration
+            .get_or_create(&metrics::target_and(target, "result", "held")),
+    );
+    drop(m.throttled.get_or_create(&metrics::target(target)));
+    drop(m.quarantined.get_or_create(&metrics::target(target)));
 }
 
 /// Sets a target's gauges: concurrency window, in-flight requests, quarantine.
