@@ -76,7 +76,7 @@ case "${1:-}" in
     say "starting project $COMPOSE_PROJECT_NAME ($MODE path${PROFILE:+, profile $PROFILE})"
     compose up -d --no-build "${@:2}"
     wait_healthy
-    say "every container healthy, the sample sender done: up in $(($(date +%s) - started)) s"
+    say "every container healthy (the sample sender, if started, exited 0): up in $(($(date +%s) - started)) s"
     say "ingest http://127.0.0.1:$SCIMRELAY_INGEST_HTTP_PORT, status grpc 127.0.0.1:$SCIMRELAY_STATUS_GRPC_PORT," \
       "simulator http://127.0.0.1:$SCIMRELAY_SIM_PORT, Prometheus http://127.0.0.1:$SCIMRELAY_PROMETHEUS_PORT," \
       "RabbitMQ http://127.0.0.1:$SCIMRELAY_RABBITMQ_UI_PORT"

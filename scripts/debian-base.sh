@@ -28,6 +28,7 @@ if ! command -v mmdebstrap >/dev/null 2>&1; then
   fi
 fi
 
+started=$(date +%s)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 say "bootstrapping $SUITE (minbase) from $MIRROR"
@@ -65,4 +66,4 @@ docker import \
   --change 'CMD ["bash"]' \
   --message "mmdebstrap --variant=minbase $SUITE ($MIRROR)" \
   "$work/rootfs.tar" "$IMAGE" >/dev/null
-say "imported $IMAGE ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
+say "imported $IMAGE ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')) in $(($(date +%s) - started)) s"
