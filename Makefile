@@ -6,10 +6,10 @@ export CARGO_TERM_COLOR ?= never
 # Where cargo puts the binaries: CARGO_TARGET_DIR when set, as cargo itself does.
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint bench bench-quick fuzz fuzz-smoke audit schemathesis
+.PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint prometheus-rules bench bench-quick fuzz fuzz-smoke audit schemathesis image compose-up compose-down compose-test helm-venv
 
 help: ## Show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 
 proto: ## Make sure protoc is installed (needed to compile proto/)
 	@scripts/ensure-protoc.sh
@@ -48,12 +48,29 @@ chaos: rabbitmq build ## The chaos suite at full size (5,000 events per scenario
 	fi
 
 HELM_VENV := target/helm-venv
-helm-lint: ## Chart: strict lint, render (default + production), k8s 1.30 strict schemas; image/compose/chart agree with the binaries
+helm-lint: prometheus-rules ## Chart: strict lint, render (default + production), k8s 1.30 strict schemas; image/compose/chart agree with the binaries
+	PYTHONDONTWRITEBYTECODE=1 $(HELM_VENV)/bin/python scripts/helm-lint.py
+	PYTHONDONTWRITEBYTECODE=1 $(HELM_VENV)/bin/python -m pytest -q -p no:cacheprovider helm/tests
+
+helm-venv:
 	@scripts/ensure-python-venv.sh
 	@test -x $(HELM_VENV)/bin/python || python3 -m venv $(HELM_VENV)
 	@$(HELM_VENV)/bin/pip install --quiet --disable-pip-version-check -r helm/tests/requirements.txt
-	PYTHONDONTWRITEBYTECODE=1 $(HELM_VENV)/bin/python scripts/helm-lint.py
-	PYTHONDONTWRITEBYTECODE=1 $(HELM_VENV)/bin/python -m pytest -q -p no:cacheprovider helm/tests
+
+prometheus-rules: helm-venv ## promtool: deploy/prometheus scrape config and alert rules checked, every alert unit-tested firing and not
+	PYTHON=$(HELM_VENV)/bin/python scripts/prometheus-rules.sh
+
+image: ## Build the image (scimrelay:dev): public base images when pullable, else offline from Debian's packages + host-built binaries
+	scripts/image.sh
+
+compose-up: ## Start the compose stack (images built here if no registry), wait until all healthy; PROFILE=postgres for PostgreSQL
+	scripts/compose.sh up
+
+compose-down: ## Stop the compose stack and remove its containers, network and volumes
+	PROFILE=postgres scripts/compose.sh down
+
+compose-test: ## The compose stack end to end on SQLite then PostgreSQL: health, outcomes, Prometheus, dashboard, faults (minutes)
+	scripts/compose-test.sh
 
 bench: rabbitmq proto ## Benchmarks, release build (< 15 min): writes BENCHMARKS.md and docs/bench/*.png; BASELINE=REV also runs throughput and latency for REV and compares
 	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || apt-get install -y -q fonts-dejavu-core || echo "charts need fonts-dejavu-core"

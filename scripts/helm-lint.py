@@ -26,14 +26,20 @@ What it proves:
                   outside the release.
   replicas        SCIMRELAY_CONNECTOR_REPLICAS equals the replica count (maxReplicas with an HPA).
   image           The binaries the Dockerfile builds = the ones it copies into the runtime image
-                  = [[bin]] targets of the workspace, and every command of the chart and compose is one.
+                  = [[bin]] targets of the workspace, and every command of the chart and compose is one;
+                  Dockerfile.local (the offline path) has the same runtime stage, line for line bar
+                  its FROM, and nothing the classic builder lacks (no `# syntax`, no `RUN --mount`).
   env             Every SCIMRELAY_*/OTEL_* variable the chart or compose sets is read by that
                   binary's crates, each service gets every variable it needs in a container, chart and
                   compose set the same variables per service, and the secrets the targets files name
                   are provided.
   docs            The chart README's values table lists every key of values.yaml, and no other.
   compose         docker-compose.yml parses and is structurally complete (images, commands, mounts,
-                  dependencies, Jaeger with OTLP, RabbitMQ with management).
+                  dependencies, Jaeger with OTLP, RabbitMQ with management); every long-running
+                  service has a health check; ports are published on 127.0.0.1 only;
+                  docker-compose.local.yml only swaps images of services that exist; Prometheus
+                  (deploy/prometheus/prometheus.yml) scrapes exactly the services that serve /metrics,
+                  on the ports they bind.
 """
 
 from __future__ import annotations
@@ -52,6 +58,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "scimrelay"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
+# Services of docker-compose.yml without a health check, with the reason.
+NO_HEALTHCHECK = {
+    "demo-sender": "one shot: it exits 0 when the events are sent",
+    # No registry here serves its image, so no check command could ever be tried against it; the
+    # local path's OTLP receiver (docker-compose.local.yml) has one.
+    "jaeger": "untestable here",
+}
+# Services docker-compose.local.yml may add: the OTLP receiver standing in for Jaeger.
+LOCAL_ONLY_SERVICES = {"otlp-receiver"}
 KUBE_VERSION = "1.30.0"
 RELEASE = "scimrelay"
 NAMESPACE = "scimrelay"
@@ -62,6 +77,12 @@ CONNECTORS = {
     "github": "github-connector",
     "aws": "aws-connector",
     "salesforce": "salesforce-connector",
+}
+# Where each service serves /metrics: the variable holding its HTTP address.
+METRICS_ADDR_ENV = {
+    "scimrelay-ingest": "SCIMRELAY_INGEST_HTTP_ADDR",
+    "scimrelay-status": "SCIMRELAY_STATUS_HTTP_ADDR",
+    **{b: "SCIMRELAY_CONNECTOR_HTTP_ADDR" for b in CONNECTORS.values()},
 }
 # core's modules only the servers run (API keys, server TLS): their variables are read by ingest
 # and status, not by every binary that links core. "core-server" is their pseudo-crate.
@@ -644,6 +665,38 @@ def check_image(dockerfile: Path = DOCKERFILE, compose_path: Path = COMPOSE) -> 
     uid = users[-1].split(":")[0] if users else ""
     if uid and f"runAsUser: {uid}" not in (CHART / "templates" / "_helpers.tpl").read_text():
         errs.append(f"chart runAsUser differs from the image's USER {uid}")
+    local = dockerfile.parent / "Dockerfile.local"
+    if local.exists():
+        errs += check_local_dockerfile(text, local.read_text())
+    return errs
+
+
+def runtime_stage(text: str) -> tuple[str, list[str]]:
+    """(FROM line, the lines after it) of a Dockerfile's last stage."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if re.match(r"FROM\s", line)]
+    if not starts:
+        return "", []
+    return lines[starts[-1]], lines[starts[-1] + 1:]
+
+
+def check_local_dockerfile(public: str, local: str) -> list[str]:
+    """Dockerfile.local: the public runtime stage verbatim (bar FROM), buildable by the classic builder."""
+    errs = []
+    (pub_from, pub_body), (loc_from, loc_body) = runtime_stage(public), runtime_stage(local)
+    if pub_body != loc_body:
+        diff = [f"{a!r} vs {b!r}" for a, b in zip(pub_body, loc_body) if a != b][:3]
+        errs.append(f"Dockerfile.local: runtime stage differs from Dockerfile's "
+                    f"({len(pub_body)} vs {len(loc_body)} lines; {diff})")
+    if pub_from.split()[-2:] != loc_from.split()[-2:]:
+        errs.append(f"Dockerfile.local: runtime stage {loc_from!r} is not named like {pub_from!r}")
+    if re.search(r"(?m)^#\s*syntax=", local):
+        errs.append("Dockerfile.local names a BuildKit frontend (# syntax=): the offline build cannot fetch it")
+    if re.search(r"(?m)^RUN\s+--mount", local):
+        errs.append("Dockerfile.local uses RUN --mount, which the classic builder lacks")
+    pulled = [f for f in re.findall(r"(?m)^FROM\s+(\S+)", local) if f != "scratch" and not f.startswith("local/")]
+    if pulled:
+        errs.append(f"Dockerfile.local starts from {pulled}: only scratch and local/ (bootstrapped) images exist offline")
     return errs
 
 
@@ -807,6 +860,39 @@ def check_compose(compose_path: Path = COMPOSE) -> list[str]:
             host = url.split("://")[1].split(":")[0].split("/")[0]
             if host not in services:
                 errs.append(f"compose/targets.yaml: {url} points at {host}, not a compose service")
+    for name, svc in services.items():
+        if name not in NO_HEALTHCHECK and not (svc.get("healthcheck") or {}).get("test"):
+            errs.append(f"compose: {name} has no health check")
+        for port in svc.get("ports") or []:
+            if not str(port).startswith("127.0.0.1:"):
+                errs.append(f"compose: {name} publishes {port} on every interface (publish on 127.0.0.1)")
+    local = compose_path.parent / "docker-compose.local.yml"
+    if local.exists():
+        for name, svc in (load_compose(local).get("services") or {}).items():
+            if name not in services and name not in LOCAL_ONLY_SERVICES:
+                errs.append(f"docker-compose.local.yml: {name} is not a service of docker-compose.yml")
+            if name in services and set(svc) - {"image", "profiles"}:
+                errs.append(f"docker-compose.local.yml: {name} changes {sorted(set(svc) - {'image', 'profiles'})}; "
+                            "the local path only swaps images")
+    errs += check_prometheus_targets(compose, compose_path.parent / "prometheus" / "prometheus.yml")
+    return errs
+
+
+def check_prometheus_targets(compose: dict, prometheus_yml: Path) -> list[str]:
+    """Prometheus scrapes each compose service that serves /metrics, on the port it binds, and no other."""
+    if not prometheus_yml.exists():
+        return [f"{prometheus_yml.name} missing"]
+    want = {}
+    for name, binary in compose_commands(compose).items():
+        var = METRICS_ADDR_ENV.get(binary)
+        if var:
+            addr = str((compose["services"][name].get("environment") or {}).get(var, ""))
+            want[f"{name}:{addr.rsplit(':', 1)[-1]}"] = binary
+    config = yaml.safe_load(prometheus_yml.read_text())
+    got = {t for job in config.get("scrape_configs", []) for sc in job.get("static_configs", [])
+           for t in sc.get("targets", [])}
+    errs = [f"prometheus.yml does not scrape {t} ({want[t]})" for t in sorted(set(want) - got)]
+    errs += [f"prometheus.yml scrapes {t}, which serves no scimrelay /metrics in compose" for t in sorted(got - set(want))]
     return errs
 
 

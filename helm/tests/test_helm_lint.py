@@ -228,6 +228,45 @@ def test_compose_check_catches_a_wrong_host(deploy):
     assert any("stauts" in e for e in hl.check_compose(deploy / "docker-compose.yml"))
 
 
+def test_image_check_catches_a_local_runtime_stage_that_drifted(deploy):
+    edit(deploy / "Dockerfile.local", "USER 10001:10001", "USER 10002:10002")
+    errs = hl.check_image(deploy / "Dockerfile", deploy / "docker-compose.yml")
+    assert any("Dockerfile.local: runtime stage differs" in e for e in errs), errs
+
+
+def test_image_check_catches_a_local_dockerfile_that_needs_a_registry(deploy):
+    edit(deploy / "Dockerfile.local", "FROM scratch AS builder", "FROM rust:1.95-bookworm AS builder")
+    edit(deploy / "Dockerfile.local", "COPY bin/ /out/", "RUN --mount=type=cache,target=/x true")
+    errs = hl.check_image(deploy / "Dockerfile", deploy / "docker-compose.yml")
+    assert any("rust:1.95-bookworm" in e for e in errs), errs
+    assert any("RUN --mount" in e for e in errs), errs
+
+
+def test_compose_check_catches_a_missing_health_check(deploy):
+    edit(deploy / "docker-compose.yml", "    healthcheck:\n      test: [\"CMD\", \"wget\"",
+         "    x-healthcheck:\n      test: [\"CMD\", \"wget\"")
+    assert any("prometheus has no health check" in e for e in hl.check_compose(deploy / "docker-compose.yml"))
+
+
+def test_compose_check_catches_a_port_on_every_interface(deploy):
+    edit(deploy / "docker-compose.yml", '"127.0.0.1:${SCIMRELAY_SIM_PORT:-9090}:9090"', '"9090:9090"')
+    assert any("sim publishes 9090:9090" in e for e in hl.check_compose(deploy / "docker-compose.yml"))
+
+
+def test_compose_check_catches_a_local_override_that_changes_more_than_images(deploy):
+    edit(deploy / "docker-compose.local.yml", "    image: scimrelay-local/prometheus:2.42\n",
+         "    image: scimrelay-local/prometheus:2.42\n    command: [--web.enable-admin-api]\n")
+    assert any("prometheus changes ['command']" in e for e in hl.check_compose(deploy / "docker-compose.yml"))
+
+
+def test_compose_check_catches_a_service_prometheus_does_not_scrape(deploy):
+    edit(deploy / "prometheus" / "prometheus.yml", '      - targets: ["aws-connector:8081"]\n        labels: {service: aws-connector}\n', "")
+    edit(deploy / "prometheus" / "prometheus.yml", '["status:8082"]', '["status:50052"]')
+    errs = hl.check_compose(deploy / "docker-compose.yml")
+    assert any("does not scrape aws-connector:8081" in e for e in errs), errs
+    assert any("scrapes status:50052" in e for e in errs), errs
+
+
 def test_docs_check_catches_an_undocumented_value(chart):
     edit(chart / "values.yaml", "  pullPolicy: IfNotPresent\n", "  pullPolicy: IfNotPresent\n  digest: \"\"\n")
     assert any("image.digest" in e for e in hl.check_docs())

@@ -221,6 +221,25 @@ impl Exec {
     }
 }
 
+/// Creates a target's fault series at zero when the connector starts serving it: dead letters,
+/// held deprovisionings and throttling answers. A series born at its first increment shows no
+/// increase to `rate()` or `increase()`, so the first dead letter or hold would never reach a
+/// dashboard panel or an alert (deploy/prometheus/alerts.yml).
+pub fn init_fault_series(target: &str) {
+    let m = metrics();
+    // Creating the series is the point; the read guard each call returns is released at once.
+    drop(
+        m.events
+            .get_or_create(&metrics::target_and(target, "result", "dead-lettered")),
+    );
+    drop(
+        m.event_duration
+            .get_or_create(&metrics::target_and(target, "result", "held")),
+    );
+    drop(m.throttled.get_or_create(&metrics::target(target)));
+    drop(m.quarantined.get_or_create(&metrics::target(target)));
+}
+
 /// Sets a target's gauges: concurrency window, in-flight requests, quarantine.
 pub fn observe_gauges(target: &str, io: &TargetIo) {
     let m = metrics();
@@ -318,6 +337,20 @@ pub fn mask(v: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fault_series_exist_at_zero_before_the_first_fault() {
+        init_fault_series("t-faults");
+        let text = metrics().render();
+        for series in [
+            "scimrelay_events_total{target=\"t-faults\",result=\"dead-lettered\"} 0",
+            "scimrelay_event_duration_seconds_count{target=\"t-faults\",result=\"held\"} 0",
+            "scimrelay_throttled_total{target=\"t-faults\"} 0",
+            "scimrelay_quarantined{target=\"t-faults\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
+    }
 
     #[test]
     fn path_templates_hold_no_ids_or_queries() {

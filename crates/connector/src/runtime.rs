@@ -104,6 +104,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let targets = build_targets(&config, &provider.defaults())?;
+    for t in &targets {
+        crate::exec::init_fault_series(&t.config.id);
+    }
     if targets.is_empty() {
         tracing::warn!(
             provider = config.provider.as_str(),
