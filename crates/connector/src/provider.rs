@@ -232,11 +232,26 @@ pub fn default_assess(result: Result<&ScimResponse, &ScimError>, latency: Durati
                 hint: None,
             }
         }
-        Err(ScimError::Decode(_)) | Err(ScimError::Config(_)) => Assessment {
+        // A redirect is a login page behind an SSO gateway (or a wrong base URL): quarantine
+        // the target like an authentication failure, rather than fail every event.
+        Err(ScimError::Redirect { .. }) => Assessment {
             feedback: Feedback::Ok(latency),
-            health: Health::Fine,
+            health: Health::AuthFailed,
             hint: None,
         },
+        // Something answers in the server's place: counts towards the breaker's failure ratio.
+        Err(ScimError::Unexpected(_)) => Assessment {
+            feedback: Feedback::Ok(latency),
+            health: Health::Failed,
+            hint: None,
+        },
+        Err(ScimError::Decode(_)) | Err(ScimError::Config(_)) | Err(ScimError::TooLarge { .. }) => {
+            Assessment {
+                feedback: Feedback::Ok(latency),
+                health: Health::Fine,
+                hint: None,
+            }
+        }
         Err(_) => Assessment {
             feedback: Feedback::Overloaded,
             health: Health::Failed,
@@ -302,8 +317,18 @@ pub fn classify(err: &scimrelay_scim::ScimError) -> ConvergeError {
                 retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
             }
         }
+        ScimError::Redirect { status, .. } => ConvergeError {
+            class: FailureClass::Retry,
+            http_status: *status,
+            scim_type: String::new(),
+            detail: err.to_string(),
+            retry_after_ms: None,
+        },
         other => ConvergeError {
-            class: if matches!(other, ScimError::Decode(_) | ScimError::Config(_)) {
+            class: if matches!(
+                other,
+                ScimError::Decode(_) | ScimError::Config(_) | ScimError::TooLarge { .. }
+            ) {
                 FailureClass::Permanent
             } else {
                 FailureClass::Retry

@@ -67,6 +67,7 @@ fn build_targets(
                 user_agent: format!("scimrelay/{}", env!("CARGO_PKG_VERSION")),
                 content_type: "application/scim+json".into(),
                 ca_file: t.tls.ca_file.clone(),
+                max_body_bytes: t.max_response_bytes,
             })
             .map_err(|e| ConfigError::Invalid {
                 key: served.key.clone(),

@@ -296,6 +296,16 @@ impl Default for DeprovisionGuardConfig {
 fn yes() -> bool {
     true
 }
+fn default_max_response_bytes() -> u64 {
+    DEFAULT_MAX_RESPONSE_BYTES
+}
+
+/// The default of `max_response_bytes`: far above a SCIM resource or a page of 100, far below
+/// what would strain a connector.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 4 << 20;
+/// The smallest `max_response_bytes` accepted (a SCIM error body must fit).
+pub const MIN_MAX_RESPONSE_BYTES: u64 = 1024;
+
 fn default_guard_share() -> f64 {
     0.2
 }
@@ -397,6 +407,10 @@ pub struct TargetConfig {
     /// Per-request timeout.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// The largest response body read from the target (and its OAuth token endpoint); a longer
+    /// one fails the request instead of filling the connector's memory.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
     /// What a user deletion does.
     #[serde(default)]
     pub delete_policy: DeletePolicy,
@@ -557,6 +571,12 @@ impl TargetsFile {
                 return Err(ConfigError::invalid(
                     key("timeout_secs"),
                     "must be at least 1",
+                ));
+            }
+            if t.max_response_bytes < MIN_MAX_RESPONSE_BYTES {
+                return Err(ConfigError::invalid(
+                    key("max_response_bytes"),
+                    format!("must be at least {MIN_MAX_RESPONSE_BYTES}"),
                 ));
             }
             let mut tenants = HashSet::new();

@@ -219,10 +219,7 @@ async fn create_user(
         .send(ScimRequest::post("/Users", desired.clone()))
         .await
     {
-        Ok(resp) => Ok(Converged::new(
-            Operation::Created,
-            resp.body.as_ref().and_then(id_of).unwrap_or_default(),
-        )),
+        Ok(resp) => Ok(Converged::new(Operation::Created, kit::created_id(&resp)?)),
         Err(e) if kit::is_conflict(&e) => {
             for (attr, value) in lookups {
                 if let Some(existing) = find(input, "Users", attr, value).await? {
@@ -401,7 +398,7 @@ impl Aws {
                 match input.exec.send(ScimRequest::post("/Groups", body)).await {
                     Ok(resp) => (
                         AppliedGroup {
-                            id: resp.body.as_ref().and_then(id_of).unwrap_or_default(),
+                            id: kit::created_id(&resp)?,
                             display_name: group.display_name.clone(),
                             external_id: external_id.clone(),
                             members: first.into_iter().cloned().collect(),

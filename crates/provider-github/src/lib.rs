@@ -345,10 +345,7 @@ impl Github {
             .send(ScimRequest::post("/Users", desired.clone()))
             .await
         {
-            Ok(resp) => Ok(Converged::new(
-                Operation::Created,
-                resp.body.as_ref().and_then(id_of).unwrap_or_default(),
-            )),
+            Ok(resp) => Ok(Converged::new(Operation::Created, kit::created_id(&resp)?)),
             Err(e) if kit::is_conflict(&e) => {
                 for (attr, value) in [
                     ("externalId", &input.external_id()),
@@ -495,7 +492,7 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
             let body = kit::linked(input, mapping::group_resource(group, &first));
             match input.exec.send(ScimRequest::post("/Groups", body)).await {
                 Ok(resp) => {
-                    let id = resp.body.as_ref().and_then(id_of).unwrap_or_default();
+                    let id = kit::created_id(&resp)?;
                     let rest: Vec<MemberChange> = members
                         .iter()
                         .skip(MEMBER_CHUNK)

@@ -397,10 +397,7 @@ async fn upsert_user(
         .send(ScimRequest::post("/Users", desired.clone()))
         .await
     {
-        Ok(resp) => Ok(Converged::new(
-            Operation::Created,
-            resp.body.as_ref().and_then(id_of).unwrap_or_default(),
-        )),
+        Ok(resp) => Ok(Converged::new(Operation::Created, kit::created_id(&resp)?)),
         // Not a uniqueness conflict although it is a 409: no lookup, no adoption.
         Err(e) if kit::is_conflict(&e) && is_required_field_missing(&e) => {
             Err(explain(classify_salesforce(&e)))

@@ -16,9 +16,50 @@ use scimrelay_connector::{ConvergeError, ConvergeInput, FailureClass, classify};
 use scimrelay_proto::v1::{GroupState, UserState};
 use scimrelay_scim::{ScimError, ScimRequest, ScimResponse, filter_eq};
 
-/// The `id` of a SCIM resource.
+/// Longest provider id taken from an answer.
+pub const MAX_ID_LEN: usize = 1024;
+
+/// Whether a provider id is one to keep: non-empty, at most [`MAX_ID_LEN`] bytes, no control
+/// character (a NUL byte in an id is a broken or hostile server, and no database column keeps it).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
+}
+
+/// The `id` of a SCIM resource, when it is a [`valid_id`].
 pub fn id_of(v: &Value) -> Option<String> {
-    v.get("id").and_then(Value::as_str).map(str::to_owned)
+    v.get("id")
+        .and_then(Value::as_str)
+        .filter(|id| valid_id(id))
+        .map(str::to_owned)
+}
+
+/// The id of the object a create made: an answer without a usable `id` is a failure worth
+/// retrying (the next attempt finds the object by externalId, or creates it), never an empty
+/// remote id recorded as created.
+pub fn created_id(resp: &ScimResponse) -> Result<String, ConvergeError> {
+    let body = resp.body.as_ref();
+    if let Some(id) = body.and_then(id_of) {
+        return Ok(id);
+    }
+    let why = match body.and_then(|b| b.get("id")) {
+        None => "no id".to_owned(),
+        Some(Value::String(id)) if id.chars().any(char::is_control) => {
+            "an id holding a control character".to_owned()
+        }
+        Some(Value::String(id)) if id.is_empty() => "an empty id".to_owned(),
+        Some(Value::String(_)) => format!("an id longer than {MAX_ID_LEN} bytes"),
+        Some(_) => "an id that is not a string".to_owned(),
+    };
+    Err(ConvergeError {
+        http_status: resp.status,
+        ..ConvergeError::new(
+            FailureClass::Retry,
+            format!(
+                "the server answered the create with HTTP {} and {why}; nothing is recorded as created",
+                resp.status
+            ),
+        )
+    })
 }
 
 /// The `Resources` of a list answer (empty when absent).
@@ -385,11 +426,8 @@ pub async fn patch_user(
                 .send(ScimRequest::post("/Users", desired.clone()))
                 .await
                 .map_err(|e| classify(&e))?;
-            Ok(Converged::new(
-                Operation::Created,
-                resp.body.as_ref().and_then(id_of).unwrap_or_default(),
-            )
-            .with_detail("the remote user had been deleted; created again"))
+            Ok(Converged::new(Operation::Created, created_id(&resp)?)
+                .with_detail("the remote user had been deleted; created again"))
         }
         Err(e) => Err(classify(&e)),
     }

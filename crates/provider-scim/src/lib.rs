@@ -303,10 +303,7 @@ async fn create_or_adopt(
         .send(ScimRequest::post(format!("/{endpoint}"), desired.clone()))
         .await
     {
-        Ok(resp) => {
-            let id = resp.body.as_ref().and_then(id_of).unwrap_or_default();
-            Ok(Converged::new(Operation::Created, id))
-        }
+        Ok(resp) => Ok(Converged::new(Operation::Created, kit::created_id(&resp)?)),
         Err(e) if kit::is_conflict(&e) => {
             for (attr, value) in lookups {
                 if value.is_empty() {
@@ -507,11 +504,8 @@ async fn recreate(
         ScimRequest::post(format!("/{endpoint}"), desired),
     )
     .await?;
-    Ok(Converged::new(
-        Operation::Created,
-        resp.body.as_ref().and_then(id_of).unwrap_or_default(),
-    )
-    .with_detail("the remote object had been deleted; created again"))
+    Ok(Converged::new(Operation::Created, kit::created_id(&resp)?)
+        .with_detail("the remote object had been deleted; created again"))
 }
 
 async fn deactivate_user(

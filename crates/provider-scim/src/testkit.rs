@@ -53,6 +53,7 @@ impl Harness {
             user_agent: "scimrelay-test".into(),
             content_type: "application/scim+json".into(),
             ca_file: target.tls.ca_file.clone(),
+            max_body_bytes: target.max_response_bytes,
         })
         .unwrap_or_else(|e| panic!("client: {e}"));
         let limits = Limits::new(&LimitsConfig {

@@ -695,3 +695,56 @@ async fn a_refused_clear_applies_the_rest_and_says_so() {
     assert_eq!(again.operation, Operation::Noop, "{again:?}");
     assert!(again.detail.contains("refused to clear title"), "{again:?}");
 }
+
+/// A server that answers in ways no SCIM server should (an SSO redirect, an HTML page with
+/// 200, an id holding a NUL byte) never gets a user recorded as created: each answer is an
+/// error that names it, worth retrying, and a redirect counts as an authentication failure.
+#[tokio::test]
+async fn hostile_answers_are_errors_never_successes() {
+    let origin = sim("tenants: [{id: acme, mode: scim, auth: {kind: none}}]").await;
+    let h = harness(&origin, "", Auth::None);
+    h.ok(&events::upsert(events::user("seed"), 1)).await;
+    let faults = |body: Value| {
+        let origin = origin.clone();
+        async move {
+            reqwest::Client::new()
+                .put(format!("{origin}/_admin/tenants/acme/faults"))
+                .json(&body)
+                .send()
+                .await
+                .expect("faults");
+        }
+    };
+    for (hostile, needle) in [
+        ("redirect", "a redirect to /login"),
+        ("html", "text/html"),
+        ("nul_id", "control character"),
+    ] {
+        faults(serde_json::json!({"hostile": hostile})).await;
+        let run = h
+            .run(&events::upsert(events::user(&format!("u-{hostile}")), 1))
+            .await;
+        let err = run.result.expect_err(hostile);
+        assert_eq!(
+            err.class,
+            scimrelay_connector::FailureClass::Retry,
+            "{hostile}: {err:?}"
+        );
+        assert!(err.detail.contains(needle), "{hostile}: {}", err.detail);
+        assert!(
+            !err.detail.contains("s3cr3t"),
+            "the redirect's query stays out: {}",
+            err.detail
+        );
+    }
+    faults(serde_json::json!({})).await;
+    // The user the NUL-id answer created is found by externalId and linked, not made twice.
+    let done = h.ok(&events::upsert(events::user("u-nul_id"), 1)).await;
+    assert_eq!(done.operation, Operation::Noop, "{done:?}");
+    assert!(!done.remote_id.contains('\0'));
+    let all = users(&origin, "acme").await;
+    assert_eq!(
+        all.iter().filter(|u| u["externalId"] == "u-nul_id").count(),
+        1
+    );
+}

@@ -113,8 +113,9 @@ fn sensitive(value: String, what: &str) -> Result<HeaderValue, ScimError> {
 }
 
 impl Authorizer {
-    /// Validates the auth config (header characters, token URL, private key) and builds it.
-    pub(crate) fn new(auth: &Auth) -> Result<Self, ScimError> {
+    /// Validates the auth config (header characters, token URL, private key) and builds it;
+    /// token responses longer than `max_body_bytes` are refused.
+    pub(crate) fn new(auth: &Auth, max_body_bytes: u64) -> Result<Self, ScimError> {
         Ok(match auth {
             Auth::None => Authorizer::None,
             Auth::Basic { username, password } => {
@@ -155,6 +156,7 @@ impl Authorizer {
                         client_secret: client_secret.clone(),
                         scope: scope.clone().filter(|s| !s.is_empty()),
                     },
+                    max_body_bytes,
                 )))
             }
             Auth::OauthJwtBearer {
@@ -185,7 +187,11 @@ impl Authorizer {
                 };
                 // Sign once now, so a key the signer rejects stops the target at start-up.
                 grant.assertion(SystemTime::now())?;
-                Authorizer::OAuth(Arc::new(TokenSource::new(token_url.clone(), grant)))
+                Authorizer::OAuth(Arc::new(TokenSource::new(
+                    token_url.clone(),
+                    grant,
+                    max_body_bytes,
+                )))
             }
         })
     }
@@ -317,6 +323,8 @@ struct TokenState {
 pub(crate) struct TokenSource {
     token_url: String,
     grant: Grant,
+    /// The longest token response read.
+    max_body_bytes: u64,
     state: Mutex<TokenState>,
     requests: std::sync::atomic::AtomicU64,
 }
@@ -348,10 +356,11 @@ fn expires_in(v: Option<&Value>) -> Option<Duration> {
 }
 
 impl TokenSource {
-    fn new(token_url: String, grant: Grant) -> Self {
+    fn new(token_url: String, grant: Grant, max_body_bytes: u64) -> Self {
         TokenSource {
             token_url,
             grant,
+            max_body_bytes,
             state: Mutex::new(TokenState::default()),
             requests: std::sync::atomic::AtomicU64::new(0),
         }
@@ -464,10 +473,8 @@ impl TokenSource {
             .map_err(|e| ScimError::from_reqwest(e, "token endpoint"))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ScimError::from_reqwest(e, "token endpoint"))?;
+        let bytes =
+            crate::client::read_limited(resp, self.max_body_bytes, "token endpoint").await?;
         if !(200..300).contains(&status) {
             let (_, detail, error_code) = parse_error_body(status, &bytes);
             tracing::warn!(
@@ -565,7 +572,7 @@ mod tests {
 
     #[test]
     fn bad_configs_are_rejected_without_echoing_secrets() {
-        let err = |a: Auth| match Authorizer::new(&a) {
+        let err = |a: Auth| match Authorizer::new(&a, 1024) {
             Err(e) => e.to_string(),
             Ok(_) => String::from("accepted"),
         };
@@ -595,10 +602,13 @@ mod tests {
 
     #[test]
     fn basic_header_is_sensitive() {
-        let Ok(Authorizer::Static(h)) = Authorizer::new(&Auth::Basic {
-            username: "user".into(),
-            password: Secret::new("pass"),
-        }) else {
+        let Ok(Authorizer::Static(h)) = Authorizer::new(
+            &Auth::Basic {
+                username: "user".into(),
+                password: Secret::new("pass"),
+            },
+            1024,
+        ) else {
             panic!("expected a static header");
         };
         assert_eq!(h.to_str().ok(), Some("Basic dXNlcjpwYXNz"));

@@ -3,11 +3,23 @@
 //! One client per target, cheap to clone (an `Arc` around a reqwest client, the base URL and
 //! the authorizer). [`ScimClient::execute`] is the single place a SCIM request leaves the
 //! process: it joins the path to the base URL, encodes the query, adds the auth header, and
-//! maps the answer: status ≥ 400 → [`ScimError::Http`] parsed from the body; 2xx and 3xx → a
-//! [`ScimResponse`] (redirects are not followed: a SCIM server has no reason to redirect, and
-//! following one could carry the credential elsewhere). With OAuth, a 401 renews the token once
-//! and the request is retried once. Retries for anything else, rate limits and concurrency
-//! belong to the connector runtime, which wraps this call.
+//! maps the answer. With OAuth, a 401 renews the token once and the request is retried once.
+//! Retries for anything else, rate limits and concurrency belong to the connector runtime,
+//! which wraps this call.
+//!
+//! # Reading answers strictly
+//! A provisioning system that believes a wrong answer records a user as created when nothing
+//! was (and later drops them from groups). So:
+//! - status ≥ 400 → [`ScimError::Http`], parsed from the body;
+//! - 3xx → [`ScimError::Redirect`] naming the status and the `Location` without its query
+//!   (redirects are never followed: a SCIM server has no reason to redirect — an SSO gateway's
+//!   login page does — and following one could carry the credential elsewhere);
+//! - 2xx with a body that is not JSON (an HTML page from a gateway) → [`ScimError::Unexpected`]
+//!   naming the content type; a `POST`/`PUT`/`GET` answered without a JSON object, or a list
+//!   request answered without `Resources` or `totalResults`, likewise;
+//! - a body longer than [`ClientConfig::max_body_bytes`] (the target's `max_response_bytes`) is
+//!   not read further → [`ScimError::TooLarge`]; the request timeout bounds a body that never
+//!   ends.
 //!
 //! HTTPS (to the base URL and the OAuth token URL alike) trusts the system roots — the OS store,
 //! or `SSL_CERT_FILE` / `SSL_CERT_DIR` — plus the CA bundle of [`ClientConfig::ca_file`], the
@@ -32,6 +44,10 @@ pub const DEFAULT_CONTENT_TYPE: &str = "application/scim+json";
 
 /// The request timeout when the config gives none.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
+/// The largest response body read when the config gives no limit: far above any SCIM resource
+/// or page of 100 resources, far below what would strain a connector's memory.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 << 20;
 
 /// The longest the TCP/TLS connect phase may take, whatever the request timeout: a target
 /// that cannot be reached should fail fast and count as a connect error.
@@ -59,6 +75,9 @@ pub struct ClientConfig {
     /// SCIM server or token endpoint with a certificate from a private CA); `None` = system
     /// roots only.
     pub ca_file: Option<PathBuf>,
+    /// The largest response body read, from the SCIM server and the OAuth token endpoint alike
+    /// (0 = [`DEFAULT_MAX_BODY_BYTES`]); a longer one is [`ScimError::TooLarge`].
+    pub max_body_bytes: u64,
 }
 
 impl ClientConfig {
@@ -81,6 +100,7 @@ impl Default for ClientConfig {
             user_agent: default_user_agent(),
             content_type: DEFAULT_CONTENT_TYPE.to_owned(),
             ca_file: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -112,6 +132,7 @@ struct Inner {
     base_url: String,
     auth: Authorizer,
     content_type: HeaderValue,
+    max_body_bytes: u64,
 }
 
 impl fmt::Debug for ScimClient {
@@ -183,13 +204,18 @@ impl ScimClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ScimError::Config(format!("could not build the HTTP client ({e})")))?;
-        let auth = Authorizer::new(&config.auth)?;
+        let max_body_bytes = match config.max_body_bytes {
+            0 => DEFAULT_MAX_BODY_BYTES,
+            n => n,
+        };
+        let auth = Authorizer::new(&config.auth, max_body_bytes)?;
         Ok(ScimClient {
             inner: Arc::new(Inner {
                 http,
                 base_url: base.trim_end_matches('/').to_owned(),
                 auth,
                 content_type,
+                max_body_bytes,
             }),
         })
     }
@@ -223,9 +249,9 @@ impl ScimClient {
         })
     }
 
-    /// Sends one request. Status ≥ 400 becomes `Err(ScimError::Http{..})` parsed from the body;
-    /// 2xx and 3xx are `Ok`, with `body: None` for 204 or an empty body. With OAuth, a 401
-    /// renews the token and retries once.
+    /// Sends one request and reads the answer strictly (see the module docs): `Ok` only for a
+    /// 2xx whose body is what the request needs (`body: None` for 204 or an empty body where
+    /// that is fine). With OAuth, a 401 renews the token and retries once.
     pub async fn execute(&self, req: &ScimRequest) -> Result<ScimResponse, ScimError> {
         let url = self.url_for(req)?;
         let started = Instant::now();
@@ -249,7 +275,7 @@ impl ScimClient {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "scim request"
         );
-        finish(raw)
+        finish(req, raw)
     }
 
     /// One HTTP attempt.
@@ -287,11 +313,8 @@ impl ScimClient {
             .map_err(|e| ScimError::from_reqwest(e, "scim request"))?;
         let status = resp.status().as_u16();
         let headers = protect_headers(resp.headers().clone());
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ScimError::from_reqwest(e, "reading the scim response"))?
-            .to_vec();
+        let body =
+            read_limited(resp, self.inner.max_body_bytes, "reading the scim response").await?;
         Ok(RawResponse {
             status,
             headers,
@@ -300,8 +323,71 @@ impl ScimClient {
     }
 }
 
-/// Maps a raw answer: errors parsed, bodies decoded.
-fn finish(raw: RawResponse) -> Result<ScimResponse, ScimError> {
+/// Reads a response body, at most `limit` bytes: a `Content-Length` above it is refused before
+/// reading, a body that grows past it is abandoned.
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>, ScimError> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(ScimError::TooLarge { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| ScimError::from_reqwest(e, what))?
+    {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(ScimError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The `Location` of a redirect without its query and fragment (they may carry tokens).
+fn location(headers: &http::HeaderMap) -> String {
+    headers
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|l| l.split(['?', '#']).next().unwrap_or_default().to_owned())
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "(none)".to_owned())
+}
+
+/// What a successful answer to `req` must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    /// A list: a JSON object with `Resources` or `totalResults` (a GET of `/Users`, `/Groups`).
+    List,
+    /// A resource: a JSON object (a GET of one object, a POST, a PUT).
+    Resource,
+    /// A resource or no body (a PATCH answers 204, or 200 with the resource).
+    ResourceIfAny,
+    /// Nothing: a DELETE's body is not read as anything.
+    Nothing,
+}
+
+fn needs(req: &ScimRequest) -> Needs {
+    let path = req.path.split(['?', '#']).next().unwrap_or_default();
+    let last = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    match req.method {
+        http::Method::GET if matches!(last, "Users" | "Groups") => Needs::List,
+        http::Method::GET | http::Method::POST | http::Method::PUT => Needs::Resource,
+        http::Method::PATCH => Needs::ResourceIfAny,
+        _ => Needs::Nothing,
+    }
+}
+
+/// Maps a raw answer to `req`: errors parsed, redirects refused, bodies decoded and checked
+/// against what the request needs (see the module docs).
+fn finish(req: &ScimRequest, raw: RawResponse) -> Result<ScimResponse, ScimError> {
     let RawResponse {
         status,
         headers,
@@ -310,34 +396,53 @@ fn finish(raw: RawResponse) -> Result<ScimResponse, ScimError> {
     if status >= 400 {
         return Err(ScimError::from_response(status, headers, &body));
     }
-    let is_blank = body.iter().all(u8::is_ascii_whitespace);
-    if status == 204 || status == 205 || is_blank {
-        return Ok(ScimResponse {
+    if (300..400).contains(&status) {
+        return Err(ScimError::Redirect {
             status,
-            headers,
-            body: None,
+            location: location(&headers),
         });
     }
-    let says_json = headers
+    let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(v) => Ok(ScimResponse {
-            status,
-            headers,
-            body: Some(v),
-        }),
-        Err(e) if says_json => Err(ScimError::Decode(format!(
-            "HTTP {status} response is not valid JSON ({e})"
-        ))),
-        // A non-JSON body on success ("OK", an HTML page): the status is what counts.
-        Err(_) => Ok(ScimResponse {
-            status,
-            headers,
-            body: None,
-        }),
+        .unwrap_or("no content type")
+        .to_owned();
+    let what = |problem: &str| {
+        ScimError::Unexpected(format!(
+            "HTTP {status} to {} {}: {problem} ({content_type}); a gateway may be answering in the SCIM server's place",
+            req.method,
+            req.path.split(['?', '#']).next().unwrap_or_default()
+        ))
+    };
+    let needs = needs(req);
+    let is_blank = body.iter().all(u8::is_ascii_whitespace);
+    let value = if status == 204 || status == 205 || is_blank {
+        None
+    } else if needs == Needs::Nothing {
+        serde_json::from_slice::<Value>(&body).ok()
+    } else {
+        Some(serde_json::from_slice::<Value>(&body).map_err(|_| what("the body is not JSON"))?)
+    };
+    match (needs, &value) {
+        (Needs::Nothing, _) | (Needs::ResourceIfAny, None) => {}
+        (_, None) => return Err(what("no body where a SCIM resource or list belongs")),
+        (_, Some(v)) if !v.is_object() => {
+            return Err(what("the body is JSON but not an object"));
+        }
+        (Needs::List, Some(v))
+            if v.get("Resources").is_none() && v.get("totalResults").is_none() =>
+        {
+            return Err(what(
+                "the body is not a SCIM list (no Resources, no totalResults)",
+            ));
+        }
+        _ => {}
     }
+    Ok(ScimResponse {
+        status,
+        headers,
+        body: value,
+    })
 }
 
 #[cfg(test)]

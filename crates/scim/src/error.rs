@@ -65,6 +65,32 @@ pub enum ScimError {
     /// The client configuration is unusable (bad base URL, header value, key); fix the target config.
     #[error("invalid SCIM client configuration: {0}")]
     Config(String),
+    /// The server answered with a redirect (3xx). A SCIM server never redirects; a login page
+    /// behind an SSO gateway or a wrong base URL does. Redirects are never followed (they could
+    /// carry the credential elsewhere).
+    #[error(
+        "the server answered HTTP {status}, a redirect to {location}: a SCIM server does not redirect (an SSO gateway in front of it, or a wrong base_url); redirects are not followed"
+    )]
+    Redirect {
+        /// The 3xx status.
+        status: u16,
+        /// The `Location` header without its query string and fragment (which may carry
+        /// tokens), or `(none)`.
+        location: String,
+    },
+    /// A successful answer that is not what the request needs (an HTML page where a SCIM
+    /// resource or list belongs, a create without an id): a gateway answering in the server's
+    /// place, or a broken server. Worth retrying: gateways recover.
+    #[error("{0}")]
+    Unexpected(String),
+    /// The response body is larger than the target allows; it was not read further.
+    #[error(
+        "the response body is larger than {limit} bytes (the target's max_response_bytes); it was not read"
+    )]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The OAuth 2.0 token endpoint refused to issue a token.
     #[error("{}", token_message(*status, error_code, detail))]
     Token {
@@ -134,11 +160,17 @@ impl ScimError {
     /// failures, 429, and 5xx except 501 (also when the token endpoint answered so).
     pub fn is_transient(&self) -> bool {
         match self {
-            ScimError::Timeout | ScimError::Connect(_) | ScimError::Transport(_) => true,
+            ScimError::Timeout
+            | ScimError::Connect(_)
+            | ScimError::Transport(_)
+            | ScimError::Unexpected(_) => true,
             ScimError::Http { status, .. } | ScimError::Token { status, .. } => {
                 status_is_transient(*status)
             }
-            ScimError::Decode(_) | ScimError::Config(_) => false,
+            ScimError::Decode(_)
+            | ScimError::Config(_)
+            | ScimError::Redirect { .. }
+            | ScimError::TooLarge { .. } => false,
         }
     }
 
@@ -148,6 +180,8 @@ impl ScimError {
     pub fn is_auth_failure(&self) -> bool {
         match self {
             ScimError::Http { status, .. } => *status == 401,
+            // A login page behind an SSO gateway, in practice.
+            ScimError::Redirect { .. } => true,
             ScimError::Token { status, .. } => (400..500).contains(status) && *status != 429,
             _ => false,
         }

@@ -37,6 +37,43 @@ pub struct FaultConfig {
     pub token_revoked: bool,
     /// Requests per second with burst; excess requests get 429 with `Retry-After`.
     pub rate_limit: Option<RateLimit>,
+    /// What a hostile answer is, for `hostile_rate` of the requests (see [`Hostile`]).
+    pub hostile: Option<Hostile>,
+    /// Fraction (0..=1) of requests answered with `hostile` (1 when `hostile` is set and this
+    /// is 0).
+    pub hostile_rate: f64,
+}
+
+/// A hostile or broken answer, as met behind SSO gateways and proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hostile {
+    /// `302 Found`, `Location: /login?session=…` (an SSO gateway's login page).
+    Redirect,
+    /// `200 OK` with an HTML page (a gateway's sign-in form, served with success).
+    Html,
+    /// `200 OK` whose JSON body is [`HUGE_BODY_BYTES`] long, streamed.
+    HugeBody,
+    /// The real answer, with a NUL byte added to every `id` it holds (the write takes effect).
+    NulId,
+    /// `200 OK` whose body never ends (a chunk every 100 ms).
+    EndlessBody,
+}
+
+/// Length of a [`Hostile::HugeBody`] answer.
+pub const HUGE_BODY_BYTES: u64 = 100 << 20;
+
+impl FaultConfig {
+    /// The hostile answer to give this request, if any.
+    pub fn hostile_now(&self) -> Option<Hostile> {
+        let h = self.hostile?;
+        let rate = if self.hostile_rate == 0.0 {
+            1.0
+        } else {
+            self.hostile_rate
+        };
+        (rate >= 1.0 || rand::random::<f64>() < rate).then_some(h)
+    }
 }
 
 /// A latency range.
@@ -70,6 +107,7 @@ impl FaultConfig {
         for (name, rate) in [
             ("error_rate", self.error_rate),
             ("after_effect_rate", self.after_effect_rate),
+            ("hostile_rate", self.hostile_rate),
             ("hang_rate", self.hang_rate),
             ("reset_rate", self.reset_rate),
         ] {

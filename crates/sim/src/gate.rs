@@ -21,6 +21,7 @@ use rand::Rng;
 
 use crate::config::{AuthConfig, Mode};
 use crate::error::{ErrorStyle, RenderedError, ScimError};
+use crate::faults::Hostile;
 use crate::stats::Carried;
 use crate::tenant::{App, Tenant};
 
@@ -215,16 +216,24 @@ pub async fn gate(
         None => {
             let faults = tenant.faults();
             let write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-            req.extensions_mut().insert(tenant.clone());
-            let applied = next.run(req).await;
-            if write
-                && faults.after_effect_rate > 0.0
-                && rand::random::<f64>() < faults.after_effect_rate
-            {
-                // The write took effect; its answer is lost behind an error.
-                (injected_error(&faults, spec.hooks), false)
-            } else {
-                (applied, false)
+            let hostile = faults.hostile_now();
+            match hostile {
+                Some(h) if h != Hostile::NulId => (hostile_answer(h, &app), false),
+                _ => {
+                    req.extensions_mut().insert(tenant.clone());
+                    let applied = next.run(req).await;
+                    if write
+                        && faults.after_effect_rate > 0.0
+                        && rand::random::<f64>() < faults.after_effect_rate
+                    {
+                        // The write took effect; its answer is lost behind an error.
+                        (injected_error(&faults, spec.hooks), false)
+                    } else if hostile == Some(Hostile::NulId) {
+                        (with_nul_ids(applied).await, false)
+                    } else {
+                        (applied, false)
+                    }
+                }
             }
         }
     };
@@ -307,6 +316,80 @@ async fn guarded(
         return Some((injected_error(&faults, hooks), false));
     }
     None
+}
+
+/// A hostile answer in place of the server's (see [`Hostile`]).
+fn hostile_answer(h: Hostile, app: &App) -> Response {
+    match h {
+        Hostile::Redirect => Response::builder()
+            .status(StatusCode::FOUND)
+            .header(header::LOCATION, "/login?session=s3cr3t-session")
+            .body(Body::empty()),
+        Hostile::Html => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .body(Body::from(
+                "<!doctype html><html><body><form>Sign in</form></body></html>",
+            )),
+        Hostile::HugeBody => {
+            const CHUNK: usize = 64 << 10;
+            let chunks = crate::faults::HUGE_BODY_BYTES / CHUNK as u64;
+            let stream = futures::stream::iter((0..chunks).map(|i| {
+                let mut chunk = vec![b' '; CHUNK];
+                if i == 0 {
+                    chunk[0] = b'[';
+                }
+                Ok::<_, std::io::Error>(chunk)
+            }));
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/scim+json")
+                .body(Body::from_stream(stream))
+        }
+        Hostile::EndlessBody => {
+            use futures::StreamExt as _;
+            // Endless, but for the simulator's own shutdown.
+            let stream = futures::stream::unfold((), |()| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some((Ok::<_, std::io::Error>(vec![b' '; 1024]), ()))
+            })
+            .take_until(app.shutdown.clone().cancelled_owned());
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/scim+json")
+                .body(Body::from_stream(stream))
+        }
+        Hostile::NulId => Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Body::empty()),
+    }
+    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The handler's answer with a NUL byte added to every `id` in its JSON body.
+async fn with_nul_ids(resp: Response) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    fn poison(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(serde_json::Value::String(id)) = m.get_mut("id") {
+                    id.push('\0');
+                }
+                m.values_mut().for_each(poison);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(poison),
+            _ => {}
+        }
+    }
+    poison(&mut v);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(v.to_string()))
 }
 
 /// An injected error: one of the tenant's `error_statuses`, in the mode's error style.

@@ -138,6 +138,74 @@ async fn fault_after_effect_lands_the_write_and_answers_an_error() {
     sim.stop().await;
 }
 
+/// Hostile answers in the server's place: a redirect to a login page, an HTML 200, a body of
+/// 100 MiB, NUL bytes in ids (the write lands), a body that never ends.
+#[tokio::test]
+async fn fault_hostile_answers() {
+    let sim = start_plain().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let hostile = |kind: &str| json!({"hostile": kind});
+    assert_eq!(sim.faults("t", hostile("redirect")).await, 200);
+    let r = http.get(sim.url("/Users")).send().await.expect("redirect");
+    assert_eq!(r.status().as_u16(), 302);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .is_ok_and(|l| l.starts_with("/login?"))
+    );
+    assert_eq!(sim.faults("t", hostile("html")).await, 200);
+    let r = http.get(sim.url("/Users")).send().await.expect("html");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|c| c.starts_with("text/html"))
+    );
+    assert_eq!(sim.faults("t", hostile("huge_body")).await, 200);
+    let mut r = http.get(sim.url("/Users")).send().await.expect("huge");
+    let mut read = 0u64;
+    while let Some(chunk) = r.chunk().await.expect("chunk") {
+        read += chunk.len() as u64;
+    }
+    assert_eq!(read, scimrelay_sim::faults::HUGE_BODY_BYTES);
+    assert_eq!(sim.faults("t", hostile("nul_id")).await, 200);
+    let (s, created) = sim
+        .post("/Users", json!({"schemas": [USER], "userName": "nul"}))
+        .await;
+    assert_eq!(s, 201);
+    assert!(
+        created["id"].as_str().is_some_and(|id| id.ends_with('\0')),
+        "{created}"
+    );
+    assert_eq!(sim.faults("t", hostile("endless_body")).await, 200);
+    let mut r = http.get(sim.url("/Users")).send().await.expect("endless");
+    let started = std::time::Instant::now();
+    let mut chunks = 0;
+    while started.elapsed() < std::time::Duration::from_millis(500) {
+        if r.chunk().await.expect("chunk").is_some() {
+            chunks += 1;
+        }
+    }
+    assert!(chunks >= 3, "still streaming: {chunks} chunks");
+    drop(r);
+    assert_eq!(
+        sim.faults("t", json!({"hostile": "html", "hostile_rate": 2.0}))
+            .await,
+        400
+    );
+    assert_eq!(sim.faults("t", json!({})).await, 200);
+    let users = sim.admin("/_admin/tenants/t/users").await;
+    assert_eq!(
+        users.as_array().map(Vec::len),
+        Some(1),
+        "the nul_id write landed"
+    );
+    sim.stop().await;
+}
+
 #[tokio::test]
 async fn fault_error_rate() {
     let sim = start_plain().await;

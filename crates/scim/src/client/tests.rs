@@ -36,7 +36,14 @@ async fn success_statuses_and_bodies() {
             "/scim/v2/Users/u3" => reply(204, None, ""),
             "/scim/v2/Groups/g1" => reply(200, Some("text/plain"), "OK"),
             "/scim/v2/Groups/g2" => reply(200, Some("application/json"), "{not json"),
-            "/scim/v2/moved" => with_header(reply(302, None, ""), "location", "https://elsewhere/"),
+            "/scim/v2/Groups/g3" => reply(200, Some("text/html"), "<html>Sign in</html>"),
+            "/scim/v2/Groups" => json(200, json!({"schemas": ["x"], "id": "not a list"})),
+            "/scim/v2/Users/u4" => json(200, json!([1, 2])),
+            "/scim/v2/moved" => with_header(
+                reply(302, None, ""),
+                "location",
+                "https://sso.example.com/login?session=s3cr3t#frag",
+            ),
             _ => reply(200, Some("application/json"), "   "),
         }
     })
@@ -58,25 +65,90 @@ async fn success_statuses_and_bodies() {
         .await
         .expect("204");
     assert_eq!((r.status, r.body), (204, None));
+    // A DELETE's body is not read as anything; a PATCH may answer with no body.
     let r = c
         .execute(&ScimRequest::delete("/Groups/g1"))
         .await
         .expect("200 text");
     assert_eq!((r.status, r.body), (200, None));
     let r = c
-        .execute(&ScimRequest::get("/other"))
+        .execute(&ScimRequest::patch("/other", json!({})))
         .await
         .expect("blank body");
     assert_eq!(r.body, None);
-    assert!(matches!(
-        c.execute(&ScimRequest::get("/Groups/g2")).await,
-        Err(ScimError::Decode(_))
-    ));
-    // Redirects are answered, not followed (the credential must not travel elsewhere).
-    let r = c.execute(&ScimRequest::get("/moved")).await.expect("302");
-    assert_eq!(r.status, 302);
-    assert_eq!(r.location(), Some("https://elsewhere/"));
+    // A success that is not what the request needs is an error naming what came instead.
+    for (req, needle) in [
+        (ScimRequest::get("/other"), "no body where a SCIM resource"),
+        (
+            ScimRequest::get("/Groups/g2"),
+            "not JSON (application/json)",
+        ),
+        (ScimRequest::get("/Groups/g3"), "not JSON (text/html)"),
+        (
+            ScimRequest::patch("/Groups/g3", json!({})),
+            "not JSON (text/html)",
+        ),
+        (ScimRequest::get("/Groups"), "not a SCIM list"),
+        (ScimRequest::get("/Users/u4"), "not an object"),
+    ] {
+        let e = http_err(c.execute(&req).await);
+        assert!(matches!(e, ScimError::Unexpected(_)), "{e:?}");
+        assert!(e.to_string().contains(needle), "{e}");
+        assert!(e.is_transient(), "a gateway may recover: {e}");
+    }
+    // Redirects are errors naming the status and where, without the query (never followed:
+    // the credential must not travel elsewhere).
+    let e = http_err(c.execute(&ScimRequest::post("/moved", json!({}))).await);
+    assert!(
+        matches!(&e, ScimError::Redirect { status: 302, location } if location == "https://sso.example.com/login"),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("HTTP 302") && !text.contains("s3cr3t"),
+        "{text}"
+    );
+    assert!(e.is_auth_failure(), "a login page behind a gateway");
     assert_eq!(server.count("/scim/v2/moved"), 1);
+}
+
+/// Bodies over the limit are refused, announced or streamed; token responses too.
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused() {
+    let big = "x".repeat(4096);
+    let server = serve(move |r| {
+        let big = big.clone();
+        async move {
+            match r.path.as_str() {
+                "/scim/v2/Users/big" => json(200, json!({"id": "u", "pad": big})),
+                "/oauth2/token" => json(200, json!({"access_token": "t", "pad": big})),
+                _ => json(200, json!({"id": "small"})),
+            }
+        }
+    })
+    .await;
+    let limited = |auth: Auth| {
+        ScimClient::new(ClientConfig {
+            max_body_bytes: 2048,
+            ..ClientConfig::new(format!("{}/scim/v2", server.addr), auth)
+        })
+        .expect("client")
+    };
+    let c = limited(Auth::None);
+    c.execute(&ScimRequest::get("/Users/small"))
+        .await
+        .expect("small");
+    let e = http_err(c.execute(&ScimRequest::get("/Users/big")).await);
+    assert!(matches!(e, ScimError::TooLarge { limit: 2048 }), "{e:?}");
+    assert!(e.to_string().contains("max_response_bytes"), "{e}");
+    let oauth = limited(Auth::OauthClientCredentials {
+        token_url: format!("{}/oauth2/token", server.addr),
+        client_id: "cid".into(),
+        client_secret: Secret::new("s"),
+        scope: None,
+    });
+    let e = http_err(oauth.execute(&ScimRequest::get("/Users/small")).await);
+    assert!(matches!(e, ScimError::TooLarge { .. }), "{e:?}");
 }
 
 #[tokio::test]
@@ -172,7 +244,7 @@ async fn retry_after_seconds_and_http_date() {
 
 #[tokio::test]
 async fn request_headers_basic_bearer_and_content() {
-    let server = serve(|_| async { json(200, json!({})) }).await;
+    let server = serve(|_| async { json(200, json!({"totalResults": 0, "Resources": []})) }).await;
     let basic = client(
         &server.addr,
         Auth::Basic {
@@ -404,7 +476,7 @@ async fn oauth_server(expires_in: u64) -> OAuthServer {
             st.scim_hits.fetch_add(1, Ordering::SeqCst);
             let expected = format!("Bearer tok-{}", st.valid.load(Ordering::SeqCst));
             if r.header("authorization") == expected && !st.reject_all.load(Ordering::SeqCst) {
-                json(200, json!({"ok": true}))
+                json(200, json!({"ok": true, "totalResults": 0}))
             } else {
                 json(401, json!({"errorCode": "INVALID_SESSION_ID", "message": "Session expired or invalid"}))
             }
