@@ -58,7 +58,18 @@ pub enum Hostile {
     NulId,
     /// `200 OK` whose body never ends (a chunk every 100 ms).
     EndlessBody,
+    /// Each hostile answer one of the five above, at random.
+    Mixed,
 }
+
+/// What [`Hostile::Mixed`] picks from.
+const MIXED: [Hostile; 5] = [
+    Hostile::Redirect,
+    Hostile::Html,
+    Hostile::HugeBody,
+    Hostile::NulId,
+    Hostile::EndlessBody,
+];
 
 /// Length of a [`Hostile::HugeBody`] answer.
 pub const HUGE_BODY_BYTES: u64 = 100 << 20;
@@ -72,7 +83,14 @@ impl FaultConfig {
         } else {
             self.hostile_rate
         };
-        (rate >= 1.0 || rand::random::<f64>() < rate).then_some(h)
+        if rate < 1.0 && rand::random::<f64>() >= rate {
+            return None;
+        }
+        Some(if h == Hostile::Mixed {
+            MIXED[rand::random_range(0..MIXED.len())]
+        } else {
+            h
+        })
     }
 }
 

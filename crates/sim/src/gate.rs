@@ -177,7 +177,7 @@ pub async fn gate(
     State((app, spec)): State<(Arc<App>, GateSpec)>,
     Path(params): Path<HashMap<String, String>>,
     matched: MatchedPath,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
     let tenant_id = params.get("tenant").map(String::as_str).unwrap_or_default();
@@ -199,6 +199,112 @@ pub async fn gate(
         stats.arrived(Instant::now());
         stats.carried(Carried::of(req.uri(), req.headers()));
     }
+    let (req, subject) = match written_subject(&tenant, &class, &method, &params, req).await {
+        Ok(split) => split,
+        Err(refused) => return refused,
+    };
+    // A request is carried out to its end even when its client goes away (as a real server
+    // does): the writes of a client that gave up may still land, and overlap a retry.
+    let writing = subject.map(|s| WriteSpan::start(&tenant, s));
+    let task = tokio::spawn(async move {
+        let _writing = writing;
+        serve(app, spec, tenant, class, method, req, next).await
+    });
+    task.await.unwrap_or_else(|_| {
+        ScimError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "the handler panicked",
+        )
+        .into_response()
+    })
+}
+
+/// A write of one subject in progress at the server (see [`Stats::write_started`]).
+struct WriteSpan {
+    tenant: Arc<Tenant>,
+    subject: String,
+}
+
+impl WriteSpan {
+    fn start(tenant: &Arc<Tenant>, subject: String) -> Self {
+        tenant.stats().write_started(&subject);
+        Self {
+            tenant: tenant.clone(),
+            subject,
+        }
+    }
+}
+
+impl Drop for WriteSpan {
+    fn drop(&mut self) {
+        self.tenant.stats().write_ended(&self.subject);
+    }
+}
+
+/// Largest create body read to name its subject.
+const CREATE_BODY_LIMIT: usize = 8 << 20;
+
+/// The subject a write names: a user by `userName`, a group by `displayName` (lower-cased),
+/// read from a create's body or from the stored resource a path names; `None` for reads and
+/// for other paths. The request is handed back (a create's body re-attached).
+async fn written_subject(
+    tenant: &Tenant,
+    class: &str,
+    method: &Method,
+    params: &HashMap<String, String>,
+    req: Request,
+) -> Result<(Request, Option<String>), Response> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok((req, None));
+    }
+    let (kind, attribute) = match class.split('/').next() {
+        Some("Users") => (crate::schema::Kind::User, "userName"),
+        Some("Groups") => (crate::schema::Kind::Group, "displayName"),
+        _ => return Ok((req, None)),
+    };
+    let name = |v: Option<&serde_json::Value>| {
+        v.and_then(serde_json::Value::as_str).map(|n| {
+            format!(
+                "{}:{}",
+                class.split('/').next().unwrap_or(""),
+                n.to_lowercase()
+            )
+        })
+    };
+    if let Some(id) = params.get("id") {
+        let store = tenant.read();
+        let subject = store
+            .collection(kind)
+            .get(id)
+            .and_then(|r| name(r.body.get(attribute)));
+        return Ok((req, subject));
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, CREATE_BODY_LIMIT).await else {
+        return Err(ScimError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            "request body too large",
+        )
+        .into_response());
+    };
+    let subject = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| name(v.get(attribute)));
+    Ok((Request::from_parts(parts, Body::from(bytes)), subject))
+}
+
+/// Everything after the arrival: faults, admission, credentials, the handler, the answer.
+async fn serve(
+    app: Arc<App>,
+    spec: GateSpec,
+    tenant: Arc<Tenant>,
+    class: String,
+    method: Method,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let path = req.uri().path();
     let public = spec.hooks.public(path);
     let (mut response, throttled) = match guarded(
@@ -359,7 +465,9 @@ fn hostile_answer(h: Hostile, app: &App) -> Response {
                 .header(header::CONTENT_TYPE, "application/scim+json")
                 .body(Body::from_stream(stream))
         }
-        Hostile::NulId => Response::builder()
+        // Answered by the handler, then poisoned (see `with_nul_ids`); `Mixed` is resolved by
+        // `hostile_now` and never reaches here.
+        Hostile::NulId | Hostile::Mixed => Response::builder()
             .status(StatusCode::INTERNAL_SERVER_ERROR)
             .body(Body::empty()),
     }

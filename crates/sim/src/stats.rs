@@ -30,7 +30,16 @@ pub struct Stats {
     if_match: u64,
     /// Requests whose query string carried a non-empty `filter` parameter.
     filtered: u64,
+    /// Writes in progress by subject (see [`Stats::write_started`]).
+    writing: HashMap<String, u32>,
+    /// Writes that began while another write of the same subject was in progress.
+    overlapping_writes: u64,
+    /// The first subjects written by two requests at once.
+    overlapped: Vec<String>,
 }
+
+/// How many overlapped subjects a snapshot names.
+const OVERLAPPED_NAMED: usize = 20;
 
 /// What a request carried that the statistics count, read at arrival.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,6 +87,11 @@ pub struct Snapshot {
     pub throttled: u64,
     /// Most requests arriving within any 1-second window.
     pub peak_per_sec: u64,
+    /// Writes (creates included) that began while another write of the same subject (a user
+    /// by `userName`, a group by `displayName`) was still in progress at this server.
+    pub overlapping_writes: u64,
+    /// The first subjects so written (kind and name).
+    pub overlapped: Vec<String>,
     /// Requests that carried an `If-Match` header.
     pub if_match: u64,
     /// Requests that carried a non-empty `filter` query parameter.
@@ -110,6 +124,30 @@ impl Stats {
         }
         self.window.push_back(now);
         self.peak = self.peak.max(self.window.len() as u64);
+    }
+
+    /// A write of `subject` began: counted as overlapping when another is still in progress.
+    pub fn write_started(&mut self, subject: &str) {
+        let n = self.writing.entry(subject.to_owned()).or_default();
+        *n += 1;
+        if *n > 1 {
+            self.overlapping_writes += 1;
+            if self.overlapped.len() < OVERLAPPED_NAMED
+                && !self.overlapped.iter().any(|s| s == subject)
+            {
+                self.overlapped.push(subject.to_owned());
+            }
+        }
+    }
+
+    /// A write of `subject` ended (answered, or abandoned by its client and finished anyway).
+    pub fn write_ended(&mut self, subject: &str) {
+        if let Some(n) = self.writing.get_mut(subject) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.writing.remove(subject);
+            }
+        }
     }
 
     /// Records an answered request.
@@ -149,6 +187,8 @@ impl Stats {
             total: self.total,
             throttled: self.throttled,
             peak_per_sec: self.peak,
+            overlapping_writes: self.overlapping_writes,
+            overlapped: self.overlapped.clone(),
             if_match: self.if_match,
             filtered: self.filtered,
             by_method,

@@ -405,3 +405,77 @@ async fn fault_rate_limit() {
     assert!(sim.admin("/_admin/tenants/t/faults").await["rate_limit"].is_object());
     sim.stop().await;
 }
+
+/// Two writes of one subject in progress at once are counted (creates by `userName`, writes
+/// by the stored resource's name), writes of different subjects are not, and a write whose
+/// client gave up is still carried out to its end, holding its subject until then.
+#[tokio::test]
+async fn overlapping_writes_of_a_subject_are_counted() {
+    let sim = start_plain().await;
+    let a = sim.user("a", json!({})).await;
+    let stats = sim.admin("/_admin/tenants/t/stats").await;
+    assert_eq!(stats["overlapping_writes"], 0, "{stats}");
+    assert_eq!(
+        sim.faults("t", json!({"latency_ms": {"min": 400, "max": 400}}))
+            .await,
+        200
+    );
+    let patch = json!([{"op": "replace", "path": "title", "value": "x"}]);
+    let path = format!("/Users/{a}");
+    // Different subjects at once: no overlap.
+    let (p, c) = tokio::join!(
+        sim.patch(&path, patch.clone()),
+        sim.post("/Users", json!({"schemas": [USER], "userName": "b"})),
+    );
+    assert_eq!((p.0, c.0), (200, 201));
+    let stats = sim.admin("/_admin/tenants/t/stats").await;
+    assert_eq!(stats["overlapping_writes"], 0, "{stats}");
+
+    // One subject twice at once: one overlap, named.
+    let (p1, p2) = tokio::join!(
+        sim.patch(&path, patch.clone()),
+        sim.patch(&path, patch.clone())
+    );
+    assert_eq!((p1.0, p2.0), (200, 200));
+    // Two creates of one userName (cased differently) at once.
+    let (c1, c2) = tokio::join!(
+        sim.post("/Users", json!({"schemas": [USER], "userName": "Dup"})),
+        sim.post("/Users", json!({"schemas": [USER], "userName": "dup"})),
+    );
+    assert_eq!(
+        (c1.0.min(c2.0), c1.0.max(c2.0)),
+        (201, 409),
+        "one create wins"
+    );
+    let stats = sim.admin("/_admin/tenants/t/stats").await;
+    assert_eq!(stats["overlapping_writes"], 2, "{stats}");
+    assert_eq!(
+        stats["overlapped"],
+        json!(["Users:a", "Users:dup"]),
+        "{stats}"
+    );
+
+    // A client that gives up mid-request: the server still applies the write, and a write of
+    // the same subject sent meanwhile overlaps it.
+    let http = reqwest::Client::new();
+    let abandoned = http
+        .patch(sim.url(&path))
+        .header("content-type", "application/scim+json")
+        .json(
+            &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "title", "value": "late"}]}),
+        )
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(abandoned.is_err(), "the client gave up");
+    let (s, _) = sim.patch(&path, patch.clone()).await;
+    assert_eq!(s, 200);
+    let stats = sim.admin("/_admin/tenants/t/stats").await;
+    assert_eq!(stats["overlapping_writes"], 3, "{stats}");
+    let (_, user) = sim.get(&path).await;
+    assert_eq!(
+        user["title"], "x",
+        "the abandoned write landed first, the later one last"
+    );
+}
