@@ -279,8 +279,14 @@ impl Ops {
                 }])
                 .await?;
             let props = replay_properties(&m.delivery.properties);
+            // A fresh attempt budget: the copy that gave up had spent its own.
+            let fresh = Delivery {
+                attempt: 0,
+                waits: 0,
+                ..delivery.clone()
+            };
             match publisher
-                .publish(EVENTS_EXCHANGE, key, &m.delivery.data, props)
+                .publish(EVENTS_EXCHANGE, key, &fresh.encode_to_vec(), props)
                 .await
             {
                 Ok(()) => {
@@ -376,6 +382,10 @@ fn replay_properties(original: &BasicProperties) -> BasicProperties {
     for (k, v) in kept {
         headers.insert(k, v);
     }
+    headers.insert(
+        scimrelay_proto::HEADER_REPLAYED.into(),
+        lapin::types::AMQPValue::Boolean(true),
+    );
     BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/x-protobuf".into())

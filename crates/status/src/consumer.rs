@@ -1,6 +1,17 @@
 //! Consumes `scimrelay.status` in batches: up to [`BATCH_MAX`] messages or [`BATCH_WINDOW`],
 //! one transaction, then one multiple-ack. Reconnects with backoff when the broker goes away.
 //!
+//! **A record the database refuses** (a NUL byte in a text field from a hostile server, which
+//! PostgreSQL's `TEXT` rejects; a value over a limit) must not hold the batch forever: when a
+//! batch fails with a database error, its records are written one at a time; each one the
+//! database refuses on its own is **parked** — the message is published to
+//! `scimrelay.dead-letter` with the reason in `x-scimrelay-parked-reason`, counted in
+//! `scimrelay_status_parked_total` — and an outcome is still recorded for its event, with its
+//! text fields' control characters replaced and a note saying so, so no event loses its one
+//! terminal outcome. A message that is not a scimrelay message at all is parked the same way.
+//! When every record of a batch fails alone, the database itself is failing: nothing is acked
+//! and the batch is delivered again.
+//!
 //! The queue carries outcomes and the held events of the mass-deprovisioning guard (header
 //! `x-scimrelay-type`, see status.proto); both go through the same batch, so a held event and a
 //! later outcome of the same (event, target) are applied in the order they were published.
@@ -27,7 +38,7 @@ use scimrelay_core::metrics::{self, metrics};
 use scimrelay_core::telemetry;
 use scimrelay_proto::v1::{HeldEvent, Outcome};
 
-use crate::store::{Record, Store};
+use crate::store::{Record, Store, StoreError};
 
 /// Most outcomes written in one transaction.
 pub const BATCH_MAX: usize = 500;
@@ -35,6 +46,10 @@ pub const BATCH_MAX: usize = 500;
 pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// Unacked outcomes the broker may push ahead (two batches, so one fills while one is written).
 const PREFETCH: u16 = 1000;
+/// Deliveries of one message after which it is parked rather than tried again: a message that
+/// keeps stopping the service would otherwise come back forever (the status queue has no
+/// delivery limit of its own).
+pub const MAX_DELIVERIES: u64 = 10;
 
 /// Runs until `shutdown`.
 pub async fn run(url: String, store: Store, ready: Readiness, shutdown: CancellationToken) {
@@ -63,6 +78,7 @@ async fn session(
 ) -> anyhow::Result<()> {
     let conn = amqp::connect(url, "scimrelay-status").await?;
     amqp::declare_all(&conn, []).await?;
+    let publisher = amqp::Publisher::new(&conn).await?;
     let ch = conn.create_channel().await?;
     ch.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
     let mut consumer = ch
@@ -106,9 +122,22 @@ async fn session(
             batch_span.context().span().span_context().clone()
         };
         let mut records: Vec<Record> = Vec::with_capacity(batch.len());
+        let mut origin: Vec<usize> = Vec::with_capacity(batch.len());
         let mut spans = Vec::with_capacity(batch.len());
-        for d in &batch {
-            let Some(record) = decode(d) else { continue };
+        for (i, d) in batch.iter().enumerate() {
+            let deliveries = amqp::delivery_count(&d.properties);
+            if deliveries >= MAX_DELIVERIES {
+                let reason = format!(
+                    "delivered {deliveries} times without being stored (it may stop the status service)"
+                );
+                park(&publisher, d, &reason).await?;
+                continue;
+            }
+            let Some(record) = decode(d) else {
+                park(&publisher, d, "not a scimrelay outcome or held event").await?;
+                continue;
+            };
+            origin.push(i);
             let (kind, target, result) = match &record {
                 Record::Outcome(o) => (
                     "outcome",
@@ -148,7 +177,16 @@ async fn session(
         }
         // Not acked on failure: the channel closes and the broker redelivers the batch.
         let started = std::time::Instant::now();
-        let written = store.write(&records).instrument(batch_span.clone()).await?;
+        let written = match store.write(&records).instrument(batch_span.clone()).await {
+            Ok(w) => w,
+            Err(e) if refused(&e) => {
+                tracing::warn!(error = %e, records = records.len(), "the store refused a batch; writing its records one at a time");
+                one_by_one(store, &publisher, &batch, &origin, &records)
+                    .instrument(batch_span.clone())
+                    .await?
+            }
+            Err(e) => return Err(e.into()),
+        };
         batch_span.record("scimrelay.inserted", written.inserted);
         batch_span.record("scimrelay.duplicates", written.duplicates);
         observe(&records, started.elapsed());
@@ -167,6 +205,124 @@ async fn session(
     amqp::close(&conn, "status consumer stopping").await;
     result
 }
+
+/// Whether the database refused what it was given (rather than failing): a database error, as
+/// opposed to a lost connection or an exhausted pool.
+fn refused(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(sqlx::Error::Database(_)))
+}
+
+/// Writes each record alone; parks those the database refuses (see the module docs). Errors
+/// when every record failed (the database is failing, not one record).
+async fn one_by_one(
+    store: &Store,
+    publisher: &amqp::Publisher,
+    batch: &[lapin::message::Delivery],
+    origin: &[usize],
+    records: &[Record],
+) -> anyhow::Result<crate::store::Written> {
+    let mut written = crate::store::Written::default();
+    let mut refusals = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        match store.write(std::slice::from_ref(record)).await {
+            Ok(w) => {
+                written.inserted += w.inserted;
+                written.duplicates += w.duplicates;
+                written.ignored += w.ignored;
+            }
+            Err(e) if refused(&e) => refusals.push((i, e)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !records.is_empty() && refusals.len() == records.len() {
+        anyhow::bail!(
+            "the store refused every record of the batch: {}",
+            refusals[0].1
+        );
+    }
+    for (i, e) in refusals {
+        let reason = format!("the status store refused it: {e}");
+        park(publisher, &batch[origin[i]], &reason).await?;
+        if let Record::Outcome(o) = &records[i] {
+            let clean = Record::Outcome(sanitized(o));
+            if let Err(e) = store.write(std::slice::from_ref(&clean)).await {
+                tracing::error!(error = %e, event_id = %printable(&o.event_id), "even the sanitized outcome was refused; only the parked message remains");
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// Control characters (a NUL byte above all) replaced, for a store that refuses them.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+/// The outcome with its text fields made printable and a note that it was.
+fn sanitized(o: &Outcome) -> Outcome {
+    let mut c = o.clone();
+    for f in [
+        &mut c.event_id,
+        &mut c.target,
+        &mut c.provider,
+        &mut c.tenant,
+        &mut c.subject_id,
+        &mut c.scim_type,
+        &mut c.remote_id,
+        &mut c.trace_id,
+    ] {
+        *f = printable(f);
+    }
+    c.detail = format!(
+        "{}{}[stored with control characters replaced: the status store refused the outcome as published; the original is parked in scimrelay.dead]",
+        printable(&o.detail),
+        if o.detail.is_empty() { "" } else { " " }
+    );
+    c.planned.clear();
+    c
+}
+
+/// Publishes a message the status service cannot store to the parking lot, with the reason.
+async fn park(
+    publisher: &amqp::Publisher,
+    d: &lapin::message::Delivery,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let mut headers = d.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        PARKED_REASON_HEADER.into(),
+        lapin::types::AMQPValue::LongString(printable(reason).into()),
+    );
+    let message_type = amqp::header_str(&d.properties, scimrelay_proto::HEADER_MESSAGE_TYPE)
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let props = amqp::properties(&message_type, headers);
+    publisher
+        .publish(amqp::DEAD_EXCHANGE, "status", &d.data, props)
+        .await?;
+    metrics()
+        .status_parked
+        .get_or_create(&vec![("reason", parked_label(reason).to_owned())])
+        .inc();
+    tracing::error!(bytes = d.data.len(), reason = %printable(reason), "a message the status store cannot keep was parked in scimrelay.dead");
+    Ok(())
+}
+
+/// The reason of a parked message as a bounded metrics label.
+fn parked_label(reason: &str) -> &'static str {
+    if reason.starts_with("the status store refused") {
+        "refused"
+    } else if reason.starts_with("delivered") {
+        "redelivered"
+    } else {
+        "undecodable"
+    }
+}
+
+/// The header carrying why the status service parked a message.
+pub const PARKED_REASON_HEADER: &str = "x-scimrelay-parked-reason";
 
 /// Outcome counts per target and result, end-to-end latency, write duration.
 fn observe(records: &[Record], write: Duration) {
@@ -207,12 +363,12 @@ fn decode(d: &lapin::message::Delivery) -> Option<Record> {
     };
     match decoded {
         Ok(Record::Held(h)) if h.delivery.is_none() => {
-            tracing::error!("held event without its delivery dropped");
+            tracing::error!("held event without its delivery");
             None
         }
         Ok(r) => Some(r),
         Err(e) => {
-            tracing::error!(error = %e, message_type = kind, "undecodable message dropped");
+            tracing::error!(error = %e, message_type = kind, "undecodable message");
             None
         }
     }

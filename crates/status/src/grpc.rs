@@ -673,6 +673,11 @@ impl StatusService for Service {
                     "items[{i}].event: required unless read_only"
                 )));
             }
+            if item.session.len() > 200 {
+                return Err(Status::invalid_argument(format!(
+                    "items[{i}].session: at most 200 bytes"
+                )));
+            }
         }
         let started = std::time::Instant::now();
         let records = self.store.take_events(&items).await?;
@@ -689,7 +694,12 @@ impl StatusService for Service {
         check_batch(items.len())?;
         for (i, item) in items.iter().enumerate() {
             check_key(&format!("items[{i}].key"), item.key.as_ref())?;
-            if item.version == 0 {
+            if item.release_only && item.session.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "items[{i}].session: required with release_only"
+                )));
+            }
+            if item.version == 0 && !item.release_only {
                 return Err(Status::invalid_argument(format!(
                     "items[{i}].version: required"
                 )));

@@ -189,6 +189,7 @@ CREATE INDEX deprovisions_window ON deprovisions (target, admitted_at_ms);
     ),
     (4, MIGRATION_4),
     (5, SQLITE_MIGRATION_5),
+    (6, SQLITE_MIGRATION_6),
 ];
 
 /// PostgreSQL schema migrations (the same schema as SQLite's, in PostgreSQL types). Version 1
@@ -277,6 +278,7 @@ CREATE INDEX deprovisions_window ON deprovisions (target, admitted_at_ms);
     ),
     (4, MIGRATION_4),
     (5, POSTGRES_MIGRATION_5),
+    (6, POSTGRES_MIGRATION_6),
 ];
 
 /// Migration 4, the same SQL on both backends: the identity-platform tenant of every outcome
@@ -448,6 +450,19 @@ CREATE UNIQUE INDEX held_unique ON held (tenant, event_id, target);
 ALTER TABLE deprovisions ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
 ALTER TABLE deprovisions DROP CONSTRAINT deprovisions_pkey;
 ALTER TABLE deprovisions ADD PRIMARY KEY (target, tenant, subject_id)
+"#;
+
+/// Migration 6 on SQLite: a subject's claim by the connector session converging it, and the
+/// fence a claim left by an ended session puts on it (see [`record`]).
+const SQLITE_MIGRATION_6: &str = r#"
+ALTER TABLE subjects ADD COLUMN claim TEXT NOT NULL DEFAULT '';
+ALTER TABLE subjects ADD COLUMN fenced_until_ms INTEGER NOT NULL DEFAULT 0
+"#;
+
+/// Migration 6 on PostgreSQL: the same columns.
+const POSTGRES_MIGRATION_6: &str = r#"
+ALTER TABLE subjects ADD COLUMN claim TEXT NOT NULL DEFAULT '';
+ALTER TABLE subjects ADD COLUMN fenced_until_ms BIGINT NOT NULL DEFAULT 0
 "#;
 
 /// One write of a batch, applied in order in one transaction.

@@ -137,6 +137,7 @@ on_both!(
     watch_resumes_from_a_cursor_without_gaps_or_duplicates,
     targets_report_counts_latency_quarantine_and_queue_depth,
     dead_letters_are_listed_and_replayed,
+    a_record_the_store_refuses_is_parked_and_the_rest_commit,
     held_events_are_listed_released_and_dropped,
     the_deprovision_guard_admits_then_refuses,
     a_restart_mid_run_loses_no_outcome,
@@ -415,6 +416,7 @@ fn take(target: &str, event: &IdentityEvent, invalidate: bool) -> TakeEvent {
         event: Some(event.clone()),
         invalidate,
         read_only: false,
+        ..Default::default()
     }
 }
 
@@ -921,7 +923,12 @@ async fn dead_letters_are_listed_and_replayed(db: TestDb) {
     let broker = Broker::connect(&vhost).await;
     let r = Running::start(&db.url, &vhost).await;
     for (e, s) in [("d1", "a"), ("d2", "b"), ("d3", "c")] {
-        let d = delivery(e, "t1", s, EventKind::UserUpserted);
+        // Dead-lettered after spending its attempts (and some uncounted waits).
+        let d = Delivery {
+            attempt: 7,
+            waits: 4,
+            ..delivery(e, "t1", s, EventKind::UserUpserted)
+        };
         broker
             .park("t1", Some(&routing_key("t1", s)), &d.encode_to_vec())
             .await;
@@ -990,6 +997,15 @@ async fn dead_letters_are_listed_and_replayed(db: TestDb) {
         ids,
         BTreeSet::from(["d1".to_owned(), "d2".to_owned(), "d3".to_owned()])
     );
+    // Each copy starts a fresh attempt budget and is marked as replayed (its outcome says so).
+    for m in &replayed {
+        let d = Delivery::decode(m.data.as_slice()).expect("delivery");
+        assert_eq!((d.attempt, d.waits), (0, 0), "{d:?}");
+        assert!(scimrelay_core::amqp::header_bool(
+            &m.properties,
+            scimrelay_proto::HEADER_REPLAYED
+        ));
+    }
     let left = client
         .list_dead_letters(ListDeadLettersRequest::default())
         .await
@@ -2086,4 +2102,94 @@ mod tls {
         assert!(!matches!(plain, Ok(Ok(_))), "plain gRPC must not be served");
         r.stop().await;
     }
+}
+
+/// One batch holding an outcome PostgreSQL refuses (NUL bytes in its text: `TEXT` rejects
+/// them) and a message that is no outcome at all: the good outcomes commit, the bad ones are
+/// parked in the dead-letter queue with their reason, the refused outcome still gets a
+/// (sanitized) outcome, and outcomes published afterwards keep committing.
+async fn a_record_the_store_refuses_is_parked_and_the_rest_commit(db: TestDb) {
+    let postgres = db.url.starts_with("postgres");
+    let vhost = TestVhost::create("status-park");
+    let broker = Broker::connect(&vhost).await;
+    let mut bad = outcome("bad\0id", "t1", "s\0x", OutcomeResult::Failed, 1_000);
+    bad.detail = "the server answered an id holding \0".into();
+    broker
+        .outcomes(&[
+            outcome("ok1", "t1", "a", OutcomeResult::Succeeded, 1_000),
+            bad,
+            outcome("ok2", "t1", "b", OutcomeResult::Succeeded, 1_000),
+        ])
+        .await;
+    let props =
+        scimrelay_core::amqp::properties(scimrelay_proto::TYPE_OUTCOME, FieldTable::default());
+    broker
+        .publisher
+        .publish(
+            scimrelay_core::amqp::OUTCOMES_EXCHANGE,
+            "scim.t1.succeeded",
+            b"\xff\xffnot protobuf",
+            props,
+        )
+        .await
+        .expect("publish");
+    let r = Running::start(&db.url, &vhost).await;
+    wait_stored(&r, 3).await;
+    broker
+        .outcomes(&[outcome("ok3", "t1", "c", OutcomeResult::Succeeded, 2_000)])
+        .await;
+    wait_stored(&r, 4).await;
+    let mut client = r.client().await;
+    if postgres {
+        let ev = client
+            .get_event(GetEventRequest {
+                event_id: "bad\u{fffd}id".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("the sanitized outcome")
+            .into_inner();
+        assert_eq!(ev.outcomes.len(), 1, "{ev:?}");
+        let o = &ev.outcomes[0];
+        assert_eq!(o.result, OutcomeResult::Failed as i32);
+        assert!(o.detail.contains("control characters replaced"), "{o:?}");
+        assert!(!o.detail.contains('\0'), "{o:?}");
+    }
+    let parked = eventually("parked messages", WAIT, || {
+        let mut client = client.clone();
+        async move {
+            let list = client
+                .list_dead_letters(ListDeadLettersRequest {
+                    target: String::new(),
+                    limit: 10,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (list.total == if postgres { 2 } else { 1 }).then_some(list)
+        }
+    })
+    .await;
+    assert!(
+        parked.messages.iter().all(|m| !m.replayable),
+        "status messages are not replayed to a target: {parked:?}"
+    );
+    let text = reqwest::get(format!("{}/metrics", r.http))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        text.contains("reason=\"undecodable\"} 1"),
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("parked"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    if postgres {
+        assert!(text.contains("reason=\"refused\"} 1"), "{text}");
+    }
+    r.stop().await;
 }

@@ -19,6 +19,13 @@
 //! locks suffice (the global advisory lock orders outcome sequence numbers, which these writes
 //! do not touch).
 //!
+//! **Claims and fences.** Taking a subject claims it for the taking connector session until
+//! that session records what it did. A take that finds another session's claim knows that
+//! session ended mid-converge (single active consumer gave its shard away): its last request
+//! may still be in flight. The subject is then *fenced* for the target's request timeout —
+//! every take answers `fenced_until_ms` and nothing is sent for it until then — so two sessions
+//! never write one subject at once.
+//!
 //! **The guard** counts a target's users by presence: present (active or not), plus those
 //! that left within the window.
 
@@ -33,6 +40,40 @@ use scimrelay_proto::v1::{
 
 use super::{Backend, Pool, Store, StoreError, admits, deprovision_lock_key, now_ms, refusal};
 
+/// An error text with its control characters replaced: a connector's error may quote a broken
+/// server, and PostgreSQL's `TEXT` refuses a NUL byte (which would fail the whole batch).
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+/// The claim and fence a take by `session` leaves on a subject that `held` (its claim and
+/// fence) before. An empty session (a caller that does not claim) changes nothing.
+///
+/// - unclaimed, or claimed by this session: this session claims it;
+/// - claimed by another session, never fenced: that session ended mid-converge (or
+///   recorded nothing): fenced for `fence_ms` from now, the claim kept;
+/// - claimed by another session and fenced until a time still to come: unchanged;
+/// - claimed by another session whose fence has passed: this session claims it.
+fn next_claim(held: (String, i64), session: &str, fence_ms: u64, now: i64) -> (String, i64) {
+    let (holder, fenced) = held;
+    if session.is_empty() {
+        return (holder, fenced);
+    }
+    if holder.is_empty() || holder == session {
+        return (session.to_owned(), 0);
+    }
+    if fenced == 0 {
+        let until = now.saturating_add(i64::try_from(fence_ms).unwrap_or(i64::MAX));
+        return (holder, until);
+    }
+    if fenced > now {
+        return (holder, fenced);
+    }
+    (session.to_owned(), 0)
+}
+
 /// Most items in one state-of-record call (TakeEvents, RecordConverged, GetRecords).
 pub const KEY_LIMIT: usize = 1000;
 
@@ -45,11 +86,12 @@ struct Members {
 
 /// Columns of a record as read back (see [`RecordRow`]).
 const SELECT_RECORD: &str = "SELECT desired_version, desired_event_id, desired, applied_version, \
-     applied_event_id, applied, remote_id, fingerprint, presence, members, last_error, updated_at_ms \
+     applied_event_id, applied, remote_id, fingerprint, presence, members, last_error, updated_at_ms, \
+     fenced_until_ms \
      FROM subjects WHERE target = $1 AND tenant = $2 AND subject_kind = $3 AND subject_id = $4";
 
 /// desired version, desired event id, desired body, applied version, applied event id, applied
-/// body, remote id, fingerprint, presence, members, last error, updated at.
+/// body, remote id, fingerprint, presence, members, last error, updated at, fenced until.
 type RecordRow = (
     i64,
     String,
@@ -62,6 +104,7 @@ type RecordRow = (
     i64,
     Option<Vec<u8>>,
     String,
+    i64,
     i64,
 );
 
@@ -122,10 +165,12 @@ fn to_record(
         members,
         last_error,
         updated_at_ms,
+        fenced_until_ms,
     )) = row
     else {
         return Ok(r);
     };
+    r.fenced_until_ms = fenced_until_ms;
     r.found = true;
     r.desired_version = u64::try_from(desired_version).unwrap_or_default();
     if bodies
@@ -220,6 +265,35 @@ macro_rules! take_one {
                 .execute(&mut *$tx)
                 .await?;
             }
+            // Read after the upsert, which locks the row (PostgreSQL), so two sessions taking one
+            // subject at once see each other's claim.
+            let held: Option<(String, i64)> = sqlx::query_as(
+                "SELECT claim, fenced_until_ms FROM subjects WHERE target = $1 AND tenant = $2 \
+                 AND subject_kind = $3 AND subject_id = $4",
+            )
+            .bind(&key.target)
+            .bind(&key.tenant)
+            .bind(i64::from(key.kind))
+            .bind(&key.subject_id)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            let held = held.unwrap_or_default();
+            let next = next_claim(held.clone(), &item.session, item.fence_ms, $now);
+            if next != held {
+                let (claim, fenced) = next;
+                sqlx::query(
+                "UPDATE subjects SET claim = $5, fenced_until_ms = $6 WHERE target = $1 \
+                 AND tenant = $2 AND subject_kind = $3 AND subject_id = $4",
+            )
+            .bind(&key.target)
+            .bind(&key.tenant)
+            .bind(i64::from(key.kind))
+            .bind(&key.subject_id)
+                .bind(claim)
+                .bind(fenced)
+                .execute(&mut *$tx)
+                .await?;
+            }
         }
         let row = select_record!(&mut *$tx, key);
         to_record(
@@ -239,7 +313,22 @@ macro_rules! record_one {
     ($tx:ident, $key:expr, $c:expr, $now:expr) => {{
         let key: &SubjectKey = $key;
         let c: &Converged = $c;
-        let changed = if c.succeeded {
+        if !c.session.is_empty() {
+            sqlx::query(
+                "UPDATE subjects SET claim = '' WHERE target = $1 AND tenant = $2 \
+                 AND subject_kind = $3 AND subject_id = $4 AND claim = $5",
+            )
+            .bind(&key.target)
+            .bind(&key.tenant)
+            .bind(i64::from(key.kind))
+            .bind(&key.subject_id)
+            .bind(&c.session)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        let changed = if c.release_only {
+            0
+        } else if c.succeeded {
             let members = c.members_known.then(|| {
                 Members {
                     ids: c.members.clone(),
@@ -289,7 +378,7 @@ macro_rules! record_one {
             .bind(&key.tenant)
             .bind(i64::from(key.kind))
             .bind(&key.subject_id)
-            .bind(&c.error)
+            .bind(printable(&c.error))
             .bind($now)
             .bind(version_to_db(c.version))
             .execute(&mut *$tx)
@@ -615,5 +704,53 @@ impl Store {
             }
             Ok::<_, StoreError>(placed)
         })
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::next_claim;
+
+    fn held(holder: &str, fenced: i64) -> (String, i64) {
+        (holder.to_owned(), fenced)
+    }
+
+    #[test]
+    fn a_free_or_own_subject_is_claimed_unfenced() {
+        assert_eq!(next_claim(held("", 0), "b", 30_000, 1_000), held("b", 0));
+        assert_eq!(next_claim(held("b", 0), "b", 30_000, 1_000), held("b", 0));
+    }
+
+    #[test]
+    fn another_sessions_claim_fences_once_then_passes() {
+        // First take after the other session ended: fenced for the request timeout.
+        assert_eq!(
+            next_claim(held("a", 0), "b", 30_000, 1_000),
+            held("a", 31_000)
+        );
+        // Taken again within the fence: still fenced, not pushed further.
+        assert_eq!(
+            next_claim(held("a", 31_000), "b", 30_000, 20_000),
+            held("a", 31_000)
+        );
+        // A third session inside the fence waits for the same end.
+        assert_eq!(
+            next_claim(held("a", 31_000), "c", 30_000, 20_000),
+            held("a", 31_000)
+        );
+        // The fence has passed: claimed, unfenced.
+        assert_eq!(
+            next_claim(held("a", 31_000), "b", 30_000, 31_000),
+            held("b", 0)
+        );
+    }
+
+    #[test]
+    fn a_caller_without_a_session_changes_nothing() {
+        assert_eq!(next_claim(held("a", 0), "", 30_000, 1_000), held("a", 0));
+        assert_eq!(
+            next_claim(held("a", 9_000), "", 30_000, 1_000),
+            held("a", 9_000)
+        );
     }
 }

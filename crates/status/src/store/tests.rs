@@ -383,6 +383,7 @@ on_both!(
     desired_versions_only_grow_and_applied_never_moves_back,
     a_failure_invalidates_the_fingerprint_and_the_members,
     tenants_and_kinds_are_separate_subjects,
+    a_claim_left_by_an_ended_session_fences_the_subject,
 );
 
 const WINDOW_MS: u64 = 600_000;
@@ -534,6 +535,7 @@ async fn users_deleted_before_the_window_do_not_count(db: &TestStore) {
             event: Some(user_event("p1", 1, "pending")),
             invalidate: false,
             read_only: false,
+            ..Default::default()
         }])
         .await
         .expect("take");
@@ -586,6 +588,7 @@ fn taking(target: &str, event: &IdentityEvent, invalidate: bool) -> TakeEvent {
         event: Some(event.clone()),
         invalidate,
         read_only: false,
+        ..Default::default()
     }
 }
 
@@ -1172,4 +1175,105 @@ mod a_database_of_the_previous_schema_upgrades_in_place {
         )
         .await
     }
+}
+
+fn claimed(target: &str, event: &IdentityEvent, session: &str) -> TakeEvent {
+    TakeEvent {
+        session: session.into(),
+        fence_ms: 60_000,
+        ..taking(target, event, false)
+    }
+}
+
+/// A subject taken by one consumer session and never recorded (the session ended mid-converge)
+/// is fenced for the next session; one that recorded, or released, is not; and the claim of
+/// the recording session only is released.
+async fn a_claim_left_by_an_ended_session_fences_the_subject(db: &TestStore) {
+    let store = &db.store;
+    let v1 = user_event("c1", 1, "u1");
+    let v2 = user_event("c2", 2, "u1");
+    let r = store
+        .take_events(&[claimed("t1", &v1, "a")])
+        .await
+        .expect("take");
+    assert_eq!(r[0].fenced_until_ms, 0, "a free subject is not fenced");
+    // Session a ended without recording: b is fenced for the fence it asked for.
+    let before = now_ms();
+    let r = store
+        .take_events(&[claimed("t1", &v2, "b")])
+        .await
+        .expect("take");
+    assert!(
+        r[0].fenced_until_ms >= before + 60_000,
+        "fenced until {} (asked from {before})",
+        r[0].fenced_until_ms
+    );
+    let fence = r[0].fenced_until_ms;
+    // Taken again inside the fence: the same fence, not a longer one.
+    let r = store
+        .take_events(&[claimed("t1", &v2, "b")])
+        .await
+        .expect("take");
+    assert_eq!(r[0].fenced_until_ms, fence);
+    // A caller without a session (read paths) neither claims nor clears anything.
+    let r = store
+        .take_events(&[taking("t1", &v2, false)])
+        .await
+        .expect("take");
+    assert_eq!(r[0].fenced_until_ms, fence);
+
+    // Another subject: recorded by its session, then taken by another one: not fenced.
+    let w1 = user_event("w1", 1, "u2");
+    store
+        .take_events(&[claimed("t1", &w1, "a")])
+        .await
+        .expect("take");
+    // A record by a session that does not hold the claim leaves the claim alone.
+    let mut other = applied("t1", "u2", 1, "r-u2", Presence::PresentActive);
+    other.session = "z".into();
+    store.record_converged(&[other]).await.expect("record");
+    let r = store
+        .take_events(&[claimed("t1", &user_event("w2", 2, "u2"), "b")])
+        .await
+        .expect("take");
+    assert!(r[0].fenced_until_ms > 0, "z's record did not end a's claim");
+
+    // Released without a converge (a duplicate, a held deprovisioning): not fenced either.
+    let x1 = user_event("x1", 1, "u3");
+    store
+        .take_events(&[claimed("t1", &x1, "a")])
+        .await
+        .expect("take");
+    store
+        .record_converged(&[Converged {
+            key: Some(x1.subject_key("t1")),
+            session: "a".into(),
+            release_only: true,
+            ..Default::default()
+        }])
+        .await
+        .expect("release");
+    let r = store
+        .take_events(&[claimed("t1", &user_event("x2", 2, "u3"), "b")])
+        .await
+        .expect("take");
+    assert_eq!(r[0].fenced_until_ms, 0, "a released claim does not fence");
+    assert_eq!(r[0].applied_version, 0, "a release records nothing");
+
+    let y1 = user_event("y1", 1, "u4");
+    store
+        .take_events(&[claimed("t1", &y1, "a")])
+        .await
+        .expect("take");
+    let mut done = applied("t1", "u4", 1, "r-u4", Presence::PresentActive);
+    done.session = "a".into();
+    store.record_converged(&[done]).await.expect("record");
+    let r = store
+        .take_events(&[claimed("t1", &user_event("y2", 2, "u4"), "b")])
+        .await
+        .expect("take");
+    assert_eq!(
+        r[0].fenced_until_ms, 0,
+        "a recorded converge does not fence"
+    );
 }
