@@ -122,6 +122,15 @@ impl Breaker {
         }
     }
 
+    /// How long the target stays quarantined before the next probe (`None` while closed or
+    /// half-open).
+    pub fn open_remaining(&self) -> Option<Duration> {
+        match &self.lock().phase {
+            Phase::Open { until, .. } => Some(until.saturating_duration_since(Instant::now())),
+            _ => None,
+        }
+    }
+
     /// Waits until a request may be sent (immediately while closed).
     pub async fn allow(&self) -> Ticket {
         loop {

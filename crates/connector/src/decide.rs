@@ -197,6 +197,13 @@ pub fn settle_failure(
             outcome.result = OutcomeResult::Unsupported as i32;
             Step::Done(Box::new(outcome))
         }
+        // The target cannot take it for a while: park it on a delay tier for that long.
+        FailureClass::Deferred => Step::Wait {
+            wait: Duration::from_millis(err.retry_after_ms.unwrap_or(retry.max_delay_ms)),
+            attempt: attempt.saturating_sub(1),
+            reason: err.detail.clone(),
+            class: "deferred",
+        },
         // A quarantined target (revoked token, outage) is not the event's fault: the attempt is
         // not counted, so waiting out a quarantine never dead-letters anything.
         FailureClass::Retry if quarantined => Step::Wait {
@@ -255,6 +262,17 @@ pub fn backoff(base_ms: u64, cap_ms: u64, n: u32, retry_after_ms: Option<u64>) -
 pub fn wait_backoff(base_ms: u64, cap_ms: u64, waits: u32) -> Duration {
     let floor = Duration::from_millis((cap_ms / 10).max(base_ms));
     backoff(base_ms, cap_ms, waits + 1, None).max(floor)
+}
+
+/// Text from a provider made safe to store and show: control characters (a NUL byte in an
+/// error body from a broken server, which PostgreSQL refuses) replaced by U+FFFD.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }
 
 /// The outcome an operator sees when a step is terminal: `result`, `operation`, and the

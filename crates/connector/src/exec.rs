@@ -30,6 +30,12 @@ use scimrelay_core::metrics::{self, metrics};
 pub const PLANNED_ID: &str = "planned";
 /// Throttled re-sends of one request before the throttling becomes the request's error.
 pub const MAX_THROTTLE_RETRIES: u32 = 20;
+/// The longest a request may wait for its target here (a quarantine, a throttling pause, a
+/// provider budget) while its message is held by this consumer; a longer wait is
+/// [`ScimError::Deferred`] and the message waits on a delay tier instead. Far below RabbitMQ's
+/// consumer timeout (30 min by default), which would close the channel of a message held
+/// longer, and short enough that a prefetch slot is not blocked for long.
+pub const MAX_HOLD: Duration = Duration::from_secs(60);
 
 /// A target's outbound side, shared by every event of the target.
 pub struct TargetIo {
@@ -104,6 +110,7 @@ impl Exec {
         }
         let mut throttles = 0;
         loop {
+            self.hold_bound()?;
             let ticket = self.io.breaker.allow().await;
             let permit = self.io.limits.acquire().await;
             if !self.io.breaker.still_allowed(ticket) {
@@ -169,6 +176,30 @@ impl Exec {
             }
             return result;
         }
+    }
+
+    /// [`ScimError::Deferred`] when the target will not take requests within [`MAX_HOLD`]:
+    /// quarantined, or paused by throttling, for longer.
+    fn hold_bound(&self) -> Result<(), ScimError> {
+        if let Some(wait) = self.io.breaker.open_remaining().filter(|w| *w > MAX_HOLD) {
+            return Err(ScimError::Deferred {
+                wait,
+                reason: format!(
+                    "target quarantined: {}",
+                    self.io.breaker.quarantined().unwrap_or_default()
+                ),
+            });
+        }
+        if let Some(until) = self.io.limits.paused_until() {
+            let wait = until.saturating_duration_since(tokio::time::Instant::now());
+            if wait > MAX_HOLD {
+                return Err(ScimError::Deferred {
+                    wait,
+                    reason: "the provider asked to pause the target (throttling)".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn observe(

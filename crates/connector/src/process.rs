@@ -85,6 +85,8 @@ pub struct Processor {
     pub sor: StateOfRecord,
     /// The mass-deprovisioning guard.
     pub guard: GuardClient,
+    /// The consumer session subjects are claimed in (see `TakeEvent.session`).
+    pub session: String,
 }
 
 /// One message in process: what it is and what the outcome will say.
@@ -128,6 +130,8 @@ impl Processor {
                 event: Some(event.clone()),
                 invalidate,
                 read_only: plan,
+                session: self.session.clone(),
+                fence_ms: t.config.timeout_secs.saturating_mul(1000),
             })
             .await;
         let record = match taken {
@@ -137,6 +141,9 @@ impl Processor {
             }
         };
         t.waiting.clear();
+        if !plan && record.fenced_until_ms > now_ms() {
+            return fenced(delivery, record.fenced_until_ms);
+        }
         if invalidate {
             t.waiting.set_dirty(&subject_ref, false);
         }
@@ -149,6 +156,7 @@ impl Processor {
         };
         match decide::decide(&m.event, &record, plan) {
             Decision::Superseded(detail) => {
+                self.release(&m);
                 return decide::done(
                     m.outcome,
                     OutcomeResult::Superseded,
@@ -158,6 +166,7 @@ impl Processor {
                 );
             }
             Decision::AlreadyApplied(detail) => {
+                self.release(&m);
                 return decide::done(
                     m.outcome,
                     OutcomeResult::Succeeded,
@@ -171,6 +180,7 @@ impl Processor {
         }
         let desired = latest_desired(&m, &record);
         if let Some(step) = self.guarded(&m, &desired, &record, released).await {
+            self.release(&m);
             return step;
         }
         self.converge(m, desired, &record).await
@@ -230,6 +240,8 @@ impl Processor {
             members: record.members.clone(),
             operation: Operation::Noop.name().to_owned(),
             error: String::new(),
+            session: self.session.clone(),
+            release_only: false,
         };
         if let Err(why) = self.sor.record(item).await {
             return self.wait(m.delivery, m.delivery.attempt, &why);
@@ -297,6 +309,8 @@ impl Processor {
             members: done.members.clone().unwrap_or_default(),
             operation: done.operation.name().to_owned(),
             error: String::new(),
+            session: self.session.clone(),
+            release_only: false,
         };
         if let Err(why) = self.sor.record(item).await {
             // Applied at the target, not recorded: the next attempt converges again (the target
@@ -316,8 +330,8 @@ impl Processor {
         let t = &self.target;
         let mut outcome = m.outcome;
         outcome.http_status = u32::from(err.http_status);
-        outcome.scim_type = err.scim_type.clone();
-        outcome.detail = err.detail.clone();
+        outcome.scim_type = decide::printable(&err.scim_type);
+        outcome.detail = decide::printable(&err.detail);
         let step = decide::settle_failure(
             outcome,
             err,
@@ -333,7 +347,8 @@ impl Processor {
             succeeded: false,
             version: desired.version,
             event_id: desired.id.clone(),
-            error: format!("{}: {}", step.name(), err.detail),
+            error: format!("{}: {}", step.name(), decide::printable(&err.detail)),
+            session: self.session.clone(),
             ..Default::default()
         };
         if let Err(why) = self.sor.record(item).await {
@@ -343,6 +358,27 @@ impl Processor {
             return self.wait(m.delivery, m.delivery.attempt + 1, &why);
         }
         step
+    }
+
+    /// Ends this session's claim on a subject taken and left without a converge (nothing
+    /// sent, nothing to record). Not awaited: a release that is lost only costs the next
+    /// session one fence.
+    fn release(&self, m: &Taken<'_>) {
+        if m.plan {
+            return;
+        }
+        let sor = self.sor.clone();
+        let item = ConvergedRecord {
+            key: Some(m.key.clone()),
+            session: self.session.clone(),
+            release_only: true,
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            if let Err(why) = sor.record(item).await {
+                tracing::debug!(error = %why, "claim not released; the next session will wait out its fence");
+            }
+        });
     }
 
     /// The message waits for the state of record (`attempt` on the copy), and the target's
@@ -361,6 +397,21 @@ impl Processor {
             reason,
             class: "state_unavailable",
         }
+    }
+}
+
+/// A subject fenced until `until_ms` (another session's request may still be in flight): the
+/// message waits, uncounted, until then.
+fn fenced(delivery: &Delivery, until_ms: i64) -> Step {
+    let ms = u64::try_from(until_ms.saturating_sub(now_ms())).unwrap_or(0);
+    Step::Wait {
+        wait: std::time::Duration::from_millis(ms.max(1)),
+        attempt: delivery.attempt,
+        reason: format!(
+            "another connector session converged this subject when it ended; nothing is sent \
+             for it for {ms} ms, until that session's last request cannot be in flight"
+        ),
+        class: "fenced",
     }
 }
 

@@ -69,6 +69,10 @@ pub enum FailureClass {
     Permanent,
     /// The provider's API cannot do this: an `unsupported` outcome with the reason.
     Unsupported,
+    /// Not the event's fault and not now: the target cannot take requests for a while (a
+    /// quarantine, a long throttling pause, a provider budget spent). The message waits on a
+    /// delay tier for `retry_after_ms` without counting an attempt.
+    Deferred,
 }
 
 /// A failure to converge.
@@ -232,6 +236,12 @@ pub fn default_assess(result: Result<&ScimResponse, &ScimError>, latency: Durati
                 hint: None,
             }
         }
+        // Not sent: says nothing about the target.
+        Err(ScimError::Deferred { .. }) => Assessment {
+            feedback: Feedback::Ok(latency),
+            health: Health::Fine,
+            hint: None,
+        },
         // A redirect is a login page behind an SSO gateway (or a wrong base URL): quarantine
         // the target like an authentication failure, rather than fail every event.
         Err(ScimError::Redirect { .. }) => Assessment {
@@ -317,6 +327,13 @@ pub fn classify(err: &scimrelay_scim::ScimError) -> ConvergeError {
                 retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
             }
         }
+        ScimError::Deferred { wait, .. } => ConvergeError {
+            class: FailureClass::Deferred,
+            http_status: 0,
+            scim_type: String::new(),
+            detail: err.to_string(),
+            retry_after_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+        },
         ScimError::Redirect { status, .. } => ConvergeError {
             class: FailureClass::Retry,
             http_status: *status,

@@ -39,6 +39,8 @@ use scimrelay_core::now_ms;
 
 /// Longest wait between broker reconnection attempts.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a message whose handling failed waits before it goes back to its queue.
+const NACK_DELAY: Duration = Duration::from_secs(1);
 
 /// One target's runtime state.
 pub struct TargetRuntime {
@@ -176,6 +178,7 @@ async fn serve(
         {
             Ok(conn) => {
                 backoff = Duration::from_millis(100);
+                let conn = Arc::new(conn);
                 match session(
                     config,
                     &conn,
@@ -210,7 +213,7 @@ async fn serve(
 
 async fn session(
     config: &ConnectorConfig,
-    conn: &Connection,
+    conn: &Arc<Connection>,
     targets: &[Arc<TargetRuntime>],
     provider: Arc<dyn Provider>,
     status: &StatusClients,
@@ -221,49 +224,19 @@ async fn session(
     let publisher = Publisher::new(conn).await?;
     let tracker = TaskTracker::new();
     let lost = CancellationToken::new();
+    let parts = Arc::new(SessionParts {
+        conn: conn.clone(),
+        publisher: publisher.clone(),
+        status: status.clone(),
+        provider,
+        provider_name: config.provider.as_str(),
+        drain: config.drain_timeout,
+        shutdown: shutdown.clone(),
+        lost: lost.clone(),
+    });
     for target in targets {
         for shard in 0..target.config.shards {
-            let channel = conn.create_channel().await?;
-            let prefetch = u16::try_from(target.config.concurrency.max).unwrap_or(u16::MAX);
-            channel
-                .basic_qos(prefetch, BasicQosOptions::default())
-                .await?;
-            let queue = amqp::shard_queue(&target.config.id, shard);
-            let tag = format!(
-                "{}-{}-{}",
-                config.provider.as_str(),
-                std::process::id(),
-                shard
-            );
-            let consumer = channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    tag.as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            let shard_ctx = ShardCtx {
-                processor: Processor {
-                    target: target.clone(),
-                    provider: provider.clone(),
-                    sor: status.record.clone(),
-                    guard: status.guard.clone(),
-                },
-                target: target.clone(),
-                publisher: publisher.clone(),
-                fence: CancellationToken::new(),
-                channel,
-                tag,
-                drain: config.drain_timeout,
-            };
-            let (shutdown, lost) = (shutdown.clone(), lost.clone());
-            tracker.spawn(async move {
-                if let Err(e) = shard_ctx.run(consumer, shutdown, lost.clone()).await {
-                    tracing::warn!(error = %e, queue = %queue, "shard consumer stopped");
-                    lost.cancel();
-                }
-            });
+            tracker.spawn(shard_loop(parts.clone(), target.clone(), shard));
         }
     }
     ready.set(true);
@@ -288,6 +261,114 @@ async fn session(
     Ok(())
 }
 
+/// What every shard consumer of one broker session shares.
+struct SessionParts {
+    conn: Arc<Connection>,
+    publisher: Publisher,
+    status: StatusClients,
+    provider: Arc<dyn Provider>,
+    provider_name: &'static str,
+    drain: Duration,
+    shutdown: CancellationToken,
+    lost: CancellationToken,
+}
+
+/// One shard queue's consumer for the session's life. A consumer (or its channel) that stops
+/// while the connection is up is opened again after a backoff, alone: the other shards and
+/// targets keep flowing. Only a lost connection ends the session.
+async fn shard_loop(parts: Arc<SessionParts>, target: Arc<TargetRuntime>, shard: u16) {
+    let queue = amqp::shard_queue(&target.config.id, shard);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let stopped = match open_shard(&parts, &target, shard).await {
+            Ok((ctx, consumer)) => {
+                ctx.run(consumer, parts.shutdown.clone(), parts.lost.clone())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let Err(e) = stopped else { return };
+        if parts.shutdown.is_cancelled() || parts.lost.is_cancelled() {
+            return;
+        }
+        if !parts.conn.status().connected() {
+            tracing::warn!(error = %e, queue = %queue, "shard consumer stopped with its connection");
+            parts.lost.cancel();
+            return;
+        }
+        tracing::warn!(error = %e, queue = %queue, retry_in_ms = backoff.as_millis() as u64, "shard consumer stopped; opening it again (other shards keep flowing)");
+        tokio::select! {
+            _ = parts.shutdown.cancelled() => return,
+            _ = parts.lost.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+    }
+}
+
+/// A channel consuming one shard queue, with the context its messages are processed in.
+async fn open_shard(
+    parts: &SessionParts,
+    target: &Arc<TargetRuntime>,
+    shard: u16,
+) -> anyhow::Result<(ShardCtx, lapin::Consumer)> {
+    let channel = parts.conn.create_channel().await?;
+    let prefetch = u16::try_from(target.config.concurrency.max).unwrap_or(u16::MAX);
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let queue = amqp::shard_queue(&target.config.id, shard);
+    let tag = format!("{}-{}-{}", parts.provider_name, std::process::id(), shard);
+    let consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let ctx = ShardCtx {
+        processor: Processor {
+            target: target.clone(),
+            provider: parts.provider.clone(),
+            sor: parts.status.record.clone(),
+            guard: parts.status.guard.clone(),
+            session: consumer_session(&tag),
+        },
+        target: target.clone(),
+        publisher: parts.publisher.clone(),
+        fence: CancellationToken::new(),
+        lost: parts.lost.clone(),
+        channel,
+        tag,
+        drain: parts.drain,
+    };
+    Ok((ctx, consumer))
+}
+
+/// A name for one shard consumer's life, unique across replicas and restarts: the subjects
+/// it takes are claimed in its name (see `TakeEvent.session`), and a later consumer that finds
+/// such a claim fences the subject while this one's last request may still be in flight.
+fn consumer_session(tag: &str) -> String {
+    static STARTED_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let started = *STARTED_MS.get_or_init(scimrelay_core::now_ms);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    let mut session = format!("{tag}@{host}/{started}/{n}");
+    session.truncate(200);
+    session
+}
+
+/// What a retry or wait copy carries over from its input besides the delivery.
+#[derive(Debug, Clone, Copy)]
+struct CopyMarks {
+    /// Released by an operator past the mass-deprovisioning guard.
+    released: bool,
+    /// Replayed from the dead-letter queue (a fresh attempt budget, said in the outcome).
+    replayed: bool,
+}
+
 struct ShardCtx {
     target: Arc<TargetRuntime>,
     processor: Processor,
@@ -297,6 +378,8 @@ struct ShardCtx {
     /// request for a subject whose messages the broker is already redelivering to another
     /// consumer (their unacked messages return to the queue with the channel).
     fence: CancellationToken,
+    /// Cancelled to end the whole broker session (a closed publisher channel).
+    lost: CancellationToken,
     channel: Channel,
     tag: String,
     drain: Duration,
@@ -418,9 +501,9 @@ impl ShardCtx {
                 () = me.fence.cancelled() => {
                     tracing::info!(target = %me.target.config.id, "session lost: in-flight message abandoned; the broker redelivers it");
                 }
-                handled = me.handle(incoming) => {
+                handled = me.handle(&incoming) => {
                     if let Err(e) = handled {
-                        tracing::warn!(error = %e, target = %me.target.config.id, "message left unacked; it will be redelivered");
+                        me.failed(&incoming, &e).await;
                     }
                 }
             }
@@ -428,9 +511,35 @@ impl ShardCtx {
         });
     }
 
+    /// A message whose handling failed (its outcome or copy could not be published, or the ack
+    /// failed): it goes back to its queue now (nack, requeue), rather than sit unacked in a
+    /// prefetch slot until the channel closes. A closed publisher channel cannot publish
+    /// anything any more: the session is ended, and a new one opens a new channel.
+    async fn failed(&self, incoming: &Incoming, e: &anyhow::Error) {
+        tracing::warn!(error = %e, target = %self.target.config.id, "message returned to its queue; it will be delivered again");
+        // Not at once: whatever failed (the broker refusing publishes, a full queue) is not
+        // over in a millisecond, and a message returned at once is taken again at once.
+        tokio::select! {
+            () = self.fence.cancelled() => return,
+            () = tokio::time::sleep(NACK_DELAY) => {}
+        }
+        let _ = incoming
+            .raw
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await;
+        if !self.publisher.is_open() {
+            tracing::warn!("the publisher channel is closed; restarting the broker session");
+            self.lost.cancel();
+        }
+    }
+
     /// One `consume` span per message, child of the publish that sent it (ingest's, or the
     /// retry publish of the previous attempt), so every attempt of an event is in one trace.
-    async fn handle(&self, incoming: Incoming) -> anyhow::Result<()> {
+    async fn handle(&self, incoming: &Incoming) -> anyhow::Result<()> {
         let t = &self.target.config;
         let span = tracing::info_span!(
             "consume",
@@ -457,14 +566,29 @@ impl ShardCtx {
 
     /// Processes one message: a terminal outcome (published, then acked) or a retry copy on a
     /// delay tier (confirmed, then acked). The shard never waits for a retry.
-    async fn handle_in_span(&self, incoming: Incoming) -> anyhow::Result<()> {
-        let Incoming { raw, decoded } = incoming;
-        let Some(delivery) = decoded else {
+    async fn handle_in_span(&self, incoming: &Incoming) -> anyhow::Result<()> {
+        let raw = &incoming.raw;
+        let Some(delivery) = incoming.decoded.clone() else {
             return self.park_poison(raw).await;
         };
+        let deliveries = amqp::delivery_count(&raw.properties);
+        if deliveries + 1 >= u64::try_from(amqp::DELIVERY_LIMIT).unwrap_or(u64::MAX) {
+            // The broker would drop it into the parking lot at its next return, with no
+            // outcome: park it here, with one.
+            return self.park_undeliverable(raw, &delivery, deliveries).await;
+        }
         let started = std::time::Instant::now();
         let released = amqp::header_bool(&raw.properties, scimrelay_proto::HEADER_RELEASED);
-        let step = self.processor.process(&delivery, released).await;
+        let replayed = amqp::header_bool(&raw.properties, scimrelay_proto::HEADER_REPLAYED);
+        let mut step = self.processor.process(&delivery, released).await;
+        if let (true, Step::Done(o)) = (replayed, &mut step) {
+            o.detail = format!(
+                "{}{}replayed from the dead-letter queue with a fresh attempt budget",
+                o.detail,
+                if o.detail.is_empty() { "" } else { "; " }
+            );
+        }
+        let marks = CopyMarks { released, replayed };
         let target = self.target.config.id.as_str();
         let result_name = step.name();
         tracing::Span::current().record("scimrelay.result", result_name);
@@ -501,8 +625,7 @@ impl ShardCtx {
                     attempt,
                     ..delivery
                 };
-                self.delay(&raw, copy, wait, &reason, class, released)
-                    .await?;
+                self.delay(raw, copy, wait, &reason, class, marks).await?;
             }
             Step::Wait {
                 wait,
@@ -515,8 +638,7 @@ impl ShardCtx {
                     waits: delivery.waits.saturating_add(1),
                     ..delivery
                 };
-                self.delay(&raw, copy, wait, &reason, class, released)
-                    .await?;
+                self.delay(raw, copy, wait, &reason, class, marks).await?;
             }
         }
         raw.acker.ack(BasicAckOptions::default()).await?;
@@ -524,8 +646,8 @@ impl ShardCtx {
     }
 
     /// Publishes `copy` to the delay tier of `wait` (confirmed before the input is acked); it
-    /// dead-letters back to the events exchange under the same routing key, a released event
-    /// still marked released.
+    /// dead-letters back to the events exchange under the same routing key, still marked as
+    /// the input was (released by an operator, replayed from the dead-letter queue).
     async fn delay(
         &self,
         raw: &lapin::message::Delivery,
@@ -533,7 +655,7 @@ impl ShardCtx {
         wait: Duration,
         reason: &str,
         class: &'static str,
-        released: bool,
+        marks: CopyMarks,
     ) -> anyhow::Result<()> {
         let target = self.target.config.id.as_str();
         let attempt = copy.attempt;
@@ -551,11 +673,13 @@ impl ShardCtx {
         );
         let mut headers = FieldTable::default();
         telemetry::inject_span(&span, &mut amqp::Headers(&mut headers));
-        if released {
-            headers.insert(
-                scimrelay_proto::HEADER_RELEASED.into(),
-                lapin::types::AMQPValue::Boolean(true),
-            );
+        for (set, header) in [
+            (marks.released, scimrelay_proto::HEADER_RELEASED),
+            (marks.replayed, scimrelay_proto::HEADER_REPLAYED),
+        ] {
+            if set {
+                headers.insert(header.into(), lapin::types::AMQPValue::Boolean(true));
+            }
         }
         let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, headers);
         self.publisher
@@ -651,8 +775,49 @@ impl ShardCtx {
         Ok(())
     }
 
+    /// A message delivered so many times without ending (each delivery failed to publish its
+    /// outcome, or stopped the process handling it) that the broker would park it silently:
+    /// parked here with a dead-lettered outcome.
+    async fn park_undeliverable(
+        &self,
+        raw: &lapin::message::Delivery,
+        delivery: &Delivery,
+        deliveries: u64,
+    ) -> anyhow::Result<()> {
+        tracing::error!(target = %self.target.config.id, deliveries, "message delivered too often without an outcome; parked in the dead-letter queue");
+        self.park(
+            &raw.data,
+            raw.routing_key.as_str(),
+            scimrelay_proto::TYPE_DELIVERY,
+        )
+        .await?;
+        let event = delivery.event.clone().unwrap_or_default();
+        let outcome = Outcome {
+            event_id: event.id.clone(),
+            target: self.target.config.id.clone(),
+            provider: self.target.config.provider.as_str().to_owned(),
+            tenant: event.tenant.clone(),
+            subject_kind: event.subject_kind() as i32,
+            subject_id: event.subject_id().to_owned(),
+            version: event.version,
+            kind: event.kind,
+            result: OutcomeResult::DeadLettered as i32,
+            attempt: delivery.attempt + 1,
+            detail: format!(
+                "delivered {} times without reaching an outcome (each delivery failed before it could be acknowledged); parked in scimrelay.dead",
+                deliveries + 1
+            ),
+            accepted_at_ms: delivery.accepted_at_ms,
+            finished_at_ms: now_ms(),
+            ..Default::default()
+        };
+        self.publish_outcome(&outcome).await?;
+        raw.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
     /// An undecodable message: park it and record a dead-lettered outcome so it is not silent.
-    async fn park_poison(&self, raw: lapin::message::Delivery) -> anyhow::Result<()> {
+    async fn park_poison(&self, raw: &lapin::message::Delivery) -> anyhow::Result<()> {
         tracing::error!(target = %self.target.config.id, bytes = raw.data.len(), "undecodable message parked in the dead-letter queue");
         self.park(
             &raw.data,

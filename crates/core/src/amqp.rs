@@ -497,6 +497,27 @@ pub fn header_bool(props: &BasicProperties, name: &str) -> bool {
         .is_some_and(|v| matches!(v, AMQPValue::Boolean(true)))
 }
 
+/// How many times a quorum queue delivered a message before (its `x-delivery-count` header:
+/// absent on the first delivery).
+pub fn delivery_count(props: &BasicProperties) -> u64 {
+    let Some(v) = props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count"))
+    else {
+        return 0;
+    };
+    match v {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).unwrap_or(0),
+        AMQPValue::LongInt(n) => u64::try_from(*n).unwrap_or(0),
+        AMQPValue::ShortInt(n) => u64::try_from(*n).unwrap_or(0),
+        AMQPValue::LongUInt(n) => u64::from(*n),
+        AMQPValue::ShortUInt(n) => u64::from(*n),
+        AMQPValue::Timestamp(n) => *n,
+        _ => 0,
+    }
+}
+
 /// AMQP headers as a trace-context carrier (W3C `traceparent` / `tracestate`).
 pub struct Headers<'a>(pub &'a mut FieldTable);
 

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub record_items: Family<Labels, Counter>,
     /// Status: duration of one state-of-record call by call.
     pub record_duration: Hist,
+    /// Status: messages it could not store and parked in `scimrelay.dead`, by reason.
+    pub status_parked: Family<Labels, Counter>,
 }
 
 fn hist() -> Hist {
@@ -97,6 +99,7 @@ impl Metrics {
             record_calls: Family::default(),
             record_items: Family::default(),
             record_duration: hist(),
+            status_parked: Family::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register(
@@ -193,6 +196,11 @@ impl Metrics {
                 "state_of_record_items",
                 "Items of the state-of-record calls (one per subject), by call",
                 m.record_items.clone(),
+            );
+            r.register(
+                "status_parked",
+                "Messages the status service could not store, parked in scimrelay.dead, by reason",
+                m.status_parked.clone(),
             );
             r.register(
                 "state_of_record_duration_seconds",

@@ -192,6 +192,12 @@ fn log_refusal(e: &AuthError, transport: &'static str) {
     }
 }
 
+/// How long a request may wait for the broker to confirm its copies. A broker that takes
+/// longer (blocked by a memory or disk alarm, a quorum queue without quorum, a frozen network)
+/// gets a 503 and the platform sends again later, rather than a request that hangs; copies
+/// confirmed meanwhile are harmless duplicates (the event id is the idempotency key).
+pub const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The validated, published form of a request: the business logic behind both transports.
 pub struct Ingest {
     targets: TargetsFile,
@@ -382,11 +388,20 @@ impl Ingest {
                 let mut headers = lapin::types::FieldTable::default();
                 telemetry::inject_span(&span, &mut amqp::Headers(&mut headers));
                 let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, headers);
-                let sent = publisher
-                    .send(EVENTS_EXCHANGE, &key, &delivery.encode_to_vec(), props)
-                    .instrument(span.clone())
-                    .await
-                    .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+                let sent = tokio::time::timeout(
+                    CONFIRM_TIMEOUT,
+                    publisher
+                        .send(EVENTS_EXCHANGE, &key, &delivery.encode_to_vec(), props)
+                        .instrument(span.clone()),
+                )
+                .await
+                .map_err(|_| {
+                    IngestError::Unavailable(format!(
+                        "RabbitMQ took no event within {} s; send them again",
+                        CONFIRM_TIMEOUT.as_secs()
+                    ))
+                })?
+                .map_err(|e| IngestError::Unavailable(e.to_string()))?;
                 pending.push((sent, span, target.id.clone()));
             }
             accepted.push(AcceptedEvent {
@@ -410,7 +425,20 @@ impl Ingest {
             }
             .instrument(span)
         });
-        for result in futures::future::join_all(confirms).await {
+        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, futures::future::join_all(confirms))
+            .await
+            .map_err(|_| {
+                tracing::warn!(
+                    events = accepted.len(),
+                    timeout_ms = CONFIRM_TIMEOUT.as_millis() as u64,
+                    "the broker did not confirm in time; answering 503"
+                );
+                IngestError::Unavailable(format!(
+                    "RabbitMQ did not confirm the events within {} s; send them again",
+                    CONFIRM_TIMEOUT.as_secs()
+                ))
+            })?;
+        for result in confirmed {
             result.map_err(|e| IngestError::Unavailable(e.to_string()))?;
         }
         tracing::debug!(events = accepted.len(), "published");

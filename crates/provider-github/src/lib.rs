@@ -318,6 +318,31 @@ fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
     patch
 }
 
+/// Takes one user creation from the hourly budget, waiting for it when it comes back within
+/// [`scimrelay_connector::exec::MAX_HOLD`]; a longer wait is a deferral (the message waits on a
+/// delay tier, no attempt counted) rather than a message held until the budget refills.
+async fn spend_creation(budget: &DefaultDirectRateLimiter) -> Result<(), ConvergeError> {
+    use governor::clock::{Clock, DefaultClock};
+    let Err(not_until) = budget.check() else {
+        return Ok(());
+    };
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    if wait > scimrelay_connector::exec::MAX_HOLD {
+        return Err(ConvergeError {
+            retry_after_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            ..ConvergeError::new(
+                FailureClass::Deferred,
+                format!(
+                    "GitHub's hourly budget of user creations is spent (options.user_creates_per_hour); the next one in {} s",
+                    wait.as_secs()
+                ),
+            )
+        });
+    }
+    budget.until_ready().await;
+    Ok(())
+}
+
 impl Github {
     async fn upsert_user(&self, input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
         let user = kit::user_of(input)?;
@@ -338,7 +363,8 @@ impl Github {
             return update_user(input, &existing, &desired, Operation::Updated).await;
         }
         if !input.exec.is_plan() {
-            self.creation_governor(input)?.until_ready().await;
+            let budget = self.creation_governor(input)?;
+            spend_creation(&budget).await?;
         }
         match input
             .exec

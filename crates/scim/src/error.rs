@@ -83,6 +83,16 @@ pub enum ScimError {
     /// place, or a broken server. Worth retrying: gateways recover.
     #[error("{0}")]
     Unexpected(String),
+    /// The request was not sent: the caller's limits for the target (a quarantine, a throttling
+    /// pause, a provider budget) would hold it longer than a message may wait in a consumer. The
+    /// caller parks the work and comes back after `wait`.
+    #[error("not sent: {reason}; back in {} s", wait.as_secs())]
+    Deferred {
+        /// How long until the target can take it.
+        wait: Duration,
+        /// Why, in words an operator can act on.
+        reason: String,
+    },
     /// The response body is larger than the target allows; it was not read further.
     #[error(
         "the response body is larger than {limit} bytes (the target's max_response_bytes); it was not read"
@@ -163,7 +173,8 @@ impl ScimError {
             ScimError::Timeout
             | ScimError::Connect(_)
             | ScimError::Transport(_)
-            | ScimError::Unexpected(_) => true,
+            | ScimError::Unexpected(_)
+            | ScimError::Deferred { .. } => true,
             ScimError::Http { status, .. } | ScimError::Token { status, .. } => {
                 status_is_transient(*status)
             }
