@@ -250,18 +250,16 @@ pub fn default_assess(result: Result<&ScimResponse, &ScimError>, latency: Durati
             hint: None,
         },
         // Something answers in the server's place: counts towards the breaker's failure ratio.
-        Err(ScimError::Unexpected(_)) => Assessment {
+        Err(ScimError::Unexpected(_) | ScimError::TooLarge { .. }) => Assessment {
             feedback: Feedback::Ok(latency),
             health: Health::Failed,
             hint: None,
         },
-        Err(ScimError::Decode(_)) | Err(ScimError::Config(_)) | Err(ScimError::TooLarge { .. }) => {
-            Assessment {
-                feedback: Feedback::Ok(latency),
-                health: Health::Fine,
-                hint: None,
-            }
-        }
+        Err(ScimError::Decode(_)) | Err(ScimError::Config(_)) => Assessment {
+            feedback: Feedback::Ok(latency),
+            health: Health::Fine,
+            hint: None,
+        },
         Err(_) => Assessment {
             feedback: Feedback::Overloaded,
             health: Health::Failed,
@@ -342,10 +340,9 @@ pub fn classify(err: &scimrelay_scim::ScimError) -> ConvergeError {
             retry_after_ms: None,
         },
         other => ConvergeError {
-            class: if matches!(
-                other,
-                ScimError::Decode(_) | ScimError::Config(_) | ScimError::TooLarge { .. }
-            ) {
+            // An oversized body is retried like other gateway trouble (see
+            // `ScimError::is_transient`); an answer that never fits ends dead-lettered.
+            class: if matches!(other, ScimError::Decode(_) | ScimError::Config(_)) {
                 FailureClass::Permanent
             } else {
                 FailureClass::Retry

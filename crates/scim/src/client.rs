@@ -438,11 +438,38 @@ fn finish(req: &ScimRequest, raw: RawResponse) -> Result<ScimResponse, ScimError
         }
         _ => {}
     }
+    if let Some(v) = &value
+        && needs != Needs::Nothing
+        && let Some(bad) = unusable_id(v, needs)
+    {
+        return Err(what(&format!("a resource's id {bad}")));
+    }
     Ok(ScimResponse {
         status,
         headers,
         body: value,
     })
+}
+
+/// What is wrong with an `id` the answer carries (the resource's own, or each listed one's), if
+/// anything: an id is a string of printable characters. One that is not would be sent back in
+/// paths and stored as the subject's remote id.
+fn unusable_id(v: &Value, needs: Needs) -> Option<&'static str> {
+    let problem = |r: &Value| match r.get("id") {
+        None => None,
+        Some(Value::String(id)) if id.chars().any(char::is_control) => {
+            Some("holds a control character")
+        }
+        Some(Value::String(_)) => None,
+        Some(_) => Some("is not a string"),
+    };
+    if needs == Needs::List {
+        v.get("Resources")
+            .and_then(Value::as_array)
+            .and_then(|list| list.iter().find_map(problem))
+    } else {
+        problem(v)
+    }
 }
 
 #[cfg(test)]

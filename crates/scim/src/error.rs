@@ -174,14 +174,16 @@ impl ScimError {
             | ScimError::Connect(_)
             | ScimError::Transport(_)
             | ScimError::Unexpected(_)
+            // A gateway or a broken proxy answers so, for a while; a server whose real answers
+            // are that large fails every attempt and ends dead-lettered, the limit named.
+            | ScimError::TooLarge { .. }
             | ScimError::Deferred { .. } => true,
             ScimError::Http { status, .. } | ScimError::Token { status, .. } => {
                 status_is_transient(*status)
             }
             ScimError::Decode(_)
             | ScimError::Config(_)
-            | ScimError::Redirect { .. }
-            | ScimError::TooLarge { .. } => false,
+            | ScimError::Redirect { .. } => false,
         }
     }
 

@@ -39,6 +39,8 @@ async fn success_statuses_and_bodies() {
             "/scim/v2/Groups/g3" => reply(200, Some("text/html"), "<html>Sign in</html>"),
             "/scim/v2/Groups" => json(200, json!({"schemas": ["x"], "id": "not a list"})),
             "/scim/v2/Users/u4" => json(200, json!([1, 2])),
+            "/scim/v2/Users/u5" => json(200, json!({"id": "u5\u{0}", "userName": "a"})),
+            "/scim/v2/Groups/g5" => json(200, json!({"id": 5, "displayName": "g"})),
             "/scim/v2/moved" => with_header(
                 reply(302, None, ""),
                 "location",
@@ -90,6 +92,14 @@ async fn success_statuses_and_bodies() {
         ),
         (ScimRequest::get("/Groups"), "not a SCIM list"),
         (ScimRequest::get("/Users/u4"), "not an object"),
+        (
+            ScimRequest::get("/Users/u5"),
+            "a resource's id holds a control character",
+        ),
+        (
+            ScimRequest::put("/Groups/g5", json!({})),
+            "a resource's id is not a string",
+        ),
     ] {
         let e = http_err(c.execute(&req).await);
         assert!(matches!(e, ScimError::Unexpected(_)), "{e:?}");
@@ -789,4 +799,19 @@ fn jwt_bearer_with_a_bad_key_fails_at_construction() {
     };
     assert!(matches!(e, ScimError::Config(_)), "{e:?}");
     assert!(e.to_string().contains("private key"), "{e}");
+}
+
+#[test]
+fn listed_ids_are_checked_too() {
+    use super::{Needs, unusable_id};
+    let list = json!({"totalResults": 2, "Resources": [{"id": "ok"}, {"id": "x\u{0}"}]});
+    assert_eq!(
+        unusable_id(&list, Needs::List),
+        Some("holds a control character")
+    );
+    let fine = json!({"totalResults": 1, "Resources": [{"id": "ok"}, {"displayName": "no id"}]});
+    assert_eq!(unusable_id(&fine, Needs::List), None);
+    // A resource without an id (a service provider config) is not refused here; a create
+    // without one is refused by the provider that needs it.
+    assert_eq!(unusable_id(&json!({"patch": {}}), Needs::Resource), None);
 }
