@@ -47,6 +47,8 @@ enum Phase {
 
 struct State {
     phase: Phase,
+    /// What the last failed request met (see [`Breaker::record_answer`]).
+    last_failure: Option<String>,
     auth_failures: u32,
     recent: VecDeque<bool>,
     open_for: Duration,
@@ -64,6 +66,7 @@ impl Default for Breaker {
         Breaker {
             state: Mutex::new(State {
                 phase: Phase::Closed,
+                last_failure: None,
                 auth_failures: 0,
                 recent: VecDeque::with_capacity(WINDOW),
                 open_for: FIRST_OPEN,
@@ -80,11 +83,34 @@ enum Decision {
     Wait(Duration),
 }
 
-/// The right to send one request, from [`Breaker::allow`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket {
+/// The right to send one request, from [`Breaker::allow`]. A probe's ticket dropped before
+/// its answer was recorded (the request cancelled with its handler when the broker session
+/// ended) hands the probe to the next request; otherwise the target would wait for an answer
+/// that never comes, quarantined for good.
+pub struct Ticket<'a> {
+    breaker: &'a Breaker,
     /// This request is the half-open probe.
     pub probe: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.probe {
+            return;
+        }
+        let mut s = self.breaker.lock();
+        // Still waiting for this probe's answer: let another request probe.
+        if let Phase::HalfOpen {
+            probing: true,
+            reason,
+        } = &s.phase
+        {
+            s.phase = Phase::HalfOpen {
+                probing: false,
+                reason: reason.clone(),
+            };
+        }
+    }
 }
 
 impl Breaker {
@@ -132,10 +158,15 @@ impl Breaker {
     }
 
     /// Waits until a request may be sent (immediately while closed).
-    pub async fn allow(&self) -> Ticket {
+    pub async fn allow(&self) -> Ticket<'_> {
         loop {
             match self.decide() {
-                Decision::Go { probe } => return Ticket { probe },
+                Decision::Go { probe } => {
+                    return Ticket {
+                        breaker: self,
+                        probe,
+                    };
+                }
                 Decision::Wait(d) => tokio::time::sleep(d.min(Duration::from_millis(500))).await,
             }
         }
@@ -143,7 +174,7 @@ impl Breaker {
 
     /// Whether a ticket still holds: requests that queued behind the limits while the breaker
     /// tripped must not go out anyway. The probe keeps its right while half-open.
-    pub fn still_allowed(&self, ticket: Ticket) -> bool {
+    pub fn still_allowed(&self, ticket: &Ticket<'_>) -> bool {
         match &self.lock().phase {
             Phase::Closed => true,
             Phase::HalfOpen { .. } => ticket.probe,
@@ -153,7 +184,19 @@ impl Breaker {
 
     /// Records how a request ended.
     pub fn record(&self, health: Health) {
+        self.record_answer(health, None);
+    }
+
+    /// Records how a request ended and, for a failure, what it was: a quarantine's reason
+    /// names the last failure, so an operator sees *what* answers (a revoked token's 401, a
+    /// gateway's redirect to its login page) without reading logs.
+    pub fn record_answer(&self, health: Health, failure: Option<String>) {
         let mut s = self.lock();
+        if health != Health::Fine
+            && let Some(f) = failure
+        {
+            s.last_failure = Some(f);
+        }
         let now = Instant::now();
         if let Phase::HalfOpen { reason, .. } = s.phase.clone() {
             if health == Health::Fine {
@@ -192,7 +235,10 @@ impl Breaker {
         } else {
             None
         };
-        if let Some(reason) = reason {
+        if let Some(mut reason) = reason {
+            if let Some(last) = &s.last_failure {
+                reason = format!("{reason}; the last: {last}");
+            }
             tracing::warn!(reason = %reason, "target quarantined");
             s.trips += 1;
             s.since_ms = Some(scimrelay_core::now_ms());
@@ -202,6 +248,16 @@ impl Breaker {
     }
 
     /// The quarantine reason while open or probing; `None` when closed.
+    ///
+    /// ```
+    /// # use scimrelay_connector::breaker::{Breaker, Health, AUTH_TRIP};
+    /// let b = Breaker::default();
+    /// for _ in 0..AUTH_TRIP {
+    ///     b.record_answer(Health::AuthFailed, Some("HTTP 302, a redirect to /login".into()));
+    /// }
+    /// let reason = b.quarantined().unwrap_or_default();
+    /// assert!(reason.contains("authentication failures") && reason.ends_with("the last: HTTP 302, a redirect to /login"));
+    /// ```
     pub fn quarantined(&self) -> Option<String> {
         match &self.lock().phase {
             Phase::Closed => None,
@@ -229,6 +285,25 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
+    async fn a_probe_abandoned_before_its_answer_hands_the_probe_on() {
+        let b = Breaker::default();
+        for _ in 0..AUTH_TRIP {
+            let _t = b.allow().await;
+            b.record(Health::AuthFailed);
+        }
+        let probe = b.allow().await; // waits out the open period
+        assert!(probe.probe);
+        // Its request is cancelled with its handler: no answer is ever recorded.
+        drop(probe);
+        let next = tokio::time::timeout(Duration::from_secs(1), b.allow())
+            .await
+            .expect("the next request may probe at once");
+        assert!(next.probe);
+        b.record(Health::Fine);
+        assert!(b.quarantined().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn auth_failures_quarantine_then_a_probe_recovers() {
         let b = Breaker::default();
         for _ in 0..AUTH_TRIP {
@@ -238,6 +313,10 @@ mod tests {
         assert!(
             b.quarantined()
                 .is_some_and(|r| r.contains("authentication"))
+        );
+        assert!(
+            !b.quarantined().is_some_and(|r| r.contains("the last")),
+            "no failure was described"
         );
         let start = Instant::now();
         b.allow().await; // waits out the open period, then probes

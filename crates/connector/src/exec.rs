@@ -112,13 +112,14 @@ impl Exec {
         loop {
             self.hold_bound()?;
             let ticket = self.io.breaker.allow().await;
-            let permit = self.io.limits.acquire().await;
-            if !self.io.breaker.still_allowed(ticket) {
+            // Given back if this future is dropped mid-request (see `limits::Slot`).
+            let slot = self.io.limits.acquire_slot().await;
+            if !self.io.breaker.still_allowed(&ticket) {
                 // The target was quarantined while this request waited for its slot.
-                self.io.limits.cancel(permit);
+                slot.cancel();
                 continue;
             }
-            let waited = permit.waited;
+            let waited = slot.waited();
             let template = path_template(&req.path);
             let span = tracing::info_span!(
                 "scim request",
@@ -138,8 +139,12 @@ impl Exec {
             let result = self.io.client.execute(&req).instrument(span.clone()).await;
             let elapsed = started.elapsed();
             let assessment = self.provider.assess(result.as_ref(), elapsed);
-            self.io.limits.release(permit, assessment.feedback);
-            self.io.breaker.record(assessment.health);
+            slot.release(assessment.feedback);
+            let failure = match (&result, assessment.health) {
+                (_, crate::breaker::Health::Fine) | (Ok(_), _) => None,
+                (Err(e), _) => Some(e.to_string()),
+            };
+            self.io.breaker.record_answer(assessment.health, failure);
             if let Some(hint) = assessment.hint {
                 self.io.limits.hint(hint);
             }

@@ -148,6 +148,44 @@ impl Permit {
     }
 }
 
+/// A [`Permit`] that gives its window slot back when it is dropped unreported: the request
+/// holding it was cancelled (its handler abandoned when the broker session ended). Without
+/// this, every cancelled request would shrink the window by one for good, until the target
+/// sent nothing at all.
+pub struct Slot<'a> {
+    limits: &'a Limits,
+    permit: Option<Permit>,
+}
+
+impl Slot<'_> {
+    /// The time spent waiting for the slot.
+    pub fn waited(&self) -> Duration {
+        self.permit.as_ref().map_or(Duration::ZERO, |p| p.waited)
+    }
+
+    /// Reports how the request went (see [`Limits::release`]).
+    pub fn release(mut self, feedback: Feedback) {
+        if let Some(p) = self.permit.take() {
+            self.limits.release(p, feedback);
+        }
+    }
+
+    /// Gives the slot back unused (see [`Limits::cancel`]).
+    pub fn cancel(mut self) {
+        if let Some(p) = self.permit.take() {
+            self.limits.cancel(p);
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.permit.take() {
+            self.limits.cancel(p);
+        }
+    }
+}
+
 /// Fewest clean answers in the last second for their rate to count as a measurement.
 const MIN_ACCEPTED_SAMPLES: usize = 10;
 
@@ -283,6 +321,15 @@ impl Limits {
             waited,
             started: Instant::now(),
             paced,
+        }
+    }
+
+    /// [`Limits::acquire`], as a [`Slot`] that is given back if dropped unreported.
+    pub async fn acquire_slot(&self) -> Slot<'_> {
+        let permit = self.acquire().await;
+        Slot {
+            limits: self,
+            permit: Some(permit),
         }
     }
 
@@ -469,6 +516,23 @@ mod tests {
         assert!(p.waited >= Duration::from_secs(29));
         l.release(p, Feedback::Ok(Duration::from_millis(5)));
         assert_eq!(l.throttled(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_request_gives_its_slot_back() {
+        let l = limits(None, 8);
+        let slot = l.acquire_slot().await;
+        assert_eq!(l.in_flight(), 1);
+        // The request holding the slot is abandoned mid-flight (its future dropped).
+        let request = async move {
+            let _slot = slot;
+            std::future::pending::<()>().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(10), request).await;
+        assert_eq!(l.in_flight(), 0, "the slot came back");
+        let reported = l.acquire_slot().await;
+        reported.release(Feedback::Ok(Duration::from_millis(5)));
+        assert_eq!(l.in_flight(), 0, "released once, not twice");
     }
 
     #[tokio::test(start_paused = true)]
