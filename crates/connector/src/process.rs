@@ -141,7 +141,10 @@ impl Processor {
             }
         };
         t.waiting.clear();
-        if !plan && record.fenced_until_ms > now_ms() {
+        // The store decided at its own clock: a fence in the answer means the take did not
+        // claim the subject (comparing with this clock instead would let a take that was
+        // refused a few milliseconds before the fence ended go ahead unclaimed).
+        if !plan && record.fenced_until_ms > 0 {
             return fenced(delivery, record.fenced_until_ms);
         }
         if invalidate {
@@ -156,7 +159,7 @@ impl Processor {
         };
         match decide::decide(&m.event, &record, plan) {
             Decision::Superseded(detail) => {
-                self.release(&m);
+                self.release(&m).await;
                 return decide::done(
                     m.outcome,
                     OutcomeResult::Superseded,
@@ -166,7 +169,7 @@ impl Processor {
                 );
             }
             Decision::AlreadyApplied(detail) => {
-                self.release(&m);
+                self.release(&m).await;
                 return decide::done(
                     m.outcome,
                     OutcomeResult::Succeeded,
@@ -180,7 +183,7 @@ impl Processor {
         }
         let desired = latest_desired(&m, &record);
         if let Some(step) = self.guarded(&m, &desired, &record, released).await {
-            self.release(&m);
+            self.release(&m).await;
             return step;
         }
         self.converge(m, desired, &record).await
@@ -361,24 +364,22 @@ impl Processor {
     }
 
     /// Ends this session's claim on a subject taken and left without a converge (nothing
-    /// sent, nothing to record). Not awaited: a release that is lost only costs the next
-    /// session one fence.
-    fn release(&self, m: &Taken<'_>) {
+    /// sent, nothing to record). Awaited, so it lands before this subject's next message is
+    /// taken (a release landing later would end *that* take's claim while its request is in
+    /// flight). A release that fails only costs the next session one fence.
+    async fn release(&self, m: &Taken<'_>) {
         if m.plan {
             return;
         }
-        let sor = self.sor.clone();
         let item = ConvergedRecord {
             key: Some(m.key.clone()),
             session: self.session.clone(),
             release_only: true,
             ..Default::default()
         };
-        tokio::spawn(async move {
-            if let Err(why) = sor.record(item).await {
-                tracing::debug!(error = %why, "claim not released; the next session will wait out its fence");
-            }
-        });
+        if let Err(why) = self.sor.record(item).await {
+            tracing::debug!(error = %why, "claim not released; the next session will wait out its fence");
+        }
     }
 
     /// The message waits for the state of record (`attempt` on the copy), and the target's

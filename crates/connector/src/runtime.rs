@@ -437,21 +437,31 @@ impl ShardCtx {
             // The shard is being handed to another consumer: stop writing for it now.
             me.fence.cancel();
         }
-        // Stop deliveries, give back what never started, let in-flight work finish.
-        let _ = me
-            .channel
-            .basic_cancel(me.tag.as_str().into(), BasicCancelOptions::default())
+        // Stop deliveries, give back what never started, let in-flight work finish. On a
+        // channel that is gone there is nothing to tell the broker (it has taken every unacked
+        // message back), and a call on it may never answer: each call is bounded too.
+        let open = me.channel.status().connected();
+        if open {
+            let _ = tokio::time::timeout(
+                amqp::CLOSE_TIMEOUT,
+                me.channel
+                    .basic_cancel(me.tag.as_str().into(), BasicCancelOptions::default()),
+            )
             .await;
+        }
         for waiting in busy.values_mut() {
             for incoming in waiting.drain(..) {
-                let _ = incoming
-                    .raw
-                    .acker
-                    .nack(BasicNackOptions {
+                if !open {
+                    continue;
+                }
+                let _ = tokio::time::timeout(
+                    amqp::CLOSE_TIMEOUT,
+                    incoming.raw.acker.nack(BasicNackOptions {
                         requeue: true,
                         ..Default::default()
-                    })
-                    .await;
+                    }),
+                )
+                .await;
             }
         }
         let deadline = tokio::time::Instant::now() + me.drain;
@@ -469,7 +479,9 @@ impl ShardCtx {
                 "drain deadline passed; unacked messages return to the queue"
             );
         }
-        amqp::close_channel(&me.channel, "shard consumer stopping").await;
+        if me.channel.status().connected() {
+            amqp::close_channel(&me.channel, "shard consumer stopping").await;
+        }
         result
     }
 
@@ -523,14 +535,11 @@ impl ShardCtx {
             () = self.fence.cancelled() => return,
             () = tokio::time::sleep(NACK_DELAY) => {}
         }
-        let _ = incoming
-            .raw
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await;
+        let nack = incoming.raw.acker.nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        });
+        let _ = tokio::time::timeout(amqp::CLOSE_TIMEOUT, nack).await;
         if !self.publisher.is_open() {
             tracing::warn!("the publisher channel is closed; restarting the broker session");
             self.lost.cancel();
