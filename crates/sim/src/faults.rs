@@ -27,6 +27,9 @@ pub struct FaultConfig {
     pub error_statuses: Vec<u16>,
     /// Added latency, uniform in `[min, max]` milliseconds.
     pub latency_ms: Option<LatencyMs>,
+    /// Further latency of writes (POST, PUT, PATCH, DELETE) only: a backend that does real
+    /// work on each change.
+    pub write_latency_ms: Option<LatencyMs>,
     /// Fraction (0..=1) of requests that stall for `hang_ms` before being handled.
     pub hang_rate: f64,
     /// Length of a hang in milliseconds (0 = [`DEFAULT_HANG_MS`]).
@@ -143,13 +146,18 @@ impl FaultConfig {
                 format!("{s} is not an HTTP error status (400-599)"),
             ));
         }
-        if let Some(l) = self.latency_ms
-            && l.min > l.max
-        {
-            return Err((
-                "latency_ms".into(),
-                format!("min {} is greater than max {}", l.min, l.max),
-            ));
+        for (key, latency) in [
+            ("latency_ms", self.latency_ms),
+            ("write_latency_ms", self.write_latency_ms),
+        ] {
+            if let Some(l) = latency
+                && l.min > l.max
+            {
+                return Err((
+                    key.into(),
+                    format!("min {} is greater than max {}", l.min, l.max),
+                ));
+            }
         }
         if let Some(r) = self.rate_limit {
             if !(r.per_sec > 0.0 && r.per_sec.is_finite()) {
@@ -267,6 +275,14 @@ mod tests {
             ..FaultConfig::default()
         };
         assert!(f.validate().is_err());
+        let f = FaultConfig {
+            write_latency_ms: Some(LatencyMs { min: 5, max: 1 }),
+            ..FaultConfig::default()
+        };
+        assert_eq!(
+            f.validate().err().map(|e| e.0),
+            Some("write_latency_ms".to_string())
+        );
         assert!(FaultConfig::default().validate().is_ok());
     }
 }

@@ -379,7 +379,11 @@ async fn guarded(
     public: bool,
 ) -> Option<(Response, bool)> {
     let faults = tenant.faults();
-    if let Some(l) = faults.latency_ms {
+    let write = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    for l in [faults.latency_ms, faults.write_latency_ms.filter(|_| write)]
+        .into_iter()
+        .flatten()
+    {
         let ms = if l.max > l.min {
             rand::rng().random_range(l.min..=l.max)
         } else {

@@ -415,10 +415,17 @@ async fn overlapping_writes_of_a_subject_are_counted() {
     let a = sim.user("a", json!({})).await;
     let stats = sim.admin("/_admin/tenants/t/stats").await;
     assert_eq!(stats["overlapping_writes"], 0, "{stats}");
+    // Only writes are slow.
     assert_eq!(
-        sim.faults("t", json!({"latency_ms": {"min": 400, "max": 400}}))
+        sim.faults("t", json!({"write_latency_ms": {"min": 400, "max": 400}}))
             .await,
         200
+    );
+    let started = Instant::now();
+    let _ = sim.get(&format!("/Users/{a}")).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "a read is not slowed"
     );
     let patch = json!([{"op": "replace", "path": "title", "value": "x"}]);
     let path = format!("/Users/{a}");
