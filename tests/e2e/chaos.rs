@@ -17,6 +17,7 @@ use scimrelay_proto::v1::OutcomeResult;
 use scimrelay_tests::{Proc, Stack, StackOptions, expect, free_port, workload};
 
 mod record;
+mod stuck;
 
 const TOKEN_ENV: &str = "CHAOS_SCIM_TOKEN";
 

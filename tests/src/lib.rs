@@ -8,11 +8,13 @@
 pub mod broker;
 pub mod expect;
 pub mod otlp;
+pub mod pg;
 pub mod pki;
 pub mod procs;
 pub mod stack;
 pub mod workload;
 
 pub use broker::TestVhost;
+pub use pg::TestPg;
 pub use procs::{Proc, bin_path, free_port};
 pub use stack::{Metrics, Stack, StackOptions};

@@ -28,7 +28,8 @@ pub struct StackOptions {
     pub sim_args: Vec<String>,
     /// The targets file; `{sim}` is replaced by the simulator's base URL (`http://127.0.0.1:PORT`).
     pub targets_yaml: String,
-    /// Extra environment for every service (e.g. the variables holding target secrets).
+    /// Extra environment for every service (e.g. the variables holding target secrets;
+    /// `SCIMRELAY_STATUS_DB` puts the status service on that database instead of SQLite).
     pub env: BTreeMap<String, String>,
     /// Connector binaries to start (e.g. `scim-connector`).
     pub connectors: Vec<String>,
@@ -256,10 +257,10 @@ impl Stack {
             "SCIMRELAY_STATUS_HTTP_ADDR".into(),
             format!("127.0.0.1:{status_http_port}"),
         );
-        status_env.insert(
-            "SCIMRELAY_STATUS_DB".into(),
-            format!("sqlite://{}", dir.join("status.db").display()),
-        );
+        // SQLite in the stack's directory unless the test's environment names a database.
+        status_env
+            .entry("SCIMRELAY_STATUS_DB".into())
+            .or_insert_with(|| format!("sqlite://{}", dir.join("status.db").display()));
         let mut status = Proc::start("status", "scimrelay-status", &status_env, &[], &dir);
         // Connectors (also those a test starts later from `env`) use the state of record at status.
         env.insert(

@@ -259,13 +259,8 @@ async fn unsupported_urls_are_named() {
 struct TestStore {
     url: String,
     store: Store,
-    pg_name: Option<String>,
+    _pg: Option<scimrelay_tests::TestPg>,
     _dir: Option<tempfile::TempDir>,
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("SCIMRELAY_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 impl TestStore {
@@ -281,7 +276,7 @@ impl TestStore {
         TestStore {
             url,
             store,
-            pg_name: None,
+            _pg: None,
             _dir: Some(dir),
         }
     }
@@ -292,29 +287,13 @@ impl TestStore {
 
     /// Panics with instructions when PostgreSQL is not running: the test fails, never skips.
     async fn postgres_at(version: i64) -> Self {
-        use sqlx::Connection;
-        let name = format!("scimrelay_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = pg_admin_url();
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL not reachable at {admin} ({e}); start it or set SCIMRELAY_TEST_PG_URL"
-            )
-        });
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        let _ = conn.close().await;
-        let base = admin
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_owned())
-            .unwrap_or(admin);
-        let url = format!("{base}/{name}");
+        let pg = scimrelay_tests::TestPg::create().await;
+        let url = pg.url.clone();
         let store = migrated(&url, version).await;
         TestStore {
             url,
             store,
-            pg_name: Some(name),
+            _pg: Some(pg),
             _dir: None,
         }
     }
@@ -328,33 +307,6 @@ async fn migrated(url: &str, version: i64) -> Store {
     let store = Store::connect(url).await.expect("connect");
     store.migrate_up_to(version).await.expect("migrate");
     store
-}
-
-impl Drop for TestStore {
-    fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else {
-            return;
-        };
-        // Drop runs inside the test's runtime: use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                use sqlx::Connection;
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 /// Runs `async fn name(db: &TestStore)` on SQLite and on PostgreSQL, as `name::sqlite` and

@@ -18,23 +18,17 @@ use scimrelay_core::tls::ServerTls;
 use scimrelay_proto::v1::status_service_client::StatusServiceClient;
 use scimrelay_proto::v1::{HeldEvent, Outcome, OutcomeResult, TargetReport};
 use scimrelay_status::StatusConfig;
-use scimrelay_tests::TestVhost;
+use scimrelay_tests::{TestPg, TestVhost};
 
 /// Two targets, two shards each (queues `scimrelay.t1.0`, `scimrelay.t1.1`, …).
 pub const TARGETS: &str = "targets:\n  - id: t1\n    provider: scim\n    tenants: [acme]\n    base_url: http://127.0.0.1:9/scim/v2\n    auth: { kind: none }\n    shards: 2\n    deprovision_guard: { max_share: 0.1, window_secs: 600, min_users: 10 }\n  - id: t2\n    provider: scim\n    tenants: [acme]\n    base_url: http://127.0.0.1:9/scim/v2\n    auth: { kind: none }\n    shards: 2\n    deprovision_guard: { enabled: false }\n";
-
-/// The PostgreSQL server's maintenance database (`SCIMRELAY_TEST_PG_URL` overrides it).
-pub fn pg_admin_url() -> String {
-    std::env::var("SCIMRELAY_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
 
 /// A database that exists for one test: a temp SQLite file, or a fresh PostgreSQL database that
 /// is dropped on drop.
 pub struct TestDb {
     /// `SCIMRELAY_STATUS_DB` for the service.
     pub url: String,
-    pg_name: Option<String>,
+    _pg: Option<TestPg>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -45,61 +39,19 @@ impl TestDb {
         let url = format!("sqlite://{}", dir.path().join("status.db").display());
         TestDb {
             url,
-            pg_name: None,
+            _pg: None,
             _dir: Some(dir),
         }
     }
 
-    /// A new PostgreSQL database. Panics with instructions when PostgreSQL is not running: the
-    /// test fails loudly, it never skips.
+    /// A new PostgreSQL database (see [`TestPg`]).
     pub async fn postgres() -> Self {
-        use sqlx::Connection;
-        let name = format!("scimrelay_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = pg_admin_url();
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL not reachable at {admin} ({e}); start it or set SCIMRELAY_TEST_PG_URL"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        let _ = conn.close().await;
-        let base = admin
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_owned())
-            .unwrap_or(admin);
+        let pg = TestPg::create().await;
         TestDb {
-            url: format!("{base}/{name}"),
-            pg_name: Some(name),
+            url: pg.url.clone(),
+            _pg: Some(pg),
             _dir: None,
         }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else {
-            return;
-        };
-        // Drop runs inside the test's runtime: use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                use sqlx::Connection;
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
     }
 }
 
