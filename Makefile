@@ -40,11 +40,11 @@ fmt: ## Format the code
 conformance: ## SCIM conformance (scim2-tester from PyPI) against the simulator's plain scim mode
 	scripts/conformance.sh
 
-chaos: rabbitmq build ## The chaos suite at full size (5,000 events per scenario)
+chaos: rabbitmq build ## The chaos suite at full size (5,000 events per scenario), with the scenarios that start a RabbitMQ node of their own
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  SCIMRELAY_CHAOS_EVENTS=5000 $(CARGO) nextest run -p scimrelay-tests --no-fail-fast --no-capture -E 'test(chaos::)'; \
+	  SCIMRELAY_CHAOS_EVENTS=5000 $(CARGO) nextest run -p scimrelay-tests --no-fail-fast --no-capture --run-ignored all -E 'test(chaos::)'; \
 	else \
-	  SCIMRELAY_CHAOS_EVENTS=5000 $(CARGO) test -p scimrelay-tests --test e2e --no-fail-fast -- --nocapture --test-threads=1 chaos::; \
+	  SCIMRELAY_CHAOS_EVENTS=5000 $(CARGO) test -p scimrelay-tests --test e2e --no-fail-fast -- --nocapture --test-threads=1 --include-ignored chaos::; \
 	fi
 
 HELM_VENV := target/helm-venv

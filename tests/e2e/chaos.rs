@@ -18,6 +18,7 @@ use scimrelay_tests::{Proc, Stack, StackOptions, expect, free_port, workload};
 
 mod record;
 mod stuck;
+mod throttle;
 
 const TOKEN_ENV: &str = "CHAOS_SCIM_TOKEN";
 
@@ -59,8 +60,7 @@ async fn stack(setup: &Setup) -> Stack {
         ),
         env: BTreeMap::from([(TOKEN_ENV.to_owned(), token)]),
         connectors: vec!["scim-connector".into(); setup.replicas],
-        dir: None,
-        tls: false,
+        ..Default::default()
     })
     .await
 }
@@ -75,8 +75,19 @@ async fn send_all(stack: &Stack, events: &[Value]) -> Vec<String> {
     ids
 }
 
-/// Waits for every event, then checks the invariant in full. Returns the outcomes.
+/// Waits for every event, then checks the invariant in full at the `acme` tenant.
 async fn assert_invariant(stack: &Stack, events: &[Value], ids: &[String], limit: Duration) {
+    assert_invariant_of(stack, "acme", events, ids, limit).await;
+}
+
+/// [`assert_invariant`] at the simulator tenant `tenant`, for events sent to one target only.
+async fn assert_invariant_of(
+    stack: &Stack,
+    tenant: &str,
+    events: &[Value],
+    ids: &[String],
+    limit: Duration,
+) {
     let distinct: Vec<String> = ids
         .iter()
         .cloned()
@@ -95,8 +106,8 @@ async fn assert_invariant(stack: &Stack, events: &[Value], ids: &[String], limit
             "{id}: {first:?}"
         );
     }
-    let users = stack.sim_users("acme").await;
-    let groups = stack.sim_groups("acme").await;
+    let users = stack.sim_users(tenant).await;
+    let groups = stack.sim_groups(tenant).await;
     let problems = expect::check(&users, &groups, events, true);
     assert!(
         problems.is_empty(),

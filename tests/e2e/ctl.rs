@@ -27,7 +27,7 @@ async fn send_of_a_10k_user_csv_works_end_to_end() {
         env: BTreeMap::from([("CTL_TOKEN".to_owned(), token)]),
         connectors: vec!["scim-connector".into()],
         dir: None,
-        tls: false,
+        ..Default::default()
     })
     .await;
     let csv = stack.dir.join("users.csv");

@@ -33,7 +33,7 @@ async fn stack() -> Stack {
         env: BTreeMap::from([(TOKEN_ENV.to_owned(), token)]),
         connectors: vec!["scim-connector".into()],
         dir: None,
-        tls: false,
+        ..Default::default()
     })
     .await
 }

@@ -65,7 +65,7 @@ async fn stack(label: &str, extra_env: BTreeMap<String, String>) -> (Stack, Secr
         env,
         connectors: vec!["scim-connector".into()],
         dir: None,
-        tls: false,
+        ..Default::default()
     })
     .await;
     (stack, secrets)

@@ -38,7 +38,7 @@ pub async fn start(
         env,
         connectors: vec![connector.into()],
         dir: None,
-        tls: false,
+        ..Default::default()
     })
     .await;
     ProviderStack { stack, _dir: dir }

@@ -35,7 +35,7 @@ async fn stack(label: &str, shards: u16) -> Stack {
         env: BTreeMap::from([(TOKEN_ENV.to_owned(), token)]),
         connectors: vec!["scim-connector".into()],
         dir: None,
-        tls: false,
+        ..Default::default()
     })
     .await
 }
@@ -323,7 +323,7 @@ async fn replicas_split_the_ceiling_and_zero_is_refused() {
         ]),
         connectors: vec!["scim-connector".into()],
         dir: None,
-        tls: false,
+        ..Default::default()
     })
     .await;
     let events: Vec<Value> = (0..30)

@@ -16,6 +16,11 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A generic target `app` at the simulator tenant `shared`, serving `tenants`.
 async fn stack(label: &str, tenants: &[&str], guard: &str) -> Stack {
+    stack_with(label, tenants, guard, "").await
+}
+
+/// [`stack`], with more lines (`extra`) in the target's entry.
+async fn stack_with(label: &str, tenants: &[&str], guard: &str, extra: &str) -> Stack {
     let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
     Stack::start(StackOptions {
         label: label.into(),
@@ -32,13 +37,13 @@ async fn stack(label: &str, tenants: &[&str], guard: &str) -> Stack {
     concurrency: {{ min: 1, max: 8 }}
     retry: {{ max_attempts: 3, base_delay_ms: 100, max_delay_ms: 1000 }}
     deprovision_guard: {guard}
-"#,
+{extra}"#,
             tenants.join(", ")
         ),
         env: BTreeMap::from([(TOKEN_ENV.to_owned(), token)]),
         connectors: vec!["scim-connector".into()],
         dir: None,
-        tls: false,
+        ..Default::default()
     })
     .await
 }
@@ -442,4 +447,56 @@ async fn a_mass_deactivation_sent_as_upserts_during_a_status_outage_is_held() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// Defect: a write that timed out was taken for one that never happened. A slow server applied
+/// the create after the connector gave up on it — after the deletion that followed had found no
+/// user and succeeded — and the deleted user was back for good. Now a write without an answer
+/// fences the subject (twice the request timeout) before anything else is sent for it, so the
+/// deletion finds the late user and deletes it.
+#[tokio::test]
+async fn a_create_that_lands_after_its_timeout_is_not_left_behind_by_a_deletion() {
+    let stack = stack_with(
+        "sor-late-write",
+        &["acme"],
+        "{ enabled: false }",
+        "    timeout_secs: 1\n",
+    )
+    .await;
+    // The create is answered only after 2.5 s (the connector gives up after 1 s); the server
+    // applies it all the same.
+    stack
+        .set_faults(
+            "shared",
+            &json!({"write_latency_ms": {"min": 2500, "max": 2500}}),
+        )
+        .await;
+    let (status, answer) = stack
+        .post_events(&user("acme", "u-9", 1, "Engineer", "u9@acme.example"))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let created = Stack::accepted_ids(&answer);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Later writes are answered at once: only the create in flight is slow.
+    stack.set_faults("shared", &json!({})).await;
+    let deleted = settle(
+        &stack,
+        &json!({"id": "acme-u-9-v2", "kind": "user.deleted", "tenant": "acme", "version": 2,
+                "user": {"id": "u-9"}}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        deleted.result,
+        OutcomeResult::Succeeded as i32,
+        "{deleted:?}"
+    );
+    stack.wait_outcomes(&created, 1, WAIT).await;
+    // Whatever the order of the outcomes, the late create has landed by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let users = stack.sim_users("shared").await;
+    assert!(
+        sim_user(&users, "u-9").is_none(),
+        "the user deleted at v2 exists: {users:?}"
+    );
 }

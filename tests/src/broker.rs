@@ -7,18 +7,44 @@ use std::time::Duration;
 
 use base64::Engine;
 
-/// The management API address.
+/// The management API address of the machine's node.
 pub const MANAGEMENT: &str = "127.0.0.1:15672";
+
+/// Where a RabbitMQ node listens: the machine's (the default), or a test's own
+/// ([`crate::node::BrokerNode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// The management API (`host:port`).
+    pub management: String,
+    /// The AMQP port on 127.0.0.1.
+    pub amqp_port: u16,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Broker {
+            management: MANAGEMENT.into(),
+            amqp_port: 5672,
+        }
+    }
+}
 
 /// A vhost that is deleted on drop.
 pub struct TestVhost {
     /// The vhost name.
     pub name: String,
+    /// The node it lives on.
+    pub broker: Broker,
 }
 
-fn request(method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+fn request(
+    management: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(
-        &MANAGEMENT
+        &management
             .parse()
             .map_err(|e| std::io::Error::other(format!("{e}")))?,
         Duration::from_secs(5),
@@ -27,7 +53,7 @@ fn request(method: &str, path: &str, body: &str) -> std::io::Result<(u16, String
     let auth = base64::engine::general_purpose::STANDARD.encode("guest:guest");
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {MANAGEMENT}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {management}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut out = String::new();
@@ -57,22 +83,29 @@ impl TestVhost {
     /// Panics with instructions when RabbitMQ or its management plugin is not running: a test
     /// that needs the broker fails loudly, it never skips.
     pub fn create(label: &str) -> Self {
+        Self::create_on(label, &Broker::default())
+    }
+
+    /// [`TestVhost::create`] on the node `broker`.
+    pub fn create_on(label: &str, broker: &Broker) -> Self {
+        let management = broker.management.as_str();
         let name = format!(
             "scimrelay-test-{label}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let path = format!("/api/vhosts/{}", encode(&name));
-        match request("PUT", &path, "{}") {
+        match request(management, "PUT", &path, "{}") {
             Ok((201 | 204, _)) => {}
             Ok((status, body)) => {
                 panic!("creating vhost {name}: management API answered {status}: {body}")
             }
             Err(e) => panic!(
-                "RabbitMQ management API not reachable at {MANAGEMENT} ({e}); run `make rabbitmq` (starts RabbitMQ and enables rabbitmq_management)"
+                "RabbitMQ management API not reachable at {management} ({e}); run `make rabbitmq` (starts RabbitMQ and enables rabbitmq_management)"
             ),
         }
         let perm = r#"{"configure":".*","write":".*","read":".*"}"#;
         match request(
+            management,
             "PUT",
             &format!("/api/permissions/{}/guest", encode(&name)),
             perm,
@@ -80,18 +113,26 @@ impl TestVhost {
             Ok((201 | 204, _)) => {}
             other => panic!("setting permissions on {name}: {other:?}"),
         }
-        TestVhost { name }
+        TestVhost {
+            name,
+            broker: broker.clone(),
+        }
     }
 
     /// The AMQP URL of this vhost.
     pub fn amqp_url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:5672/{}", encode(&self.name))
+        format!(
+            "amqp://guest:guest@127.0.0.1:{}/{}",
+            self.broker.amqp_port,
+            encode(&self.name)
+        )
     }
 
     /// Messages ready + unacked in a queue of this vhost (management API; refreshed every few
     /// seconds by the broker, so poll).
     pub fn queue_depth(&self, queue: &str) -> Option<(u64, u64)> {
         let (status, body) = request(
+            &self.broker.management,
             "GET",
             &format!("/api/queues/{}/{}", encode(&self.name), encode(queue)),
             "",
@@ -116,7 +157,7 @@ impl TestVhost {
     /// many it closed.
     pub fn close_connections(&self, fragment: &str) -> usize {
         let path = format!("/api/vhosts/{}/connections", encode(&self.name));
-        let Ok((200, body)) = request("GET", &path, "") else {
+        let Ok((200, body)) = request(&self.broker.management, "GET", &path, "") else {
             return 0;
         };
         let json = body.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
@@ -127,8 +168,12 @@ impl TestVhost {
                 .as_str()
                 .is_some_and(|n| n.contains(fragment));
             if let (true, Some(name)) = (named, c["name"].as_str())
-                && let Ok((204, _)) =
-                    request("DELETE", &format!("/api/connections/{}", encode(name)), "")
+                && let Ok((204, _)) = request(
+                    &self.broker.management,
+                    "DELETE",
+                    &format!("/api/connections/{}", encode(name)),
+                    "",
+                )
             {
                 closed += 1;
             }
@@ -159,6 +204,11 @@ fn dechunk(body: &str) -> String {
 
 impl Drop for TestVhost {
     fn drop(&mut self) {
-        let _ = request("DELETE", &format!("/api/vhosts/{}", encode(&self.name)), "");
+        let _ = request(
+            &self.broker.management,
+            "DELETE",
+            &format!("/api/vhosts/{}", encode(&self.name)),
+            "",
+        );
     }
 }

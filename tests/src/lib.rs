@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod expect;
+pub mod node;
 pub mod otlp;
 pub mod pg;
 pub mod pki;
@@ -14,7 +15,8 @@ pub mod procs;
 pub mod stack;
 pub mod workload;
 
-pub use broker::TestVhost;
+pub use broker::{Broker, TestVhost};
+pub use node::{BrokerNode, NodeSettings};
 pub use pg::TestPg;
 pub use procs::{Proc, bin_path, free_port};
 pub use stack::{Metrics, Stack, StackOptions};

@@ -11,7 +11,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use scimrelay_proto::v1::status_service_client::StatusServiceClient;
 use scimrelay_proto::v1::{GetEventRequest, ListOutcomesRequest, Outcome, RecordedOutcome};
 
-use crate::broker::TestVhost;
+use crate::broker::{Broker, TestVhost};
 use crate::pki::Pki;
 use crate::procs::{Proc, free_port};
 
@@ -38,6 +38,9 @@ pub struct StackOptions {
     /// Serve ingest (HTTP and gRPC) and status over mutual TLS with a throwaway PKI; the
     /// harness, scimrelayctl and the connectors present client certificates of its CA.
     pub tls: bool,
+    /// The RabbitMQ node (the machine's by default; a [`crate::node::BrokerNode`] of the
+    /// test's own for node-wide settings).
+    pub broker: Broker,
 }
 
 impl Default for StackOptions {
@@ -50,6 +53,7 @@ impl Default for StackOptions {
             connectors: Vec::new(),
             dir: None,
             tls: false,
+            broker: Broker::default(),
         }
     }
 }
@@ -144,7 +148,7 @@ pub async fn wait_ready(http: &reqwest::Client, url: &str, proc: &mut Proc) {
 impl Stack {
     /// Starts everything and waits until each service is ready.
     pub async fn start(opts: StackOptions) -> Stack {
-        let vhost = TestVhost::create(&opts.label);
+        let vhost = TestVhost::create_on(&opts.label, &opts.broker);
         let (tmp, dir) = match &opts.dir {
             Some(d) => {
                 std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));

@@ -30,11 +30,9 @@ use scimrelay_core::metrics::{self, metrics};
 pub const PLANNED_ID: &str = "planned";
 /// Throttled re-sends of one request before the throttling becomes the request's error.
 pub const MAX_THROTTLE_RETRIES: u32 = 20;
-/// The longest a request may wait for its target here (a quarantine, a throttling pause, a
-/// provider budget) while its message is held by this consumer; a longer wait is
-/// [`ScimError::Deferred`] and the message waits on a delay tier instead. Far below RabbitMQ's
-/// consumer timeout (30 min by default), which would close the channel of a message held
-/// longer, and short enough that a prefetch slot is not blocked for long.
+/// The delay tier a message waits on when no request slot came within the hold bound.
+const SLOT_RETRY: Duration = Duration::from_secs(5);
+/// The default of [`TargetIo::max_hold`] (`SCIMRELAY_MAX_HOLD_SECS`).
 pub const MAX_HOLD: Duration = Duration::from_secs(60);
 
 /// A target's outbound side, shared by every event of the target.
@@ -49,6 +47,15 @@ pub struct TargetIo {
     /// per-target budget (e.g. GitHub's user creations per hour) is divided by it, like the
     /// ceiling in [`TargetIo::limits`].
     pub replicas: u32,
+    /// The longest a message is held by this consumer, counted from its delivery (waiting
+    /// behind earlier messages of its subject included): a wait for the target (a quarantine,
+    /// a throttling pause, a provider budget, a request slot) that would end past it is
+    /// [`ScimError::Deferred`], and the message waits on a delay tier instead. Well below
+    /// RabbitMQ's consumer timeout (30 min by default), which closes the channel of a message
+    /// held longer — and with it every message of the shard — and short enough that a prefetch
+    /// slot is not blocked for long. Only a request already sent runs past it (by at most the
+    /// target's `timeout_secs`).
+    pub max_hold: Duration,
 }
 
 /// Sends (or plans) SCIM requests for one event at one target.
@@ -58,6 +65,8 @@ pub struct Exec {
     plan: Option<Mutex<Vec<PlannedRequest>>>,
     stats: Mutex<ExecStats>,
     target: String,
+    /// When the message must be given back (see [`TargetIo::max_hold`]).
+    deadline: tokio::time::Instant,
 }
 
 /// What happened to the requests of one convergence.
@@ -71,18 +80,28 @@ pub struct ExecStats {
     pub throttled: u32,
     /// Time spent waiting for the ceiling, pauses and the window.
     pub waited: Duration,
+    /// Writes sent that got no answer (timed out, connection lost): the server may still
+    /// apply them.
+    pub unanswered_writes: u32,
 }
 
 impl Exec {
     /// An executor for one convergence; `plan` records writes instead of sending them.
     pub fn new(io: Arc<TargetIo>, provider: Arc<dyn Provider>, plan: bool) -> Self {
         Exec {
-            io,
             provider,
             plan: plan.then(|| Mutex::new(Vec::new())),
             stats: Mutex::new(ExecStats::default()),
             target: String::new(),
+            deadline: tokio::time::Instant::now() + io.max_hold,
+            io,
         }
+    }
+
+    /// Counts the hold bound from `since`, when the message was delivered to this consumer.
+    pub fn held_since(mut self, since: tokio::time::Instant) -> Self {
+        self.deadline = since + self.io.max_hold;
+        self
     }
 
     /// Names the target in metrics labels and span attributes.
@@ -98,6 +117,13 @@ impl Exec {
             .max(1)
     }
 
+    /// What is left of the message's hold bound (see [`TargetIo::max_hold`]): a provider's own
+    /// wait (a budget) longer than this is a deferral.
+    pub fn hold_left(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+
     /// Whether writes are only planned.
     pub fn is_plan(&self) -> bool {
         self.plan.is_some()
@@ -111,9 +137,22 @@ impl Exec {
         let mut throttles = 0;
         loop {
             self.hold_bound()?;
-            let ticket = self.io.breaker.allow().await;
-            // Given back if this future is dropped mid-request (see `limits::Slot`).
-            let slot = self.io.limits.acquire_slot().await;
+            // Both are given back if this wait ends first (see `limits::Slot`, `breaker::Ticket`).
+            let admitted = tokio::time::timeout_at(self.deadline, async {
+                let ticket = self.io.breaker.allow().await;
+                let slot = self.io.limits.acquire_slot().await;
+                (ticket, slot)
+            })
+            .await;
+            let Ok((ticket, slot)) = admitted else {
+                return Err(ScimError::Deferred {
+                    wait: SLOT_RETRY,
+                    reason: format!(
+                        "no request slot at the target within {}s of delivery (its rate ceiling and concurrency window are taken)",
+                        self.io.max_hold.as_secs()
+                    ),
+                });
+            };
             if !self.io.breaker.still_allowed(&ticket) {
                 // The target was quarantined while this request waited for its slot.
                 slot.cancel();
@@ -158,6 +197,10 @@ impl Exec {
                 s.waited += waited;
                 s.throttled += u32::from(throttled);
                 s.last_status = status;
+                s.unanswered_writes += u32::from(
+                    req.is_write()
+                        && matches!(&result, Err(ScimError::Timeout | ScimError::Transport(_))),
+                );
             }
             span.record("scimrelay.throttled", throttled);
             if status != 0 {
@@ -183,10 +226,11 @@ impl Exec {
         }
     }
 
-    /// [`ScimError::Deferred`] when the target will not take requests within [`MAX_HOLD`]:
-    /// quarantined, or paused by throttling, for longer.
+    /// [`ScimError::Deferred`] when the target will not take requests before the hold bound
+    /// ([`TargetIo::max_hold`] from delivery): quarantined, or paused by throttling, for longer.
     fn hold_bound(&self) -> Result<(), ScimError> {
-        if let Some(wait) = self.io.breaker.open_remaining().filter(|w| *w > MAX_HOLD) {
+        let left = self.hold_left();
+        if let Some(wait) = self.io.breaker.open_remaining().filter(|w| *w > left) {
             return Err(ScimError::Deferred {
                 wait,
                 reason: format!(
@@ -197,7 +241,7 @@ impl Exec {
         }
         if let Some(until) = self.io.limits.paused_until() {
             let wait = until.saturating_duration_since(tokio::time::Instant::now());
-            if wait > MAX_HOLD {
+            if wait > left {
                 return Err(ScimError::Deferred {
                     wait,
                     reason: "the provider asked to pause the target (throttling)".into(),
@@ -373,6 +417,84 @@ pub fn mask(v: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::{Feedback, LimitsConfig};
+    use scimrelay_scim::{Auth, ClientConfig};
+
+    /// A target nobody answers (127.0.0.1:9, nothing listens): these tests end before a
+    /// request is sent, or fail by sending one.
+    fn io(max_hold: Duration, max_concurrency: u32) -> Arc<TargetIo> {
+        let mut config = ClientConfig::new("http://127.0.0.1:9/scim/v2", Auth::None);
+        config.timeout_secs = 1;
+        Arc::new(TargetIo {
+            client: ScimClient::new(config).expect("client"),
+            limits: Limits::new(&LimitsConfig {
+                ceiling_per_sec: None,
+                min_concurrency: 1,
+                max_concurrency,
+            }),
+            breaker: Breaker::default(),
+            replicas: 1,
+            max_hold,
+        })
+    }
+
+    struct Silent;
+    impl Provider for Silent {
+        fn converge<'a>(
+            &'a self,
+            _input: crate::provider::ConvergeInput<'a>,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<crate::provider::Converged, crate::provider::ConvergeError>,
+        > {
+            unreachable!("not converged in these tests")
+        }
+    }
+
+    fn deferred(result: Result<ScimResponse, ScimError>) -> (Duration, String) {
+        match result {
+            Err(ScimError::Deferred { wait, reason }) => (wait, reason),
+            other => panic!("expected a deferral, got {other:?}"),
+        }
+    }
+
+    /// A throttling pause longer than what is left of the message's hold bound — counted from
+    /// its delivery, not from when its handler started — is a deferral, without a request.
+    #[tokio::test]
+    async fn a_pause_past_the_hold_bound_defers_counted_from_delivery() {
+        let io = io(Duration::from_secs(10), 4);
+        let permit = io.limits.acquire().await;
+        io.limits
+            .release(permit, Feedback::Throttled(Some(Duration::from_secs(6))));
+        // Delivered 5 s ago (it waited behind its subject's earlier message): 5 s are left.
+        let exec = Exec::new(io.clone(), Arc::new(Silent), false)
+            .held_since(tokio::time::Instant::now() - Duration::from_secs(5));
+        assert!(exec.hold_left() <= Duration::from_secs(5));
+        let (wait, reason) = deferred(exec.send(ScimRequest::get("/Users/u1")).await);
+        assert!(wait > Duration::from_secs(5), "{wait:?}");
+        assert!(reason.contains("throttling"), "{reason}");
+        assert_eq!(exec.stats().requests, 0);
+        // A message delivered now has the whole bound: the same pause is waited out here
+        // (the request is then sent, and fails: nothing listens).
+        let fresh = Exec::new(io, Arc::new(Silent), false);
+        assert!(fresh.hold_left() > Duration::from_secs(9));
+    }
+
+    /// A message that cannot get a request slot before its hold bound (the window taken by
+    /// requests in flight) gives its place back and waits on a delay tier; the slot it waited
+    /// for is not lost.
+    #[tokio::test]
+    async fn no_slot_within_the_hold_bound_defers_and_leaks_nothing() {
+        let io = io(Duration::from_millis(300), 1);
+        let held = io.limits.acquire_slot().await;
+        let exec = Exec::new(io.clone(), Arc::new(Silent), false);
+        let (wait, reason) = deferred(exec.send(ScimRequest::get("/Users/u1")).await);
+        assert_eq!(wait, SLOT_RETRY);
+        assert!(reason.contains("no request slot"), "{reason}");
+        assert_eq!(io.limits.in_flight(), 1, "only the slot held here");
+        held.cancel();
+        assert_eq!(io.limits.in_flight(), 0);
+    }
 
     #[test]
     fn fault_series_exist_at_zero_before_the_first_fault() {

@@ -155,7 +155,15 @@ pub struct ConnectorConfig {
     /// `SCIMRELAY_CONNECTOR_REPLICAS`: replicas of this connector sharing each target's rate
     /// budget; every replica takes `ceiling / replicas` (design.md §5).
     pub replicas: u32,
+    /// `SCIMRELAY_MAX_HOLD_SECS` (default 60, at most [`MAX_HOLD_LIMIT_SECS`]): the longest a
+    /// message is held by this connector before it waits on a delay tier instead (see
+    /// [`exec::TargetIo::max_hold`]). Keep it well below the broker's `consumer_timeout` minus
+    /// the longest target `timeout_secs`.
+    pub max_hold: Duration,
 }
+
+/// The largest `SCIMRELAY_MAX_HOLD_SECS`: half of RabbitMQ's default consumer timeout (30 min).
+pub const MAX_HOLD_LIMIT_SECS: u64 = 900;
 
 impl ConnectorConfig {
     /// Reads the environment and the targets file for a provider kind.
@@ -215,6 +223,17 @@ impl ConnectorConfig {
             status_url,
             status_api_key: status::api_key_from_env()?,
             status_tls,
+            max_hold: match env_parse("SCIMRELAY_MAX_HOLD_SECS", exec::MAX_HOLD.as_secs())? {
+                secs @ 1..=MAX_HOLD_LIMIT_SECS => Duration::from_secs(secs),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "SCIMRELAY_MAX_HOLD_SECS".into(),
+                        message: format!(
+                            "must be between 1 and {MAX_HOLD_LIMIT_SECS} seconds (well below the broker's consumer_timeout)"
+                        ),
+                    });
+                }
+            },
             replicas: match env_parse("SCIMRELAY_CONNECTOR_REPLICAS", 1u32)? {
                 0 => {
                     return Err(ConfigError::Invalid {

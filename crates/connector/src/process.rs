@@ -96,11 +96,19 @@ struct Taken<'a> {
     key: SubjectKey,
     plan: bool,
     outcome: Outcome,
+    /// When the message was delivered (its hold bound counts from here).
+    received: tokio::time::Instant,
 }
 
 impl Processor {
-    /// Converges one delivery (one attempt), in a `converge` span.
-    pub async fn process(&self, delivery: &Delivery, released: bool) -> Step {
+    /// Converges one delivery (one attempt), in a `converge` span; `received` is when the
+    /// broker handed it to this consumer (see [`crate::exec::TargetIo::max_hold`]).
+    pub async fn process(
+        &self,
+        delivery: &Delivery,
+        released: bool,
+        received: tokio::time::Instant,
+    ) -> Step {
         let span = tracing::info_span!(
             "converge",
             "scimrelay.target" = %self.target.config.id,
@@ -108,14 +116,19 @@ impl Processor {
             "scimrelay.decision" = tracing::field::Empty,
         );
         let step = self
-            .process_in_span(delivery, released)
+            .process_in_span(delivery, released, received)
             .instrument(span.clone())
             .await;
         span.record("scimrelay.decision", step.name());
         step
     }
 
-    async fn process_in_span(&self, delivery: &Delivery, released: bool) -> Step {
+    async fn process_in_span(
+        &self,
+        delivery: &Delivery,
+        released: bool,
+        received: tokio::time::Instant,
+    ) -> Step {
         let t = &self.target;
         let event = delivery.event.clone().unwrap_or_default();
         let key = event.subject_key(&t.config.id);
@@ -131,7 +144,7 @@ impl Processor {
                 invalidate,
                 read_only: plan,
                 session: self.session.clone(),
-                fence_ms: t.config.timeout_secs.saturating_mul(1000),
+                fence_ms: fence_ms(t.config.timeout_secs),
             })
             .await;
         let record = match taken {
@@ -156,6 +169,7 @@ impl Processor {
             key,
             plan,
             outcome,
+            received,
         };
         match decide::decide(&m.event, &record, plan) {
             Decision::Superseded(detail) => {
@@ -245,6 +259,7 @@ impl Processor {
             error: String::new(),
             session: self.session.clone(),
             release_only: false,
+            unanswered: false,
         };
         if let Err(why) = self.sor.record(item).await {
             return self.wait(m.delivery, m.delivery.attempt, &why);
@@ -266,7 +281,9 @@ impl Processor {
         record: &SubjectRecord,
     ) -> Step {
         let t = &self.target;
-        let exec = Exec::new(t.io.clone(), self.provider.clone(), m.plan).with_target(&t.config.id);
+        let exec = Exec::new(t.io.clone(), self.provider.clone(), m.plan)
+            .with_target(&t.config.id)
+            .held_since(m.received);
         let directory = StoreDirectory {
             sor: &self.sor,
             target: &t.config.id,
@@ -283,6 +300,9 @@ impl Processor {
             })
             .await;
         m.outcome.http_status = u32::from(exec.last_status());
+        // A write that got no answer may still land: the subject is fenced before the next
+        // write (see `Converged.unanswered`).
+        let unanswered = exec.stats().unanswered_writes > 0;
         match result {
             Ok(done) if m.plan => {
                 let mut outcome = m.outcome;
@@ -293,12 +313,18 @@ impl Processor {
                 outcome.planned = exec.planned();
                 Step::Done(Box::new(outcome))
             }
-            Ok(done) => self.succeeded(m, desired, done).await,
-            Err(err) => self.failed(m, &desired, &err).await,
+            Ok(done) => self.succeeded(m, desired, done, unanswered).await,
+            Err(err) => self.failed(m, &desired, &err, unanswered).await,
         }
     }
 
-    async fn succeeded(&self, m: Taken<'_>, desired: IdentityEvent, done: Converged) -> Step {
+    async fn succeeded(
+        &self,
+        m: Taken<'_>,
+        desired: IdentityEvent,
+        done: Converged,
+        unanswered: bool,
+    ) -> Step {
         let item = ConvergedRecord {
             key: Some(m.key.clone()),
             succeeded: true,
@@ -314,6 +340,7 @@ impl Processor {
             error: String::new(),
             session: self.session.clone(),
             release_only: false,
+            unanswered,
         };
         if let Err(why) = self.sor.record(item).await {
             // Applied at the target, not recorded: the next attempt converges again (the target
@@ -329,7 +356,13 @@ impl Processor {
         )
     }
 
-    async fn failed(&self, m: Taken<'_>, desired: &IdentityEvent, err: &ConvergeError) -> Step {
+    async fn failed(
+        &self,
+        m: Taken<'_>,
+        desired: &IdentityEvent,
+        err: &ConvergeError,
+        unanswered: bool,
+    ) -> Step {
         let t = &self.target;
         let mut outcome = m.outcome;
         outcome.http_status = u32::from(err.http_status);
@@ -352,6 +385,7 @@ impl Processor {
             event_id: desired.id.clone(),
             error: format!("{}: {}", step.name(), decide::printable(&err.detail)),
             session: self.session.clone(),
+            unanswered,
             ..Default::default()
         };
         if let Err(why) = self.sor.record(item).await {
@@ -403,6 +437,13 @@ impl Processor {
 
 /// A subject fenced until `until_ms` (another session's request may still be in flight): the
 /// message waits, uncounted, until then.
+/// How long a subject is fenced after a session ended while it may have had a write in flight:
+/// the target's request timeout, the longest that write can have been in flight (the store
+/// doubles it after a write that got no answer, see `Converged.unanswered`).
+fn fence_ms(timeout_secs: u64) -> u64 {
+    timeout_secs.saturating_mul(1_000)
+}
+
 fn fenced(delivery: &Delivery, until_ms: i64) -> Step {
     let ms = u64::try_from(until_ms.saturating_sub(now_ms())).unwrap_or(0);
     Step::Wait {

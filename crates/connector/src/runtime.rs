@@ -91,6 +91,7 @@ fn build_targets(
                     limits,
                     breaker: Breaker::default(),
                     replicas: config.replicas.max(1),
+                    max_hold: config.max_hold,
                 }),
                 waiting: Waiting::default(),
             }))
@@ -389,6 +390,8 @@ struct ShardCtx {
 struct Incoming {
     raw: lapin::message::Delivery,
     decoded: Option<Delivery>,
+    /// When the broker handed it to this consumer: its hold bound counts from here.
+    received: tokio::time::Instant,
 }
 
 impl ShardCtx {
@@ -419,7 +422,7 @@ impl ShardCtx {
                             .and_then(|d| d.event.as_ref())
                             .map(|e| e.subject_ref())
                             .unwrap_or_default();
-                        let incoming = Incoming { raw, decoded };
+                        let incoming = Incoming { raw, decoded, received: tokio::time::Instant::now() };
                         match busy.get_mut(&subject) {
                             Some(waiting) => waiting.push_back(incoming),
                             None => {
@@ -589,7 +592,10 @@ impl ShardCtx {
         let started = std::time::Instant::now();
         let released = amqp::header_bool(&raw.properties, scimrelay_proto::HEADER_RELEASED);
         let replayed = amqp::header_bool(&raw.properties, scimrelay_proto::HEADER_REPLAYED);
-        let mut step = self.processor.process(&delivery, released).await;
+        let mut step = self
+            .processor
+            .process(&delivery, released, incoming.received)
+            .await;
         if let (true, Step::Done(o)) = (replayed, &mut step) {
             o.detail = format!(
                 "{}{}replayed from the dead-letter queue with a fresh attempt budget",

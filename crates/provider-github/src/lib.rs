@@ -319,15 +319,19 @@ fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
 }
 
 /// Takes one user creation from the hourly budget, waiting for it when it comes back within
-/// [`scimrelay_connector::exec::MAX_HOLD`]; a longer wait is a deferral (the message waits on a
-/// delay tier, no attempt counted) rather than a message held until the budget refills.
-async fn spend_creation(budget: &DefaultDirectRateLimiter) -> Result<(), ConvergeError> {
+/// the message's hold bound (`left`, see [`scimrelay_connector::exec::TargetIo::max_hold`]); a
+/// longer wait is a deferral (the message waits on a delay tier, no attempt counted) rather
+/// than a message held until the budget refills.
+async fn spend_creation(
+    budget: &DefaultDirectRateLimiter,
+    left: std::time::Duration,
+) -> Result<(), ConvergeError> {
     use governor::clock::{Clock, DefaultClock};
     let Err(not_until) = budget.check() else {
         return Ok(());
     };
     let wait = not_until.wait_time_from(DefaultClock::default().now());
-    if wait > scimrelay_connector::exec::MAX_HOLD {
+    if wait > left {
         return Err(ConvergeError {
             retry_after_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
             ..ConvergeError::new(
@@ -364,7 +368,7 @@ impl Github {
         }
         if !input.exec.is_plan() {
             let budget = self.creation_governor(input)?;
-            spend_creation(&budget).await?;
+            spend_creation(&budget, input.exec.hold_left()).await?;
         }
         match input
             .exec

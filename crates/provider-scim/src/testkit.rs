@@ -72,6 +72,7 @@ impl Harness {
                 limits,
                 breaker: Breaker::default(),
                 replicas: 1,
+                max_hold: scimrelay_connector::exec::MAX_HOLD,
             }),
             provider,
         }
@@ -101,6 +102,7 @@ impl Harness {
                 }),
                 breaker: Breaker::default(),
                 replicas: self.io.replicas,
+                max_hold: self.io.max_hold,
             }),
             provider,
         }

@@ -112,7 +112,7 @@ async fn status_outage() {
         env: BTreeMap::from([(TOKEN_ENV.to_owned(), token)]),
         connectors: vec!["scim-connector".into()],
         dir: None,
-        tls: false,
+        ..Default::default()
     })
     .await;
     let hr_users = (size() / 10).max(20);
@@ -281,7 +281,7 @@ async fn tenants_share_a_target() {
         env: BTreeMap::from([(TOKEN_ENV.to_owned(), token)]),
         connectors: vec!["scim-connector".into(); 2],
         dir: None,
-        tls: false,
+        ..Default::default()
     })
     .await;
     let acme_key = stack.add_key("acme-sender", &["acme"], &["send"]).await;

@@ -139,8 +139,7 @@ async fn hostile_server() {
             ("SCIMRELAY_STATUS_DB".to_owned(), pg.url.clone()),
         ]),
         connectors: vec!["scim-connector".into()],
-        dir: None,
-        tls: false,
+        ..Default::default()
     })
     .await;
     let rss = RssWatch::start(stack.connectors[0].pid());

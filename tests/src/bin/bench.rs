@@ -460,7 +460,7 @@ async fn start_stack(
         ]),
         connectors: vec!["scim-connector".into(); connectors],
         dir: Some(dir),
-        tls: false,
+        ..Default::default()
     })
     .await;
     (stack, token)

@@ -152,7 +152,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .map(String::from)
         .to_vec(),
         dir: Some(args.dir.clone()),
-        tls: false,
+        ..Default::default()
     })
     .await;
     println!(

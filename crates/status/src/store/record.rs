@@ -53,7 +53,9 @@ fn printable(s: &str) -> String {
 ///
 /// - unclaimed, or claimed by this session: this session claims it;
 /// - claimed by another session, never fenced: that session ended mid-converge (or
-///   recorded nothing): fenced for `fence_ms` from now, the claim kept;
+///   recorded nothing): fenced for `fence_ms` from now, the claim kept; claimed by
+///   [`UNANSWERED_CLAIM`] (a write that got no answer, given up on after the request timeout,
+///   which a slow server may still apply): fenced for twice `fence_ms`;
 /// - claimed by another session and fenced until a time still to come: unchanged;
 /// - claimed by another session whose fence has passed: this session claims it.
 fn next_claim(held: (String, i64), session: &str, fence_ms: u64, now: i64) -> (String, i64) {
@@ -65,6 +67,11 @@ fn next_claim(held: (String, i64), session: &str, fence_ms: u64, now: i64) -> (S
         return (session.to_owned(), 0);
     }
     if fenced == 0 {
+        let fence_ms = if holder == UNANSWERED_CLAIM {
+            fence_ms.saturating_mul(2)
+        } else {
+            fence_ms
+        };
         let until = now.saturating_add(i64::try_from(fence_ms).unwrap_or(i64::MAX));
         return (holder, until);
     }
@@ -73,6 +80,10 @@ fn next_claim(held: (String, i64), session: &str, fence_ms: u64, now: i64) -> (S
     }
     (session.to_owned(), 0)
 }
+
+/// The holder of a subject's claim after a write that got no answer (`Converged.unanswered`):
+/// no session, so the next take, whoever makes it, fences the subject.
+pub const UNANSWERED_CLAIM: &str = "(unanswered write)";
 
 /// Most items in one state-of-record call (TakeEvents, RecordConverged, GetRecords).
 pub const KEY_LIMIT: usize = 1000;
@@ -315,7 +326,7 @@ macro_rules! record_one {
         let c: &Converged = $c;
         if !c.session.is_empty() {
             sqlx::query(
-                "UPDATE subjects SET claim = '' WHERE target = $1 AND tenant = $2 \
+                "UPDATE subjects SET claim = $6 WHERE target = $1 AND tenant = $2 \
                  AND subject_kind = $3 AND subject_id = $4 AND claim = $5",
             )
             .bind(&key.target)
@@ -323,6 +334,7 @@ macro_rules! record_one {
             .bind(i64::from(key.kind))
             .bind(&key.subject_id)
             .bind(&c.session)
+            .bind(if c.unanswered { UNANSWERED_CLAIM } else { "" })
             .execute(&mut *$tx)
             .await?;
         }

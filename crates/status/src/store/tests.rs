@@ -336,6 +336,7 @@ on_both!(
     a_failure_invalidates_the_fingerprint_and_the_members,
     tenants_and_kinds_are_separate_subjects,
     a_claim_left_by_an_ended_session_fences_the_subject,
+    a_write_without_an_answer_fences_the_subject_even_for_its_own_session,
 );
 
 const WINDOW_MS: u64 = 600_000;
@@ -1135,6 +1136,60 @@ fn claimed(target: &str, event: &IdentityEvent, session: &str) -> TakeEvent {
         fence_ms: 60_000,
         ..taking(target, event, false)
     }
+}
+
+/// A failure recorded with a write that got no answer (it may still land at the server) hands
+/// the claim to no session: the next take — by the very session that recorded it, as a retry
+/// would — is fenced; an answered failure is not.
+async fn a_write_without_an_answer_fences_the_subject_even_for_its_own_session(db: &TestStore) {
+    let store = &db.store;
+    let failed = |event: &IdentityEvent, unanswered: bool| Converged {
+        key: Some(event.subject_key("t1")),
+        session: "a".into(),
+        succeeded: false,
+        version: event.version,
+        event_id: event.id.clone(),
+        error: "the request timed out".into(),
+        unanswered,
+        ..Default::default()
+    };
+    let v1 = user_event("n1", 1, "u1");
+    store
+        .take_events(&[claimed("t1", &v1, "a")])
+        .await
+        .expect("take");
+    store
+        .record_converged(&[failed(&v1, true)])
+        .await
+        .expect("record");
+    let before = now_ms();
+    let r = store
+        .take_events(&[claimed("t1", &v1, "a")])
+        .await
+        .expect("take");
+    assert!(
+        r[0].fenced_until_ms >= before + 120_000,
+        "fenced for twice the 60 s asked: until {} (asked from {before})",
+        r[0].fenced_until_ms
+    );
+
+    let w1 = user_event("m1", 1, "u2");
+    store
+        .take_events(&[claimed("t1", &w1, "a")])
+        .await
+        .expect("take");
+    store
+        .record_converged(&[failed(&w1, false)])
+        .await
+        .expect("record");
+    let r = store
+        .take_events(&[claimed("t1", &w1, "a")])
+        .await
+        .expect("take");
+    assert_eq!(
+        r[0].fenced_until_ms, 0,
+        "an answered failure does not fence"
+    );
 }
 
 /// A subject taken by one consumer session and never recorded (the session ended mid-converge)
