@@ -221,6 +221,13 @@ async fn sigterm_stops_the_connector_cleanly_and_loses_nothing() {
         "the broker connection closed with an error:\n{}",
         connector.log()
     );
+    // The messages draining still reach the state of record: a take whose record were refused
+    // would leave its subject claimed, and the next connector would wait out its fence.
+    assert!(
+        !connector.log().contains("the connector is stopping"),
+        "the state of record stopped answering before the drain ended:\n{}",
+        connector.log()
+    );
     let done_before = stack.sim_users("acme").await.len();
     assert!(done_before < 300, "SIGTERM came after the work was done");
 

@@ -127,7 +127,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let status = StatusClients::start(&config, shutdown.clone());
+    let status = StatusClients::start(&config);
     // Shutdown is bounded: in-flight work gets the drain deadline, the broker gets its close
     // timeouts, and past that the connector exits anyway (non-zero) rather than hang — an
     // unacked message goes back to its queue when the socket closes, so nothing is lost.

@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use scimrelay_core::config::ConfigError;
@@ -273,14 +272,13 @@ impl<Req, Resp> Clone for Batcher<Req, Resp> {
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
-    /// Starts the batcher; `what` names its call in logs.
-    pub fn start(
-        what: &'static str,
-        call: BatchCall<Req, Resp>,
-        shutdown: CancellationToken,
-    ) -> Self {
+    /// Starts the batcher; `what` names its call in logs. It serves until its last handle is
+    /// dropped — not at the shutdown signal: the messages draining then still take and record
+    /// (a take whose record were refused would leave its subject claimed, and fenced for the
+    /// next connector).
+    pub fn start(what: &'static str, call: BatchCall<Req, Resp>) -> Self {
         let (tx, rx) = mpsc::channel(10_000);
-        tokio::spawn(batch_loop(what, call, rx, shutdown));
+        tokio::spawn(batch_loop(what, call, rx));
         Batcher { tx }
     }
 
@@ -300,13 +298,11 @@ async fn batch_loop<Req: Send + 'static, Resp: Send + 'static>(
     what: &'static str,
     call: BatchCall<Req, Resp>,
     mut rx: mpsc::Receiver<Waiting<Req, Resp>>,
-    shutdown: CancellationToken,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            w = rx.recv() => match w { Some(w) => w, None => return },
+        let Some(first) = rx.recv().await else {
+            return;
         };
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -363,7 +359,7 @@ pub struct StateOfRecord {
 
 impl StateOfRecord {
     /// The client on `client` (`None`: every call fails, and messages wait).
-    pub fn start(client: Option<StatusClient>, shutdown: CancellationToken) -> Self {
+    pub fn start(client: Option<StatusClient>) -> Self {
         fn unreachable<Resp>() -> BoxFuture<'static, Result<Vec<Resp>, String>> {
             Box::pin(async {
                 Err(
@@ -408,9 +404,9 @@ impl StateOfRecord {
             })
         });
         StateOfRecord {
-            take: Batcher::start("TakeEvents", take, shutdown.clone()),
-            record: Batcher::start("RecordConverged", record, shutdown.clone()),
-            get: Batcher::start("GetRecords", get, shutdown),
+            take: Batcher::start("TakeEvents", take),
+            record: Batcher::start("RecordConverged", record),
+            get: Batcher::start("GetRecords", get),
         }
     }
 
@@ -503,7 +499,7 @@ pub struct StatusClients {
 impl StatusClients {
     /// Both clients, sharing one channel to the status service of `config` (its URL, API key
     /// and TLS settings, checked by [`crate::ConnectorConfig::from_env`]).
-    pub fn start(config: &crate::ConnectorConfig, shutdown: CancellationToken) -> Self {
+    pub fn start(config: &crate::ConnectorConfig) -> Self {
         let url = &config.status_url;
         let https = url
             .trim_start()
@@ -523,7 +519,7 @@ impl StatusClients {
             }
         };
         StatusClients {
-            record: StateOfRecord::start(client.clone(), shutdown),
+            record: StateOfRecord::start(client.clone()),
             guard: GuardClient::new(client),
         }
     }

@@ -10,7 +10,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptorLayer;
 use tonic::transport::server::TcpIncoming;
@@ -60,8 +59,7 @@ fn seen(s: &Seen) -> Vec<String> {
 /// Makes one state-of-record lookup and one guard check through a client of `url`.
 async fn both_calls(url: &str, key: Option<&Secret>, tls: &StatusTls) -> Admission {
     let client = status_client(url, key, tls).expect("client");
-    let shutdown = CancellationToken::new();
-    let sor = StateOfRecord::start(Some(client.clone()), shutdown.clone());
+    let sor = StateOfRecord::start(Some(client.clone()));
     let lookup = sor
         .get(SubjectKey::new("t1", "acme", SubjectKind::User, "u1"))
         .await;
@@ -69,11 +67,9 @@ async fn both_calls(url: &str, key: Option<&Secret>, tls: &StatusTls) -> Admissi
         lookup.is_err(),
         "an unanswered lookup is an error (the message waits), never \"unknown\": {lookup:?}"
     );
-    let admission = GuardClient::new(Some(client))
+    GuardClient::new(Some(client))
         .admit("t1", "acme", "u1", "e1")
-        .await;
-    shutdown.cancel();
-    admission
+        .await
 }
 
 /// A private CA (PEM), a server certificate for localhost and a client certificate, each with
