@@ -289,6 +289,94 @@ async fn closed_broker_port_means_503_and_unavailable() {
     r.task.await.expect("join").expect("clean exit");
 }
 
+/// A TCP proxy to the machine's RabbitMQ that, once `frozen`, passes nothing on in either
+/// direction (a broker that stopped answering without closing anything); returns its port.
+async fn freezing_proxy(frozen: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (br, bw) = broker.into_split();
+            for (mut from, mut to) in [
+                (
+                    Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(bw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                ),
+                (Box::new(br), Box::new(cw)),
+            ] {
+                let frozen = frozen.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        while frozen.load(std::sync::atomic::Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    port
+}
+
+/// Defect: ingest waited for the broker's publisher confirms without a bound, so a broker that
+/// stopped answering (without closing the connection) held every request for ever. Now the
+/// answer is 503 naming the wait once `CONFIRM_TIMEOUT` has passed, and nothing is reported as
+/// accepted.
+#[tokio::test]
+async fn unconfirmed_events_answer_503_within_the_confirm_bound() {
+    let vhost = TestVhost::create("ingest-frozen");
+    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = freezing_proxy(frozen.clone()).await;
+    let url = vhost
+        .amqp_url()
+        .replace("127.0.0.1:5672", &format!("127.0.0.1:{port}"));
+    let r = start(url, 1 << 20, 100).await;
+    wait_ready(&r, true).await;
+    let (status, answer) = post(&r, &good_event()).await;
+    assert_eq!(status, 202, "{answer}");
+
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let resp = reqwest::Client::builder()
+        .timeout(scimrelay_ingest::CONFIRM_TIMEOUT * 3)
+        .build()
+        .expect("client")
+        .post(format!("{}/v1/events", r.http))
+        .json(&good_event())
+        .send()
+        .await
+        .expect("an answer, not a request held for ever");
+    let status = resp.status().as_u16();
+    let answer: Value = resp.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "unavailable", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("send them again"), "{answer}");
+    assert!(
+        started.elapsed() >= scimrelay_ingest::CONFIRM_TIMEOUT,
+        "answered before the bound: {:?}",
+        started.elapsed()
+    );
+    r.shutdown.cancel();
+    // Closing a connection the broker no longer answers is bounded too; not awaited here.
+    r.task.abort();
+}
+
 #[tokio::test]
 async fn openapi_document_is_served_and_describes_the_api() {
     let vhost = TestVhost::create("ingest-openapi");
