@@ -33,3 +33,28 @@ fn a_missing_secret_stops_the_connector_at_start_naming_the_key() {
         "{stderr}"
     );
 }
+
+/// A hold bound the broker's consumer timeout could not outlast (or zero) stops the connector
+/// at start, naming `SCIMRELAY_MAX_HOLD_SECS`.
+#[test]
+fn an_unusable_hold_bound_stops_the_connector_at_start_naming_the_key() {
+    for value in ["0", "1800", "a minute"] {
+        let (stderr, _) = connector_refuses(
+            env!("CARGO_BIN_EXE_scim-connector"),
+            "targets:
+  - id: app
+    provider: scim
+    base_url: http://127.0.0.1:9/scim/v2
+    auth: {kind: none}
+",
+            &[
+                ("SCIMRELAY_AMQP_URL", "amqp://127.0.0.1:9/%2f"),
+                ("SCIMRELAY_MAX_HOLD_SECS", value),
+            ],
+        );
+        assert!(
+            stderr.contains("SCIMRELAY_MAX_HOLD_SECS"),
+            "{value}: {stderr}"
+        );
+    }
+}
