@@ -36,27 +36,35 @@ struct Setup {
     timeout_secs: u64,
 }
 
+/// The targets-file entry of a generic SCIM target `id` at the simulator tenant `tenant`
+/// (serving the platform tenant of the same name), as the chaos scenarios configure it.
+fn scim_target(id: &str, tenant: &str, timeout_secs: u64) -> String {
+    format!(
+        r#"  - id: {id}
+    provider: scim
+    tenants: [{tenant}]
+    base_url: "{{sim}}/{tenant}/scim/v2"
+    auth: {{ kind: bearer, token: {{ env: {TOKEN_ENV} }} }}
+    shards: 4
+    delete_policy: delete
+    timeout_secs: {timeout_secs}
+    concurrency: {{ min: 1, max: 16 }}
+    retry: {{ max_attempts: 30, base_delay_ms: 100, max_delay_ms: 2000 }}
+    # The mixed workload deprovisions ~30% of its users on purpose.
+    deprovision_guard: {{ enabled: false }}
+"#
+    )
+}
+
 async fn stack(setup: &Setup) -> Stack {
     let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
     Stack::start(StackOptions {
         label: setup.label.into(),
         sim_args: vec!["--tenant".into(), format!("acme:scim:bearer={token}")],
         targets_yaml: format!(
-            r#"targets:
-  - id: app
-    provider: scim
-    tenants: [acme]
-    base_url: "{{sim}}/acme/scim/v2"
-    auth: {{ kind: bearer, token: {{ env: {TOKEN_ENV} }} }}
-    shards: 4
-    delete_policy: delete
-    timeout_secs: {}
-    concurrency: {{ min: 1, max: 16 }}
-    retry: {{ max_attempts: 30, base_delay_ms: 100, max_delay_ms: 2000 }}
-    # The mixed workload deprovisions ~30% of its users on purpose.
-    deprovision_guard: {{ enabled: false }}
-{}"#,
-            setup.timeout_secs, setup.extra_target
+            "targets:\n{}{}",
+            scim_target("app", "acme", setup.timeout_secs),
+            setup.extra_target
         ),
         env: BTreeMap::from([(TOKEN_ENV.to_owned(), token)]),
         connectors: vec!["scim-connector".into(); setup.replicas],

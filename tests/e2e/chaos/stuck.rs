@@ -16,7 +16,7 @@ use scimrelay_proto::v1::{
 };
 use scimrelay_tests::{Stack, StackOptions, TestPg, workload};
 
-use super::{Setup, TOKEN_ENV, assert_invariant, send_all, size, stack};
+use super::{Setup, TOKEN_ENV, assert_invariant, scim_target, send_all, size, stack};
 
 /// Most resident memory a connector may use while a target answers hostilely.
 const RSS_LIMIT_BYTES: u64 = 150 << 20;
@@ -119,21 +119,7 @@ async fn hostile_server() {
             "--tenant".into(),
             format!("edge:scim:bearer={token}"),
         ],
-        targets_yaml: format!(
-            r#"targets:
-  - id: app
-    provider: scim
-    tenants: [acme]
-    base_url: "{{sim}}/acme/scim/v2"
-    auth: {{ kind: bearer, token: {{ env: {TOKEN_ENV} }} }}
-    shards: 4
-    delete_policy: delete
-    timeout_secs: 3
-    concurrency: {{ min: 1, max: 16 }}
-    retry: {{ max_attempts: 30, base_delay_ms: 100, max_delay_ms: 2000 }}
-    deprovision_guard: {{ enabled: false }}
-{EDGE_TARGET}"#
-        ),
+        targets_yaml: format!("targets:\n{}{EDGE_TARGET}", scim_target("app", "acme", 3)),
         env: BTreeMap::from([
             (TOKEN_ENV.to_owned(), token),
             ("SCIMRELAY_STATUS_DB".to_owned(), pg.url.clone()),

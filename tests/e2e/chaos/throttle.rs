@@ -17,7 +17,7 @@ use serde_json::json;
 
 use scimrelay_tests::{BrokerNode, NodeSettings, Stack, StackOptions, workload};
 
-use super::{TOKEN_ENV, assert_invariant_of, send_all, size};
+use super::{TOKEN_ENV, assert_invariant_of, scim_target, send_all, size};
 
 /// The broker node's consumer timeout.
 const CONSUMER_TIMEOUT: Duration = Duration::from_secs(8);
@@ -35,22 +35,6 @@ async fn long_throttle() {
         },
     );
     let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
-    let target = |id: &str, tenant: &str| {
-        format!(
-            r#"  - id: {id}
-    provider: scim
-    tenants: [{tenant}]
-    base_url: "{{sim}}/{tenant}/scim/v2"
-    auth: {{ kind: bearer, token: {{ env: {TOKEN_ENV} }} }}
-    shards: 4
-    delete_policy: delete
-    timeout_secs: 2
-    concurrency: {{ min: 1, max: 16 }}
-    retry: {{ max_attempts: 30, base_delay_ms: 100, max_delay_ms: 2000 }}
-    deprovision_guard: {{ enabled: false }}
-"#
-        )
-    };
     let stack = Stack::start(StackOptions {
         label: "chaos-long-throttle".into(),
         sim_args: vec![
@@ -61,8 +45,8 @@ async fn long_throttle() {
         ],
         targets_yaml: format!(
             "targets:\n{}{}",
-            target("slow", "acme"),
-            target("fine", "beta")
+            scim_target("slow", "acme", 2),
+            scim_target("fine", "beta", 2)
         ),
         env: BTreeMap::from([
             (TOKEN_ENV.to_owned(), token),
