@@ -117,6 +117,9 @@ async fn assert_invariant_of(
     let users = stack.sim_users(tenant).await;
     let groups = stack.sim_groups(tenant).await;
     let problems = expect::check(&users, &groups, events, true);
+    if let Some(first) = problems.first() {
+        explain(stack, first, &users, &groups).await;
+    }
     assert!(
         problems.is_empty(),
         "{} problems, e.g. {:#?}",
@@ -129,6 +132,42 @@ async fn assert_invariant_of(
         users.len(),
         groups.len()
     );
+}
+
+/// Prints what scimrelay knows of the subject a problem names (its record and every outcome of
+/// its events, from the status service) and the target's objects that mention it, so a failure
+/// seen once can be understood from the test's output.
+async fn explain(stack: &Stack, problem: &str, users: &[Value], groups: &[Value]) {
+    let Some(id) = problem.split_whitespace().nth(1) else {
+        return;
+    };
+    let mut client = stack.status_client().await;
+    let subject = client
+        .get_subject(scimrelay_proto::v1::GetSubjectRequest {
+            subject_id: id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner);
+    eprintln!("{problem}: the status service's view: {subject:#?}");
+    let outcomes = client
+        .list_outcomes(scimrelay_proto::v1::ListOutcomesRequest {
+            page_size: 1000,
+            filter: Some(scimrelay_proto::v1::OutcomeFilter {
+                subject_id: id.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner);
+    eprintln!("{problem}: its outcomes: {outcomes:#?}");
+    let mentioned: Vec<&Value> = users
+        .iter()
+        .chain(groups)
+        .filter(|o| o.to_string().contains(id))
+        .collect();
+    eprintln!("{problem}: at the target: {mentioned:#?}");
 }
 
 #[tokio::test]

@@ -450,8 +450,8 @@ fn fenced(delivery: &Delivery, until_ms: i64) -> Step {
         wait: std::time::Duration::from_millis(ms.max(1)),
         attempt: delivery.attempt,
         reason: format!(
-            "another connector session converged this subject when it ended; nothing is sent \
-             for it for {ms} ms, until that session's last request cannot be in flight"
+            "a write to this subject may still be in flight (a connector session ended while \
+             converging it, or a write got no answer); nothing is sent for it for {ms} ms"
         ),
         class: "fenced",
     }
