@@ -366,7 +366,7 @@ enum Needs {
     Resource,
     /// A resource or no body (a PATCH answers 204, or 200 with the resource).
     ResourceIfAny,
-    /// Nothing: a DELETE's body is not read as anything.
+    /// Nothing: a DELETE's body is not read as anything (but an HTML page is a gateway's).
     Nothing,
 }
 
@@ -416,6 +416,11 @@ fn finish(req: &ScimRequest, raw: RawResponse) -> Result<ScimResponse, ScimError
     };
     let needs = needs(req);
     let is_blank = body.iter().all(u8::is_ascii_whitespace);
+    // A DELETE's body is not read, but an HTML page is a gateway's (a login page, an error
+    // page served as 200), never a SCIM server's acknowledgement: the object was not deleted.
+    if needs == Needs::Nothing && !is_blank && content_type.to_ascii_lowercase().contains("html") {
+        return Err(what("an HTML page where a SCIM server answers"));
+    }
     let value = if status == 204 || status == 205 || is_blank {
         None
     } else if needs == Needs::Nothing {

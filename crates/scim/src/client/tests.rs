@@ -90,6 +90,11 @@ async fn success_statuses_and_bodies() {
             ScimRequest::patch("/Groups/g3", json!({})),
             "not JSON (text/html)",
         ),
+        // A gateway's page answering a DELETE: the object was not deleted.
+        (
+            ScimRequest::delete("/Groups/g3"),
+            "an HTML page where a SCIM server answers (text/html)",
+        ),
         (ScimRequest::get("/Groups"), "not a SCIM list"),
         (ScimRequest::get("/Users/u4"), "not an object"),
         (
