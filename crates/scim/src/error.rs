@@ -1,7 +1,7 @@
 //! The one error type of the SCIM client, and the parser for every error-body shape the
 //! providers send.
 //!
-//! Providers disagree on error bodies (see `shared/providers.md` §1.7, §2.6, §3.6, §4):
+//! Providers disagree on error bodies (see `docs/providers/error-bodies.md`, with sources):
 //! - RFC 7644: `{"schemas":[…Error], "status":"409", "scimType":"uniqueness", "detail":"…"}`;
 //! - GitHub: `status` is an integer, and `message` / `documentation_url` come along;
 //! - AWS: the key is `schema` (singular) and there is no `scimType`;
