@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use scimrelay_proto::v1::{
-    GetEventRequest, GetTargetRequest, OutcomeResult, ReplayDeadLettersRequest,
-};
+use scimrelay_proto::v1::{GetTargetRequest, OutcomeResult, ReplayDeadLettersRequest};
 use scimrelay_tests::{Stack, StackOptions, TestPg, workload};
 
 use super::{Setup, TOKEN_ENV, assert_invariant, scim_target, send_all, size, stack};
@@ -212,30 +210,14 @@ async fn hostile_server() {
         .into_inner();
     assert_eq!(replayed.replayed as usize, HOSTILE.len(), "{replayed:?}");
     for id in &edge {
-        let start = Instant::now();
-        loop {
-            let ev = client
-                .get_event(GetEventRequest {
-                    event_id: id.clone(),
-                    ..Default::default()
-                })
-                .await
-                .expect("GetEvent")
-                .into_inner();
-            if let Some(o) = ev
-                .outcomes
-                .iter()
-                .find(|o| o.result == OutcomeResult::Succeeded as i32)
-            {
-                assert!(o.detail.contains("fresh attempt budget"), "{o:?}");
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "{id} did not converge after its replay: {ev:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        // Dead-lettered, then converged after the replay.
+        let history = stack.wait_history(id, 2, Duration::from_secs(60)).await;
+        let o = history
+            .iter()
+            .filter_map(|r| r.outcome.as_ref())
+            .find(|o| o.result == OutcomeResult::Succeeded as i32)
+            .unwrap_or_else(|| panic!("{id} did not converge after its replay: {history:?}"));
+        assert!(o.detail.contains("fresh attempt budget"), "{o:?}");
     }
     assert_eq!(stack.sim_users("edge").await.len(), HOSTILE.len() + 1);
 
