@@ -6,7 +6,7 @@ export CARGO_TERM_COLOR ?= never
 # Where cargo puts the binaries: CARGO_TARGET_DIR when set, as cargo itself does.
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: help demo test lint fmt build proto rabbitmq conformance chaos helm-lint prometheus-rules bench bench-quick fuzz fuzz-smoke audit schemathesis image compose-up compose-down compose-test helm-venv
+.PHONY: help demo test lint fmt build build-all proto rabbitmq conformance chaos helm-lint prometheus-rules bench bench-quick fuzz fuzz-smoke audit schemathesis image compose-up compose-down compose-test helm-venv
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -20,10 +20,16 @@ rabbitmq: ## Make sure RabbitMQ runs locally with the management plugin
 build: proto ## Build every crate and binary (debug)
 	$(CARGO) build --workspace --bins
 
+# The binaries and every test target in one build: with the test targets' dev-dependencies in,
+# features unify once (tokio's test-util, for one), so the test run that follows compiles nothing
+# again. `build` alone, then the tests, compiled tokio and everything above it twice.
+build-all: proto
+	$(CARGO) build --workspace --all-targets
+
 demo: rabbitmq build ## Run everything against the simulator with sample events, print the outcomes
 	$(TARGET_DIR)/debug/scimrelay-demo
 
-test: rabbitmq build lint helm-lint ## Lint, chart checks, then unit, integration and end-to-end tests (real RabbitMQ, real processes)
+test: rabbitmq build-all lint helm-lint ## Lint, chart checks, then unit, integration and end-to-end tests (real RabbitMQ, real processes)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -40,11 +46,11 @@ fmt: ## Format the code
 conformance: ## SCIM conformance (scim2-tester from PyPI) against the simulator's plain scim mode
 	scripts/conformance.sh
 
-chaos: rabbitmq build ## The chaos suite at full size (5,000 events per scenario), with the scenarios that start a RabbitMQ node of their own
+chaos: rabbitmq build-all ## The chaos suite at full size (5,000 events per scenario, a 10,000-user CSV), with the scenarios that start a RabbitMQ node of their own
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  SCIMRELAY_CHAOS_EVENTS=5000 $(CARGO) nextest run -p scimrelay-tests --no-fail-fast --no-capture --run-ignored all -E 'test(chaos::)'; \
+	  SCIMRELAY_CHAOS_EVENTS=5000 SCIMRELAY_CTL_USERS=10000 $(CARGO) nextest run -p scimrelay-tests --no-fail-fast --no-capture --run-ignored all -E 'test(chaos::) | test(ctl::)'; \
 	else \
-	  SCIMRELAY_CHAOS_EVENTS=5000 $(CARGO) test -p scimrelay-tests --test e2e --no-fail-fast -- --nocapture --test-threads=1 --include-ignored chaos::; \
+	  SCIMRELAY_CHAOS_EVENTS=5000 SCIMRELAY_CTL_USERS=10000 $(CARGO) test -p scimrelay-tests --test e2e --no-fail-fast -- --nocapture --test-threads=1 --include-ignored chaos:: ctl::; \
 	fi
 
 HELM_VENV := target/helm-venv

@@ -1,5 +1,7 @@
-//! `scimrelayctl send` of a 10,000-user CSV through the whole stack: every user provisioned once,
+//! `scimrelayctl send` of a user CSV through the whole stack: every user provisioned once,
 //! every event with one terminal outcome.
+//!
+//! Size: `SCIMRELAY_CTL_USERS` users (default 2,000 for `make test`; `make chaos` sends 10,000).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,10 +11,10 @@ use scimrelay_proto::v1::OutcomeResult;
 use scimrelay_tests::{Stack, StackOptions, bin_path};
 
 #[tokio::test]
-async fn send_of_a_10k_user_csv_works_end_to_end() {
+async fn send_of_a_user_csv_works_end_to_end() {
     let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
     let stack = Stack::start(StackOptions {
-        label: "ctl-10k".into(),
+        label: "ctl-csv".into(),
         sim_args: vec!["--tenant".into(), format!("acme:scim:bearer={token}")],
         targets_yaml: r#"targets:
   - id: app
@@ -37,7 +39,10 @@ async fn send_of_a_10k_user_csv_works_end_to_end() {
         "subject_id,tenant,version,userName,givenName,familyName,email,id"
     )
     .expect("write");
-    let n = 10_000;
+    let n: usize = std::env::var("SCIMRELAY_CTL_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
     for i in 0..n {
         writeln!(
             f,

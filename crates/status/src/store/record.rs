@@ -48,39 +48,6 @@ fn printable(s: &str) -> String {
         .collect()
 }
 
-/// The claim and fence a take by `session` leaves on a subject that `held` (its claim and
-/// fence) before. An empty session (a caller that does not claim) changes nothing.
-///
-/// - unclaimed, or claimed by this session: this session claims it;
-/// - claimed by another session, never fenced: that session ended mid-converge (or
-///   recorded nothing): fenced for `fence_ms` from now, the claim kept; claimed by
-///   [`UNANSWERED_CLAIM`] (a write that got no answer, given up on after the request timeout,
-///   which a slow server may still apply): fenced for twice `fence_ms`;
-/// - claimed by another session and fenced until a time still to come: unchanged;
-/// - claimed by another session whose fence has passed: this session claims it.
-fn next_claim(held: (String, i64), session: &str, fence_ms: u64, now: i64) -> (String, i64) {
-    let (holder, fenced) = held;
-    if session.is_empty() {
-        return (holder, fenced);
-    }
-    if holder.is_empty() || holder == session {
-        return (session.to_owned(), 0);
-    }
-    if fenced == 0 {
-        let fence_ms = if holder == UNANSWERED_CLAIM {
-            fence_ms.saturating_mul(2)
-        } else {
-            fence_ms
-        };
-        let until = now.saturating_add(i64::try_from(fence_ms).unwrap_or(i64::MAX));
-        return (holder, until);
-    }
-    if fenced > now {
-        return (holder, fenced);
-    }
-    (session.to_owned(), 0)
-}
-
 /// The holder of a subject's claim after a write that got no answer (`Converged.unanswered`):
 /// no session, so the next take, whoever makes it, fences the subject.
 pub const UNANSWERED_CLAIM: &str = "(unanswered write)";
@@ -95,11 +62,73 @@ struct Members {
     ids: Vec<String>,
 }
 
-/// Columns of a record as read back (see [`RecordRow`]).
-const SELECT_RECORD: &str = "SELECT desired_version, desired_event_id, desired, applied_version, \
-     applied_event_id, applied, remote_id, fingerprint, presence, members, last_error, updated_at_ms, \
-     fenced_until_ms \
-     FROM subjects WHERE target = $1 AND tenant = $2 AND subject_kind = $3 AND subject_id = $4";
+/// The columns of a record as read back (see [`RecordRow`]).
+macro_rules! record_columns {
+    () => {
+        "desired_version, desired_event_id, desired, applied_version, applied_event_id, applied, \
+         remote_id, fingerprint, presence, members, last_error, updated_at_ms, fenced_until_ms"
+    };
+}
+
+/// Reads one record.
+const SELECT_RECORD: &str = concat!(
+    "SELECT ",
+    record_columns!(),
+    " FROM subjects WHERE target = $1 AND tenant = $2 AND subject_kind = $3 AND subject_id = $4"
+);
+
+/// Records a taken event and answers the record after the write, in one statement (the status
+/// service's busiest write: one per message a connector takes).
+///
+/// - The desired state is replaced only by a higher version (`$5`); a stale copy changes none
+///   of the desired columns.
+/// - `$9` (invalidate) drops the fingerprint and the member set unless a version at least as new
+///   was applied.
+/// - The claim and fence (`$10` is the taking session, `$11`/`$12` the end of a fence of one /
+///   two fence lengths from now, `$8` now):
+///   - an empty session (a caller that does not claim) changes neither;
+///   - a new row, an unclaimed one, or one claimed by this session: this session claims it,
+///     unfenced;
+///   - claimed by another session, never fenced: that session ended mid-converge (or recorded
+///     nothing): fenced for one fence length from now, the claim kept; claimed by
+///     [`UNANSWERED_CLAIM`] (a write that got no answer, given up on after the request timeout,
+///     which a slow server may still apply): fenced for two;
+///   - claimed by another session and fenced until a time still to come: unchanged;
+///   - claimed by another session whose fence has passed: this session claims it, unfenced.
+///
+/// Every right-hand side reads the row as it was before the statement (SQL evaluates SET
+/// against the old row, in PostgreSQL and SQLite alike).
+const TAKE_ONE: &str = concat!(
+    "INSERT INTO subjects (target, tenant, subject_kind, subject_id, desired_version, \
+     desired_event_id, desired, desired_at_ms, updated_at_ms, claim, fenced_until_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $10, 0) \
+     ON CONFLICT (target, tenant, subject_kind, subject_id) DO UPDATE SET \
+       desired_version = CASE WHEN $5 > subjects.desired_version THEN $5 \
+         ELSE subjects.desired_version END, \
+       desired_event_id = CASE WHEN $5 > subjects.desired_version THEN $6 \
+         ELSE subjects.desired_event_id END, \
+       desired = CASE WHEN $5 > subjects.desired_version THEN $7 ELSE subjects.desired END, \
+       desired_at_ms = CASE WHEN $5 > subjects.desired_version THEN $8 \
+         ELSE subjects.desired_at_ms END, \
+       updated_at_ms = CASE WHEN $5 > subjects.desired_version THEN $8 \
+         ELSE subjects.updated_at_ms END, \
+       fingerprint = CASE WHEN $9 AND subjects.applied_version < $5 THEN 0 \
+         ELSE subjects.fingerprint END, \
+       members = CASE WHEN $9 AND subjects.applied_version < $5 THEN NULL \
+         ELSE subjects.members END, \
+       claim = CASE WHEN $10 = '' THEN subjects.claim \
+         WHEN subjects.claim = '' OR subjects.claim = $10 THEN $10 \
+         WHEN subjects.fenced_until_ms = 0 OR subjects.fenced_until_ms > $8 THEN subjects.claim \
+         ELSE $10 END, \
+       fenced_until_ms = CASE WHEN $10 = '' THEN subjects.fenced_until_ms \
+         WHEN subjects.claim = '' OR subjects.claim = $10 THEN 0 \
+         WHEN subjects.fenced_until_ms = 0 THEN \
+           CASE WHEN subjects.claim = $13 THEN $12 ELSE $11 END \
+         WHEN subjects.fenced_until_ms > $8 THEN subjects.fenced_until_ms \
+         ELSE 0 END \
+     RETURNING ",
+    record_columns!()
+);
 
 /// desired version, desired event id, desired body, applied version, applied event id, applied
 /// body, remote id, fingerprint, presence, members, last error, updated at, fenced until.
@@ -237,76 +266,36 @@ macro_rules! select_record {
     }};
 }
 
-/// Records one taken event inside the transaction `$tx` (see [`Store::take_events`]).
+/// Records one taken event inside the transaction `$tx` (see [`Store::take_events`] and
+/// [`TAKE_ONE`]).
 macro_rules! take_one {
     ($tx:ident, $key:expr, $item:expr, $now:expr) => {{
         let key: &SubjectKey = $key;
         let item: &TakeEvent = $item;
-        if let (false, Some(event)) = (item.read_only, item.event.as_ref()) {
-            sqlx::query(
-                "INSERT INTO subjects (target, tenant, subject_kind, subject_id, desired_version, \
-                 desired_event_id, desired, desired_at_ms, updated_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
-                 ON CONFLICT (target, tenant, subject_kind, subject_id) DO UPDATE SET \
-                   desired_version = excluded.desired_version, desired_event_id = excluded.desired_event_id, \
-                   desired = excluded.desired, desired_at_ms = excluded.desired_at_ms, \
-                   updated_at_ms = excluded.updated_at_ms \
-                 WHERE excluded.desired_version > subjects.desired_version",
-            )
-            .bind(&key.target)
-            .bind(&key.tenant)
-            .bind(i64::from(key.kind))
-            .bind(&key.subject_id)
-            .bind(version_to_db(event.version))
-            .bind(&event.id)
-            .bind(event.encode_to_vec())
-            .bind($now)
-            .execute(&mut *$tx)
-            .await?;
-            if item.invalidate {
-                sqlx::query(
-                    "UPDATE subjects SET fingerprint = 0, members = NULL WHERE target = $1 \
-                     AND tenant = $2 AND subject_kind = $3 AND subject_id = $4 AND applied_version < $5",
+        let row: Option<RecordRow> = match (item.read_only, item.event.as_ref()) {
+            (false, Some(event)) => {
+                let fence = i64::try_from(item.fence_ms).unwrap_or(i64::MAX);
+                Some(
+                    sqlx::query_as(TAKE_ONE)
+                        .bind(&key.target)
+                        .bind(&key.tenant)
+                        .bind(i64::from(key.kind))
+                        .bind(&key.subject_id)
+                        .bind(version_to_db(event.version))
+                        .bind(&event.id)
+                        .bind(event.encode_to_vec())
+                        .bind($now)
+                        .bind(item.invalidate)
+                        .bind(&item.session)
+                        .bind($now.saturating_add(fence))
+                        .bind($now.saturating_add(fence.saturating_mul(2)))
+                        .bind(UNANSWERED_CLAIM)
+                        .fetch_one(&mut *$tx)
+                        .await?,
                 )
-                .bind(&key.target)
-                .bind(&key.tenant)
-                .bind(i64::from(key.kind))
-                .bind(&key.subject_id)
-                .bind(version_to_db(event.version))
-                .execute(&mut *$tx)
-                .await?;
             }
-            // Read after the upsert, which locks the row (PostgreSQL), so two sessions taking one
-            // subject at once see each other's claim.
-            let held: Option<(String, i64)> = sqlx::query_as(
-                "SELECT claim, fenced_until_ms FROM subjects WHERE target = $1 AND tenant = $2 \
-                 AND subject_kind = $3 AND subject_id = $4",
-            )
-            .bind(&key.target)
-            .bind(&key.tenant)
-            .bind(i64::from(key.kind))
-            .bind(&key.subject_id)
-            .fetch_optional(&mut *$tx)
-            .await?;
-            let held = held.unwrap_or_default();
-            let next = next_claim(held.clone(), &item.session, item.fence_ms, $now);
-            if next != held {
-                let (claim, fenced) = next;
-                sqlx::query(
-                "UPDATE subjects SET claim = $5, fenced_until_ms = $6 WHERE target = $1 \
-                 AND tenant = $2 AND subject_kind = $3 AND subject_id = $4",
-            )
-            .bind(&key.target)
-            .bind(&key.tenant)
-            .bind(i64::from(key.kind))
-            .bind(&key.subject_id)
-                .bind(claim)
-                .bind(fenced)
-                .execute(&mut *$tx)
-                .await?;
-            }
-        }
-        let row = select_record!(&mut *$tx, key);
+            _ => select_record!(&mut *$tx, key),
+        };
         to_record(
             key,
             row,
@@ -318,28 +307,71 @@ macro_rules! take_one {
     }};
 }
 
-/// Records one converge inside the transaction `$tx`; evaluates to whether it changed the row
-/// (see [`Store::record_converged`]).
+/// Records a successful converge in one statement, answering the applied version after it:
+/// the applied columns change only when `$5` is at least the applied version (never
+/// backwards); the claim held by `$14` (a session) is handed to `$15` whatever the version.
+const RECORD_APPLIED: &str = "INSERT INTO subjects (target, tenant, subject_kind, subject_id, \
+     desired_version, desired_event_id, desired, desired_at_ms, applied_version, applied_event_id, \
+     applied, applied_at_ms, remote_id, fingerprint, presence, members, last_operation, last_error, \
+     updated_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $5, $6, $7, $8, $9, $10, $11, $12, $13, '', $8) \
+     ON CONFLICT (target, tenant, subject_kind, subject_id) DO UPDATE SET \
+       applied_version = CASE WHEN $5 >= subjects.applied_version THEN $5 \
+         ELSE subjects.applied_version END, \
+       applied_event_id = CASE WHEN $5 >= subjects.applied_version THEN $6 \
+         ELSE subjects.applied_event_id END, \
+       applied = CASE WHEN $5 >= subjects.applied_version THEN $7 ELSE subjects.applied END, \
+       applied_at_ms = CASE WHEN $5 >= subjects.applied_version THEN $8 \
+         ELSE subjects.applied_at_ms END, \
+       remote_id = CASE WHEN $5 >= subjects.applied_version THEN $9 ELSE subjects.remote_id END, \
+       fingerprint = CASE WHEN $5 >= subjects.applied_version THEN $10 \
+         ELSE subjects.fingerprint END, \
+       presence = CASE WHEN $5 >= subjects.applied_version THEN $11 ELSE subjects.presence END, \
+       members = CASE WHEN $5 >= subjects.applied_version THEN $12 ELSE subjects.members END, \
+       last_operation = CASE WHEN $5 >= subjects.applied_version THEN $13 \
+         ELSE subjects.last_operation END, \
+       last_error = CASE WHEN $5 >= subjects.applied_version THEN '' \
+         ELSE subjects.last_error END, \
+       updated_at_ms = CASE WHEN $5 >= subjects.applied_version THEN $8 \
+         ELSE subjects.updated_at_ms END, \
+       claim = CASE WHEN $14 <> '' AND subjects.claim = $14 THEN $15 ELSE subjects.claim END \
+     RETURNING applied_version";
+
+/// Records a failed converge: the error, and the fingerprint and member set invalidated unless
+/// a version at least as new (`$7`) was applied since; the claim held by `$8` (a session) is
+/// handed to `$9`.
+const RECORD_FAILED: &str = "UPDATE subjects SET last_error = $5, updated_at_ms = $6, \
+       fingerprint = CASE WHEN applied_version < $7 THEN 0 ELSE fingerprint END, \
+       members = CASE WHEN applied_version < $7 THEN NULL ELSE members END, \
+       claim = CASE WHEN $8 <> '' AND claim = $8 THEN $9 ELSE claim END \
+     WHERE target = $1 AND tenant = $2 AND subject_kind = $3 AND subject_id = $4";
+
+/// Releases the claim held by `$5` (a session), handing it to `$6`.
+const RELEASE_CLAIM: &str = "UPDATE subjects SET claim = $6 WHERE target = $1 AND tenant = $2 \
+     AND subject_kind = $3 AND subject_id = $4 AND claim = $5";
+
+/// Records one converge inside the transaction `$tx`, in one statement; evaluates to whether
+/// it changed the row (see [`Store::record_converged`]).
 macro_rules! record_one {
     ($tx:ident, $key:expr, $c:expr, $now:expr) => {{
         let key: &SubjectKey = $key;
         let c: &Converged = $c;
-        if !c.session.is_empty() {
-            sqlx::query(
-                "UPDATE subjects SET claim = $6 WHERE target = $1 AND tenant = $2 \
-                 AND subject_kind = $3 AND subject_id = $4 AND claim = $5",
-            )
-            .bind(&key.target)
-            .bind(&key.tenant)
-            .bind(i64::from(key.kind))
-            .bind(&key.subject_id)
-            .bind(&c.session)
-            .bind(if c.unanswered { UNANSWERED_CLAIM } else { "" })
-            .execute(&mut *$tx)
-            .await?;
-        }
-        let changed = if c.release_only {
-            0
+        // Who holds the claim after this record: nobody, or no session at all after a write
+        // that got no answer (the next take fences the subject).
+        let released = if c.unanswered { UNANSWERED_CLAIM } else { "" };
+        if c.release_only {
+            if !c.session.is_empty() {
+                sqlx::query(RELEASE_CLAIM)
+                    .bind(&key.target)
+                    .bind(&key.tenant)
+                    .bind(i64::from(key.kind))
+                    .bind(&key.subject_id)
+                    .bind(&c.session)
+                    .bind(released)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            false
         } else if c.succeeded {
             let members = c.members_known.then(|| {
                 Members {
@@ -348,56 +380,44 @@ macro_rules! record_one {
                 .encode_to_vec()
             });
             let applied = c.applied.as_ref().map(Message::encode_to_vec);
-            sqlx::query(
-                "INSERT INTO subjects (target, tenant, subject_kind, subject_id, desired_version, \
-                 desired_event_id, desired, desired_at_ms, applied_version, applied_event_id, applied, \
-                 applied_at_ms, remote_id, fingerprint, presence, members, last_operation, last_error, \
-                 updated_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $5, $6, $7, $8, $9, $10, $11, $12, $13, '', $8) \
-                 ON CONFLICT (target, tenant, subject_kind, subject_id) DO UPDATE SET \
-                   applied_version = excluded.applied_version, applied_event_id = excluded.applied_event_id, \
-                   applied = excluded.applied, applied_at_ms = excluded.applied_at_ms, \
-                   remote_id = excluded.remote_id, fingerprint = excluded.fingerprint, \
-                   presence = excluded.presence, members = excluded.members, \
-                   last_operation = excluded.last_operation, last_error = '', \
-                   updated_at_ms = excluded.updated_at_ms \
-                 WHERE excluded.applied_version >= subjects.applied_version",
-            )
-            .bind(&key.target)
-            .bind(&key.tenant)
-            .bind(i64::from(key.kind))
-            .bind(&key.subject_id)
-            .bind(version_to_db(c.version))
-            .bind(&c.event_id)
-            .bind(applied)
-            .bind($now)
-            .bind(&c.remote_id)
-            .bind(fingerprint_to_db(c.fingerprint))
-            .bind(i64::from(c.presence))
-            .bind(members)
-            .bind(&c.operation)
-            .execute(&mut *$tx)
-            .await?
-            .rows_affected()
+            let version = version_to_db(c.version);
+            let (after,): (i64,) = sqlx::query_as(RECORD_APPLIED)
+                .bind(&key.target)
+                .bind(&key.tenant)
+                .bind(i64::from(key.kind))
+                .bind(&key.subject_id)
+                .bind(version)
+                .bind(&c.event_id)
+                .bind(applied)
+                .bind($now)
+                .bind(&c.remote_id)
+                .bind(fingerprint_to_db(c.fingerprint))
+                .bind(i64::from(c.presence))
+                .bind(members)
+                .bind(&c.operation)
+                .bind(&c.session)
+                .bind(released)
+                .fetch_one(&mut *$tx)
+                .await?;
+            // Applied iff the version now recorded is this one: an older one was replaced (or
+            // the same one again); a newer one was kept.
+            after == version
         } else {
-            sqlx::query(
-                "UPDATE subjects SET last_error = $5, updated_at_ms = $6, \
-                   fingerprint = CASE WHEN applied_version < $7 THEN 0 ELSE fingerprint END, \
-                   members = CASE WHEN applied_version < $7 THEN NULL ELSE members END \
-                 WHERE target = $1 AND tenant = $2 AND subject_kind = $3 AND subject_id = $4",
-            )
-            .bind(&key.target)
-            .bind(&key.tenant)
-            .bind(i64::from(key.kind))
-            .bind(&key.subject_id)
-            .bind(printable(&c.error))
-            .bind($now)
-            .bind(version_to_db(c.version))
-            .execute(&mut *$tx)
-            .await?
-            .rows_affected()
-        };
-        changed == 1
+            sqlx::query(RECORD_FAILED)
+                .bind(&key.target)
+                .bind(&key.tenant)
+                .bind(i64::from(key.kind))
+                .bind(&key.subject_id)
+                .bind(printable(&c.error))
+                .bind($now)
+                .bind(version_to_db(c.version))
+                .bind(&c.session)
+                .bind(released)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected()
+                == 1
+        }
     }};
 }
 
@@ -716,53 +736,5 @@ impl Store {
             }
             Ok::<_, StoreError>(placed)
         })
-    }
-}
-
-#[cfg(test)]
-mod claim_tests {
-    use super::next_claim;
-
-    fn held(holder: &str, fenced: i64) -> (String, i64) {
-        (holder.to_owned(), fenced)
-    }
-
-    #[test]
-    fn a_free_or_own_subject_is_claimed_unfenced() {
-        assert_eq!(next_claim(held("", 0), "b", 30_000, 1_000), held("b", 0));
-        assert_eq!(next_claim(held("b", 0), "b", 30_000, 1_000), held("b", 0));
-    }
-
-    #[test]
-    fn another_sessions_claim_fences_once_then_passes() {
-        // First take after the other session ended: fenced for the request timeout.
-        assert_eq!(
-            next_claim(held("a", 0), "b", 30_000, 1_000),
-            held("a", 31_000)
-        );
-        // Taken again within the fence: still fenced, not pushed further.
-        assert_eq!(
-            next_claim(held("a", 31_000), "b", 30_000, 20_000),
-            held("a", 31_000)
-        );
-        // A third session inside the fence waits for the same end.
-        assert_eq!(
-            next_claim(held("a", 31_000), "c", 30_000, 20_000),
-            held("a", 31_000)
-        );
-        // The fence has passed: claimed, unfenced.
-        assert_eq!(
-            next_claim(held("a", 31_000), "b", 30_000, 31_000),
-            held("b", 0)
-        );
-    }
-
-    #[test]
-    fn a_caller_without_a_session_changes_nothing() {
-        assert_eq!(next_claim(held("a", 0), "", 30_000, 1_000), held("a", 0));
-        assert_eq!(
-            next_claim(held("a", 9_000), "", 30_000, 1_000),
-            held("a", 9_000)
-        );
     }
 }

@@ -1229,6 +1229,31 @@ async fn a_claim_left_by_an_ended_session_fences_the_subject(db: &TestStore) {
         .expect("take");
     assert_eq!(r[0].fenced_until_ms, fence);
 
+    // A fence that has passed: the waiting session claims the subject, unfenced, and its claim
+    // in turn fences a third session.
+    let short = |event: &IdentityEvent, session: &str| TakeEvent {
+        fence_ms: 1,
+        ..claimed("t1", event, session)
+    };
+    let v1 = user_event("f1", 1, "u5");
+    let v2 = user_event("f2", 2, "u5");
+    store.take_events(&[short(&v1, "a")]).await.expect("take");
+    let r = store.take_events(&[short(&v2, "b")]).await.expect("take");
+    assert!(r[0].fenced_until_ms > 0, "a's claim fences b");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let r = store.take_events(&[short(&v2, "b")]).await.expect("take");
+    assert_eq!(r[0].fenced_until_ms, 0, "the fence has passed: b claims it");
+    assert_eq!(r[0].desired_version, 2, "b's version is the desired one");
+    let r = store
+        .take_events(&[short(&user_event("f3", 3, "u5"), "c")])
+        .await
+        .expect("take");
+    assert!(r[0].fenced_until_ms > 0, "b's claim fences c");
+    assert_eq!(
+        r[0].desired_version, 3,
+        "a fenced take still records its version"
+    );
+
     // Another subject: recorded by its session, then taken by another one: not fenced.
     let w1 = user_event("w1", 1, "u2");
     store
