@@ -48,7 +48,7 @@ conformance: ## SCIM conformance (scim2-tester from PyPI) against the simulator'
 
 chaos: rabbitmq build-all ## The chaos suite at full size (5,000 events per scenario, a 10,000-user CSV), with the scenarios that start a RabbitMQ node of their own
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  SCIMRELAY_CHAOS_EVENTS=5000 SCIMRELAY_CTL_USERS=10000 $(CARGO) nextest run -p scimrelay-tests --no-fail-fast --no-capture --run-ignored all -E 'test(chaos::) | test(ctl::)'; \
+	  SCIMRELAY_CHAOS_EVENTS=5000 SCIMRELAY_CTL_USERS=10000 $(CARGO) nextest run --profile chaos -p scimrelay-tests --no-fail-fast --no-capture --run-ignored all -E 'test(chaos::) | test(ctl::)'; \
 	else \
 	  SCIMRELAY_CHAOS_EVENTS=5000 SCIMRELAY_CTL_USERS=10000 $(CARGO) test -p scimrelay-tests --test e2e --no-fail-fast -- --nocapture --test-threads=1 --include-ignored chaos:: ctl::; \
 	fi

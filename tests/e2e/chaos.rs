@@ -39,6 +39,11 @@ struct Setup {
 /// The targets-file entry of a generic SCIM target `id` at the simulator tenant `tenant`
 /// (serving the platform tenant of the same name), as the chaos scenarios configure it.
 fn scim_target(id: &str, tenant: &str, timeout_secs: u64) -> String {
+    scim_target_with(id, tenant, timeout_secs, "{ min: 1, max: 16 }")
+}
+
+/// [`scim_target`] with its `concurrency` setting.
+fn scim_target_with(id: &str, tenant: &str, timeout_secs: u64, concurrency: &str) -> String {
     format!(
         r#"  - id: {id}
     provider: scim
@@ -48,7 +53,7 @@ fn scim_target(id: &str, tenant: &str, timeout_secs: u64) -> String {
     shards: 4
     delete_policy: delete
     timeout_secs: {timeout_secs}
-    concurrency: {{ min: 1, max: 16 }}
+    concurrency: {concurrency}
     retry: {{ max_attempts: 30, base_delay_ms: 100, max_delay_ms: 2000 }}
     # The mixed workload deprovisions ~30% of its users on purpose.
     deprovision_guard: {{ enabled: false }}
@@ -57,15 +62,16 @@ fn scim_target(id: &str, tenant: &str, timeout_secs: u64) -> String {
 }
 
 async fn stack(setup: &Setup) -> Stack {
+    stack_of(setup, scim_target("app", "acme", setup.timeout_secs)).await
+}
+
+/// [`stack`] with `target` as the targets-file entry of `app`.
+async fn stack_of(setup: &Setup, target: String) -> Stack {
     let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
     Stack::start(StackOptions {
         label: setup.label.into(),
         sim_args: vec!["--tenant".into(), format!("acme:scim:bearer={token}")],
-        targets_yaml: format!(
-            "targets:\n{}{}",
-            scim_target("app", "acme", setup.timeout_secs),
-            setup.extra_target
-        ),
+        targets_yaml: format!("targets:\n{target}{}", setup.extra_target),
         env: BTreeMap::from([(TOKEN_ENV.to_owned(), token)]),
         connectors: vec!["scim-connector".into(); setup.replicas],
         ..Default::default()

@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use scimrelay_proto::v1::{GetTargetRequest, OutcomeResult, ReplayDeadLettersRequest};
 use scimrelay_tests::{Stack, StackOptions, TestPg, workload};
 
-use super::{Setup, TOKEN_ENV, assert_invariant, scim_target, send_all, size, stack};
+use super::{
+    Setup, TOKEN_ENV, assert_invariant, scim_target, scim_target_with, send_all, size, stack_of,
+};
 
 /// Most resident memory a connector may use while a target answers hostilely.
 const RSS_LIMIT_BYTES: u64 = 150 << 20;
@@ -241,7 +243,18 @@ async fn lost_mid_request(label: &'static str, replicas: usize) {
         extra_target: "",
         timeout_secs: 5,
     };
-    let stack = stack(&setup).await;
+    // Half the CI size: every round waits for slow writes and fences (5,000 in `make chaos`).
+    let full = size() >= 5000;
+    let events = if full { size() } else { size() / 2 };
+    // At full size more requests in flight (writes take seconds each): more of them cut by
+    // each lost session, and the run within the invariant's wait.
+    let concurrency = if full {
+        "{ min: 32, max: 64 }"
+    } else {
+        "{ min: 1, max: 16 }"
+    };
+    let target = scim_target_with("app", "acme", setup.timeout_secs, concurrency);
+    let stack = stack_of(&setup, target).await;
     // Writes slow enough that one abandoned by an ended session is still in progress when the
     // next session has read the subject and would write it.
     stack
@@ -251,8 +264,6 @@ async fn lost_mid_request(label: &'static str, replicas: usize) {
                     "write_latency_ms": {"min": 1000, "max": 2500}}),
         )
         .await;
-    // Half the CI size: every round waits for slow writes and fences (5,000 in `make chaos`).
-    let events = if size() >= 5000 { size() } else { size() / 2 };
     let work = workload::mixed(31, events, "acme", "lm");
     let rounds = 4;
     let part = work.events.len().div_ceil(rounds);
@@ -272,7 +283,8 @@ async fn lost_mid_request(label: &'static str, replicas: usize) {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-    assert_invariant(&stack, &work.events, &ids, Duration::from_secs(300)).await;
+    let wait = Duration::from_secs(if full { 900 } else { 300 });
+    assert_invariant(&stack, &work.events, &ids, wait).await;
     let stats = stack.sim_stats("acme").await;
     eprintln!(
         "overlapping writes: {} ({} requests)",
