@@ -1,8 +1,8 @@
-//! The chaos suite (issue: delivery that survives everything). Each scenario runs a mixed
-//! workload — creates, updates, deactivations, deletes, group changes, duplicated events,
-//! versions out of order — under one kind of fault, then checks the invariant of design.md §3:
-//! every subject holds its highest accepted version, no object exists twice, and every accepted
-//! event has exactly one terminal outcome.
+//! The chaos suite: delivery that survives everything. Each scenario runs a mixed workload —
+//! creates, updates, deactivations, deletes, group changes, duplicated events, versions out of
+//! order — under one kind of fault, then checks the delivery invariant (docs/design.md, "Events
+//! are desired state"): every subject holds its highest accepted version, no object exists
+//! twice, and every accepted event has exactly one terminal outcome.
 //!
 //! Size: `SCIMRELAY_CHAOS_EVENTS` events per scenario (default 300 for `make test`; `make chaos`
 //! runs 5,000).

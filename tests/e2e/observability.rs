@@ -1,5 +1,5 @@
-//! Observability (issue 7, design.md §8), end to end: the services export their spans to an
-//! OTLP/gRPC receiver running in this test process, log JSON, and serve `/metrics`.
+//! Observability, end to end: the services export their spans to an OTLP/gRPC receiver running
+//! in this test process, log JSON, and serve `/metrics`.
 //!
 //! - one event that is retried through a delay tier is ONE trace holding ingest's request and
 //!   publish spans, the connector's consume / converge / per-SCIM-request spans of both attempts,

@@ -1,6 +1,6 @@
 //! The delivery invariant, checked from the outside: given the events accepted, what must the
-//! simulator hold? (design.md §3: per subject, the state of the highest accepted version; no
-//! object twice.)
+//! simulator hold? (docs/design.md, "Events are desired state": per subject, the state of the
+//! highest accepted version; no object twice.)
 
 use std::collections::HashMap;
 

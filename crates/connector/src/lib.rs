@@ -153,7 +153,8 @@ pub struct ConnectorConfig {
     /// start.
     pub status_tls: StatusTls,
     /// `SCIMRELAY_CONNECTOR_REPLICAS`: replicas of this connector sharing each target's rate
-    /// budget; every replica takes `ceiling / replicas` (design.md §5).
+    /// budget; every replica takes `ceiling / replicas`, so together they stay within the
+    /// target's ceiling.
     pub replicas: u32,
     /// `SCIMRELAY_MAX_HOLD_SECS` (default 60, at most [`MAX_HOLD_LIMIT_SECS`]): the longest a
     /// message is held by this connector before it waits on a delay tier instead (see

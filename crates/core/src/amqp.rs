@@ -1,4 +1,4 @@
-//! RabbitMQ: connection, the idempotent topology of design.md §4, and confirmed publishing.
+//! RabbitMQ: connection, the idempotent topology below, and confirmed publishing.
 //!
 //! Topology (every name derives from the constants below, so ingest and connectors agree):
 //! - `scimrelay.events` (topic): one message per (event, target), routing key

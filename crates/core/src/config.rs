@@ -668,7 +668,8 @@ impl TargetsFile {
     }
 }
 
-/// Settings every service reads from the environment (design.md §7).
+/// Settings every service reads from the environment (everything about a target is in the
+/// targets file).
 #[derive(Debug, Clone)]
 pub struct EnvConfig {
     /// `SCIMRELAY_AMQP_URL`.

@@ -5,7 +5,7 @@
 //! answers 202 / OK **only after the broker confirmed every copy**: a refused, unroutable or
 //! unconfirmed publish is an error to the caller (503 / UNAVAILABLE), never a silent loss. A
 //! caller that retries after an error may cause duplicates; they are harmless because events are
-//! versioned desired state (design.md §3).
+//! versioned desired state (docs/design.md, "Events are desired state").
 //!
 //! # Authentication and TLS
 //! With `SCIMRELAY_API_KEYS_FILE` set (see [`scimrelay_core::auth`]), `POST /v1/events` and

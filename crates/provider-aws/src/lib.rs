@@ -1,4 +1,4 @@
-//! The AWS IAM Identity Center profile (providers.md §2, §4 "AWS IAM Identity Center").
+//! The AWS IAM Identity Center profile (docs/providers/aws.md).
 //!
 //! Base URL: `https://scim.{region}.amazonaws.com/{tenant_id}/scim/v2` (console: Settings →
 //! Identity source → Manage provisioning). Auth: the console's SCIM access token (bearer).
@@ -8,9 +8,10 @@
 //!   required (a user without familyName is a permanent failure naming the field).
 //! - **User updates**: PATCH with an explicit single-attribute path per operation, never a
 //!   path-less replace of several attributes, userName/active at most once, never removed.
-//! - **Group membership** is never read back: GET /Groups returns no members (§4 AWS 1), so the
-//!   profile diffs the desired members against the member set **last applied** to the group,
-//!   which the state of record keeps with the group's remote id. It never GETs a group.
+//! - **Group membership** is never read back: GET /Groups returns no members
+//!   (docs/providers/aws.md, "What AWS documents"), so the profile diffs the desired members
+//!   against the member set **last applied** to the group, which the state of record keeps with
+//!   the group's remote id. It never GETs a group.
 //!   Changes go in PATCH add/remove chunks of at most [`MAX_MEMBER_CHANGES`]; never
 //!   `replace members` or a remove-all; no PUT on groups. A group is created with at most 100
 //!   members and the rest PATCHed. When the applied set is unknown (never applied by

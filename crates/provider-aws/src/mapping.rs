@@ -2,12 +2,12 @@
 //!
 //! AWS accepts one value per multi-valued attribute (the email marked primary, no `display`
 //! sub-attribute) and requires userName, name.givenName, name.familyName and displayName on
-//! create and PUT (providers.md §2.3, §4 AWS 5 and 7). A user lacking a name is a permanent
-//! failure naming the field, not a 400 retried forever.
+//! create and PUT (docs/providers/aws.md, "What AWS documents"). A user lacking a name is a
+//! permanent failure naming the field, not a 400 retried forever.
 //!
 //! Updates are PATCH operations with an explicit path each, one attribute (or sub-attribute)
 //! per operation: AWS refuses a path-less replace of several attributes and several operations
-//! on userName or active (§4 AWS 4).
+//! on userName or active (same section).
 
 use serde_json::{Map, Value, json};
 

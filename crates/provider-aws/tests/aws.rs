@@ -1,5 +1,5 @@
 //! The AWS IAM Identity Center profile against the in-process simulator's aws mode: every
-//! matrix cell and each quirk of providers.md §4 "AWS IAM Identity Center".
+//! matrix cell and each quirk docs/providers/aws.md lists.
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! The GitHub Enterprise Managed Users profile (providers.md §1, §4 "GitHub EMU").
+//! The GitHub Enterprise Managed Users profile (docs/providers/github.md).
 //!
 //! Base URL: `https://api.github.com/scim/v2/enterprises/{enterprise}` (GHE.com: the
 //! enterprise's API host; GHES: `https://HOST/api/v3/scim/v2`). Auth: a classic PAT of the setup
@@ -20,10 +20,12 @@
 //!   member list wipes the group).
 //! - **Throttling**: 403 *or* 429 with `x-ratelimit-remaining: 0` or `retry-after` (or a
 //!   rate-limit message) pauses the target — it is not an authentication failure — for
-//!   retry-after, else until `x-ratelimit-reset`, else at least 60 s (GH-RL).
+//!   retry-after, else until `x-ratelimit-reset`, else at least 60 s (docs/providers/github.md,
+//!   "Rate limits").
 //! - **Limits**: a ceiling of 5,000 requests/hour (≈1.39/s) by default, and a separate governor
-//!   of 1,000 user creations per hour per target (GH-SCIMRL; `options.user_creates_per_hour`),
-//!   divided between the connector's replicas (`SCIMRELAY_CONNECTOR_REPLICAS`) like the ceiling.
+//!   of 1,000 user creations per hour per target (GitHub's SCIM guidance, same section;
+//!   `options.user_creates_per_hour`), divided between the connector's replicas
+//!   (`SCIMRELAY_CONNECTOR_REPLICAS`) like the ceiling.
 //! - **Organization-level SCIM** (`/scim/v2/organizations/{org}`) is a different API (no Groups,
 //!   POST sends invitations, `active:false` deletes the SCIM identity): [`check_target`]
 //!   refuses such a base_url when the connector starts, and converge refuses it too.
@@ -61,7 +63,8 @@ use scimrelay_scim::{
 pub const REQUESTS_PER_HOUR: f64 = 5_000.0;
 /// GitHub's SCIM guidance: at most 1,000 users provisioned per hour.
 pub const DEFAULT_USER_CREATES_PER_HOUR: u64 = 1_000;
-/// Wait after a throttling answer that names no wait (GH-RL: "at least one minute").
+/// Wait after a throttling answer that names no wait ("at least one minute":
+/// docs/providers/github.md, "Rate limits").
 pub const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
 /// Most member changes sent in one group PATCH (GitHub documents no maximum; 100 keeps each
 /// request small and under the secondary limits).
@@ -121,9 +124,10 @@ impl Github {
 }
 
 /// Why a base URL cannot be served, when it is GitHub's organization-level SCIM API
-/// (`…/scim/v2/organizations/{org}`), which this profile must not drive (providers.md §4
-/// GitHub 8): it has no Groups, its POST sends invitation e-mails and its `active:false` deletes
-/// the SCIM identity instead of suspending the user.
+/// (`…/scim/v2/organizations/{org}`), which this profile must not drive
+/// (docs/providers/github.md, "Enable SCIM at GitHub"): it has no Groups, its POST sends
+/// invitation e-mails and its `active:false` deletes the SCIM identity instead of suspending the
+/// user.
 pub fn org_level_scim(base_url: &str) -> Option<&'static str> {
     let rest = base_url.split_once("://").map_or(base_url, |(_, r)| r);
     let path = rest.split(['?', '#']).next().unwrap_or_default();

@@ -3,8 +3,9 @@
 //! GitHub requires every one of externalId, userName, active, name.givenName, name.familyName,
 //! displayName and emails (value, type, primary) on create and PUT, accepts only the core
 //! schema (no enterprise extension), and derives each user's GitHub login from the userName
-//! (providers.md §1, GH-USERNAME). A missing attribute is reported as a permanent failure naming
-//! it, before any request, instead of a 400 per attempt.
+//! (docs/providers/github.md, "What GitHub documents" and "Login normalisation"). A missing
+//! attribute is reported as a permanent failure naming it, before any request, instead of a 400
+//! per attempt.
 
 use serde_json::{Map, Value, json};
 
@@ -19,9 +20,9 @@ pub const DEFAULT_MAX_LOGIN_LEN: usize = 39;
 
 const PROVIDER: &str = "GitHub";
 
-/// GitHub's login normalisation without the `_SHORTCODE` suffix (GH-USERNAME): drop everything
-/// up to a `\` and from the `@`, turn every character other than letters and digits into `-`,
-/// collapse runs of `-` and trim them at both ends.
+/// GitHub's login normalisation without the `_SHORTCODE` suffix (docs/providers/github.md,
+/// "Login normalisation"): drop everything up to a `\` and from the `@`, turn every character
+/// other than letters and digits into `-`, collapse runs of `-` and trim them at both ends.
 pub fn normalize(user_name: &str) -> String {
     let name = user_name.rsplit('\\').next().unwrap_or_default();
     let name = name.split('@').next().unwrap_or_default();

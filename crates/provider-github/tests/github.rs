@@ -1,5 +1,5 @@
 //! The GitHub EMU profile against the in-process simulator's github mode: every matrix cell
-//! and each quirk of providers.md §4 "GitHub EMU".
+//! and each quirk docs/providers/github.md lists.
 
 use std::sync::Arc;
 use std::time::Duration;

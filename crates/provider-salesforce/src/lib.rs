@@ -1,4 +1,4 @@
-//! The Salesforce profile (providers.md §3, §4 "Salesforce").
+//! The Salesforce profile (docs/providers/salesforce.md).
 //!
 //! Base URL: `https://MyDomain.my.salesforce.com/services/scim/v2`. Auth: OAuth 2.0 only —
 //! client credentials (an External Client App with a Run-As user) or JWT bearer (RS256,
@@ -453,10 +453,11 @@ async fn upsert_user(
 }
 
 /// Salesforce's refusals of a user write that a retry cannot fix, in words an operator can act
-/// on (providers.md §4 Salesforce 2): a 409 REQUIRED_FIELD_MISSING is *not* a uniqueness
-/// conflict; about the profile it means the id is not one profile of this org (a permission set
-/// `0PS…`), and a 400 INVALID_CROSS_REFERENCE_KEY means the org has no such id at all (the only
-/// reference a user write carries is the profile). Other failures pass unchanged.
+/// on (docs/providers/salesforce.md, "What Salesforce documents"): a 409 REQUIRED_FIELD_MISSING
+/// is *not* a uniqueness conflict; about the profile it means the id is not one profile of this
+/// org (a permission set `0PS…`), and a 400 INVALID_CROSS_REFERENCE_KEY means the org has no
+/// such id at all (the only reference a user write carries is the profile). Other failures pass
+/// unchanged.
 fn explain_refusal(mut e: ConvergeError, user: &str, profile: &str, target: &str) -> ConvergeError {
     let missing = e.detail.contains("REQUIRED_FIELD_MISSING");
     let unknown_id = e.detail.contains("INVALID_CROSS_REFERENCE_KEY");

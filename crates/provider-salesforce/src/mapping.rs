@@ -3,8 +3,8 @@
 //! A Salesforce user needs exactly one profile in `entitlements` (without it Salesforce answers
 //! 409 REQUIRED_FIELD_MISSING, easily misread as a conflict), a last name and an e-mail, and a
 //! userName unique across *every* Salesforce org — hence `options.username_suffix`
-//! (providers.md §3.3, §4 "Salesforce" 2 and 3). Missing ones are permanent failures worded so
-//! an operator knows which setting to change.
+//! (docs/providers/salesforce.md, "What Salesforce documents"). Missing ones are permanent
+//! failures worded so an operator knows which setting to change.
 
 use serde_json::{Map, Value, json};
 

@@ -1,6 +1,6 @@
 //! The Salesforce profile against the in-process simulator's salesforce mode: every matrix
 //! cell (and the exact `unsupported` outcomes), both OAuth flows, token expiry mid-run, and each
-//! quirk of providers.md §4 "Salesforce".
+//! quirk docs/providers/salesforce.md lists.
 
 use std::sync::Arc;
 use std::time::Duration;

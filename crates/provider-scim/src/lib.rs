@@ -16,7 +16,7 @@
 //!
 //! A server with no discovery document gets the conservative RFC reading ([`Caps::FALLBACK`]).
 //!
-//! # Convergence, per event kind (design.md §5)
+//! # Convergence, per event kind
 //! - **user.upserted**: find the user (state of record → `externalId eq`); absent → POST; a 409
 //!   on create means it exists → look it up by externalId, then userName, and adopt it (on a
 //!   target shared by several tenants only an object whose externalId is this subject's);

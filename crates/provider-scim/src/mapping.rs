@@ -157,12 +157,12 @@ pub fn at<'v>(resource: &'v Value, path: &str) -> Option<&'v Value> {
 /// The attributes among `managed` that `current` (what the provider holds) has a value for and
 /// `desired` leaves out or empty, in `managed`'s order.
 ///
-/// An event carries the *whole* desired state (design.md §3): an attribute it leaves out was
-/// cleared at the platform, and converging means clearing it at the provider too. [`differs`]
-/// only looks at what the desired state sets, so an update is due when either reports
-/// something ([`out_of_date`]). Each profile passes the attributes its provider lets a client
-/// clear; one the provider requires or fills with a default of its own (Salesforce's locale,
-/// say) must not be listed, or every update would try to remove it again.
+/// An event carries the *whole* desired state (docs/design.md, "Events are desired state"): an
+/// attribute it leaves out was cleared at the platform, and converging means clearing it at the
+/// provider too. [`differs`] only looks at what the desired state sets, so an update is due when
+/// either reports something ([`out_of_date`]). Each profile passes the attributes its provider
+/// lets a client clear; one the provider requires or fills with a default of its own
+/// (Salesforce's locale, say) must not be listed, or every update would try to remove it again.
 pub fn cleared<'m>(desired: &Value, current: &Value, managed: &[&'m str]) -> Vec<&'m str> {
     managed
         .iter()

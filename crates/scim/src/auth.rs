@@ -5,7 +5,8 @@
 //! - before they expire, when the token endpoint sent `expires_in` (renewal at
 //!   `expires_in − min(60 s, expires_in / 2)`);
 //! - once after a 401, then the request is retried once (Salesforce sends no `expires_in`, so
-//!   for it a 401 is the only expiry signal; providers.md §3.7).
+//!   for it a 401 is the only expiry signal; docs/providers/salesforce.md, "What Salesforce
+//!   documents").
 //!
 //! At most one token request is in flight per client: the cache sits behind an async mutex
 //! held across the token request, so callers that need a token at the same moment wait for the

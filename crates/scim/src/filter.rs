@@ -4,7 +4,8 @@
 //! Filter values are JSON strings: a `"` or `\` in a user name must be escaped, or the filter
 //! matches the wrong object (or none) and the connector creates a duplicate. Compound
 //! expressions are parenthesised whenever `and` and `or` meet, because Salesforce does not give
-//! `and` precedence over `or` (providers.md §3.4); the extra parentheses are harmless elsewhere.
+//! `and` precedence over `or` (docs/providers/salesforce.md, "What Salesforce documents"); the
+//! extra parentheses are harmless elsewhere.
 
 use std::fmt;
 

@@ -3,12 +3,13 @@
 //!
 //! Paging: RFC 7644 pages with `startIndex`/`count` (GitHub, generic servers); AWS pages with
 //! `cursor`/`nextCursor`, rejects `startIndex`, and may return short pages before the end
-//! (providers.md §2.4, §4 AWS 6). [`ScimClient::list_all`] does either, and stops on a bound
-//! ([`MAX_PAGES`]) or a repeated cursor instead of looping forever on a broken server.
+//! (docs/providers/aws.md, "What AWS documents"). [`ScimClient::list_all`] does either, and
+//! stops on a bound ([`MAX_PAGES`]) or a repeated cursor instead of looping forever on a broken
+//! server.
 //!
 //! Discovery tries `/ServiceProviderConfig` (RFC) and then `/ServiceProviderConfigs`
-//! (Salesforce's spelling, providers.md §3.1), so Salesforce is not mistaken for a server
-//! without PATCH or filter support.
+//! (Salesforce's spelling: docs/providers/salesforce.md, "What Salesforce documents"), so
+//! Salesforce is not mistaken for a server without PATCH or filter support.
 
 use serde_json::Value;
 

@@ -83,7 +83,7 @@ impl Default for ScimCaps {
     }
 }
 
-/// GitHub Enterprise Managed Users knobs (providers.md §1).
+/// GitHub Enterprise Managed Users knobs (docs/providers/github.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GithubConfig {
@@ -116,7 +116,7 @@ impl Default for GithubConfig {
     }
 }
 
-/// AWS IAM Identity Center knobs (providers.md §2).
+/// AWS IAM Identity Center knobs (docs/providers/aws.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AwsConfig {
@@ -133,8 +133,8 @@ impl Default for AwsConfig {
     }
 }
 
-/// Salesforce knobs (providers.md §3): OAuth clients, token lifetime, the rolling request
-/// allocation and the seeded public groups, profiles, permission sets and roles.
+/// Salesforce knobs (docs/providers/salesforce.md): OAuth clients, token lifetime, the rolling
+/// request allocation and the seeded public groups, profiles, permission sets and roles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SalesforceConfig {

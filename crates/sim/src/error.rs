@@ -59,9 +59,9 @@ pub const AWS_CONFLICT_DETAIL: &str = "Refused to create a new, duplicate resour
 /// The header naming an AWS error's exception, as AWS REST APIs send it.
 pub const AWS_ERROR_TYPE: &str = "x-amzn-errortype";
 
-/// The exception AWS IAM Identity Center names for a status (providers.md §2.6). Statuses the
-/// table does not list: another 4xx is a ValidationException (AWS maps unsupported or malformed
-/// requests to it), another 5xx an InternalServerException.
+/// The exception AWS IAM Identity Center names for a status (docs/providers/aws.md, "What AWS
+/// documents"). Statuses the list there leaves out: another 4xx is a ValidationException (AWS
+/// maps unsupported or malformed requests to it), another 5xx an InternalServerException.
 pub fn aws_exception(status: StatusCode) -> &'static str {
     match status.as_u16() {
         401 => "UnauthorizedException",

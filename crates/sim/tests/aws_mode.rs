@@ -1,5 +1,5 @@
-//! AWS IAM Identity Center mode: one test per quirk of providers.md §2, asserting the status and
-//! body AWS gives.
+//! AWS IAM Identity Center mode: one test per quirk docs/providers/aws.md lists, asserting the
+//! status and body AWS gives.
 
 mod common;
 
@@ -661,8 +661,9 @@ async fn discovery_endpoints() {
     sim.stop().await;
 }
 
-/// Every error names its exception in `x-amzn-ErrorType` (providers.md §2.6's table) while the
-/// bodies keep their documented shapes; a success carries no exception.
+/// Every error names its exception in `x-amzn-ErrorType` (the statuses and exceptions in
+/// docs/providers/aws.md, "What AWS documents") while the bodies keep their documented shapes; a
+/// success carries no exception.
 #[tokio::test]
 async fn errors_name_their_exception_in_x_amzn_error_type() {
     let sim = start_aws("").await;

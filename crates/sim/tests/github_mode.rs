@@ -1,5 +1,5 @@
-//! GitHub Enterprise Managed Users mode: one test per quirk of providers.md §1, asserting the
-//! status and body GitHub gives.
+//! GitHub Enterprise Managed Users mode: one test per quirk docs/providers/github.md lists,
+//! asserting the status and body GitHub gives.
 
 mod common;
 

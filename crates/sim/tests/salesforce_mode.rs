@@ -1,5 +1,6 @@
-//! Salesforce mode: one test per quirk of providers.md §3, asserting the status and body
-//! Salesforce gives, plus the OAuth 2.0 token endpoint (client credentials and RS256 JWT bearer).
+//! Salesforce mode: one test per quirk docs/providers/salesforce.md lists, asserting the status
+//! and body Salesforce gives, plus the OAuth 2.0 token endpoint (client credentials and RS256
+//! JWT bearer).
 
 mod common;
 

@@ -1,11 +1,12 @@
-//! AWS IAM Identity Center mode (providers.md §2): `/{tenant}/scim/v2/...` with one value per
-//! multi-valued attribute, the single-attribute rule for PATCH without `path`, at most 100
+//! AWS IAM Identity Center mode (docs/providers/aws.md): `/{tenant}/scim/v2/...` with one value
+//! per multi-valued attribute, the single-attribute rule for PATCH without `path`, at most 100
 //! member changes per request, no replace-all / remove-all of members, no group PUT, groups that
 //! never show their members, `eq`(+`and`) filters on the documented attributes only, cursor
 //! pagination with short pages, 409 bodies with the singular `schema` key, 429 without
 //! `Retry-After`, 401 for an unknown tenant id, `x-amzn-RequestId` on every answer and the
 //! exception name (`ValidationException`, `ThrottlingException`, …) in `x-amzn-ErrorType` on
-//! every error, as AWS REST APIs send it (the body shapes stay those providers.md §2.6 shows).
+//! every error, as AWS REST APIs send it (the body shapes stay those
+//! docs/providers/error-bodies.md shows).
 //!
 //! Choices where AWS documents nothing: PUT /Groups/{id} is answered 400 ValidationException
 //! (AWS maps "unsupported operation" to 400); PATCH /Groups answers 204 and PATCH /Users 200

@@ -1,7 +1,8 @@
-//! GitHub Enterprise Managed Users mode (providers.md §1): `/scim/v2/enterprises/{tenant}/Users`
-//! and `/Groups` with GitHub's required attributes, login normalisation, suspension on
-//! `active:false`, permanent DELETE, `eq`-only filters, its scim-error body, the `x-ratelimit-*`
-//! headers, a primary hourly request budget and the hourly user-creation budget.
+//! GitHub Enterprise Managed Users mode (docs/providers/github.md):
+//! `/scim/v2/enterprises/{tenant}/Users` and `/Groups` with GitHub's required attributes, login
+//! normalisation, suspension on `active:false`, permanent DELETE, `eq`-only filters, its
+//! scim-error body, the `x-ratelimit-*` headers, a primary hourly request budget and the hourly
+//! user-creation budget.
 //!
 //! Choices where GitHub's documentation is silent or contradicts itself:
 //! - A request without `User-Agent` gets 403 with GitHub's REST text ("Request forbidden by
@@ -474,7 +475,7 @@ fn check_schemas(kind: Kind, obj: &Map<String, Value>) -> Result<(), ScimError> 
     Ok(())
 }
 
-/// GitHub's required user attributes (providers.md §1.3).
+/// GitHub's required user attributes (docs/providers/github.md, "What GitHub documents").
 fn check_user(obj: &Map<String, Value>) -> Result<(), ScimError> {
     for key in ["externalId", "userName", "displayName"] {
         if !non_empty_str(obj, key) {

@@ -1,16 +1,16 @@
-//! Salesforce mode (providers.md §3): `/{tenant}/services/scim/v2/...` (the tenant segment stands
-//! for the org's My Domain host) with discovery at `/ServiceProviderConfigs` (plural),
-//! `/Entitlements` and `/Roles`; one profile per user or 409 REQUIRED_FIELD_MISSING in the broken
-//! envelope; usernames unique across every salesforce tenant of the simulator; DELETE that only
-//! deactivates; seeded public groups that cannot be created or deleted, with Salesforce's
-//! `{"members":[...]}` membership PATCH; an OAuth 2.0 token endpoint (client credentials and
-//! RS256 JWT bearer) whose tokens expire into 401 INVALID_SESSION_ID; a rolling request
-//! allocation answered 403 REQUEST_LIMIT_EXCEEDED; `Sforce-Limit-Info` on every response.
+//! Salesforce mode (docs/providers/salesforce.md): `/{tenant}/services/scim/v2/...` (the tenant
+//! segment stands for the org's My Domain host) with discovery at `/ServiceProviderConfigs`
+//! (plural), `/Entitlements` and `/Roles`; one profile per user or 409 REQUIRED_FIELD_MISSING in
+//! the broken envelope; usernames unique across every salesforce tenant of the simulator; DELETE
+//! that only deactivates; seeded public groups that cannot be created or deleted, with
+//! Salesforce's `{"members":[...]}` membership PATCH; an OAuth 2.0 token endpoint (client
+//! credentials and RS256 JWT bearer) whose tokens expire into 401 INVALID_SESSION_ID; a rolling
+//! request allocation answered 403 REQUEST_LIMIT_EXCEEDED; `Sforce-Limit-Info` on every response.
 //!
-//! Three error-body shapes, as Salesforce sends them: SCIM errors in the broken envelope
-//! (`"schemas"` a string, `"status"` a number); unknown URLs as the object
-//! `{"errorCode":"NOT_FOUND","message":"Could not find a match for URL"}` (providers.md §3.6);
-//! session and limit errors as the REST array `[{"errorCode":…,"message":…}]`.
+//! Three error-body shapes, as Salesforce sends them (docs/providers/error-bodies.md): SCIM
+//! errors in the broken envelope (`"schemas"` a string, `"status"` a number); unknown URLs as the
+//! object `{"errorCode":"NOT_FOUND","message":"Could not find a match for URL"}`; session and
+//! limit errors as the REST array `[{"errorCode":…,"message":…}]`.
 //!
 //! Choices where Salesforce documents nothing: POST /Groups, PUT and DELETE /Groups/{id} get
 //! the REST 405 `METHOD_NOT_ALLOWED` array; PUT /Users is a full replace with the create rules;
@@ -280,7 +280,7 @@ fn rest_error(status: StatusCode, code: &str, message: &str) -> ScimError {
         .with_raw(json!([{ "errorCode": code, "message": message }]))
 }
 
-/// The 404 for an unknown URL (object form, providers.md §3.6).
+/// The 404 for an unknown URL (object form, docs/providers/error-bodies.md).
 fn url_not_found() -> ScimError {
     ScimError::not_found("Could not find a match for URL").with_raw(json!({
         "errorCode": "NOT_FOUND",

@@ -5,9 +5,9 @@
 //! capable server, announced in ServiceProviderConfig and enforced: without PATCH every PATCH is
 //! 501 Not Implemented (RFC 7644 §3.12 names exactly this case; 405 would claim the resource
 //! refuses the method, not the server); without filtering a non-empty filter is 400
-//! `invalidFilter` (§3.4.2.2: decline, never ignore — an ignored filter returns every resource
-//! as if it matched); without ETags no `ETag` header or `meta.version` is sent and
-//! preconditions are ignored; without discovery the §4 endpoints are 404.
+//! `invalidFilter` (RFC 7644 §3.4.2.2: decline, never ignore — an ignored filter returns every
+//! resource as if it matched); without ETags no `ETag` header or `meta.version` is sent and
+//! preconditions are ignored; without discovery the RFC 7644 §4 endpoints are 404.
 
 use std::sync::Arc;
 
