@@ -63,8 +63,8 @@ use scimrelay_core::config::{
 use scimrelay_scim::{Auth, Secret};
 
 pub use provider::{
-    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults,
-    classify, default_assess,
+    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, OptionType, Provider,
+    ProviderDefaults, check_options, classify, default_assess,
 };
 pub use runtime::run;
 pub use status::StatusTls;
@@ -177,7 +177,7 @@ impl ConnectorConfig {
     /// target's index in the whole file.
     pub fn from_env_checked(
         provider: ProviderKind,
-        check: impl Fn(&TargetConfig) -> Option<(&'static str, String)>,
+        check: impl Fn(&TargetConfig) -> Option<(String, String)>,
     ) -> Result<Self, ConfigError> {
         let env = EnvConfig::from_env()?;
         let file = env.targets()?;

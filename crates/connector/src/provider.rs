@@ -354,3 +354,139 @@ pub fn classify(err: &scimrelay_scim::ScimError) -> ConvergeError {
         },
     }
 }
+
+/// The type of one provider option (`targets[i].options.<key>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionType {
+    /// A string (a number is taken as its text, as YAML writes `shortcode: 1234` unquoted).
+    Text,
+    /// A whole number, zero or more.
+    WholeNumber,
+}
+
+/// Checks a target's `options` against the options its provider reads, at start (a provider's
+/// check passed to [`crate::ConnectorConfig::from_env_checked`]): a key the provider does not
+/// read (a typo) or a value of another type answers `Some(("options.<key>", why))`, which stops
+/// the connector naming `targets[i].options.<key>`. Without it a typo was silently ignored and
+/// a wrong type failed every event of the target as permanent. A null value is "not set".
+pub fn check_options(
+    target: &TargetConfig,
+    known: &[(&str, OptionType)],
+) -> Option<(String, String)> {
+    for (key, value) in &target.options {
+        let Some(&(_, kind)) = known.iter().find(|(k, _)| k == key) else {
+            let takes = if known.is_empty() {
+                format!("the {} profile takes no options", target.provider.as_str())
+            } else {
+                let names: Vec<&str> = known.iter().map(|(k, _)| *k).collect();
+                format!(
+                    "the {} profile's options are {}",
+                    target.provider.as_str(),
+                    names.join(", ")
+                )
+            };
+            return Some((
+                format!("options.{key}"),
+                format!("is not an option (target {}): {takes}", target.id),
+            ));
+        };
+        let fits = match (kind, value) {
+            (_, serde_yaml::Value::Null) => true,
+            (OptionType::Text, serde_yaml::Value::String(_) | serde_yaml::Value::Number(_)) => true,
+            (OptionType::WholeNumber, serde_yaml::Value::Number(n)) => n.as_u64().is_some(),
+            _ => false,
+        };
+        if !fits {
+            let want = match kind {
+                OptionType::Text => "a string",
+                OptionType::WholeNumber => "a whole number (0 or more)",
+            };
+            return Some((
+                format!("options.{key}"),
+                format!("must be {want} (target {})", target.id),
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod option_tests {
+    use super::{OptionType, check_options};
+    use scimrelay_core::config::TargetsFile;
+
+    const KNOWN: &[(&str, OptionType)] = &[
+        ("shortcode", OptionType::Text),
+        ("max_login_len", OptionType::WholeNumber),
+    ];
+
+    fn check(options: &str, known: &[(&str, OptionType)]) -> Option<(String, String)> {
+        let yaml = format!(
+            "targets:\n  - id: gh\n    provider: github\n    \
+             base_url: https://api.github.com/scim/v2/enterprises/acme\n    \
+             auth: {{kind: none}}\n    options: {options}\n"
+        );
+        let file: TargetsFile = serde_yaml::from_str(&yaml).expect("a targets file");
+        check_options(&file.targets[0], known)
+    }
+
+    #[test]
+    fn typos_and_wrong_types_name_the_key() {
+        // (options, the key named or None, a word of the reason)
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            ("{}", None, ""),
+            ("{shortcode: acme, max_login_len: 39}", None, ""),
+            ("{shortcode: 1234}", None, ""),
+            ("{shortcode: null, max_login_len: ~}", None, ""),
+            (
+                "{shortcod: acme}",
+                Some("options.shortcod"),
+                "shortcode, max_login_len",
+            ),
+            (
+                "{Shortcode: acme}",
+                Some("options.Shortcode"),
+                "is not an option",
+            ),
+            (
+                "{max_login_len: forty}",
+                Some("options.max_login_len"),
+                "whole number",
+            ),
+            (
+                "{max_login_len: -1}",
+                Some("options.max_login_len"),
+                "whole number",
+            ),
+            (
+                "{max_login_len: 3.5}",
+                Some("options.max_login_len"),
+                "whole number",
+            ),
+            ("{shortcode: [a, b]}", Some("options.shortcode"), "a string"),
+            ("{shortcode: {x: 1}}", Some("options.shortcode"), "a string"),
+            ("{shortcode: true}", Some("options.shortcode"), "a string"),
+        ];
+        for &(options, key, word) in cases {
+            let got = check(options, KNOWN);
+            match key {
+                None => assert_eq!(got, None, "{options}"),
+                Some(key) => {
+                    let (k, why) = got.unwrap_or_else(|| panic!("{options}: accepted"));
+                    assert_eq!(k, key, "{options}");
+                    assert!(
+                        why.contains(word) && why.contains("target gh"),
+                        "{options}: {why}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_profile_without_options_refuses_any() {
+        let (k, why) = check("{region: eu-west-1}", &[]).expect("refused");
+        assert_eq!(k, "options.region");
+        assert!(why.contains("takes no options"), "{why}");
+    }
+}

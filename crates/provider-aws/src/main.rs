@@ -28,7 +28,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _ = Args::parse();
-    let config = match scimrelay_connector::ConnectorConfig::from_env(ProviderKind::Aws) {
+    let config = match scimrelay_connector::ConnectorConfig::from_env_checked(
+        ProviderKind::Aws,
+        scimrelay_provider_aws::check_target,
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("aws-connector: configuration error: {e}");

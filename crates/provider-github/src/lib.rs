@@ -48,8 +48,8 @@ use serde_json::{Value, json};
 use scimrelay_connector::breaker::Health;
 use scimrelay_connector::limits::Feedback;
 use scimrelay_connector::{
-    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults,
-    classify, default_assess, provider::reset_wait,
+    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, OptionType, Provider,
+    ProviderDefaults, check_options, classify, default_assess, provider::reset_wait,
 };
 use scimrelay_core::config::{DeletePolicy, TargetConfig};
 use scimrelay_proto::v1::{EventKind, Operation};
@@ -142,16 +142,26 @@ pub fn org_level_scim(base_url: &str) -> Option<&'static str> {
     )
 }
 
+/// The options a github target may set (`targets[i].options`).
+pub const OPTIONS: &[(&str, OptionType)] = &[
+    ("shortcode", OptionType::Text),
+    ("max_login_len", OptionType::WholeNumber),
+    ("user_creates_per_hour", OptionType::WholeNumber),
+];
+
 /// The github-connector's check of one of its targets at start
-/// ([`scimrelay_connector::ConnectorConfig::from_env_checked`]): an organization-level base_url
-/// is refused before any port is bound or queue consumed.
-pub fn check_target(t: &TargetConfig) -> Option<(&'static str, String)> {
-    org_level_scim(&t.base_url).map(|why| {
-        (
-            "base_url",
-            format!("{:?} (target {}) {why}", t.base_url, t.id),
-        )
-    })
+/// ([`scimrelay_connector::ConnectorConfig::from_env_checked`]): an organization-level base_url,
+/// an option the profile does not read or one of the wrong type is refused before any port is
+/// bound or queue consumed.
+pub fn check_target(t: &TargetConfig) -> Option<(String, String)> {
+    org_level_scim(&t.base_url)
+        .map(|why| {
+            (
+                "base_url".to_owned(),
+                format!("{:?} (target {}) {why}", t.base_url, t.id),
+            )
+        })
+        .or_else(|| check_options(t, OPTIONS))
 }
 
 /// Whether an answer is GitHub throttling (primary or secondary rate limit, or the SCIM

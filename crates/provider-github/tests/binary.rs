@@ -37,3 +37,44 @@ fn an_organization_level_base_url_stops_the_connector_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_option_typo_or_wrong_type_stops_the_connector_naming_the_key() {
+    // (options, the key named, a word of the reason)
+    let cases = [
+        (
+            "{shortcod: acme}",
+            "targets[0].options.shortcod",
+            "shortcode",
+        ),
+        (
+            "{max_login_len: forty}",
+            "targets[0].options.max_login_len",
+            "whole number",
+        ),
+        (
+            "{user_creates_per_hour: -5}",
+            "targets[0].options.user_creates_per_hour",
+            "whole number",
+        ),
+    ];
+    for (options, key, word) in cases {
+        let (stderr, _) = connector_refuses(
+            BIN,
+            &format!(
+                "targets:
+  - id: gh
+    provider: github
+    base_url: https://api.github.com/scim/v2/enterprises/acme
+    auth: {{kind: none}}
+    options: {options}
+"
+            ),
+            &[],
+        );
+        assert!(
+            stderr.contains(key) && stderr.contains(word),
+            "{options}: {stderr}"
+        );
+    }
+}

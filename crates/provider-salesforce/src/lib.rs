@@ -47,8 +47,8 @@ use serde_json::{Value, json};
 use scimrelay_connector::breaker::Health;
 use scimrelay_connector::limits::{Feedback, QuotaHint};
 use scimrelay_connector::{
-    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, Provider, classify,
-    default_assess,
+    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, OptionType, Provider,
+    check_options, classify, default_assess,
 };
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_provider_scim::kit::{self, MemberChange, id_of};
@@ -56,6 +56,20 @@ use scimrelay_provider_scim::mapping::{
     ENTERPRISE_DEPARTMENT, ENTERPRISE_EMPLOYEE_NUMBER, cleared, differs,
 };
 use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ScimResponse, filter_eq, path_segment};
+
+/// The options a salesforce target may set (`targets[i].options`).
+pub const OPTIONS: &[(&str, OptionType)] = &[
+    ("profile_id", OptionType::Text),
+    ("profile_name", OptionType::Text),
+    ("username_suffix", OptionType::Text),
+];
+
+/// The salesforce-connector's check of one of its targets at start
+/// ([`scimrelay_connector::ConnectorConfig::from_env_checked`]): an option the profile does
+/// not read, or one of the wrong type, stops it naming `targets[i].options.<key>`.
+pub fn check_target(t: &scimrelay_core::config::TargetConfig) -> Option<(String, String)> {
+    check_options(t, OPTIONS)
+}
 
 /// The discovery path (plural, Salesforce's spelling).
 pub const DISCOVERY_PATH: &str = "/ServiceProviderConfigs";

@@ -30,7 +30,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _ = Args::parse();
-    let config = match scimrelay_connector::ConnectorConfig::from_env(ProviderKind::Salesforce) {
+    let config = match scimrelay_connector::ConnectorConfig::from_env_checked(
+        ProviderKind::Salesforce,
+        scimrelay_provider_salesforce::check_target,
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("salesforce-connector: configuration error: {e}");

@@ -1,7 +1,7 @@
 //! The `salesforce-connector` binary: its help says what it serves and documents the
 //! environment and options.
 
-use scimrelay_provider_scim::testkit::connector_help;
+use scimrelay_provider_scim::testkit::{connector_help, connector_refuses};
 
 #[test]
 fn help_exits_zero_and_documents_the_environment() {
@@ -15,4 +15,45 @@ fn help_exits_zero_and_documents_the_environment() {
             "username_suffix",
         ],
     );
+}
+
+#[test]
+fn an_option_typo_or_wrong_type_stops_the_connector_naming_the_key() {
+    // (options, the key named, a word of the reason)
+    let cases = [
+        (
+            "{profile: Standard}",
+            "targets[0].options.profile",
+            "profile_name",
+        ),
+        (
+            "{profile_name: [a, b]}",
+            "targets[0].options.profile_name",
+            "a string",
+        ),
+        (
+            "{username_suffix: true}",
+            "targets[0].options.username_suffix",
+            "a string",
+        ),
+    ];
+    for (options, key, word) in cases {
+        let (stderr, _) = connector_refuses(
+            env!("CARGO_BIN_EXE_salesforce-connector"),
+            &format!(
+                "targets:
+  - id: sf
+    provider: salesforce
+    base_url: https://example.my.salesforce.com/services/scim/v2
+    auth: {{kind: none}}
+    options: {options}
+"
+            ),
+            &[],
+        );
+        assert!(
+            stderr.contains(key) && stderr.contains(word),
+            "{options}: {stderr}"
+        );
+    }
 }

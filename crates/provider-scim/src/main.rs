@@ -27,7 +27,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _ = Args::parse();
-    let config = match scimrelay_connector::ConnectorConfig::from_env(ProviderKind::Scim) {
+    let config = match scimrelay_connector::ConnectorConfig::from_env_checked(
+        ProviderKind::Scim,
+        scimrelay_provider_scim::check_target,
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("scim-connector: configuration error: {e}");

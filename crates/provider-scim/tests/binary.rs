@@ -58,3 +58,22 @@ fn an_unusable_hold_bound_stops_the_connector_at_start_naming_the_key() {
         );
     }
 }
+
+#[test]
+fn any_option_stops_the_connector_naming_the_key() {
+    let (stderr, _) = connector_refuses(
+        env!("CARGO_BIN_EXE_scim-connector"),
+        "targets:
+  - id: t
+    provider: scim
+    base_url: http://127.0.0.1:9/scim/v2
+    auth: {kind: none}
+    options: {shortcode: acme}
+",
+        &[],
+    );
+    assert!(
+        stderr.contains("targets[0].options.shortcode") && stderr.contains("takes no options"),
+        "{stderr}"
+    );
+}
