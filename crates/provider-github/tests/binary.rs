@@ -1,7 +1,9 @@
 //! The `github-connector` binary: its help documents the environment, and a targets file that
 //! points a github target at the organization-level SCIM API stops it at start.
 
-use scimrelay_provider_scim::testkit::{connector_help, connector_refuses};
+use scimrelay_provider_scim::testkit::{
+    connector_help, connector_refuses, connector_refuses_options,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_github-connector");
 
@@ -40,41 +42,26 @@ fn an_organization_level_base_url_stops_the_connector_at_start() {
 
 #[test]
 fn an_option_typo_or_wrong_type_stops_the_connector_naming_the_key() {
-    // (options, the key named, a word of the reason)
-    let cases = [
-        (
-            "{shortcod: acme}",
-            "targets[0].options.shortcod",
-            "shortcode",
-        ),
-        (
-            "{max_login_len: forty}",
-            "targets[0].options.max_login_len",
-            "whole number",
-        ),
-        (
-            "{user_creates_per_hour: -5}",
-            "targets[0].options.user_creates_per_hour",
-            "whole number",
-        ),
-    ];
-    for (options, key, word) in cases {
-        let (stderr, _) = connector_refuses(
-            BIN,
-            &format!(
-                "targets:
-  - id: gh
-    provider: github
-    base_url: https://api.github.com/scim/v2/enterprises/acme
-    auth: {{kind: none}}
-    options: {options}
-"
+    connector_refuses_options(
+        BIN,
+        "github",
+        "https://api.github.com/scim/v2/enterprises/acme",
+        &[
+            (
+                "{shortcod: acme}",
+                "targets[0].options.shortcod",
+                "shortcode",
             ),
-            &[],
-        );
-        assert!(
-            stderr.contains(key) && stderr.contains(word),
-            "{options}: {stderr}"
-        );
-    }
+            (
+                "{max_login_len: forty}",
+                "targets[0].options.max_login_len",
+                "whole number",
+            ),
+            (
+                "{user_creates_per_hour: -5}",
+                "targets[0].options.user_creates_per_hour",
+                "whole number",
+            ),
+        ],
+    );
 }

@@ -1,7 +1,7 @@
 //! The `salesforce-connector` binary: its help says what it serves and documents the
 //! environment and options.
 
-use scimrelay_provider_scim::testkit::{connector_help, connector_refuses};
+use scimrelay_provider_scim::testkit::{connector_help, connector_refuses_options};
 
 #[test]
 fn help_exits_zero_and_documents_the_environment() {
@@ -19,41 +19,26 @@ fn help_exits_zero_and_documents_the_environment() {
 
 #[test]
 fn an_option_typo_or_wrong_type_stops_the_connector_naming_the_key() {
-    // (options, the key named, a word of the reason)
-    let cases = [
-        (
-            "{profile: Standard}",
-            "targets[0].options.profile",
-            "profile_name",
-        ),
-        (
-            "{profile_name: [a, b]}",
-            "targets[0].options.profile_name",
-            "a string",
-        ),
-        (
-            "{username_suffix: true}",
-            "targets[0].options.username_suffix",
-            "a string",
-        ),
-    ];
-    for (options, key, word) in cases {
-        let (stderr, _) = connector_refuses(
-            env!("CARGO_BIN_EXE_salesforce-connector"),
-            &format!(
-                "targets:
-  - id: sf
-    provider: salesforce
-    base_url: https://example.my.salesforce.com/services/scim/v2
-    auth: {{kind: none}}
-    options: {options}
-"
+    connector_refuses_options(
+        env!("CARGO_BIN_EXE_salesforce-connector"),
+        "salesforce",
+        "https://example.my.salesforce.com/services/scim/v2",
+        &[
+            (
+                "{profile: Standard}",
+                "targets[0].options.profile",
+                "profile_name",
             ),
-            &[],
-        );
-        assert!(
-            stderr.contains(key) && stderr.contains(word),
-            "{options}: {stderr}"
-        );
-    }
+            (
+                "{profile_name: [a, b]}",
+                "targets[0].options.profile_name",
+                "a string",
+            ),
+            (
+                "{username_suffix: true}",
+                "targets[0].options.username_suffix",
+                "a string",
+            ),
+        ],
+    );
 }

@@ -238,6 +238,28 @@ pub fn connector_refuses(bin: &str, targets: &str, env: &[(&str, &str)]) -> (Str
     (stderr, path.display().to_string())
 }
 
+/// Runs a connector binary once per case with a single target of `provider` at `base_url`
+/// whose `options:` is the case's YAML; each must stop it at start naming the case's key (in
+/// full, `targets[0].options.<key>`) and containing the case's word of the reason.
+pub fn connector_refuses_options(
+    bin: &str,
+    provider: &str,
+    base_url: &str,
+    cases: &[(&str, &str, &str)],
+) {
+    for &(options, key, word) in cases {
+        let targets = format!(
+            "targets:\n  - id: t\n    provider: {provider}\n    base_url: {base_url}\n    \
+             auth: {{kind: none}}\n    options: {options}\n"
+        );
+        let (stderr, _) = connector_refuses(bin, &targets, &[]);
+        assert!(
+            stderr.contains(key) && stderr.contains(word),
+            "{options}: {stderr}"
+        );
+    }
+}
+
 /// Event builders for tests.
 pub mod events {
     use scimrelay_proto::v1::{Email, EventKind, GroupState, IdentityEvent, UserState};

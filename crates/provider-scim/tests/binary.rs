@@ -1,6 +1,8 @@
 //! The `scim-connector` binary: its help says what it serves and documents the environment.
 
-use scimrelay_provider_scim::testkit::{connector_help, connector_refuses};
+use scimrelay_provider_scim::testkit::{
+    connector_help, connector_refuses, connector_refuses_options,
+};
 
 #[test]
 fn help_exits_zero_and_documents_the_environment() {
@@ -61,19 +63,14 @@ fn an_unusable_hold_bound_stops_the_connector_at_start_naming_the_key() {
 
 #[test]
 fn any_option_stops_the_connector_naming_the_key() {
-    let (stderr, _) = connector_refuses(
+    connector_refuses_options(
         env!("CARGO_BIN_EXE_scim-connector"),
-        "targets:
-  - id: t
-    provider: scim
-    base_url: http://127.0.0.1:9/scim/v2
-    auth: {kind: none}
-    options: {shortcode: acme}
-",
-        &[],
-    );
-    assert!(
-        stderr.contains("targets[0].options.shortcode") && stderr.contains("takes no options"),
-        "{stderr}"
+        "scim",
+        "http://127.0.0.1:9/scim/v2",
+        &[(
+            "{shortcode: acme}",
+            "targets[0].options.shortcode",
+            "takes no options",
+        )],
     );
 }
