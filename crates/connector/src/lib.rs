@@ -67,6 +67,34 @@ pub use provider::{
     ProviderDefaults, check_options, classify, default_assess,
 };
 pub use runtime::run;
+
+/// A connector binary's whole `main` after its argument parsing: reads the environment and the
+/// targets file for `kind` with the provider's `check` of each target (a refusal prints one line
+/// naming the key and exits with [`scimrelay_core::config::CONFIG_ERROR_EXIT`]), starts
+/// telemetry as `name`, builds the provider and serves until SIGTERM or SIGINT.
+pub async fn main(
+    name: &'static str,
+    kind: ProviderKind,
+    check: impl Fn(&TargetConfig) -> Option<(String, String)>,
+    provider: impl FnOnce() -> std::sync::Arc<dyn Provider>,
+) -> std::process::ExitCode {
+    let config = match ConnectorConfig::from_env_checked(kind, check) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: configuration error: {e}");
+            return std::process::ExitCode::from(scimrelay_core::config::CONFIG_ERROR_EXIT);
+        }
+    };
+    let _telemetry = scimrelay_core::telemetry::init(name);
+    let shutdown = scimrelay_core::shutdown::token_on_signal();
+    match run(config, provider(), shutdown).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 pub use status::StatusTls;
 
 /// Default address of the health endpoints.

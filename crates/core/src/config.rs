@@ -18,6 +18,10 @@ pub const DEFAULT_SHARDS: u16 = 8;
 /// Upper bound on shards, so a typo cannot declare thousands of queues.
 pub const MAX_SHARDS: u16 = 256;
 
+/// The exit status of a service that refuses its configuration at start (a [`ConfigError`]),
+/// told apart from a failure while running (1) by supervisors and the tests.
+pub const CONFIG_ERROR_EXIT: u8 = 2;
+
 /// A configuration error. Its message names the key or variable that is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

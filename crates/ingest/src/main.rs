@@ -33,7 +33,7 @@ async fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("scimrelay-ingest: configuration error: {e}");
-            return std::process::ExitCode::from(2);
+            return std::process::ExitCode::from(scimrelay_core::config::CONFIG_ERROR_EXIT);
         }
     };
     let _telemetry = scimrelay_core::telemetry::init("scimrelay-ingest");

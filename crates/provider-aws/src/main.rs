@@ -28,24 +28,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _ = Args::parse();
-    let config = match scimrelay_connector::ConnectorConfig::from_env_checked(
+    scimrelay_connector::main(
+        "aws-connector",
         ProviderKind::Aws,
         scimrelay_provider_aws::check_target,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("aws-connector: configuration error: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let _telemetry = scimrelay_core::telemetry::init("aws-connector");
-    let shutdown = scimrelay_core::shutdown::token_on_signal();
-    let provider = Arc::new(scimrelay_provider_aws::Aws::new());
-    match scimrelay_connector::run(config, provider, shutdown).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("aws-connector: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+        || Arc::new(scimrelay_provider_aws::Aws::new()),
+    )
+    .await
 }

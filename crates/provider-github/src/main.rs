@@ -31,24 +31,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _ = Args::parse();
-    let config = match scimrelay_connector::ConnectorConfig::from_env_checked(
+    scimrelay_connector::main(
+        "github-connector",
         ProviderKind::Github,
         scimrelay_provider_github::check_target,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("github-connector: configuration error: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let _telemetry = scimrelay_core::telemetry::init("github-connector");
-    let shutdown = scimrelay_core::shutdown::token_on_signal();
-    let provider = Arc::new(scimrelay_provider_github::Github::new());
-    match scimrelay_connector::run(config, provider, shutdown).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("github-connector: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+        || Arc::new(scimrelay_provider_github::Github::new()),
+    )
+    .await
 }

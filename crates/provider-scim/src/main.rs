@@ -27,24 +27,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _ = Args::parse();
-    let config = match scimrelay_connector::ConnectorConfig::from_env_checked(
+    scimrelay_connector::main(
+        "scim-connector",
         ProviderKind::Scim,
         scimrelay_provider_scim::check_target,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("scim-connector: configuration error: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let _telemetry = scimrelay_core::telemetry::init("scim-connector");
-    let shutdown = scimrelay_core::shutdown::token_on_signal();
-    let provider = Arc::new(scimrelay_provider_scim::GenericScim::new());
-    match scimrelay_connector::run(config, provider, shutdown).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("scim-connector: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+        || Arc::new(scimrelay_provider_scim::GenericScim::new()),
+    )
+    .await
 }
