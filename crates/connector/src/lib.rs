@@ -69,15 +69,20 @@ pub use provider::{
 pub use runtime::run;
 
 /// A connector binary's whole `main` after its argument parsing: reads the environment and the
-/// targets file for `kind` with the provider's `check` of each target (a refusal prints one line
-/// naming the key and exits with [`scimrelay_core::config::CONFIG_ERROR_EXIT`]), starts
-/// telemetry as `name`, builds the provider and serves until SIGTERM or SIGINT.
+/// targets file for `kind`, checking each of its targets with the provider's
+/// [`Provider::check_target`] and its options against [`Provider::options`] (a refusal prints
+/// one line naming the key and exits with [`scimrelay_core::config::CONFIG_ERROR_EXIT`]),
+/// starts telemetry as `name` and serves until SIGTERM or SIGINT.
 pub async fn main(
     name: &'static str,
     kind: ProviderKind,
-    check: impl Fn(&TargetConfig) -> Option<(String, String)>,
-    provider: impl FnOnce() -> std::sync::Arc<dyn Provider>,
+    provider: std::sync::Arc<dyn Provider>,
 ) -> std::process::ExitCode {
+    let check = |t: &TargetConfig| {
+        provider
+            .check_target(t)
+            .or_else(|| check_options(t, provider.options()))
+    };
     let config = match ConnectorConfig::from_env_checked(kind, check) {
         Ok(c) => c,
         Err(e) => {
@@ -87,7 +92,7 @@ pub async fn main(
     };
     let _telemetry = scimrelay_core::telemetry::init(name);
     let shutdown = scimrelay_core::shutdown::token_on_signal();
-    match run(config, provider(), shutdown).await {
+    match run(config, provider, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{name}: {e:#}");

@@ -172,6 +172,18 @@ pub struct ProviderDefaults {
 
 /// A provider profile: GitHub, AWS, Salesforce, or generic SCIM.
 pub trait Provider: Send + Sync + 'static {
+    /// The options a target of this profile may set (`targets[i].options`), checked at start
+    /// by [`check_options`]; none by default.
+    fn options(&self) -> &'static [(&'static str, OptionType)] {
+        &[]
+    }
+
+    /// The profile's own check of one of its targets at start, beyond its options: a
+    /// `Some((field, message))` stops the connector naming `targets[i].field`.
+    fn check_target(&self, _target: &TargetConfig) -> Option<(String, String)> {
+        None
+    }
+
     /// Published limits of the provider (defaults for targets that set none).
     fn defaults(&self) -> ProviderDefaults {
         ProviderDefaults::default()
@@ -364,8 +376,8 @@ pub enum OptionType {
     WholeNumber,
 }
 
-/// Checks a target's `options` against the options its provider reads, at start (a provider's
-/// check passed to [`crate::ConnectorConfig::from_env_checked`]): a key the provider does not
+/// Checks a target's `options` against the options its provider reads, at start (see
+/// [`crate::main`], which checks [`Provider::options`]): a key the provider does not
 /// read (a typo) or a value of another type answers `Some(("options.<key>", why))`, which stops
 /// the connector naming `targets[i].options.<key>`. Without it a typo was silently ignored and
 /// a wrong type failed every event of the target as permanent. A null value is "not set".

@@ -36,21 +36,12 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use scimrelay_connector::{
-    ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults,
-    check_options, classify,
+    ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults, classify,
 };
 use scimrelay_core::config::DeletePolicy;
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_provider_scim::kit::{self, MemberChange, id_of, send};
 use scimrelay_scim::{PatchBuilder, ScimRequest, filter_eq, member_values, path_segment};
-
-/// The aws-connector's check of one of its targets at start
-/// ([`scimrelay_connector::ConnectorConfig::from_env_checked`]): the profile reads no options,
-/// so any key under `options` (a setting put in the wrong place, or meant for another profile)
-/// stops it naming `targets[i].options.<key>`.
-pub fn check_target(t: &scimrelay_core::config::TargetConfig) -> Option<(String, String)> {
-    check_options(t, &[])
-}
 
 /// Most membership changes AWS accepts in one PATCH (and members in one POST /Groups).
 pub const MAX_MEMBER_CHANGES: usize = 100;

@@ -31,8 +31,7 @@ async fn main() -> std::process::ExitCode {
     scimrelay_connector::main(
         "aws-connector",
         ProviderKind::Aws,
-        scimrelay_provider_aws::check_target,
-        || Arc::new(scimrelay_provider_aws::Aws::new()),
+        Arc::new(scimrelay_provider_aws::Aws::new()),
     )
     .await
 }

@@ -27,8 +27,9 @@
 //!   `options.user_creates_per_hour`), divided between the connector's replicas
 //!   (`SCIMRELAY_CONNECTOR_REPLICAS`) like the ceiling.
 //! - **Organization-level SCIM** (`/scim/v2/organizations/{org}`) is a different API (no Groups,
-//!   POST sends invitations, `active:false` deletes the SCIM identity): [`check_target`]
-//!   refuses such a base_url when the connector starts, and converge refuses it too.
+//!   POST sends invitations, `active:false` deletes the SCIM identity): the profile's
+//!   `Provider::check_target` refuses such a base_url when the connector starts, and converge
+//!   refuses it too.
 //!
 //! Options (`targets[].options`): `shortcode` (the enterprise short code, enables the login
 //! length check), `max_login_len` (default 39; 30 on GHE.com), `user_creates_per_hour`
@@ -49,7 +50,7 @@ use scimrelay_connector::breaker::Health;
 use scimrelay_connector::limits::Feedback;
 use scimrelay_connector::{
     Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, OptionType, Provider,
-    ProviderDefaults, check_options, classify, default_assess, provider::reset_wait,
+    ProviderDefaults, classify, default_assess, provider::reset_wait,
 };
 use scimrelay_core::config::{DeletePolicy, TargetConfig};
 use scimrelay_proto::v1::{EventKind, Operation};
@@ -149,21 +150,6 @@ pub const OPTIONS: &[(&str, OptionType)] = &[
     ("user_creates_per_hour", OptionType::WholeNumber),
 ];
 
-/// The github-connector's check of one of its targets at start
-/// ([`scimrelay_connector::ConnectorConfig::from_env_checked`]): an organization-level base_url,
-/// an option the profile does not read or one of the wrong type is refused before any port is
-/// bound or queue consumed.
-pub fn check_target(t: &TargetConfig) -> Option<(String, String)> {
-    org_level_scim(&t.base_url)
-        .map(|why| {
-            (
-                "base_url".to_owned(),
-                format!("{:?} (target {}) {why}", t.base_url, t.id),
-            )
-        })
-        .or_else(|| check_options(t, OPTIONS))
-}
-
 /// Whether an answer is GitHub throttling (primary or secondary rate limit, or the SCIM
 /// user-creation budget) rather than a permission problem, and how long to wait.
 pub fn throttle_wait(
@@ -212,6 +198,20 @@ pub fn classify_github(e: &ScimError) -> ConvergeError {
 }
 
 impl Provider for Github {
+    fn options(&self) -> &'static [(&'static str, OptionType)] {
+        OPTIONS
+    }
+
+    /// An organization-level base_url is refused before any port is bound or queue consumed.
+    fn check_target(&self, t: &TargetConfig) -> Option<(String, String)> {
+        org_level_scim(&t.base_url).map(|why| {
+            (
+                "base_url".to_owned(),
+                format!("{:?} (target {}) {why}", t.base_url, t.id),
+            )
+        })
+    }
+
     fn defaults(&self) -> ProviderDefaults {
         ProviderDefaults {
             rate_limit_per_sec: Some(REQUESTS_PER_HOUR / 3600.0),

@@ -34,8 +34,7 @@ async fn main() -> std::process::ExitCode {
     scimrelay_connector::main(
         "github-connector",
         ProviderKind::Github,
-        scimrelay_provider_github::check_target,
-        || Arc::new(scimrelay_provider_github::Github::new()),
+        Arc::new(scimrelay_provider_github::Github::new()),
     )
     .await
 }

@@ -48,7 +48,7 @@ use scimrelay_connector::breaker::Health;
 use scimrelay_connector::limits::{Feedback, QuotaHint};
 use scimrelay_connector::{
     Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, OptionType, Provider,
-    check_options, classify, default_assess,
+    classify, default_assess,
 };
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_provider_scim::kit::{self, MemberChange, id_of};
@@ -63,13 +63,6 @@ pub const OPTIONS: &[(&str, OptionType)] = &[
     ("profile_name", OptionType::Text),
     ("username_suffix", OptionType::Text),
 ];
-
-/// The salesforce-connector's check of one of its targets at start
-/// ([`scimrelay_connector::ConnectorConfig::from_env_checked`]): an option the profile does
-/// not read, or one of the wrong type, stops it naming `targets[i].options.<key>`.
-pub fn check_target(t: &scimrelay_core::config::TargetConfig) -> Option<(String, String)> {
-    check_options(t, OPTIONS)
-}
 
 /// The discovery path (plural, Salesforce's spelling).
 pub const DISCOVERY_PATH: &str = "/ServiceProviderConfigs";
@@ -229,6 +222,10 @@ pub fn classify_salesforce(e: &ScimError) -> ConvergeError {
 }
 
 impl Provider for Salesforce {
+    fn options(&self) -> &'static [(&'static str, OptionType)] {
+        OPTIONS
+    }
+
     fn assess(&self, result: Result<&ScimResponse, &ScimError>, latency: Duration) -> Assessment {
         if let Err(e) = result
             && let Some(wait) = throttle_wait(e)

@@ -33,8 +33,7 @@ async fn main() -> std::process::ExitCode {
     scimrelay_connector::main(
         "salesforce-connector",
         ProviderKind::Salesforce,
-        scimrelay_provider_salesforce::check_target,
-        || Arc::new(scimrelay_provider_salesforce::Salesforce::new()),
+        Arc::new(scimrelay_provider_salesforce::Salesforce::new()),
     )
     .await
 }

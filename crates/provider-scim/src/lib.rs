@@ -46,19 +46,11 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use scimrelay_connector::{
-    ConvergeError, ConvergeInput, Converged, FailureClass, Provider, check_options, classify,
+    ConvergeError, ConvergeInput, Converged, FailureClass, Provider, classify,
 };
 use scimrelay_core::config::DeletePolicy;
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ServiceProviderConfig, path_segment};
-
-/// The scim-connector's check of one of its targets at start
-/// ([`scimrelay_connector::ConnectorConfig::from_env_checked`]): the profile reads no options,
-/// so any key under `options` (a setting put in the wrong place, or meant for another profile)
-/// stops it naming `targets[i].options.<key>`.
-pub fn check_target(t: &scimrelay_core::config::TargetConfig) -> Option<(String, String)> {
-    check_options(t, &[])
-}
 
 use kit::{id_of, resources};
 

@@ -30,8 +30,7 @@ async fn main() -> std::process::ExitCode {
     scimrelay_connector::main(
         "scim-connector",
         ProviderKind::Scim,
-        scimrelay_provider_scim::check_target,
-        || Arc::new(scimrelay_provider_scim::GenericScim::new()),
+        Arc::new(scimrelay_provider_scim::GenericScim::new()),
     )
     .await
 }
