@@ -48,6 +48,7 @@
 pub mod breaker;
 pub mod decide;
 pub mod exec;
+pub mod kit;
 pub mod limits;
 mod process;
 pub mod provider;

@@ -35,12 +35,12 @@ use std::collections::BTreeSet;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
+use scimrelay_connector::kit::{self, MemberChange, id_of, send};
 use scimrelay_connector::{
     ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults, classify,
 };
 use scimrelay_core::config::DeletePolicy;
 use scimrelay_proto::v1::{EventKind, Operation};
-use scimrelay_provider_scim::kit::{self, MemberChange, id_of, send};
 use scimrelay_scim::{PatchBuilder, ScimRequest, filter_eq, member_values, path_segment};
 
 /// Most membership changes AWS accepts in one PATCH (and members in one POST /Groups).
@@ -391,7 +391,7 @@ impl Aws {
             None => {
                 let first: Vec<&String> = desired.iter().take(MAX_MEMBER_CHANGES).collect();
                 let body = json!({
-                    "schemas": [scimrelay_provider_scim::mapping::GROUP_SCHEMA],
+                    "schemas": [scimrelay_connector::kit::compare::GROUP_SCHEMA],
                     "externalId": external_id,
                     "displayName": group.display_name,
                     "members": first.iter().map(|id| json!({"value": id})).collect::<Vec<_>>(),

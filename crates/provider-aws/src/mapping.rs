@@ -12,12 +12,12 @@
 use serde_json::{Map, Value, json};
 
 use scimrelay_connector::ConvergeError;
-use scimrelay_proto::v1::UserState;
-use scimrelay_provider_scim::kit::missing_attribute;
-use scimrelay_provider_scim::mapping::{
+use scimrelay_connector::kit::compare::{
     ENTERPRISE_DEPARTMENT, ENTERPRISE_EMPLOYEE_NUMBER, ENTERPRISE_SCHEMA, USER_SCHEMA, cleared,
     differs,
 };
+use scimrelay_connector::kit::missing_attribute;
+use scimrelay_proto::v1::UserState;
 use scimrelay_scim::PatchBuilder;
 
 const PROVIDER: &str = "AWS IAM Identity Center";

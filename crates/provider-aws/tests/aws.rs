@@ -8,8 +8,8 @@ use serde_json::Value;
 use scimrelay_connector::{FailureClass, Provider};
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_provider_aws::Aws;
-use scimrelay_provider_scim::testkit::{Harness, events};
 use scimrelay_scim::{Auth, Secret};
+use scimrelay_testkit::{Harness, events};
 
 const TOKEN: &str = "aws-scim-token";
 

@@ -47,6 +47,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
 
 use scimrelay_connector::breaker::Health;
+use scimrelay_connector::kit::compare::differs;
+use scimrelay_connector::kit::{self, MemberChange, id_of};
 use scimrelay_connector::limits::Feedback;
 use scimrelay_connector::{
     Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, OptionType, Provider,
@@ -54,8 +56,6 @@ use scimrelay_connector::{
 };
 use scimrelay_core::config::{DeletePolicy, TargetConfig};
 use scimrelay_proto::v1::{EventKind, Operation};
-use scimrelay_provider_scim::kit::{self, MemberChange, id_of};
-use scimrelay_provider_scim::mapping::differs;
 use scimrelay_scim::{
     PatchBuilder, ScimError, ScimRequest, ScimResponse, member_values, path_segment,
 };

@@ -10,9 +10,9 @@
 use serde_json::{Map, Value, json};
 
 use scimrelay_connector::ConvergeError;
+use scimrelay_connector::kit::compare::{GROUP_SCHEMA, USER_SCHEMA};
+use scimrelay_connector::kit::missing_attribute;
 use scimrelay_proto::v1::{GroupState, UserState};
-use scimrelay_provider_scim::kit::missing_attribute;
-use scimrelay_provider_scim::mapping::{GROUP_SCHEMA, USER_SCHEMA};
 
 /// Longest GitHub login including `_SHORTCODE` (30 on GHE.com data residency; set
 /// `options.max_login_len` there).

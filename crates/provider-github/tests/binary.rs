@@ -1,9 +1,7 @@
 //! The `github-connector` binary: its help documents the environment, and a targets file that
 //! points a github target at the organization-level SCIM API stops it at start.
 
-use scimrelay_provider_scim::testkit::{
-    connector_help, connector_refuses, connector_refuses_options,
-};
+use scimrelay_testkit::{connector_help, connector_refuses, connector_refuses_options};
 
 const BIN: &str = env!("CARGO_BIN_EXE_github-connector");
 

@@ -10,8 +10,8 @@ use scimrelay_connector::FailureClass;
 use scimrelay_connector::provider::{ConvergeError, Converged};
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_provider_github::Github;
-use scimrelay_provider_scim::testkit::{Harness, events};
 use scimrelay_scim::{Auth, Secret};
+use scimrelay_testkit::{Harness, events};
 
 const TOKEN: &str = "ghp_test";
 

@@ -45,16 +45,16 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use scimrelay_connector::breaker::Health;
+use scimrelay_connector::kit::compare::{
+    ENTERPRISE_DEPARTMENT, ENTERPRISE_EMPLOYEE_NUMBER, cleared, differs,
+};
+use scimrelay_connector::kit::{self, MemberChange, id_of};
 use scimrelay_connector::limits::{Feedback, QuotaHint};
 use scimrelay_connector::{
     Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, OptionType, Provider,
     classify, default_assess,
 };
 use scimrelay_proto::v1::{EventKind, Operation};
-use scimrelay_provider_scim::kit::{self, MemberChange, id_of};
-use scimrelay_provider_scim::mapping::{
-    ENTERPRISE_DEPARTMENT, ENTERPRISE_EMPLOYEE_NUMBER, cleared, differs,
-};
 use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ScimResponse, filter_eq, path_segment};
 
 /// The options a salesforce target may set (`targets[i].options`).
@@ -617,7 +617,7 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
 mod tests {
     use super::*;
     use http::{HeaderMap, HeaderValue};
-    use scimrelay_provider_scim::mapping::ENTERPRISE_SCHEMA;
+    use scimrelay_connector::kit::compare::ENTERPRISE_SCHEMA;
 
     fn err(status: u16, code: Option<&str>, detail: &str) -> ScimError {
         ScimError::Http {

@@ -8,10 +8,10 @@
 
 use serde_json::{Map, Value, json};
 
+use scimrelay_connector::kit::compare::{ENTERPRISE_SCHEMA, USER_SCHEMA};
+use scimrelay_connector::kit::missing_attribute;
 use scimrelay_connector::{ConvergeError, FailureClass};
 use scimrelay_proto::v1::UserState;
-use scimrelay_provider_scim::kit::missing_attribute;
-use scimrelay_provider_scim::mapping::{ENTERPRISE_SCHEMA, USER_SCHEMA};
 
 /// The event attribute naming a user's profile id (wins over `options.profile_id`).
 pub const PROFILE_ATTRIBUTE: &str = "salesforce_profile_id";

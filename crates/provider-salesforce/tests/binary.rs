@@ -1,7 +1,7 @@
 //! The `salesforce-connector` binary: its help says what it serves and documents the
 //! environment and options.
 
-use scimrelay_provider_scim::testkit::{connector_help, connector_refuses_options};
+use scimrelay_testkit::{connector_help, connector_refuses_options};
 
 #[test]
 fn help_exits_zero_and_documents_the_environment() {

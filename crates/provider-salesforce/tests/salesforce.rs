@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use scimrelay_connector::FailureClass;
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_provider_salesforce::Salesforce;
-use scimrelay_provider_scim::testkit::{Harness, events};
 use scimrelay_scim::{Auth, Secret};
+use scimrelay_testkit::{Harness, events};
 
 const CLIENT_ID: &str = "3MVG9-test-consumer-key";
 const CLIENT_SECRET: &str = "sf-client-secret";

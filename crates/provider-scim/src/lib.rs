@@ -36,9 +36,7 @@
 //! several tenants), so a lookup after a crash or on a new replica finds what an earlier attempt
 //! created instead of creating it twice, and never another tenant's object.
 
-pub mod kit;
 pub mod mapping;
-pub mod testkit;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -52,7 +50,8 @@ use scimrelay_core::config::DeletePolicy;
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ServiceProviderConfig, path_segment};
 
-use kit::{id_of, resources};
+use scimrelay_connector::kit::compare;
+use scimrelay_connector::kit::{self, id_of, resources};
 
 /// Pages a lookup scans on a server without filter support (asking [`SCAN_PAGE_SIZE`] each;
 /// the server may answer fewer), so one lookup costs at most this many requests.
@@ -366,7 +365,7 @@ fn managed(endpoint: &str) -> &'static [&'static str] {
 
 /// The PATCH that turns `existing` into `desired`: one `remove` per managed attribute the
 /// desired state cleared (`title`, `name.givenName`, `urn:…:User:department`;
-/// [`mapping::cleared`]), then one `replace` per differing top-level attribute, whole values;
+/// [`compare::cleared`]), then one `replace` per differing top-level attribute, whole values;
 /// group members as an add/remove diff.
 pub fn patch_for(endpoint: &str, desired: &Value, existing: &Value) -> PatchBuilder {
     let mut patch = PatchBuilder::new();
@@ -376,7 +375,7 @@ pub fn patch_for(endpoint: &str, desired: &Value, existing: &Value) -> PatchBuil
     // Removes first: a server that applies `replace name {…}` as a whole value has already
     // dropped the sub-attribute a later `remove name.givenName` names, and a strict one
     // answers 400 noTarget. In this order both readings of RFC 7644 give the same result.
-    for path in mapping::cleared(desired, existing, managed(endpoint)) {
+    for path in compare::cleared(desired, existing, managed(endpoint)) {
         patch = patch.remove(path, None);
     }
     for (k, dv) in d {
@@ -384,7 +383,7 @@ pub fn patch_for(endpoint: &str, desired: &Value, existing: &Value) -> PatchBuil
             continue;
         }
         let single = json!({ k.clone(): dv.clone() });
-        if mapping::differs(&single, existing) {
+        if compare::differs(&single, existing) {
             patch = patch.replace(Some(k), dv.clone());
         }
     }
@@ -424,7 +423,7 @@ async fn update(
     let path = format!("/{endpoint}/{}", path_segment(&id));
     let mut attempt = 0;
     loop {
-        if !mapping::out_of_date(&desired, &existing, managed(endpoint)) {
+        if !compare::out_of_date(&desired, &existing, managed(endpoint)) {
             return Ok(Converged::new(
                 if op == Operation::Adopted {
                     op

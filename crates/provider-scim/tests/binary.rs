@@ -1,8 +1,6 @@
 //! The `scim-connector` binary: its help says what it serves and documents the environment.
 
-use scimrelay_provider_scim::testkit::{
-    connector_help, connector_refuses, connector_refuses_options,
-};
+use scimrelay_testkit::{connector_help, connector_refuses, connector_refuses_options};
 
 #[test]
 fn help_exits_zero_and_documents_the_environment() {

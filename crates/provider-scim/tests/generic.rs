@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_provider_scim::GenericScim;
-use scimrelay_provider_scim::testkit::{Harness, events};
 use scimrelay_scim::{Auth, Secret};
+use scimrelay_testkit::{Harness, events};
 
 async fn sim(yaml: &str) -> String {
     let config = scimrelay_sim::SimConfig::from_yaml_str(yaml).expect("sim config");

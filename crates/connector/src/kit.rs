@@ -6,13 +6,15 @@
 //! profile's choice — and every request goes through [`Exec::send`], so plan mode, limits and
 //! the breaker apply to all of them.
 
+pub mod compare;
+
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use scimrelay_connector::exec::Exec;
-use scimrelay_connector::record::Linked;
-use scimrelay_connector::{ConvergeError, ConvergeInput, FailureClass, classify};
+use crate::exec::Exec;
+use crate::record::Linked;
+use crate::{ConvergeError, ConvergeInput, FailureClass, classify};
 use scimrelay_proto::v1::{GroupState, UserState};
 use scimrelay_scim::{ScimError, ScimRequest, ScimResponse, filter_eq};
 
@@ -380,8 +382,8 @@ pub async fn patch_user(
     patch: scimrelay_scim::PatchBuilder,
     op: scimrelay_proto::v1::Operation,
     classify: fn(&ScimError) -> ConvergeError,
-) -> Result<scimrelay_connector::Converged, ConvergeError> {
-    use scimrelay_connector::Converged;
+) -> Result<crate::Converged, ConvergeError> {
+    use crate::Converged;
     use scimrelay_proto::v1::Operation;
     let id = id_of(existing)
         .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote user has no id"))?;
