@@ -124,6 +124,12 @@ impl Exec {
             .saturating_duration_since(tokio::time::Instant::now())
     }
 
+    /// The profile's reading of a failed request ([`Provider::classify`]), so every shared
+    /// operation of [`crate::kit`] fails the way the profile says its server means it.
+    pub fn classify(&self, e: &ScimError) -> crate::ConvergeError {
+        self.provider.classify(e)
+    }
+
     /// Whether writes are only planned.
     pub fn is_plan(&self) -> bool {
         self.plan.is_some()

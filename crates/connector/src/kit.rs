@@ -7,6 +7,10 @@
 //! the breaker apply to all of them.
 
 pub mod compare;
+pub mod dialect;
+pub mod resource;
+
+pub use dialect::{Deactivation, Dialect, Lookup};
 
 use std::collections::BTreeSet;
 
@@ -14,7 +18,7 @@ use serde_json::Value;
 
 use crate::exec::Exec;
 use crate::record::Linked;
-use crate::{ConvergeError, ConvergeInput, FailureClass, classify};
+use crate::{ConvergeError, ConvergeInput, FailureClass};
 use scimrelay_proto::v1::{GroupState, UserState};
 use scimrelay_scim::{ScimError, ScimRequest, ScimResponse, filter_eq};
 
@@ -127,9 +131,9 @@ pub fn missing_attribute(provider: &str, field: &str, why: &str) -> ConvergeErro
     )
 }
 
-/// Sends a request and maps an error through the default classification.
+/// Sends a request and reads an error with the profile's classification ([`Exec::classify`]).
 pub async fn send(exec: &Exec, req: ScimRequest) -> Result<ScimResponse, ConvergeError> {
-    exec.send(req).await.map_err(|e| classify(&e))
+    exec.send(req).await.map_err(|e| exec.classify(&e))
 }
 
 /// `GET /{endpoint}?filter=attr eq "value"` (plus `extra` query parameters); the first match.
@@ -167,7 +171,7 @@ pub async fn get_by_id(
             Ok(r.body.map(|b| (b, etag)))
         }
         Err(e) if e.status() == Some(404) => Ok(None),
-        Err(e) => Err(classify(&e)),
+        Err(e) => Err(exec.classify(&e)),
     }
 }
 
@@ -321,20 +325,48 @@ pub fn opt_u64(
     }
 }
 
-/// Sends membership changes in chunks of at most `chunk` changes per request; `build` turns one
-/// chunk into a PATCH body. `applied` is called after each accepted chunk (so a failure midway
-/// leaves a record of what was applied). Returns the number of requests sent.
+/// Sends a group's membership changes to `path` in PATCHes of at most `chunk` changes each.
+/// `build` turns one chunk into a PATCH body (the profile's shape: GitHub's, AWS's and
+/// Salesforce's differ); a body without operations is not sent. With no changes at all, `build`
+/// is asked once with an empty chunk, so a profile that also sets attributes in its first PATCH
+/// (AWS: a new displayName) still sends it. `applied` is called after each accepted PATCH, so a
+/// failure midway leaves a record of what was applied. Returns the number of PATCHes sent.
+///
+/// A 404 means the group disappeared during the update: a retry, which looks it up again (and
+/// creates it, where the provider lets a client create groups).
 pub async fn patch_members_chunked(
     exec: &Exec,
     path: &str,
     changes: &[MemberChange],
     chunk: usize,
-    build: impl Fn(&[MemberChange]) -> Value,
+    mut build: impl FnMut(&[MemberChange]) -> Value,
     mut applied: impl FnMut(&[MemberChange]),
-) -> Result<usize, ScimError> {
+) -> Result<usize, ConvergeError> {
+    let parts: Vec<&[MemberChange]> = if changes.is_empty() {
+        vec![&[]]
+    } else {
+        changes.chunks(chunk.max(1)).collect()
+    };
     let mut sent = 0;
-    for part in changes.chunks(chunk.max(1)) {
-        exec.send(ScimRequest::patch(path, build(part))).await?;
+    for part in parts {
+        let body = build(part);
+        if body
+            .get("Operations")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+        {
+            continue;
+        }
+        match exec.send(ScimRequest::patch(path, body)).await {
+            Ok(_) => {}
+            Err(e) if e.status() == Some(404) => {
+                return Err(ConvergeError::new(
+                    FailureClass::Retry,
+                    "the group disappeared during the membership update; the retry looks it up again",
+                ));
+            }
+            Err(e) => return Err(exec.classify(&e)),
+        }
         applied(part);
         sent += 1;
     }
@@ -374,14 +406,13 @@ pub fn refused_clear(paths: &[String], e: &ScimError) -> String {
 /// underneath (a 404: converging means it must exist). A 400 to a PATCH that clears attributes
 /// is sent again without the removals ([`without_removes`]), the refusal named in the detail.
 /// `op` is what a successful PATCH counts as
-/// (`Updated`, or `Adopted` after a 409); `classify` is the profile's error reading.
+/// (`Updated`, or `Adopted` after a 409).
 pub async fn patch_user(
     input: &ConvergeInput<'_>,
     existing: &Value,
     desired: &Value,
     patch: scimrelay_scim::PatchBuilder,
     op: scimrelay_proto::v1::Operation,
-    classify: fn(&ScimError) -> ConvergeError,
 ) -> Result<crate::Converged, ConvergeError> {
     use crate::Converged;
     use scimrelay_proto::v1::Operation;
@@ -417,7 +448,7 @@ pub async fn patch_user(
                     .exec
                     .send(ScimRequest::patch(&path, kept.build()))
                     .await
-                    .map_err(|e| classify(&e))?;
+                    .map_err(|e| input.exec.classify(&e))?;
                 op
             };
             Ok(Converged::new(done, id).with_detail(refused_clear(&removed, &e)))
@@ -427,11 +458,11 @@ pub async fn patch_user(
                 .exec
                 .send(ScimRequest::post("/Users", desired.clone()))
                 .await
-                .map_err(|e| classify(&e))?;
+                .map_err(|e| input.exec.classify(&e))?;
             Ok(Converged::new(Operation::Created, created_id(&resp)?)
                 .with_detail("the remote user had been deleted; created again"))
         }
-        Err(e) => Err(classify(&e)),
+        Err(e) => Err(input.exec.classify(&e)),
     }
 }
 

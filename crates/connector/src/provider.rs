@@ -184,6 +184,14 @@ pub trait Provider: Send + Sync + 'static {
         None
     }
 
+    /// Reads a failed request as a failure class (retry, permanent, throttled…) with its
+    /// detail: the RFC 7644 reading by default ([`classify`]); a profile whose server says
+    /// things its own way (GitHub's 403 throttling, Salesforce's error codes) overrides it.
+    /// Every shared operation of [`crate::kit`] reads errors through it.
+    fn classify(&self, e: &ScimError) -> ConvergeError {
+        classify(e)
+    }
+
     /// Published limits of the provider (defaults for targets that set none).
     fn defaults(&self) -> ProviderDefaults {
         ProviderDefaults::default()

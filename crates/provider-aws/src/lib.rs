@@ -35,9 +35,10 @@ use std::collections::BTreeSet;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use scimrelay_connector::kit::{self, MemberChange, id_of, send};
+use scimrelay_connector::kit::dialect::cursor_list;
+use scimrelay_connector::kit::{self, Deactivation, Dialect, Lookup, MemberChange, id_of};
 use scimrelay_connector::{
-    ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults, classify,
+    ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults,
 };
 use scimrelay_core::config::DeletePolicy;
 use scimrelay_proto::v1::{EventKind, Operation};
@@ -51,6 +52,18 @@ pub const PAGE_SIZE: u64 = 100;
 pub const MAX_PAGES: usize = 10_000;
 /// Client-side ceiling: AWS publishes no SCIM rate; 5–10 requests/s is the usual advice.
 pub const DEFAULT_RATE_PER_SEC: f64 = 10.0;
+
+/// AWS's SCIM dialect for the shared operations: filters answered in cursor pages (a short
+/// page is not the end), `replace` of `active` with a path, no ETags.
+pub const DIALECT: Dialect = Dialect {
+    name: "AWS",
+    lookup: Lookup::Cursor {
+        page_size: PAGE_SIZE,
+        max_pages: MAX_PAGES,
+    },
+    deactivation: Deactivation::PatchPath,
+    if_match: false,
+};
 
 /// What was last applied to a group at AWS (AWS cannot tell: GET returns no members).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,17 +124,17 @@ impl Provider for Aws {
         Box::pin(async move {
             match input.event.kind() {
                 EventKind::UserUpserted => upsert_user(&input).await,
-                EventKind::UserDeactivated => deactivate_user(&input).await,
+                EventKind::UserDeactivated => DIALECT.deactivate_user(&input).await,
                 EventKind::UserDeleted => match input.target.delete_policy {
-                    DeletePolicy::Deactivate => deactivate_user(&input).await.map(|c| {
+                    DeletePolicy::Deactivate => DIALECT.deactivate_user(&input).await.map(|c| {
                         c.with_detail(
                             "delete_policy is deactivate: the user was deactivated, not deleted",
                         )
                     }),
-                    DeletePolicy::Delete => delete_user(&input).await,
+                    DeletePolicy::Delete => DIALECT.delete(&input, "Users").await,
                 },
                 EventKind::GroupUpserted => self.upsert_group(&input).await,
-                EventKind::GroupDeleted => self.delete_group(&input).await,
+                EventKind::GroupDeleted => DIALECT.delete(&input, "Groups").await,
                 EventKind::Unspecified => Err(ConvergeError::new(
                     FailureClass::Permanent,
                     "event has no kind",
@@ -131,72 +144,10 @@ impl Provider for Aws {
     }
 }
 
-/// Every object of a cursor-paged list matching `filter`, stopping early once `stop` holds.
-async fn list(
-    input: &ConvergeInput<'_>,
-    endpoint: &str,
-    filter: &str,
-    stop: impl Fn(&[Value]) -> bool,
-) -> Result<Vec<Value>, ConvergeError> {
-    let mut out = Vec::new();
-    let mut cursor = String::new();
-    for _ in 0..MAX_PAGES {
-        let req = ScimRequest::get(format!("/{endpoint}"))
-            .with_query("filter", filter)
-            .with_query("count", PAGE_SIZE.to_string())
-            .with_query("cursor", cursor.clone());
-        let resp = send(input.exec, req).await?;
-        out.extend(kit::resources(&resp));
-        if stop(&out) {
-            return Ok(out);
-        }
-        let next = resp
-            .body
-            .as_ref()
-            .and_then(|b| b.get("nextCursor"))
-            .and_then(Value::as_str)
-            .filter(|c| !c.is_empty() && *c != cursor)
-            .map(str::to_owned);
-        match next {
-            Some(c) => cursor = c,
-            None => return Ok(out),
-        }
-    }
-    Err(ConvergeError::new(
-        FailureClass::Retry,
-        format!("listing {endpoint} did not end after {MAX_PAGES} pages"),
-    ))
-}
-
-/// The first object with `attr eq value` (cursor paging: a short page is not the end).
-async fn find(
-    input: &ConvergeInput<'_>,
-    endpoint: &str,
-    attr: &str,
-    value: &str,
-) -> Result<Option<Value>, ConvergeError> {
-    Ok(list(input, endpoint, &filter_eq(attr, value), |found| {
-        !found.is_empty()
-    })
-    .await?
-    .into_iter()
-    .next())
-}
-
-/// The user: by the state of record's id, else by externalId.
-async fn current_user(input: &ConvergeInput<'_>) -> Result<Option<Value>, ConvergeError> {
-    if let Some(id) = kit::known_remote_id(input)
-        && let Some((u, _)) = kit::get_by_id(input.exec, "Users", &id).await?
-    {
-        return Ok(Some(u));
-    }
-    find(input, "Users", "externalId", &input.external_id()).await
-}
-
 async fn upsert_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
     let user = kit::user_of(input)?;
     let desired = kit::linked(input, mapping::user_resource(user, user.active)?);
-    if let Some(existing) = current_user(input).await? {
+    if let Some((existing, _)) = DIALECT.current(input, "Users").await? {
         return update_user(input, &existing, &desired, Operation::Updated).await;
     }
     create_user(
@@ -222,25 +173,20 @@ async fn create_user(
     {
         Ok(resp) => Ok(Converged::new(Operation::Created, kit::created_id(&resp)?)),
         Err(e) if kit::is_conflict(&e) => {
-            for (attr, value) in lookups {
-                if let Some(existing) = find(input, "Users", attr, value).await? {
-                    if !input.may_adopt(&existing) {
-                        return Err(kit::not_ours(input, "Users", attr, &existing));
-                    }
-                    let done = update_user(input, &existing, desired, Operation::Adopted).await?;
-                    return Ok(
-                        Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
-                            "409 on create: adopted the existing user found by {attr}"
-                        )),
-                    );
-                }
+            if let Some((existing, attr)) = DIALECT.adoptable(input, "Users", lookups).await? {
+                let done = update_user(input, &existing, desired, Operation::Adopted).await?;
+                return Ok(
+                    Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
+                        "409 on create: adopted the existing user found by {attr}"
+                    )),
+                );
             }
             Err(ConvergeError {
                 detail: "409 on create but no user found by externalId or userName (the e-mail may belong to another user: AWS keeps e-mails unique)".into(),
-                ..classify(&e)
+                ..input.exec.classify(&e)
             })
         }
-        Err(e) => Err(classify(&e)),
+        Err(e) => Err(input.exec.classify(&e)),
     }
 }
 
@@ -251,55 +197,7 @@ async fn update_user(
     op: Operation,
 ) -> Result<Converged, ConvergeError> {
     let patch = mapping::user_patch(desired, existing);
-    kit::patch_user(input, existing, desired, patch, op, classify).await
-}
-
-async fn deactivate_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
-    let Some(existing) = current_user(input).await? else {
-        return Ok(Converged::new(Operation::Noop, "")
-            .with_detail("user not present at AWS; nothing to deactivate"));
-    };
-    let id = id_of(&existing).unwrap_or_default();
-    if existing.get("active") == Some(&json!(false)) {
-        return Ok(Converged::new(Operation::Noop, id).with_detail("already inactive"));
-    }
-    let body = PatchBuilder::new()
-        .replace(Some("active"), json!(false))
-        .build();
-    match input
-        .exec
-        .send(ScimRequest::patch(
-            format!("/Users/{}", path_segment(&id)),
-            body,
-        ))
-        .await
-    {
-        Ok(_) => Ok(Converged::new(Operation::Deactivated, id)),
-        Err(e) if e.status() == Some(404) => {
-            Ok(Converged::new(Operation::Noop, "")
-                .with_detail("user disappeared before deactivation"))
-        }
-        Err(e) => Err(classify(&e)),
-    }
-}
-
-async fn delete_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
-    let Some(existing) = current_user(input).await? else {
-        return Ok(Converged::new(Operation::Noop, "")
-            .with_detail("not present at AWS; nothing to delete"));
-    };
-    let id = id_of(&existing).unwrap_or_default();
-    match input
-        .exec
-        .send(ScimRequest::delete(format!("/Users/{}", path_segment(&id))))
-        .await
-    {
-        Ok(_) => Ok(Converged::new(Operation::Deleted, "")),
-        Err(e) if e.status() == Some(404) => {
-            Ok(Converged::new(Operation::Noop, "").with_detail("already deleted"))
-        }
-        Err(e) => Err(classify(&e)),
-    }
+    kit::patch_user(input, existing, desired, patch, op).await
 }
 
 /// One AWS group PATCH: `replace` of each `(attribute, value)` in `attrs` (displayName,
@@ -347,18 +245,24 @@ impl Aws {
         {
             return Ok(Some(state));
         }
-        let Some(found) = find(input, "Groups", attr, value).await? else {
+        let Some(found) = DIALECT.find(input.exec, "Groups", attr, value).await? else {
             return Ok(None);
         };
         if !input.may_adopt(&found) {
             return Err(kit::not_ours(input, "Groups", attr, &found));
         }
         let id = id_of(&found).unwrap_or_default();
-        let members = list(input, "Users", &filter_eq("groups.value", &id), |_| false)
-            .await?
-            .iter()
-            .filter_map(id_of)
-            .collect();
+        let members = cursor_list(
+            input.exec,
+            "Users",
+            &filter_eq("groups.value", &id),
+            (PAGE_SIZE, MAX_PAGES),
+            |_| false,
+        )
+        .await?
+        .iter()
+        .filter_map(id_of)
+        .collect();
         let text = |attr: &str| {
             found
                 .get(attr)
@@ -376,15 +280,7 @@ impl Aws {
 
     async fn upsert_group(&self, input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
         let group = kit::group_of(input)?;
-        let (ids, unknown) = kit::members_from_record(input).await?;
-        let mut looked_up = Vec::with_capacity(unknown.len());
-        for member in unknown {
-            let found = find(input, "Users", "externalId", &input.external_id_of(&member))
-                .await?
-                .and_then(|u| id_of(&u));
-            looked_up.push((member, found));
-        }
-        let desired: BTreeSet<String> = kit::finish_members(ids, looked_up)?.into_iter().collect();
+        let desired: BTreeSet<String> = DIALECT.group_members(input).await?.into_iter().collect();
         let external_id = input.external_id();
         let (mut state, mut op) = match self.known_group(input, "externalId", &external_id).await? {
             Some(s) => (s, Operation::Updated),
@@ -419,11 +315,11 @@ impl Aws {
                         }
                         let s = adopted.ok_or_else(|| ConvergeError {
                             detail: "409 on group create but no group found by externalId or displayName".into(),
-                            ..classify(&e)
+                            ..input.exec.classify(&e)
                         })?;
                         (s, Operation::Adopted)
                     }
-                    Err(e) => return Err(classify(&e)),
+                    Err(e) => return Err(input.exec.classify(&e)),
                 }
             }
         };
@@ -438,51 +334,25 @@ impl Aws {
         if state.external_id != external_id {
             attrs.push(("externalId", &external_id));
         }
-        let mut sent = 0;
-        let result: Result<(), scimrelay_scim::ScimError> = async {
-            if changes.is_empty() && !attrs.is_empty() {
-                input
-                    .exec
-                    .send(ScimRequest::patch(&path, member_patch(&[], &attrs)))
-                    .await?;
-                attrs.clear();
-                state.display_name = group.display_name.clone();
-                state.external_id = external_id.clone();
-                sent += 1;
-            }
-            for part in changes.chunks(MAX_MEMBER_CHANGES) {
-                input
-                    .exec
-                    .send(ScimRequest::patch(
-                        &path,
-                        member_patch(part, &std::mem::take(&mut attrs)),
-                    ))
-                    .await?;
-                state.display_name = group.display_name.clone();
-                state.external_id = external_id.clone();
+        let (name, linked) = (&group.display_name, &external_id);
+        let sent = kit::patch_members_chunked(
+            input.exec,
+            &path,
+            &changes,
+            MAX_MEMBER_CHANGES,
+            |part| member_patch(part, &std::mem::take(&mut attrs)),
+            |part| {
+                state.display_name.clone_from(name);
+                state.external_id.clone_from(linked);
                 for c in part {
                     match c {
                         MemberChange::Add(id) => state.members.insert(id.clone()),
                         MemberChange::Remove(id) => state.members.remove(id),
                     };
                 }
-                sent += 1;
-            }
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => {}
-            Err(e) if e.status() == Some(404) => {
-                // Deleted underneath us: the failure unsets the applied members in the state of
-                // record, so the retry looks the group up again and creates it.
-                return Err(ConvergeError::new(
-                    FailureClass::Retry,
-                    "the group no longer exists at AWS; it will be created again",
-                ));
-            }
-            Err(e) => return Err(classify(&e)),
-        }
+            },
+        )
+        .await?;
         if sent == 0 && op == Operation::Updated {
             op = Operation::Noop;
         }
@@ -492,33 +362,6 @@ impl Aws {
                 changes.len()
             ))
             .with_members(state.members))
-    }
-
-    async fn delete_group(&self, input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
-        let id = match kit::known_remote_id(input) {
-            Some(id) => id,
-            None => match find(input, "Groups", "externalId", &input.external_id()).await? {
-                Some(g) => id_of(&g).unwrap_or_default(),
-                None => {
-                    return Ok(Converged::new(Operation::Noop, "")
-                        .with_detail("not present at AWS; nothing to delete"));
-                }
-            },
-        };
-        let result = input
-            .exec
-            .send(ScimRequest::delete(format!(
-                "/Groups/{}",
-                path_segment(&id)
-            )))
-            .await;
-        match result {
-            Ok(_) => Ok(Converged::new(Operation::Deleted, "")),
-            Err(e) if e.status() == Some(404) => {
-                Ok(Converged::new(Operation::Noop, "").with_detail("already deleted"))
-            }
-            Err(e) => Err(classify(&e)),
-        }
     }
 }
 

@@ -16,7 +16,9 @@ use scimrelay_connector::kit::compare::{
     ENTERPRISE_DEPARTMENT, ENTERPRISE_EMPLOYEE_NUMBER, ENTERPRISE_SCHEMA, USER_SCHEMA, cleared,
     differs,
 };
-use scimrelay_connector::kit::missing_attribute;
+use scimrelay_connector::kit::resource::{
+    display_name, one_value, put_enterprise, put_preferences, require, sole,
+};
 use scimrelay_proto::v1::UserState;
 use scimrelay_scim::PatchBuilder;
 
@@ -38,92 +40,36 @@ pub const CLEARABLE: [&str; 7] = [
 /// Enterprise-extension attributes this profile sets, each by its own path.
 const ENTERPRISE_ATTRS: [&str; 2] = ["employeeNumber", "department"];
 
-fn put(m: &mut Map<String, Value>, key: &str, value: &str) {
-    if !value.trim().is_empty() {
-        m.insert(key.into(), json!(value));
-    }
-}
-
 /// The AWS user for a desired state.
 pub fn user_resource(u: &UserState, active: bool) -> Result<Value, ConvergeError> {
-    if u.user_name.trim().is_empty() {
-        return Err(missing_attribute(PROVIDER, "userName", ""));
-    }
-    if u.given_name.trim().is_empty() {
-        return Err(missing_attribute(
-            PROVIDER,
-            "givenName (name.givenName)",
-            NAMES,
-        ));
-    }
-    if u.family_name.trim().is_empty() {
-        return Err(missing_attribute(
-            PROVIDER,
-            "familyName (name.familyName)",
-            NAMES,
-        ));
-    }
+    require(PROVIDER, "userName", &u.user_name, "")?;
+    require(PROVIDER, "givenName (name.givenName)", &u.given_name, NAMES)?;
+    require(
+        PROVIDER,
+        "familyName (name.familyName)",
+        &u.family_name,
+        NAMES,
+    )?;
     let mut m = Map::new();
     let mut schemas = vec![json!(USER_SCHEMA)];
     m.insert("externalId".into(), json!(u.id));
     m.insert("userName".into(), json!(u.user_name));
     m.insert("active".into(), json!(active));
-    let display = if u.display_name.trim().is_empty() {
-        format!("{} {}", u.given_name, u.family_name)
-    } else {
-        u.display_name.clone()
-    };
-    m.insert("displayName".into(), json!(display));
+    m.insert("displayName".into(), json!(display_name(u)));
     m.insert(
         "name".into(),
         json!({"givenName": u.given_name, "familyName": u.family_name}),
     );
-    // Exactly one email: the primary one, else the first; always marked primary, no display.
-    if let Some(e) = u
-        .emails
-        .iter()
-        .filter(|e| !e.value.trim().is_empty())
-        .find(|e| e.primary)
-        .or_else(|| u.emails.iter().find(|e| !e.value.trim().is_empty()))
-    {
-        let t = if e.r#type.trim().is_empty() {
-            "work"
-        } else {
-            e.r#type.as_str()
-        };
-        m.insert(
-            "emails".into(),
-            json!([{"value": e.value, "type": t, "primary": true}]),
-        );
+    // Exactly one e-mail and one phone number: the primary one, else the first; always marked
+    // primary, no display.
+    if let Some(e) = sole(&u.emails, |e| &e.value, |e| e.primary) {
+        m.insert("emails".into(), one_value(&e.value, &e.r#type));
     }
-    if let Some(p) = u
-        .phone_numbers
-        .iter()
-        .filter(|p| !p.value.trim().is_empty())
-        .find(|p| p.primary)
-        .or_else(|| u.phone_numbers.iter().find(|p| !p.value.trim().is_empty()))
-    {
-        let t = if p.r#type.trim().is_empty() {
-            "work"
-        } else {
-            p.r#type.as_str()
-        };
-        m.insert(
-            "phoneNumbers".into(),
-            json!([{"value": p.value, "type": t, "primary": true}]),
-        );
+    if let Some(p) = sole(&u.phone_numbers, |p| &p.value, |p| p.primary) {
+        m.insert("phoneNumbers".into(), one_value(&p.value, &p.r#type));
     }
-    put(&mut m, "title", &u.title);
-    put(&mut m, "locale", &u.locale);
-    put(&mut m, "timezone", &u.timezone);
-    put(&mut m, "preferredLanguage", &u.preferred_language);
-    let mut ext = Map::new();
-    put(&mut ext, "employeeNumber", &u.employee_number);
-    put(&mut ext, "department", &u.department);
-    if !ext.is_empty() {
-        m.insert(ENTERPRISE_SCHEMA.into(), Value::Object(ext));
-        schemas.push(json!(ENTERPRISE_SCHEMA));
-    }
+    put_preferences(&mut m, u);
+    put_enterprise(&mut m, &mut schemas, u);
     m.insert("schemas".into(), Value::Array(schemas));
     Ok(Value::Object(m))
 }

@@ -48,7 +48,7 @@ use serde_json::{Value, json};
 
 use scimrelay_connector::breaker::Health;
 use scimrelay_connector::kit::compare::differs;
-use scimrelay_connector::kit::{self, MemberChange, id_of};
+use scimrelay_connector::kit::{self, Deactivation, Dialect, Lookup, MemberChange, id_of};
 use scimrelay_connector::limits::Feedback;
 use scimrelay_connector::{
     Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, OptionType, Provider,
@@ -70,6 +70,15 @@ pub const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
 /// Most member changes sent in one group PATCH (GitHub documents no maximum; 100 keeps each
 /// request small and under the secondary limits).
 pub const MEMBER_CHUNK: usize = 100;
+
+/// GitHub's SCIM dialect for the shared operations: filtered lookups, a path-less `replace`
+/// of `active` (GitHub suspends the account, which is reversible), no ETags.
+pub const DIALECT: Dialect = Dialect {
+    name: "GitHub",
+    lookup: Lookup::Filter,
+    deactivation: Deactivation::PatchValue,
+    if_match: false,
+};
 
 /// The GitHub EMU profile.
 #[derive(Default)]
@@ -198,6 +207,10 @@ pub fn classify_github(e: &ScimError) -> ConvergeError {
 }
 
 impl Provider for Github {
+    fn classify(&self, e: &ScimError) -> ConvergeError {
+        classify_github(e)
+    }
+
     fn options(&self) -> &'static [(&'static str, OptionType)] {
         OPTIONS
     }
@@ -250,12 +263,12 @@ impl Provider for Github {
             }
             match input.event.kind() {
                 EventKind::UserUpserted => self.upsert_user(&input).await,
-                EventKind::UserDeactivated => deactivate_user(&input).await,
+                EventKind::UserDeactivated => DIALECT.deactivate_user(&input).await,
                 EventKind::UserDeleted => match input.target.delete_policy {
-                    DeletePolicy::Deactivate => deactivate_user(&input).await.map(|c| {
+                    DeletePolicy::Deactivate => DIALECT.deactivate_user(&input).await.map(|c| {
                         c.with_detail("delete_policy is deactivate: the user was suspended (active=false), not deleted; GitHub's DELETE is permanent and needs delete_policy: delete")
                     }),
-                    DeletePolicy::Delete => delete(&input, "Users").await.map(|c| {
+                    DeletePolicy::Delete => DIALECT.delete(&input, "Users").await.map(|c| {
                         if c.operation == Operation::Deleted {
                             c.with_detail("permanently deprovisioned at GitHub (delete_policy: delete)")
                         } else {
@@ -264,7 +277,7 @@ impl Provider for Github {
                     }),
                 },
                 EventKind::GroupUpserted => upsert_group(&input).await,
-                EventKind::GroupDeleted => delete(&input, "Groups").await,
+                EventKind::GroupDeleted => DIALECT.delete(&input, "Groups").await,
                 EventKind::Unspecified => Err(ConvergeError::new(
                     FailureClass::Permanent,
                     "event has no kind",
@@ -272,45 +285,6 @@ impl Provider for Github {
             }
         })
     }
-}
-
-async fn send(input: &ConvergeInput<'_>, req: ScimRequest) -> Result<ScimResponse, ConvergeError> {
-    input.exec.send(req).await.map_err(|e| classify_github(&e))
-}
-
-async fn find(
-    input: &ConvergeInput<'_>,
-    endpoint: &str,
-    attr: &str,
-    value: &str,
-) -> Result<Option<Value>, ConvergeError> {
-    let req = ScimRequest::get(format!("/{endpoint}"))
-        .with_query("filter", scimrelay_scim::filter_eq(attr, value));
-    let resp = send(input, req).await?;
-    Ok(kit::resources(&resp).into_iter().next())
-}
-
-/// The subject's remote object: by the state of record's id, else by externalId.
-async fn current(
-    input: &ConvergeInput<'_>,
-    endpoint: &str,
-) -> Result<Option<Value>, ConvergeError> {
-    if let Some(id) = kit::known_remote_id(input) {
-        match input
-            .exec
-            .send(ScimRequest::get(format!(
-                "/{endpoint}/{}",
-                path_segment(&id)
-            )))
-            .await
-        {
-            Ok(r) if r.body.is_some() => return Ok(r.body),
-            Ok(_) => {}
-            Err(e) if e.status() == Some(404) => {}
-            Err(e) => return Err(classify_github(&e)),
-        }
-    }
-    find(input, endpoint, "externalId", &input.external_id()).await
 }
 
 /// One `replace` per differing top-level attribute, whole values (no filtered paths). Nothing is
@@ -377,7 +351,7 @@ impl Github {
             usize::try_from(max_len).unwrap_or(usize::MAX),
         )?;
         let desired = kit::linked(input, mapping::user_resource(user, user.active)?);
-        if let Some(existing) = current(input, "Users").await? {
+        if let Some((existing, _)) = DIALECT.current(input, "Users").await? {
             return update_user(input, &existing, &desired, Operation::Updated).await;
         }
         if !input.exec.is_plan() {
@@ -391,22 +365,23 @@ impl Github {
         {
             Ok(resp) => Ok(Converged::new(Operation::Created, kit::created_id(&resp)?)),
             Err(e) if kit::is_conflict(&e) => {
-                for (attr, value) in [
-                    ("externalId", &input.external_id()),
-                    ("userName", &user.user_name),
-                ] {
-                    if let Some(existing) = find(input, "Users", attr, value).await? {
-                        if !input.may_adopt(&existing) {
-                            return Err(kit::not_ours(input, "Users", attr, &existing));
-                        }
-                        let done =
-                            update_user(input, &existing, &desired, Operation::Adopted).await?;
-                        return Ok(
-                            Converged::new(Operation::Adopted, done.remote_id).with_detail(
-                                format!("409 on create: adopted the existing user found by {attr}"),
-                            ),
-                        );
-                    }
+                if let Some((existing, attr)) = DIALECT
+                    .adoptable(
+                        input,
+                        "Users",
+                        &[
+                            ("externalId", &input.external_id()),
+                            ("userName", &user.user_name),
+                        ],
+                    )
+                    .await?
+                {
+                    let done = update_user(input, &existing, &desired, Operation::Adopted).await?;
+                    return Ok(
+                        Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
+                            "409 on create: adopted the existing user found by {attr}"
+                        )),
+                    );
                 }
                 let login = shortcode
                     .as_deref()
@@ -420,10 +395,10 @@ impl Github {
                         "user {}: GitHub refused the create as a duplicate, but no user has this externalId or userName: the userName normalises to the login {login:?}, which another user of the enterprise already has (GitHub username normalisation clash); give one of them a different userName",
                         user.id
                     ),
-                    ..classify(&e)
+                    ..input.exec.classify(&e)
                 })
             }
-            Err(e) => Err(classify_github(&e)),
+            Err(e) => Err(input.exec.classify(&e)),
         }
     }
 }
@@ -435,59 +410,7 @@ async fn update_user(
     op: Operation,
 ) -> Result<Converged, ConvergeError> {
     let patch = user_patch(desired, existing);
-    kit::patch_user(input, existing, desired, patch, op, classify_github).await
-}
-
-/// PATCH `{"op":"replace","value":{"active":false}}`: GitHub suspends the account (reversible).
-async fn deactivate_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
-    let Some(existing) = current(input, "Users").await? else {
-        return Ok(Converged::new(Operation::Noop, "")
-            .with_detail("user not present at GitHub; nothing to deactivate"));
-    };
-    let id = id_of(&existing).unwrap_or_default();
-    if existing.get("active") == Some(&json!(false)) {
-        return Ok(Converged::new(Operation::Noop, id).with_detail("already suspended"));
-    }
-    let body = PatchBuilder::new()
-        .replace(None, json!({"active": false}))
-        .build();
-    match input
-        .exec
-        .send(ScimRequest::patch(
-            format!("/Users/{}", path_segment(&id)),
-            body,
-        ))
-        .await
-    {
-        Ok(_) => Ok(Converged::new(Operation::Deactivated, id)),
-        Err(e) if e.status() == Some(404) => {
-            Ok(Converged::new(Operation::Noop, "")
-                .with_detail("user disappeared before deactivation"))
-        }
-        Err(e) => Err(classify_github(&e)),
-    }
-}
-
-async fn delete(input: &ConvergeInput<'_>, endpoint: &str) -> Result<Converged, ConvergeError> {
-    let Some(existing) = current(input, endpoint).await? else {
-        return Ok(Converged::new(Operation::Noop, "")
-            .with_detail("not present at GitHub; nothing to delete"));
-    };
-    let id = id_of(&existing).unwrap_or_default();
-    match input
-        .exec
-        .send(ScimRequest::delete(format!(
-            "/{endpoint}/{}",
-            path_segment(&id)
-        )))
-        .await
-    {
-        Ok(_) => Ok(Converged::new(Operation::Deleted, "")),
-        Err(e) if e.status() == Some(404) => {
-            Ok(Converged::new(Operation::Noop, "").with_detail("already deleted"))
-        }
-        Err(e) => Err(classify_github(&e)),
-    }
+    kit::patch_user(input, existing, desired, patch, op).await
 }
 
 /// One GitHub membership PATCH: `add` with the new members, `remove` with `path: members` and
@@ -519,18 +442,10 @@ pub fn member_patch(changes: &[MemberChange]) -> Value {
 
 async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
     let group = kit::group_of(input)?;
-    let (ids, unknown) = kit::members_from_record(input).await?;
-    let mut looked_up = Vec::with_capacity(unknown.len());
-    for member in unknown {
-        let found = find(input, "Users", "externalId", &input.external_id_of(&member))
-            .await?
-            .and_then(|u| id_of(&u));
-        looked_up.push((member, found));
-    }
-    let members = kit::finish_members(ids, looked_up)?;
+    let members = DIALECT.group_members(input).await?;
     let desired_set: BTreeSet<String> = members.iter().cloned().collect();
-    let (existing, op) = match current(input, "Groups").await? {
-        Some(g) => (g, Operation::Updated),
+    let (existing, op) = match DIALECT.current(input, "Groups").await? {
+        Some((g, _)) => (g, Operation::Updated),
         None => {
             let first: Vec<String> = members.iter().take(MEMBER_CHUNK).cloned().collect();
             let body = kit::linked(input, mapping::group_resource(group, &first));
@@ -551,33 +466,29 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
                         member_patch,
                         |_| {},
                     )
-                    .await
-                    .map_err(|e| classify_github(&e))?;
+                    .await?;
                     return Ok(Converged::new(Operation::Created, id).with_members(members));
                 }
                 Err(e) if kit::is_conflict(&e) => {
-                    let mut found = None;
-                    for (attr, value) in [
-                        ("externalId", &input.external_id()),
-                        ("displayName", &group.display_name),
-                    ] {
-                        if let Some(g) = find(input, "Groups", attr, value).await? {
-                            if !input.may_adopt(&g) {
-                                return Err(kit::not_ours(input, "Groups", attr, &g));
-                            }
-                            found = Some(g);
-                            break;
-                        }
-                    }
-                    let g = found.ok_or_else(|| ConvergeError {
-                        detail:
-                            "409 on group create but no group found by externalId or displayName"
-                                .into(),
-                        ..classify(&e)
-                    })?;
+                    let (g, _) = DIALECT
+                        .adoptable(
+                            input,
+                            "Groups",
+                            &[
+                                ("externalId", &input.external_id()),
+                                ("displayName", &group.display_name),
+                            ],
+                        )
+                        .await?
+                        .ok_or_else(|| ConvergeError {
+                            detail:
+                                "409 on group create but no group found by externalId or displayName"
+                                    .into(),
+                            ..input.exec.classify(&e)
+                        })?;
                     (g, Operation::Adopted)
                 }
-                Err(e) => return Err(classify_github(&e)),
+                Err(e) => return Err(input.exec.classify(&e)),
             }
         }
     };
@@ -588,7 +499,7 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
     let existing = if existing.get("members").is_none() {
         match input.exec.send(ScimRequest::get(&path)).await {
             Ok(r) => r.body.unwrap_or(existing),
-            Err(e) => return Err(classify_github(&e)),
+            Err(e) => return Err(input.exec.classify(&e)),
         }
     } else {
         existing
@@ -603,7 +514,7 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
         rename = rename.replace(Some("externalId"), json!(external_id));
     }
     if !rename.is_empty() {
-        send(input, ScimRequest::patch(&path, rename.build())).await?;
+        kit::send(input.exec, ScimRequest::patch(&path, rename.build())).await?;
         sent += 1;
     }
     let changes = kit::member_diff(&kit::member_ids(&existing), &desired_set);
@@ -615,14 +526,7 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
         member_patch,
         |_| {},
     )
-    .await
-    .map_err(|e| match e.status() {
-        Some(404) => ConvergeError::new(
-            FailureClass::Retry,
-            "the group disappeared during the update; it will be created again",
-        ),
-        _ => classify_github(&e),
-    })?;
+    .await?;
     let op = if sent == 0 && op == Operation::Updated {
         Operation::Noop
     } else {

@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use scimrelay_connector::ConvergeError;
 use scimrelay_connector::kit::compare::{GROUP_SCHEMA, USER_SCHEMA};
 use scimrelay_connector::kit::missing_attribute;
+use scimrelay_connector::kit::resource::{display_name, require};
 use scimrelay_proto::v1::{GroupState, UserState};
 
 /// Longest GitHub login including `_SHORTCODE` (30 on GHE.com data residency; set
@@ -79,28 +80,10 @@ pub fn check_login(
 
 /// The GitHub SCIM user for a desired state (core schema only, every required attribute).
 pub fn user_resource(u: &UserState, active: bool) -> Result<Value, ConvergeError> {
-    if u.user_name.trim().is_empty() {
-        return Err(missing_attribute(PROVIDER, "userName", ""));
-    }
-    if u.given_name.trim().is_empty() {
-        return Err(missing_attribute(
-            PROVIDER,
-            "givenName (name.givenName)",
-            "",
-        ));
-    }
-    if u.family_name.trim().is_empty() {
-        return Err(missing_attribute(
-            PROVIDER,
-            "familyName (name.familyName)",
-            "",
-        ));
-    }
-    let display = if u.display_name.trim().is_empty() {
-        format!("{} {}", u.given_name, u.family_name)
-    } else {
-        u.display_name.clone()
-    };
+    require(PROVIDER, "userName", &u.user_name, "")?;
+    require(PROVIDER, "givenName (name.givenName)", &u.given_name, "")?;
+    require(PROVIDER, "familyName (name.familyName)", &u.family_name, "")?;
+    let display = display_name(u);
     let mut m = Map::new();
     m.insert("schemas".into(), json!([USER_SCHEMA]));
     m.insert("externalId".into(), json!(u.id));

@@ -48,14 +48,14 @@ use scimrelay_connector::breaker::Health;
 use scimrelay_connector::kit::compare::{
     ENTERPRISE_DEPARTMENT, ENTERPRISE_EMPLOYEE_NUMBER, cleared, differs,
 };
-use scimrelay_connector::kit::{self, MemberChange, id_of};
+use scimrelay_connector::kit::{self, Deactivation, Dialect, Lookup, MemberChange, id_of};
 use scimrelay_connector::limits::{Feedback, QuotaHint};
 use scimrelay_connector::{
     Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, OptionType, Provider,
     classify, default_assess,
 };
 use scimrelay_proto::v1::{EventKind, Operation};
-use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ScimResponse, filter_eq, path_segment};
+use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ScimResponse, path_segment};
 
 /// The options a salesforce target may set (`targets[i].options`).
 pub const OPTIONS: &[(&str, OptionType)] = &[
@@ -80,6 +80,15 @@ pub const RESERVE: f64 = 0.1;
 pub const ALLOCATION_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Most member changes in one group PATCH.
 pub const MEMBER_CHUNK: usize = 100;
+
+/// Salesforce's SCIM dialect for the shared operations: filtered lookups, a path-less
+/// `replace` of `active`, no ETags.
+pub const DIALECT: Dialect = Dialect {
+    name: "Salesforce",
+    lookup: Lookup::Filter,
+    deactivation: Deactivation::PatchValue,
+    if_match: false,
+};
 
 /// The Salesforce profile.
 #[derive(Debug, Default)]
@@ -113,11 +122,7 @@ impl Salesforce {
         if let Some(id) = known.get(&input.target.id) {
             return Ok(Some(id.clone()));
         }
-        let resp = input
-            .exec
-            .send(ScimRequest::get("/Entitlements"))
-            .await
-            .map_err(|e| classify_salesforce(&e))?;
+        let resp = kit::send(input.exec, ScimRequest::get("/Entitlements")).await?;
         let found = kit::resources(&resp).into_iter().find(|e| {
             e.get("displayName").and_then(Value::as_str) == Some(name.as_str())
                 && e.get("type")
@@ -151,10 +156,10 @@ impl Salesforce {
                         "{DISCOVERY_PATH} not found: targets file: target {} base_url must be https://MYDOMAIN.my.salesforce.com/services/scim/v2",
                         input.target.id
                     ),
-                    ..classify(&e)
+                    ..input.exec.classify(&e)
                 }
             } else {
-                classify_salesforce(&e)
+                input.exec.classify(&e)
             }
         })?;
         let max = resp
@@ -222,6 +227,10 @@ pub fn classify_salesforce(e: &ScimError) -> ConvergeError {
 }
 
 impl Provider for Salesforce {
+    fn classify(&self, e: &ScimError) -> ConvergeError {
+        classify_salesforce(e)
+    }
+
     fn options(&self) -> &'static [(&'static str, OptionType)] {
         OPTIONS
     }
@@ -267,12 +276,12 @@ impl Provider for Salesforce {
                 }
                 EventKind::UserDeactivated => {
                     self.discover(&input).await?;
-                    deactivate_user(&input).await
+                    DIALECT.deactivate_user(&input).await
                 }
                 EventKind::UserDeleted => {
                     self.discover(&input).await?;
                     let note = "Salesforce cannot delete users (its DELETE only deactivates): the user was deactivated";
-                    deactivate_user(&input).await.map(|c| {
+                    DIALECT.deactivate_user(&input).await.map(|c| {
                         let detail = if c.detail.is_empty() {
                             note.to_owned()
                         } else {
@@ -288,52 +297,6 @@ impl Provider for Salesforce {
             }
         })
     }
-}
-
-async fn send(input: &ConvergeInput<'_>, req: ScimRequest) -> Result<ScimResponse, ConvergeError> {
-    input
-        .exec
-        .send(req)
-        .await
-        .map_err(|e| classify_salesforce(&e))
-}
-
-async fn find(
-    input: &ConvergeInput<'_>,
-    endpoint: &str,
-    attr: &str,
-    value: &str,
-) -> Result<Option<Value>, ConvergeError> {
-    let req = ScimRequest::get(format!("/{endpoint}")).with_query("filter", filter_eq(attr, value));
-    Ok(kit::resources(&send(input, req).await?).into_iter().next())
-}
-
-async fn get(
-    input: &ConvergeInput<'_>,
-    endpoint: &str,
-    id: &str,
-) -> Result<Option<Value>, ConvergeError> {
-    match input
-        .exec
-        .send(ScimRequest::get(format!(
-            "/{endpoint}/{}",
-            path_segment(id)
-        )))
-        .await
-    {
-        Ok(r) => Ok(r.body),
-        Err(e) if e.status() == Some(404) => Ok(None),
-        Err(e) => Err(classify_salesforce(&e)),
-    }
-}
-
-async fn current_user(input: &ConvergeInput<'_>) -> Result<Option<Value>, ConvergeError> {
-    if let Some(id) = kit::known_remote_id(input)
-        && let Some(u) = get(input, "Users", &id).await?
-    {
-        return Ok(Some(u));
-    }
-    find(input, "Users", "externalId", &input.external_id()).await
 }
 
 /// The user attributes this profile clears at Salesforce when the desired state leaves them out
@@ -398,7 +361,7 @@ async fn upsert_user(
         mapping::user_resource(user, user.active, &profile, suffix.as_deref())?,
     );
     let explain = |e: ConvergeError| explain_refusal(e, &user.id, &profile, &input.target.id);
-    if let Some(existing) = current_user(input).await? {
+    if let Some((existing, _)) = DIALECT.current(input, "Users").await? {
         return update_user(input, &existing, &desired, Operation::Updated)
             .await
             .map_err(explain);
@@ -411,28 +374,30 @@ async fn upsert_user(
         Ok(resp) => Ok(Converged::new(Operation::Created, kit::created_id(&resp)?)),
         // Not a uniqueness conflict although it is a 409: no lookup, no adoption.
         Err(e) if kit::is_conflict(&e) && is_required_field_missing(&e) => {
-            Err(explain(classify_salesforce(&e)))
+            Err(explain(input.exec.classify(&e)))
         }
         Err(e) if kit::is_conflict(&e) => {
             let user_name = mapping::user_name(user, suffix.as_deref());
             let external_id = input.external_id();
-            for (attr, value) in [
-                ("externalId", external_id.as_str()),
-                ("userName", user_name.as_str()),
-            ] {
-                if let Some(existing) = find(input, "Users", attr, value).await? {
-                    if !input.may_adopt(&existing) {
-                        return Err(kit::not_ours(input, "Users", attr, &existing));
-                    }
-                    let done = update_user(input, &existing, &desired, Operation::Adopted)
-                        .await
-                        .map_err(explain)?;
-                    return Ok(
-                        Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
-                            "409 on create: adopted the existing user found by {attr}"
-                        )),
-                    );
-                }
+            if let Some((existing, attr)) = DIALECT
+                .adoptable(
+                    input,
+                    "Users",
+                    &[
+                        ("externalId", external_id.as_str()),
+                        ("userName", user_name.as_str()),
+                    ],
+                )
+                .await?
+            {
+                let done = update_user(input, &existing, &desired, Operation::Adopted)
+                    .await
+                    .map_err(explain)?;
+                return Ok(
+                    Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
+                        "409 on create: adopted the existing user found by {attr}"
+                    )),
+                );
             }
             let target = &input.target.id;
             let detail = if is_duplicate_username(&e) {
@@ -456,10 +421,10 @@ async fn upsert_user(
             Err(ConvergeError {
                 class: FailureClass::Permanent,
                 detail,
-                ..classify(&e)
+                ..input.exec.classify(&e)
             })
         }
-        Err(e) => Err(explain(classify_salesforce(&e))),
+        Err(e) => Err(explain(input.exec.classify(&e))),
     }
 }
 
@@ -508,27 +473,7 @@ async fn update_user(
     op: Operation,
 ) -> Result<Converged, ConvergeError> {
     let patch = user_patch(desired, existing);
-    kit::patch_user(input, existing, desired, patch, op, classify_salesforce).await
-}
-
-async fn deactivate_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
-    let Some(existing) = current_user(input).await? else {
-        return Ok(Converged::new(Operation::Noop, "")
-            .with_detail("user not present at Salesforce; nothing to deactivate"));
-    };
-    let id = id_of(&existing).unwrap_or_default();
-    if existing.get("active") == Some(&json!(false)) {
-        return Ok(Converged::new(Operation::Noop, id).with_detail("already inactive"));
-    }
-    let body = PatchBuilder::new()
-        .replace(None, json!({"active": false}))
-        .build();
-    send(
-        input,
-        ScimRequest::patch(format!("/Users/{}", path_segment(&id)), body),
-    )
-    .await?;
-    Ok(Converged::new(Operation::Deactivated, id))
+    kit::patch_user(input, existing, desired, patch, op).await
 }
 
 /// One Salesforce membership PATCH: `{"op":…,"path":"members","value":{"members":[…]}}`.
@@ -559,10 +504,14 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
     let group = kit::group_of(input)?;
     let mut existing = None;
     if let Some(id) = kit::known_remote_id(input) {
-        existing = get(input, "Groups", &id).await?;
+        existing = kit::get_by_id(input.exec, "Groups", &id)
+            .await?
+            .map(|(g, _)| g);
     }
     if existing.is_none() {
-        existing = find(input, "Groups", "displayName", &group.display_name).await?;
+        existing = DIALECT
+            .find(input.exec, "Groups", "displayName", &group.display_name)
+            .await?;
     }
     let Some(mut existing) = existing else {
         return Err(ConvergeError::unsupported(format!(
@@ -573,19 +522,11 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
     let id = id_of(&existing)
         .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote group has no id"))?;
     if existing.get("members").is_none()
-        && let Some(full) = get(input, "Groups", &id).await?
+        && let Some((full, _)) = kit::get_by_id(input.exec, "Groups", &id).await?
     {
         existing = full;
     }
-    let (ids, unknown) = kit::members_from_record(input).await?;
-    let mut looked_up = Vec::with_capacity(unknown.len());
-    for member in unknown {
-        let found = find(input, "Users", "externalId", &input.external_id_of(&member))
-            .await?
-            .and_then(|u| id_of(&u));
-        looked_up.push((member, found));
-    }
-    let desired: BTreeSet<String> = kit::finish_members(ids, looked_up)?.into_iter().collect();
+    let desired: BTreeSet<String> = DIALECT.group_members(input).await?.into_iter().collect();
     let changes = kit::member_diff(&kit::member_ids(&existing), &desired);
     let path = format!("/Groups/{}", path_segment(&id));
     let sent = kit::patch_members_chunked(
@@ -596,8 +537,7 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
         member_patch,
         |_| {},
     )
-    .await
-    .map_err(|e| classify_salesforce(&e))?;
+    .await?;
     let mut done = Converged::new(
         if sent == 0 {
             Operation::Noop

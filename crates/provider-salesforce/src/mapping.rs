@@ -8,8 +8,11 @@
 
 use serde_json::{Map, Value, json};
 
-use scimrelay_connector::kit::compare::{ENTERPRISE_SCHEMA, USER_SCHEMA};
+use scimrelay_connector::kit::compare::USER_SCHEMA;
 use scimrelay_connector::kit::missing_attribute;
+use scimrelay_connector::kit::resource::{
+    one_value, put, put_enterprise, put_preferences, require, sole,
+};
 use scimrelay_connector::{ConvergeError, FailureClass};
 use scimrelay_proto::v1::UserState;
 
@@ -17,12 +20,6 @@ use scimrelay_proto::v1::UserState;
 pub const PROFILE_ATTRIBUTE: &str = "salesforce_profile_id";
 
 const PROVIDER: &str = "Salesforce";
-
-fn put(m: &mut Map<String, Value>, key: &str, value: &str) {
-    if !value.trim().is_empty() {
-        m.insert(key.into(), json!(value));
-    }
-}
 
 /// The profile id for a user: the event's `attributes.salesforce_profile_id`, else the
 /// target's `options.profile_id`; none is a permanent failure saying what to set.
@@ -62,23 +59,14 @@ pub fn user_resource(
     profile_id: &str,
     suffix: Option<&str>,
 ) -> Result<Value, ConvergeError> {
-    if u.user_name.trim().is_empty() {
-        return Err(missing_attribute(PROVIDER, "userName", ""));
-    }
-    if u.family_name.trim().is_empty() {
-        return Err(missing_attribute(
-            PROVIDER,
-            "familyName (name.familyName, Salesforce LastName)",
-            "",
-        ));
-    }
-    let email = u
-        .emails
-        .iter()
-        .filter(|e| !e.value.trim().is_empty())
-        .find(|e| e.primary)
-        .or_else(|| u.emails.iter().find(|e| !e.value.trim().is_empty()));
-    let email = match email {
+    require(PROVIDER, "userName", &u.user_name, "")?;
+    require(
+        PROVIDER,
+        "familyName (name.familyName, Salesforce LastName)",
+        &u.family_name,
+        "",
+    )?;
+    let email = match sole(&u.emails, |e| &e.value, |e| e.primary) {
         Some(e) => e.value.clone(),
         None if u.user_name.contains('@') => u.user_name.clone(),
         None => return Err(missing_attribute(PROVIDER, "e-mail address (emails)", "")),
@@ -93,40 +81,14 @@ pub fn user_resource(
     name.insert("familyName".into(), json!(u.family_name));
     m.insert("name".into(), Value::Object(name));
     put(&mut m, "displayName", &u.display_name);
-    m.insert(
-        "emails".into(),
-        json!([{"type": "work", "primary": true, "value": email}]),
-    );
+    m.insert("emails".into(), one_value(&email, "work"));
     // Salesforce allows one phone number per user.
-    if let Some(p) = u
-        .phone_numbers
-        .iter()
-        .filter(|p| !p.value.trim().is_empty())
-        .find(|p| p.primary)
-        .or_else(|| u.phone_numbers.iter().find(|p| !p.value.trim().is_empty()))
-    {
-        let t = if p.r#type.trim().is_empty() {
-            "work"
-        } else {
-            p.r#type.as_str()
-        };
-        m.insert(
-            "phoneNumbers".into(),
-            json!([{"value": p.value, "type": t, "primary": true}]),
-        );
+    if let Some(p) = sole(&u.phone_numbers, |p| &p.value, |p| p.primary) {
+        m.insert("phoneNumbers".into(), one_value(&p.value, &p.r#type));
     }
-    put(&mut m, "title", &u.title);
-    put(&mut m, "locale", &u.locale);
-    put(&mut m, "timezone", &u.timezone);
-    put(&mut m, "preferredLanguage", &u.preferred_language);
+    put_preferences(&mut m, u);
     m.insert("entitlements".into(), json!([{"value": profile_id}]));
-    let mut ext = Map::new();
-    put(&mut ext, "employeeNumber", &u.employee_number);
-    put(&mut ext, "department", &u.department);
-    if !ext.is_empty() {
-        m.insert(ENTERPRISE_SCHEMA.into(), Value::Object(ext));
-        schemas.push(json!(ENTERPRISE_SCHEMA));
-    }
+    put_enterprise(&mut m, &mut schemas, u);
     m.insert("schemas".into(), Value::Array(schemas));
     Ok(Value::Object(m))
 }

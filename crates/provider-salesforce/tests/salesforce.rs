@@ -585,3 +585,45 @@ async fn a_username_taken_in_another_org_fails_naming_the_clash_and_the_suffix()
         Operation::Created
     );
 }
+
+/// A user that disappears between the lookup and the deactivation (a 404 to the PATCH) leaves
+/// nothing to deactivate: a no-op like every other profile, never a failed outcome that
+/// retries a write that can never land. The answers come from a fixed server, as the simulator
+/// cannot make a user vanish between two requests of one convergence.
+#[tokio::test]
+async fn a_user_gone_before_its_deactivation_is_a_noop() {
+    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+        let (status, body) = match (req.method().as_str(), req.uri().path()) {
+            ("GET", p) if p.ends_with("/ServiceProviderConfigs") => {
+                (200, json!({"filter": {"supported": true, "maxResults": 200}}))
+            }
+            ("GET", p) if p.ends_with("/Users") => (
+                200,
+                json!({"totalResults": 1, "Resources": [
+                    {"id": "005000000000001", "externalId": "u1", "userName": "u1@example.com", "active": true}
+                ]}),
+            ),
+            ("PATCH", p) if p.ends_with("/Users/005000000000001") => (
+                404,
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "404", "detail": "no such user"}),
+            ),
+            _ => (500, json!({"detail": "unexpected request"})),
+        };
+        axum::response::Response::builder()
+            .status(status)
+            .header("content-type", "application/scim+json")
+            .body(axum::body::Body::from(body.to_string()))
+            .expect("response")
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let h = harness(&origin, "{}", Auth::None);
+    let done = h
+        .ok(&events::user_event("u1", EventKind::UserDeactivated, 1))
+        .await;
+    assert_eq!(done.operation, Operation::Noop, "{done:?}");
+    assert!(done.detail.contains("disappeared"), "{done:?}");
+}

@@ -43,15 +43,13 @@ use std::collections::{BTreeSet, HashMap};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use scimrelay_connector::{
-    ConvergeError, ConvergeInput, Converged, FailureClass, Provider, classify,
-};
+use scimrelay_connector::{ConvergeError, ConvergeInput, Converged, FailureClass, Provider};
 use scimrelay_core::config::DeletePolicy;
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ServiceProviderConfig, path_segment};
 
 use scimrelay_connector::kit::compare;
-use scimrelay_connector::kit::{self, id_of, resources};
+use scimrelay_connector::kit::{self, Deactivation, Dialect, Lookup, id_of};
 
 /// Pages a lookup scans on a server without filter support (asking [`SCAN_PAGE_SIZE`] each;
 /// the server may answer fewer), so one lookup costs at most this many requests.
@@ -80,6 +78,27 @@ impl Caps {
         filter: true,
         etag: false,
     };
+
+    /// The shared operations' reading of these capabilities.
+    pub fn dialect(self) -> Dialect {
+        Dialect {
+            name: "the target",
+            lookup: if self.filter {
+                Lookup::Filter
+            } else {
+                Lookup::Scan {
+                    page_size: SCAN_PAGE_SIZE,
+                    max_pages: MAX_SCAN_PAGES,
+                }
+            },
+            deactivation: if self.patch {
+                Deactivation::PatchPath
+            } else {
+                Deactivation::Put
+            },
+            if_match: self.etag,
+        }
+    }
 
     /// The capabilities a ServiceProviderConfig announces.
     pub fn from_config(c: &ServiceProviderConfig) -> Caps {
@@ -141,7 +160,7 @@ pub async fn discover(input: &ConvergeInput<'_>) -> Result<Caps, ConvergeError> 
             {
                 continue;
             }
-            Err(e) => return Err(classify(&e)),
+            Err(e) => return Err(input.exec.classify(&e)),
         }
     }
     Ok(Caps::FALLBACK)
@@ -156,17 +175,19 @@ impl Provider for GenericScim {
             let caps = self.caps(&input).await?;
             match input.event.kind() {
                 EventKind::UserUpserted => upsert_user(&input, caps).await,
-                EventKind::UserDeactivated => deactivate_user(&input, caps).await,
+                EventKind::UserDeactivated => caps.dialect().deactivate_user(&input).await,
                 EventKind::UserDeleted => match input.target.delete_policy {
-                    DeletePolicy::Deactivate => deactivate_user(&input, caps).await.map(|c| {
-                        c.with_detail(
+                    DeletePolicy::Deactivate => {
+                        caps.dialect().deactivate_user(&input).await.map(|c| {
+                            c.with_detail(
                             "delete_policy is deactivate: the user was deactivated, not deleted",
                         )
-                    }),
-                    DeletePolicy::Delete => delete(&input, caps, "Users").await,
+                        })
+                    }
+                    DeletePolicy::Delete => caps.dialect().delete(&input, "Users").await,
                 },
                 EventKind::GroupUpserted => upsert_group(&input, caps).await,
-                EventKind::GroupDeleted => delete(&input, caps, "Groups").await,
+                EventKind::GroupDeleted => caps.dialect().delete(&input, "Groups").await,
                 EventKind::Unspecified => Err(ConvergeError::new(
                     FailureClass::Permanent,
                     "event has no kind",
@@ -176,92 +197,10 @@ impl Provider for GenericScim {
     }
 }
 
-/// Finds a resource by an attribute: a filter, or a scan when the server cannot filter.
-///
-/// A scan follows `totalResults`, not the page length: a server may answer fewer than
-/// [`SCAN_PAGE_SIZE`] per page (its own `maxResults`), and taking a short page for the last one
-/// would report "not found" for an object further on, and create it twice. A scan that reaches
-/// [`MAX_SCAN_PAGES`] without the end fails (permanent) rather than answer "not found".
-async fn find(
-    input: &ConvergeInput<'_>,
-    caps: Caps,
-    endpoint: &str,
-    attr: &str,
-    value: &str,
-) -> Result<Option<Value>, ConvergeError> {
-    if caps.filter {
-        return kit::find_eq(input.exec, endpoint, attr, value, &[]).await;
-    }
-    let mut start = 1;
-    for _ in 0..MAX_SCAN_PAGES {
-        let resp = kit::send(
-            input.exec,
-            ScimRequest::get(format!("/{endpoint}"))
-                .with_query("startIndex", start.to_string())
-                .with_query("count", SCAN_PAGE_SIZE.to_string()),
-        )
-        .await?;
-        let page = resources(&resp);
-        let matches = |v: &&Value| {
-            v.get(attr).and_then(Value::as_str).is_some_and(|s| {
-                if attr == "userName" {
-                    s.eq_ignore_ascii_case(value)
-                } else {
-                    s == value
-                }
-            })
-        };
-        if let Some(hit) = page.iter().find(matches) {
-            return Ok(Some(hit.clone()));
-        }
-        start += page.len() as u64;
-        let total = resp
-            .body
-            .as_ref()
-            .and_then(|b| b.get("totalResults"))
-            .and_then(Value::as_u64);
-        // Without totalResults (a non-conforming list), only an empty page ends the scan.
-        if page.is_empty() || total.is_some_and(|t| start > t) {
-            return Ok(None);
-        }
-    }
-    Err(ConvergeError::new(
-        FailureClass::Permanent,
-        format!(
-            "cannot look up {endpoint} by {attr}: the server does not support filtering and a \
-             scan of {MAX_SCAN_PAGES} pages did not reach the end of the list"
-        ),
-    ))
-}
-
-/// Current remote state of the subject and its ETag: by the remembered id, else by externalId.
-async fn current(
-    input: &ConvergeInput<'_>,
-    caps: Caps,
-    endpoint: &str,
-) -> Result<Option<(Value, Option<String>)>, ConvergeError> {
-    if let Some(id) = kit::known_remote_id(input)
-        && let Some(found) = kit::get_by_id(input.exec, endpoint, &id).await?
-    {
-        return Ok(Some(found));
-    }
-    let Some(found) = find(input, caps, endpoint, "externalId", &input.external_id()).await? else {
-        return Ok(None);
-    };
-    if !caps.etag {
-        return Ok(Some((found, None)));
-    }
-    // A list answer carries no ETag header: read the object itself for its version.
-    let id = id_of(&found).unwrap_or_default();
-    Ok(kit::get_by_id(input.exec, endpoint, &id)
-        .await?
-        .or(Some((found, None))))
-}
-
 async fn upsert_user(input: &ConvergeInput<'_>, caps: Caps) -> Result<Converged, ConvergeError> {
     let user = kit::user_of(input)?;
     let desired = kit::linked(input, mapping::user_resource(user, user.active));
-    match current(input, caps, "Users").await? {
+    match caps.dialect().current(input, "Users").await? {
         Some((existing, etag)) => {
             update(
                 input,
@@ -308,7 +247,11 @@ async fn create_or_adopt(
                 if value.is_empty() {
                     continue;
                 }
-                if let Some(existing) = find(input, caps, endpoint, attr, value).await? {
+                if let Some(existing) = caps
+                    .dialect()
+                    .find(input.exec, endpoint, attr, value)
+                    .await?
+                {
                     if !input.may_adopt(&existing) {
                         return Err(kit::not_ours(input, endpoint, attr, &existing));
                     }
@@ -346,10 +289,10 @@ async fn create_or_adopt(
                         .collect::<Vec<_>>()
                         .join(" or ")
                 ),
-                ..classify(&e)
+                ..input.exec.classify(&e)
             })
         }
-        Err(e) => Err(classify(&e)),
+        Err(e) => Err(input.exec.classify(&e)),
     }
 }
 
@@ -487,7 +430,7 @@ async fn update(
                     None => return recreate(input, endpoint, desired).await,
                 }
             }
-            Err(e) => return Err(classify(&e)),
+            Err(e) => return Err(input.exec.classify(&e)),
         }
     }
 }
@@ -507,89 +450,11 @@ async fn recreate(
         .with_detail("the remote object had been deleted; created again"))
 }
 
-async fn deactivate_user(
-    input: &ConvergeInput<'_>,
-    caps: Caps,
-) -> Result<Converged, ConvergeError> {
-    let Some((existing, etag)) = current(input, caps, "Users").await? else {
-        return Ok(Converged::new(Operation::Noop, "")
-            .with_detail("user not present at the target; nothing to deactivate"));
-    };
-    let id = id_of(&existing).unwrap_or_default();
-    if existing.get("active") == Some(&json!(false)) {
-        return Ok(Converged::new(Operation::Noop, id).with_detail("already inactive"));
-    }
-    let path = format!("/Users/{}", path_segment(&id));
-    let mut req = if caps.patch {
-        ScimRequest::patch(
-            &path,
-            PatchBuilder::new()
-                .replace(Some("active"), json!(false))
-                .build(),
-        )
-    } else {
-        let mut body = existing.clone();
-        if let Value::Object(m) = &mut body {
-            m.insert("active".into(), json!(false));
-            m.remove("meta");
-        }
-        ScimRequest::put(&path, body)
-    };
-    if let (true, Some(tag)) = (caps.etag, etag) {
-        req = req.with_if_match(tag);
-    }
-    match input.exec.send(req).await {
-        Ok(_) => Ok(Converged::new(Operation::Deactivated, id)),
-        Err(e) if e.status() == Some(404) => {
-            Ok(Converged::new(Operation::Noop, "")
-                .with_detail("user disappeared before deactivation"))
-        }
-        Err(e) => Err(classify(&e)),
-    }
-}
-
-async fn delete(
-    input: &ConvergeInput<'_>,
-    caps: Caps,
-    endpoint: &str,
-) -> Result<Converged, ConvergeError> {
-    let Some((existing, etag)) = current(input, caps, endpoint).await? else {
-        return Ok(Converged::new(Operation::Noop, "")
-            .with_detail("not present at the target; nothing to delete"));
-    };
-    let id = id_of(&existing).unwrap_or_default();
-    let mut req = ScimRequest::delete(format!("/{endpoint}/{}", path_segment(&id)));
-    if let (true, Some(tag)) = (caps.etag, etag) {
-        req = req.with_if_match(tag);
-    }
-    match input.exec.send(req).await {
-        Ok(_) => Ok(Converged::new(Operation::Deleted, "")),
-        Err(e) if e.status() == Some(404) => {
-            Ok(Converged::new(Operation::Noop, "").with_detail("already deleted"))
-        }
-        Err(e) => Err(classify(&e)),
-    }
-}
-
 async fn upsert_group(input: &ConvergeInput<'_>, caps: Caps) -> Result<Converged, ConvergeError> {
     let group = kit::group_of(input)?;
-    let (ids, unknown) = kit::members_from_record(input).await?;
-    let mut looked_up = Vec::with_capacity(unknown.len());
-    for member in unknown {
-        let found = find(
-            input,
-            caps,
-            "Users",
-            "externalId",
-            &input.external_id_of(&member),
-        )
-        .await?
-        .and_then(|u| id_of(&u));
-        looked_up.push((member, found));
-    }
-    let members = kit::finish_members(ids, looked_up)?;
+    let members = caps.dialect().group_members(input).await?;
     let desired = kit::linked(input, mapping::group_resource(group, &members));
-    let done = match current(input, caps, "Groups").await? {
+    let done = match caps.dialect().current(input, "Groups").await? {
         Some((existing, etag)) => {
             update(
                 input,

@@ -4,15 +4,10 @@
 use serde_json::{Map, Value, json};
 
 use scimrelay_connector::kit::compare::{
-    ENTERPRISE_DEPARTMENT, ENTERPRISE_EMPLOYEE_NUMBER, ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA,
+    ENTERPRISE_DEPARTMENT, ENTERPRISE_EMPLOYEE_NUMBER, GROUP_SCHEMA, USER_SCHEMA,
 };
+use scimrelay_connector::kit::resource::{put, put_enterprise, put_preferences};
 use scimrelay_proto::v1::{GroupState, UserState};
-
-fn put(m: &mut Map<String, Value>, key: &str, value: &str) {
-    if !value.is_empty() {
-        m.insert(key.into(), json!(value));
-    }
-}
 
 /// The SCIM User for a desired state; `active` is passed separately because a deactivation
 /// forces it false whatever the state says.
@@ -57,17 +52,8 @@ pub fn user_resource(u: &UserState, active: bool) -> Value {
             .collect();
         m.insert("phoneNumbers".into(), Value::Array(phones));
     }
-    put(&mut m, "title", &u.title);
-    put(&mut m, "locale", &u.locale);
-    put(&mut m, "timezone", &u.timezone);
-    put(&mut m, "preferredLanguage", &u.preferred_language);
-    if !u.employee_number.is_empty() || !u.department.is_empty() {
-        let mut ext = Map::new();
-        put(&mut ext, "employeeNumber", &u.employee_number);
-        put(&mut ext, "department", &u.department);
-        m.insert(ENTERPRISE_SCHEMA.into(), Value::Object(ext));
-        schemas.push(json!(ENTERPRISE_SCHEMA));
-    }
+    put_preferences(&mut m, u);
+    put_enterprise(&mut m, &mut schemas, u);
     m.insert("schemas".into(), Value::Array(schemas));
     Value::Object(m)
 }
@@ -102,7 +88,7 @@ pub const MANAGED_USER_ATTRS: [&str; 11] = [
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scimrelay_connector::kit::compare::{cleared, differs, out_of_date};
+    use scimrelay_connector::kit::compare::{ENTERPRISE_SCHEMA, cleared, differs, out_of_date};
     use scimrelay_proto::v1::Email;
 
     fn alice() -> UserState {
