@@ -234,23 +234,51 @@ const CSV_COLUMNS: &[&str] = &[
 ];
 
 fn csv_records(name: &str, text: &str) -> Result<Vec<Record>, InputError> {
-    let err = |line: usize, column: Option<usize>, message: String| InputError {
-        file: name.to_owned(),
-        line,
-        column,
-        message,
-    };
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
+    let headers = csv_headers(name, &mut reader)?;
+    let mut out = Vec::new();
+    for row in reader.records() {
+        let row = row.map_err(|e| InputError {
+            file: name.to_owned(),
+            line: e.position().map(|p| p.line() as usize).unwrap_or(0),
+            column: None,
+            message: format!("invalid CSV: {e}"),
+        })?;
+        let line = row.position().map(|p| p.line() as usize).unwrap_or(0);
+        let row = CsvRow {
+            headers: &headers,
+            row: &row,
+            file: name,
+            line,
+        };
+        out.push(Record {
+            line,
+            event: csv_event(&row)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The header row, checked: every column known, the required ones present.
+fn csv_headers(
+    name: &str,
+    reader: &mut csv::Reader<&[u8]>,
+) -> Result<csv::StringRecord, InputError> {
+    let err = |column: Option<usize>, message: String| InputError {
+        file: name.to_owned(),
+        line: 1,
+        column,
+        message,
+    };
     let headers = reader
         .headers()
-        .map_err(|e| err(1, None, format!("invalid CSV header: {e}")))?
+        .map_err(|e| err(None, format!("invalid CSV header: {e}")))?
         .clone();
     for (i, h) in headers.iter().enumerate() {
         if !CSV_COLUMNS.contains(&h) {
             return Err(err(
-                1,
                 Some(i + 1),
                 format!(
                     "unknown column {h:?}; expected some of: {}",
@@ -261,126 +289,155 @@ fn csv_records(name: &str, text: &str) -> Result<Vec<Record>, InputError> {
     }
     for required in ["version", "subject_id"] {
         if !headers.iter().any(|h| h == required) {
-            return Err(err(1, None, format!("column {required:?} is required")));
+            return Err(err(None, format!("column {required:?} is required")));
         }
     }
-    let mut out = Vec::new();
-    for row in reader.records() {
-        let row = row.map_err(|e| {
-            let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
-            err(line, None, format!("invalid CSV: {e}"))
-        })?;
-        let line = row.position().map(|p| p.line() as usize).unwrap_or(0);
-        let cell = |col: &str| -> (&str, usize) {
-            headers
-                .iter()
-                .position(|h| h == col)
-                .map(|i| (row.get(i).unwrap_or(""), i + 1))
-                .unwrap_or(("", 0))
-        };
-        let (kind, _) = cell("kind");
-        let kind = if kind.is_empty() {
-            "user.upserted"
-        } else {
-            kind
-        };
-        let (version, vcol) = cell("version");
-        let version: u64 = version.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
-            err(
-                line,
-                Some(vcol),
-                format!("column version: {version:?} is not a positive integer"),
-            )
-        })?;
-        let (subject, scol) = cell("subject_id");
-        if subject.is_empty() {
-            return Err(err(line, Some(scol), "column subject_id: required".into()));
-        }
-        let mut event = Map::new();
-        event.insert("kind".into(), json!(kind));
-        event.insert("version".into(), json!(version));
-        for (col, key) in [("id", "id"), ("tenant", "tenant")] {
-            let (v, _) = cell(col);
-            if !v.is_empty() {
-                event.insert(key.into(), json!(v));
-            }
-        }
-        let split = |v: &str| -> Vec<String> {
-            v.split(';')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        let (targets, _) = cell("targets");
-        if !targets.is_empty() {
-            event.insert("targets".into(), json!(split(targets)));
-        }
-        if kind.starts_with("group.") {
-            let mut g = Map::new();
-            g.insert("id".into(), json!(subject));
-            let (display, _) = cell("displayName");
-            if !display.is_empty() {
-                g.insert("displayName".into(), json!(display));
-            }
-            let (members, _) = cell("members");
-            g.insert("members".into(), json!(split(members)));
-            event.insert("group".into(), Value::Object(g));
-        } else {
-            let mut u = Map::new();
-            u.insert("id".into(), json!(subject));
-            for col in [
-                "userName",
-                "displayName",
-                "title",
-                "department",
-                "employeeNumber",
-            ] {
-                let (v, _) = cell(col);
-                if !v.is_empty() {
-                    u.insert(col.into(), json!(v));
-                }
-            }
-            let (given, _) = cell("givenName");
-            let (family, _) = cell("familyName");
-            if !given.is_empty() || !family.is_empty() {
-                u.insert(
-                    "name".into(),
-                    json!({"givenName": given, "familyName": family}),
-                );
-            }
-            let (email, _) = cell("email");
-            if !email.is_empty() {
-                u.insert(
-                    "emails".into(),
-                    json!([{"value": email, "type": "work", "primary": true}]),
-                );
-            }
-            let (active, acol) = cell("active");
-            match active.to_ascii_lowercase().as_str() {
-                "" => {}
-                "true" | "yes" | "1" => {
-                    u.insert("active".into(), json!(true));
-                }
-                "false" | "no" | "0" => {
-                    u.insert("active".into(), json!(false));
-                }
-                other => {
-                    return Err(err(
-                        line,
-                        Some(acol),
-                        format!("column active: {other:?} is not true or false"),
-                    ));
-                }
-            }
-            event.insert("user".into(), Value::Object(u));
-        }
-        out.push(Record {
-            line,
-            event: Value::Object(event),
-        });
+    Ok(headers)
+}
+
+/// One CSV data row, read by column name.
+struct CsvRow<'a> {
+    /// The checked header row.
+    headers: &'a csv::StringRecord,
+    /// The row's cells.
+    row: &'a csv::StringRecord,
+    /// The file as given on the command line, for errors.
+    file: &'a str,
+    /// The row's 1-based line, for errors.
+    line: usize,
+}
+
+impl CsvRow<'_> {
+    /// The cell of column `col` and its 1-based column number ("" and 0 without that column).
+    fn cell(&self, col: &str) -> (&str, usize) {
+        self.headers
+            .iter()
+            .position(|h| h == col)
+            .map(|i| (self.row.get(i).unwrap_or(""), i + 1))
+            .unwrap_or(("", 0))
     }
-    Ok(out)
+
+    /// An error in this row at `column`.
+    fn error(&self, column: usize, message: String) -> InputError {
+        InputError {
+            file: self.file.to_owned(),
+            line: self.line,
+            column: Some(column),
+            message,
+        }
+    }
+}
+
+/// A `;`-separated list cell (`targets`, `members`), blanks dropped.
+fn split_list(v: &str) -> Vec<String> {
+    v.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The ingest event of one row: kind, version, id, tenant, targets and the user or group.
+fn csv_event(row: &CsvRow<'_>) -> Result<Value, InputError> {
+    let (kind, _) = row.cell("kind");
+    let kind = if kind.is_empty() {
+        "user.upserted"
+    } else {
+        kind
+    };
+    let (version, vcol) = row.cell("version");
+    let version: u64 = version.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
+        row.error(
+            vcol,
+            format!("column version: {version:?} is not a positive integer"),
+        )
+    })?;
+    let (subject, scol) = row.cell("subject_id");
+    if subject.is_empty() {
+        return Err(row.error(scol, "column subject_id: required".into()));
+    }
+    let mut event = Map::new();
+    event.insert("kind".into(), json!(kind));
+    event.insert("version".into(), json!(version));
+    for (col, key) in [("id", "id"), ("tenant", "tenant")] {
+        let (v, _) = row.cell(col);
+        if !v.is_empty() {
+            event.insert(key.into(), json!(v));
+        }
+    }
+    let (targets, _) = row.cell("targets");
+    if !targets.is_empty() {
+        event.insert("targets".into(), json!(split_list(targets)));
+    }
+    if kind.starts_with("group.") {
+        event.insert("group".into(), csv_group(row, subject));
+    } else {
+        event.insert("user".into(), csv_user(row, subject)?);
+    }
+    Ok(Value::Object(event))
+}
+
+/// The `group` of a group row: id, displayName, members.
+fn csv_group(row: &CsvRow<'_>, subject: &str) -> Value {
+    let mut g = Map::new();
+    g.insert("id".into(), json!(subject));
+    let (display, _) = row.cell("displayName");
+    if !display.is_empty() {
+        g.insert("displayName".into(), json!(display));
+    }
+    let (members, _) = row.cell("members");
+    g.insert("members".into(), json!(split_list(members)));
+    Value::Object(g)
+}
+
+/// The `user` of a user row: the cells given, `name`, one work email and `active`.
+fn csv_user(row: &CsvRow<'_>, subject: &str) -> Result<Value, InputError> {
+    let mut u = Map::new();
+    u.insert("id".into(), json!(subject));
+    for col in [
+        "userName",
+        "displayName",
+        "title",
+        "department",
+        "employeeNumber",
+    ] {
+        let (v, _) = row.cell(col);
+        if !v.is_empty() {
+            u.insert(col.into(), json!(v));
+        }
+    }
+    let (given, _) = row.cell("givenName");
+    let (family, _) = row.cell("familyName");
+    if !given.is_empty() || !family.is_empty() {
+        u.insert(
+            "name".into(),
+            json!({"givenName": given, "familyName": family}),
+        );
+    }
+    let (email, _) = row.cell("email");
+    if !email.is_empty() {
+        u.insert(
+            "emails".into(),
+            json!([{"value": email, "type": "work", "primary": true}]),
+        );
+    }
+    let (active, acol) = row.cell("active");
+    match active.to_ascii_lowercase().as_str() {
+        "" => {}
+        "true" | "yes" | "1" => {
+            u.insert("active".into(), json!(true));
+        }
+        "false" | "no" | "0" => {
+            u.insert("active".into(), json!(false));
+        }
+        other => {
+            return Err(row.error(
+                acol,
+                format!("column active: {other:?} is not true or false"),
+            ));
+        }
+    }
+    Ok(Value::Object(u))
 }
 
 #[cfg(test)]

@@ -290,6 +290,7 @@ fn parse_result(name: &str) -> anyhow::Result<i32> {
     )
 }
 
+/// Builds the access options and runs one subcommand.
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json = cli.json;
     // Making a key talks to no service, so it needs none of the access options.
@@ -297,81 +298,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(_) => Access::default(),
         _ => Access::from_args(&cli.access)?,
     };
+    let status = cli.status.as_str();
     match cli.command {
-        Command::Keys(KeysCommand::New(a)) => return keys::new(&a, json),
-        Command::Send(a) => {
-            let records = read_input(&a.input, a.targets)?;
-            let state = a.state.unwrap_or_else(|| send::state_path(&a.input.file));
-            let progress = !json;
-            let to = send::Ingest {
-                http: access.http(send::REQUEST_TIMEOUT)?,
-                url: cli.ingest.clone(),
-            };
-            let sent = send::send(
-                &to,
-                &a.input.file,
-                &records,
-                a.input.batch_size as usize,
-                &state,
-                a.restart,
-                progress,
-            )
-            .await?;
-            let rate = sent.sent as f64 / sent.elapsed.as_secs_f64().max(0.001);
-            if json {
-                print_json(
-                    &json!({"sent": sent.sent, "skipped": sent.skipped, "total": records.len(),
-                    "interrupted": sent.interrupted, "seconds": sent.elapsed.as_secs_f64(), "eventIds": sent.ids}),
-                );
-            } else {
-                let skipped = if sent.skipped > 0 {
-                    format!(" ({} sent by an earlier run)", sent.skipped)
-                } else {
-                    String::new()
-                };
-                println!(
-                    "sent {} of {} events{skipped} in {:.1} s ({rate:.0}/s)",
-                    sent.sent,
-                    records.len(),
-                    sent.elapsed.as_secs_f64()
-                );
-            }
-            if sent.interrupted {
-                eprintln!(
-                    "interrupted; run the same command again to resume (state in {})",
-                    state.display()
-                );
-                return Ok(ExitCode::from(130));
-            }
-        }
-        Command::Plan(a) => return plan(&access, &cli.ingest, &cli.status, a, json).await,
+        Command::Keys(KeysCommand::New(a)) => keys::new(&a, json),
+        Command::Send(a) => send_file(&access, &cli.ingest, a, json).await,
+        Command::Plan(a) => plan(&access, &cli.ingest, status, a, json).await,
         Command::Status(StatusCommand::Event { id, tenant }) => {
-            let mut c = access.status(&cli.status).await?;
-            let ev = c
-                .get_event(GetEventRequest {
-                    event_id: id.clone(),
-                    tenant: tenant.unwrap_or_default(),
-                })
-                .await
-                .map_err(|s| rpc_error("status event", s))?
-                .into_inner();
-            if ev.history.is_empty() && ev.held.is_empty() {
-                anyhow::bail!(
-                    "event {id:?}: no outcome recorded (unknown id, or not processed yet)"
-                );
-            }
-            if json {
-                print_json(&json!({"eventId": ev.event_id,
-                    "history": ev.history.iter().map(output::recorded_json).collect::<Vec<_>>(),
-                    "held": ev.held.iter().map(output::held_json).collect::<Vec<_>>()}));
-            } else {
-                println!("event {}", ev.event_id);
-                print!("{}", output::history_table(&ev.history));
-                if !ev.held.is_empty() {
-                    println!("held:");
-                    print!("{}", output::held_table(&ev.held));
-                }
-            }
+            status_event(&access, status, id, tenant, json).await
         }
         Command::Status(StatusCommand::Subject {
             id,
@@ -379,213 +312,371 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tenant,
             kind,
         }) => {
-            let mut c = access.status(&cli.status).await?;
-            let kind = match kind {
-                None => scimrelay_proto::v1::SubjectKind::Unspecified,
-                Some(SubjectKindArg::User) => scimrelay_proto::v1::SubjectKind::User,
-                Some(SubjectKindArg::Group) => scimrelay_proto::v1::SubjectKind::Group,
+            let query = GetSubjectRequest {
+                subject_id: id,
+                target: target.unwrap_or_default(),
+                tenant: tenant.unwrap_or_default(),
+                kind: subject_kind(kind) as i32,
             };
-            let s = c
-                .get_subject(GetSubjectRequest {
-                    subject_id: id,
-                    target: target.unwrap_or_default(),
-                    tenant: tenant.unwrap_or_default(),
-                    kind: kind as i32,
-                })
-                .await
-                .map_err(|s| rpc_error("status subject", s))?
-                .into_inner();
-            if json {
-                print_json(&json!(
-                    s.targets
-                        .iter()
-                        .map(output::subject_json)
-                        .collect::<Vec<_>>()
-                ));
-            } else {
-                print!("{}", output::subject_table(&s.targets));
-            }
+            status_subject(&access, status, query, json).await
         }
         Command::Status(StatusCommand::Targets { target }) => {
-            let mut c = access.status(&cli.status).await?;
-            let targets = match target {
-                Some(t) => vec![
-                    c.get_target(GetTargetRequest { target: t })
-                        .await
-                        .map_err(|s| rpc_error("status targets", s))?
-                        .into_inner(),
-                ],
-                None => {
-                    c.list_targets(ListTargetsRequest {})
-                        .await
-                        .map_err(|s| rpc_error("status targets", s))?
-                        .into_inner()
-                        .targets
-                }
-            };
-            if json {
-                print_json(&json!(
-                    targets.iter().map(output::target_json).collect::<Vec<_>>()
-                ));
-            } else {
-                print!("{}", output::targets_table(&targets));
-            }
+            status_targets(&access, status, target, json).await
         }
-        Command::Watch(a) => {
-            let filter = OutcomeFilter {
-                target: a.target.unwrap_or_default(),
-                subject_id: a.subject.unwrap_or_default(),
-                result: a
-                    .result
-                    .as_deref()
-                    .map(parse_result)
-                    .transpose()?
-                    .unwrap_or_default(),
-                ..Default::default()
-            };
-            let mut c = access.status(&cli.status).await?;
-            let req = WatchOutcomesRequest {
-                filter: Some(filter),
-                from_now: a.cursor.is_none() && !a.from_start,
-                cursor: a.cursor.unwrap_or_default(),
-            };
-            let mut stream = c
-                .watch_outcomes(req)
-                .await
-                .map_err(|s| rpc_error("watch", s))?
-                .into_inner();
-            let mut seen = 0usize;
-            let ctrl_c = tokio::signal::ctrl_c();
-            tokio::pin!(ctrl_c);
-            while a.count.is_none_or(|n| seen < n) {
-                let item = tokio::select! {
-                    _ = &mut ctrl_c => break,
-                    i = stream.next() => i,
-                };
-                let Some(item) = item else {
-                    anyhow::bail!(
-                        "watch: the status service closed the stream (restarting?); resume with --cursor"
-                    )
-                };
-                let r = item.map_err(|s| rpc_error("watch", s))?;
-                if json {
-                    println!("{}", output::recorded_json(&r));
-                } else {
-                    println!("{}", output::outcome_line(&r));
-                }
-                seen += 1;
-            }
-        }
+        Command::Watch(a) => watch(&access, status, a, json).await,
         Command::Dlq(DlqCommand::List { target, limit }) => {
-            let mut c = access.status(&cli.status).await?;
-            let l = c
-                .list_dead_letters(ListDeadLettersRequest {
-                    target: target.unwrap_or_default(),
-                    limit,
-                })
-                .await
-                .map_err(|s| rpc_error("dlq list", s))?
-                .into_inner();
-            if json {
-                print_json(
-                    &json!({"total": l.total, "messages": l.messages.iter().map(output::dead_json).collect::<Vec<_>>()}),
-                );
-            } else {
-                print!("{}", output::dead_table(&l.messages));
-                println!("{} shown, {} parked in all", l.messages.len(), l.total);
-            }
+            let query = ListDeadLettersRequest {
+                target: target.unwrap_or_default(),
+                limit,
+            };
+            dlq_list(&access, status, query, json).await
         }
         Command::Dlq(DlqCommand::Replay {
             target,
             events,
             limit,
         }) => {
-            let mut c = access.status(&cli.status).await?;
-            let r = c
-                .replay_dead_letters(ReplayDeadLettersRequest {
-                    target: target.unwrap_or_default(),
-                    event_ids: events,
-                    limit,
-                })
-                .await
-                .map_err(|s| rpc_error("dlq replay", s))?
-                .into_inner();
-            if json {
-                print_json(
-                    &json!({"replayed": r.replayed, "skipped": r.skipped, "skipReasons": r.skip_reasons, "eventIds": r.event_ids}),
-                );
-            } else {
-                println!("replayed {}, skipped {}", r.replayed, r.skipped);
-                for reason in &r.skip_reasons {
-                    println!("  skipped: {reason}");
-                }
-            }
+            let query = ReplayDeadLettersRequest {
+                target: target.unwrap_or_default(),
+                event_ids: events,
+                limit,
+            };
+            dlq_replay(&access, status, query, json).await
         }
         Command::Held(HeldCommand::List { target }) => {
-            let mut c = access.status(&cli.status).await?;
-            let mut all = Vec::new();
-            let mut token = String::new();
-            loop {
-                let page = c
-                    .list_held(ListHeldRequest {
-                        target: target.clone().unwrap_or_default(),
-                        page_size: 1000,
-                        page_token: token,
-                    })
-                    .await
-                    .map_err(|s| rpc_error("held list", s))?
-                    .into_inner();
-                all.extend(page.held);
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                token = page.next_page_token;
-            }
-            if json {
-                print_json(&json!(
-                    all.iter().map(output::held_json).collect::<Vec<_>>()
-                ));
-            } else {
-                print!("{}", output::held_table(&all));
-            }
-        }
-        Command::Held(HeldCommand::Release(sel)) | Command::Held(HeldCommand::Drop(sel))
-            if sel.events.is_empty() && sel.target.is_none() && !sel.all =>
-        {
-            anyhow::bail!(
-                "name the held events: --event ID (repeatable), --target TARGET or --all"
-            );
+            held_list(&access, status, target, json).await
         }
         Command::Held(HeldCommand::Release(sel)) => {
-            let mut c = access.status(&cli.status).await?;
+            let sel = held_selection(sel)?;
+            let mut c = access.status(status).await?;
             let r = c
-                .release_held(HeldSelection {
-                    event_ids: sel.events,
-                    target: sel.target.unwrap_or_default(),
-                    all: sel.all,
-                    tenant: sel.tenant.unwrap_or_default(),
-                })
+                .release_held(sel)
                 .await
                 .map_err(|s| rpc_error("held release", s))?
                 .into_inner();
             held_done("released", &r.event_ids, json);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Held(HeldCommand::Drop(sel)) => {
-            let mut c = access.status(&cli.status).await?;
+            let sel = held_selection(sel)?;
+            let mut c = access.status(status).await?;
             let r = c
-                .drop_held(HeldSelection {
-                    event_ids: sel.events,
-                    target: sel.target.unwrap_or_default(),
-                    all: sel.all,
-                    tenant: sel.tenant.unwrap_or_default(),
-                })
+                .drop_held(sel)
                 .await
                 .map_err(|s| rpc_error("held drop", s))?
                 .into_inner();
             held_done("dropped", &r.event_ids, json);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `send`: posts the file to ingest in batches, resumably; 130 when interrupted.
+async fn send_file(
+    access: &Access,
+    ingest: &str,
+    a: SendArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let records = read_input(&a.input, a.targets)?;
+    let state = a.state.unwrap_or_else(|| send::state_path(&a.input.file));
+    let progress = !json;
+    let to = send::Ingest {
+        http: access.http(send::REQUEST_TIMEOUT)?,
+        url: ingest.to_owned(),
+    };
+    let sent = send::send(
+        &to,
+        &a.input.file,
+        &records,
+        a.input.batch_size as usize,
+        &state,
+        a.restart,
+        progress,
+    )
+    .await?;
+    let rate = sent.sent as f64 / sent.elapsed.as_secs_f64().max(0.001);
+    if json {
+        print_json(
+            &json!({"sent": sent.sent, "skipped": sent.skipped, "total": records.len(),
+            "interrupted": sent.interrupted, "seconds": sent.elapsed.as_secs_f64(), "eventIds": sent.ids}),
+        );
+    } else {
+        let skipped = if sent.skipped > 0 {
+            format!(" ({} sent by an earlier run)", sent.skipped)
+        } else {
+            String::new()
+        };
+        println!(
+            "sent {} of {} events{skipped} in {:.1} s ({rate:.0}/s)",
+            sent.sent,
+            records.len(),
+            sent.elapsed.as_secs_f64()
+        );
+    }
+    if sent.interrupted {
+        eprintln!(
+            "interrupted; run the same command again to resume (state in {})",
+            state.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status event`: the outcome history of one event, and where it is held.
+async fn status_event(
+    access: &Access,
+    status: &str,
+    id: String,
+    tenant: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut c = access.status(status).await?;
+    let ev = c
+        .get_event(GetEventRequest {
+            event_id: id.clone(),
+            tenant: tenant.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| rpc_error("status event", s))?
+        .into_inner();
+    if ev.history.is_empty() && ev.held.is_empty() {
+        anyhow::bail!("event {id:?}: no outcome recorded (unknown id, or not processed yet)");
+    }
+    if json {
+        print_json(&json!({"eventId": ev.event_id,
+            "history": ev.history.iter().map(output::recorded_json).collect::<Vec<_>>(),
+            "held": ev.held.iter().map(output::held_json).collect::<Vec<_>>()}));
+    } else {
+        println!("event {}", ev.event_id);
+        print!("{}", output::history_table(&ev.history));
+        if !ev.held.is_empty() {
+            println!("held:");
+            print!("{}", output::held_table(&ev.held));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The proto subject kind for `--kind` (unspecified when not given).
+fn subject_kind(kind: Option<SubjectKindArg>) -> scimrelay_proto::v1::SubjectKind {
+    match kind {
+        None => scimrelay_proto::v1::SubjectKind::Unspecified,
+        Some(SubjectKindArg::User) => scimrelay_proto::v1::SubjectKind::User,
+        Some(SubjectKindArg::Group) => scimrelay_proto::v1::SubjectKind::Group,
+    }
+}
+
+/// `status subject`: one subject's state of record at each target.
+async fn status_subject(
+    access: &Access,
+    status: &str,
+    query: GetSubjectRequest,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut c = access.status(status).await?;
+    let s = c
+        .get_subject(query)
+        .await
+        .map_err(|s| rpc_error("status subject", s))?
+        .into_inner();
+    if json {
+        print_json(&json!(
+            s.targets
+                .iter()
+                .map(output::subject_json)
+                .collect::<Vec<_>>()
+        ));
+    } else {
+        print!("{}", output::subject_table(&s.targets));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status targets`: every target's health, or one target's.
+async fn status_targets(
+    access: &Access,
+    status: &str,
+    target: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut c = access.status(status).await?;
+    let targets = match target {
+        Some(t) => vec![
+            c.get_target(GetTargetRequest { target: t })
+                .await
+                .map_err(|s| rpc_error("status targets", s))?
+                .into_inner(),
+        ],
+        None => {
+            c.list_targets(ListTargetsRequest {})
+                .await
+                .map_err(|s| rpc_error("status targets", s))?
+                .into_inner()
+                .targets
+        }
+    };
+    if json {
+        print_json(&json!(
+            targets.iter().map(output::target_json).collect::<Vec<_>>()
+        ));
+    } else {
+        print!("{}", output::targets_table(&targets));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `watch`: prints outcomes as they are recorded, until Ctrl-C or `--count`.
+async fn watch(
+    access: &Access,
+    status: &str,
+    a: WatchArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let filter = OutcomeFilter {
+        target: a.target.unwrap_or_default(),
+        subject_id: a.subject.unwrap_or_default(),
+        result: a
+            .result
+            .as_deref()
+            .map(parse_result)
+            .transpose()?
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut c = access.status(status).await?;
+    let req = WatchOutcomesRequest {
+        filter: Some(filter),
+        from_now: a.cursor.is_none() && !a.from_start,
+        cursor: a.cursor.unwrap_or_default(),
+    };
+    let mut stream = c
+        .watch_outcomes(req)
+        .await
+        .map_err(|s| rpc_error("watch", s))?
+        .into_inner();
+    let mut seen = 0usize;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    while a.count.is_none_or(|n| seen < n) {
+        let item = tokio::select! {
+            _ = &mut ctrl_c => break,
+            i = stream.next() => i,
+        };
+        let Some(item) = item else {
+            anyhow::bail!(
+                "watch: the status service closed the stream (restarting?); resume with --cursor"
+            )
+        };
+        let r = item.map_err(|s| rpc_error("watch", s))?;
+        if json {
+            println!("{}", output::recorded_json(&r));
+        } else {
+            println!("{}", output::outcome_line(&r));
+        }
+        seen += 1;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dlq list`: messages in the parking lot, left in place.
+async fn dlq_list(
+    access: &Access,
+    status: &str,
+    query: ListDeadLettersRequest,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut c = access.status(status).await?;
+    let l = c
+        .list_dead_letters(query)
+        .await
+        .map_err(|s| rpc_error("dlq list", s))?
+        .into_inner();
+    if json {
+        print_json(
+            &json!({"total": l.total, "messages": l.messages.iter().map(output::dead_json).collect::<Vec<_>>()}),
+        );
+    } else {
+        print!("{}", output::dead_table(&l.messages));
+        println!("{} shown, {} parked in all", l.messages.len(), l.total);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dlq replay`: moves parked messages back to their shard queues.
+async fn dlq_replay(
+    access: &Access,
+    status: &str,
+    query: ReplayDeadLettersRequest,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut c = access.status(status).await?;
+    let r = c
+        .replay_dead_letters(query)
+        .await
+        .map_err(|s| rpc_error("dlq replay", s))?
+        .into_inner();
+    if json {
+        print_json(
+            &json!({"replayed": r.replayed, "skipped": r.skipped, "skipReasons": r.skip_reasons, "eventIds": r.event_ids}),
+        );
+    } else {
+        println!("replayed {}, skipped {}", r.replayed, r.skipped);
+        for reason in &r.skip_reasons {
+            println!("  skipped: {reason}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `held list`: every held event (of one target), read page by page.
+async fn held_list(
+    access: &Access,
+    status: &str,
+    target: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut c = access.status(status).await?;
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list_held(ListHeldRequest {
+                target: target.clone().unwrap_or_default(),
+                page_size: 1000,
+                page_token: token,
+            })
+            .await
+            .map_err(|s| rpc_error("held list", s))?
+            .into_inner();
+        all.extend(page.held);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    if json {
+        print_json(&json!(
+            all.iter().map(output::held_json).collect::<Vec<_>>()
+        ));
+    } else {
+        print!("{}", output::held_table(&all));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The held events `held release` or `held drop` acts on; an error when none are named.
+fn held_selection(sel: Selection) -> anyhow::Result<HeldSelection> {
+    if sel.events.is_empty() && sel.target.is_none() && !sel.all {
+        anyhow::bail!("name the held events: --event ID (repeatable), --target TARGET or --all");
+    }
+    Ok(HeldSelection {
+        event_ids: sel.events,
+        target: sel.target.unwrap_or_default(),
+        all: sel.all,
+        tenant: sel.tenant.unwrap_or_default(),
+    })
 }
 
 fn held_done(verb: &str, ids: &[String], json: bool) {

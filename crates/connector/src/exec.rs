@@ -12,6 +12,7 @@
 //! writes are recorded instead, answered with a synthetic success, so a provider's convergence
 //! code runs unchanged in both modes.
 
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,10 +64,56 @@ pub struct Exec {
     io: Arc<TargetIo>,
     provider: Arc<dyn Provider>,
     plan: Option<Mutex<Vec<PlannedRequest>>>,
-    stats: Mutex<ExecStats>,
+    stats: Counters,
     target: String,
     /// When the message must be given back (see [`TargetIo::max_hold`]).
     deadline: tokio::time::Instant,
+}
+
+/// The running counts behind [`ExecStats`], kept in atomics so that counting a request takes
+/// no lock on the request path: only the outcome (unanswered writes) and the tests read them,
+/// through [`Exec::stats`].
+#[derive(Debug, Default)]
+struct Counters {
+    /// See [`ExecStats::last_status`].
+    last_status: AtomicU16,
+    /// See [`ExecStats::requests`].
+    requests: AtomicU32,
+    /// See [`ExecStats::throttled`].
+    throttled: AtomicU32,
+    /// [`ExecStats::waited`] in nanoseconds (a u64 holds centuries).
+    waited_nanos: AtomicU64,
+    /// See [`ExecStats::unanswered_writes`].
+    unanswered_writes: AtomicU32,
+}
+
+impl Counters {
+    /// Counts one answered (or unanswered) request.
+    fn record(&self, status: u16, waited: Duration, throttled: bool, unanswered_write: bool) {
+        // Relaxed: each counter stands alone; they are read after the convergence's
+        // requests ended, never as a consistent set while requests are in flight.
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.waited_nanos.fetch_add(
+            u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.throttled
+            .fetch_add(u32::from(throttled), Ordering::Relaxed);
+        self.last_status.store(status, Ordering::Relaxed);
+        self.unanswered_writes
+            .fetch_add(u32::from(unanswered_write), Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    fn snapshot(&self) -> ExecStats {
+        ExecStats {
+            last_status: self.last_status.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            waited: Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed)),
+            unanswered_writes: self.unanswered_writes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// What happened to the requests of one convergence.
@@ -91,7 +138,7 @@ impl Exec {
         Exec {
             provider,
             plan: plan.then(|| Mutex::new(Vec::new())),
-            stats: Mutex::new(ExecStats::default()),
+            stats: Counters::default(),
             target: String::new(),
             deadline: tokio::time::Instant::now() + io.max_hold,
             io,
@@ -198,16 +245,13 @@ impl Exec {
                 Ok(r) => r.status,
                 Err(e) => e.status().unwrap_or(0),
             };
-            if let Ok(mut s) = self.stats.lock() {
-                s.requests += 1;
-                s.waited += waited;
-                s.throttled += u32::from(throttled);
-                s.last_status = status;
-                s.unanswered_writes += u32::from(
-                    req.is_write()
-                        && matches!(&result, Err(ScimError::Timeout | ScimError::Transport(_))),
-                );
-            }
+            self.stats.record(
+                status,
+                waited,
+                throttled,
+                req.is_write()
+                    && matches!(&result, Err(ScimError::Timeout | ScimError::Transport(_))),
+            );
             span.record("scimrelay.throttled", throttled);
             if status != 0 {
                 span.record("http.response.status_code", status);
@@ -290,12 +334,12 @@ impl Exec {
 
     /// The status of the last response received (0 if none).
     pub fn last_status(&self) -> u16 {
-        self.stats().last_status
+        self.stats.last_status.load(Ordering::Relaxed)
     }
 
     /// Statistics of this convergence's requests.
     pub fn stats(&self) -> ExecStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        self.stats.snapshot()
     }
 
     /// The writes a plan recorded.

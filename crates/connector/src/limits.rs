@@ -61,6 +61,57 @@ pub const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
 pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
 /// Seconds of requests at the ceiling the governor lets start together (see the module docs).
 pub const CEILING_BURST_SECS: f64 = 0.02;
+/// Lowest adaptive rate, also the lowest cap a quota hint sets (one request per 100 s): the
+/// rate never reaches zero, so a throttled target always gets its next request.
+const MIN_RATE_PER_SEC: f64 = 0.01;
+/// Starting concurrency window, within the configured bounds: a few requests in flight, so a
+/// new target is neither served one request at a time nor flooded before the window learned
+/// anything.
+const INITIAL_WINDOW: f64 = 4.0;
+/// A wait for the limits shorter than this is scheduling noise and is not counted in
+/// [`Limits::waits`].
+const COUNTED_WAIT: Duration = Duration::from_millis(1);
+/// A clean answer is *slow* (the window shrinks) when its latency is more than this many times
+/// the smoothed baseline: far enough above it that ordinary variation does not shrink the
+/// window, close enough to catch a backend that queues our requests.
+const SLOW_FACTOR: f64 = 4.0;
+/// ...and longer than this many seconds: on a backend answering in a few milliseconds, a
+/// fourfold slowdown is jitter, not congestion.
+const SLOW_MIN_SECS: f64 = 0.05;
+/// Weight of each clean answer in the latency baseline (an exponentially weighted average):
+/// about the last 20 answers count, so the baseline follows a backend that gets slower for
+/// good without jumping at one outlier.
+const LATENCY_EWMA_WEIGHT: f64 = 0.05;
+/// Clean answers within this span make the rate the provider accepted: one second, the unit
+/// of the rates we learn.
+const ACCEPTED_SPAN: Duration = Duration::from_secs(1);
+/// Shortest span the accepted rate is computed over, in seconds, so that a burst of answers
+/// right after an idle spell does not read as a huge rate.
+const ACCEPTED_MIN_SPAN_SECS: f64 = 0.25;
+/// The rate grows only while it is at most this many times the rate the provider accepted:
+/// far above it, the window or the pipeline is the bottleneck, and growing would only store
+/// up an overshoot.
+const MAX_RATE_OVER_ACCEPTED: f64 = 2.0;
+/// After a throttling answer the rate drops to at most this share of the learned quota, so
+/// the next seconds run below the limit that was just hit.
+const QUOTA_MARGIN: f64 = 0.95;
+/// Back to a learned quota: below this share of it, the rate climbs fast...
+const RECOVERY_FAST_BELOW: f64 = 0.9;
+/// ...by this share of the quota per second of paced traffic (back within seconds);
+const RECOVERY_FAST_STEP: f64 = 0.1;
+/// below this share, it climbs more carefully...
+const RECOVERY_SLOW_BELOW: f64 = 0.98;
+/// ...by this share of the quota per second;
+const RECOVERY_SLOW_STEP: f64 = 0.02;
+/// above it, it probes by this many requests/s per second, so that throttling answers stay
+/// rare while a raised quota is still found.
+const PROBE_STEP_PER_SEC: f64 = 0.1;
+/// Share of a remaining-quota hint spread until its reset: the 10% margin leaves room for
+/// requests already in flight when the hint was read.
+const HINT_SHARE: f64 = 0.9;
+/// Shortest time until a reset a hint's remainder is spread over, in seconds: a reset due in
+/// milliseconds would otherwise turn the remainder into a huge rate.
+const HINT_MIN_SPAN_SECS: f64 = 1.0;
 
 /// What the response to one request said about the target's capacity.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -189,8 +240,8 @@ impl Drop for Slot<'_> {
 /// Fewest clean answers in the last second for their rate to count as a measurement.
 const MIN_ACCEPTED_SAMPLES: usize = 10;
 
-/// The rate of clean answers over the last second (over at least the last 250 ms), when there
-/// were enough of them to tell.
+/// The rate of clean answers over the last [`ACCEPTED_SPAN`] (over at least
+/// [`ACCEPTED_MIN_SPAN_SECS`]), when there were enough of them to tell.
 fn accepted_rate(s: &State, now: Instant) -> Option<f64> {
     if s.accepted.len() < MIN_ACCEPTED_SAMPLES {
         return None;
@@ -200,7 +251,7 @@ fn accepted_rate(s: &State, now: Instant) -> Option<f64> {
         .front()
         .map(|t| now.duration_since(*t).as_secs_f64())
         .unwrap_or(0.0)
-        .clamp(0.25, 1.0);
+        .clamp(ACCEPTED_MIN_SPAN_SECS, ACCEPTED_SPAN.as_secs_f64());
     Some(s.accepted.len() as f64 / span)
 }
 
@@ -238,7 +289,7 @@ impl Limits {
                 next_slot: Instant::now(),
                 paused_until: None,
                 last_decrease: None,
-                window: min_window.max(max_window.min(4.0)),
+                window: min_window.max(max_window.min(INITIAL_WINDOW)),
                 in_flight: 0,
                 latency_ewma: None,
                 throttled: 0,
@@ -312,7 +363,7 @@ impl Limits {
             notified.await;
         }
         let waited = begin.elapsed();
-        if waited >= Duration::from_millis(1) {
+        if waited >= COUNTED_WAIT {
             let mut s = self.lock();
             s.waits += 1;
             s.wait_ms += u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
@@ -348,12 +399,14 @@ impl Limits {
                     let l = latency.as_secs_f64();
                     let slow = s
                         .latency_ewma
-                        .is_some_and(|base| l > base * 4.0 && l > 0.05);
+                        .is_some_and(|base| l > base * SLOW_FACTOR && l > SLOW_MIN_SECS);
                     if slow && may_decrease {
                         s.window = (s.window * DECREASE).max(self.min_window);
                         s.last_decrease = Some(now);
                     } else {
-                        s.latency_ewma = Some(s.latency_ewma.map_or(l, |b| b * 0.95 + l * 0.05));
+                        s.latency_ewma = Some(s.latency_ewma.map_or(l, |b| {
+                            b * (1.0 - LATENCY_EWMA_WEIGHT) + l * LATENCY_EWMA_WEIGHT
+                        }));
                         if window_full {
                             s.window = (s.window + 1.0 / s.window).min(self.max_window);
                         }
@@ -361,23 +414,28 @@ impl Limits {
                         while s
                             .accepted
                             .front()
-                            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1))
+                            .is_some_and(|t| now.duration_since(*t) > ACCEPTED_SPAN)
                         {
                             s.accepted.pop_front();
                         }
                         // Grow only while the pacer is what limits us: a rate far above what
                         // the provider actually accepted (the window or the pipeline is the
                         // bottleneck) would only be an overshoot waiting to happen.
-                        let validated = accepted_rate(&s, now).is_none_or(|a| s.rate <= 2.0 * a);
+                        let validated = accepted_rate(&s, now)
+                            .is_none_or(|a| s.rate <= MAX_RATE_OVER_ACCEPTED * a);
                         if permit.paced && validated {
                             // Requests/s gained per second of paced traffic: doubling in slow
                             // start; fast back to the known quota, then a slow probe above it
                             // (like CUBIC's plateau), so throttling answers stay rare.
                             let per_sec = match (s.slow_start, s.w_max) {
                                 (true, _) | (false, None) => s.rate,
-                                (false, Some(w)) if s.rate < 0.9 * w => 0.1 * w,
-                                (false, Some(w)) if s.rate < 0.98 * w => 0.02 * w,
-                                (false, Some(_)) => 0.1,
+                                (false, Some(w)) if s.rate < RECOVERY_FAST_BELOW * w => {
+                                    RECOVERY_FAST_STEP * w
+                                }
+                                (false, Some(w)) if s.rate < RECOVERY_SLOW_BELOW * w => {
+                                    RECOVERY_SLOW_STEP * w
+                                }
+                                (false, Some(_)) => PROBE_STEP_PER_SEC,
                             };
                             let step = per_sec / s.rate.max(1.0);
                             let cap = self.ceiling_per_sec.unwrap_or(ADAPTIVE_MAX_PER_SEC);
@@ -397,7 +455,9 @@ impl Limits {
                         let w = accepted_rate(&s, now).or(s.w_max).unwrap_or(s.rate);
                         s.w_max = Some(w);
                         let before = s.rate;
-                        s.rate = (s.rate * DECREASE).min(w * 0.95).max(0.01);
+                        s.rate = (s.rate * DECREASE)
+                            .min(w * QUOTA_MARGIN)
+                            .max(MIN_RATE_PER_SEC);
                         tracing::info!(
                             rate_before = before,
                             rate_after = s.rate,
@@ -432,8 +492,8 @@ impl Limits {
     /// Applies a remaining-quota hint: the rate is capped at `remaining / resets_in` until the
     /// reset (with a 10% margin), so the quota lasts until it refills.
     pub fn hint(&self, hint: QuotaHint) {
-        let secs = hint.resets_in.as_secs_f64().max(1.0);
-        let cap = (hint.remaining as f64 * 0.9 / secs).max(0.01);
+        let secs = hint.resets_in.as_secs_f64().max(HINT_MIN_SPAN_SECS);
+        let cap = (hint.remaining as f64 * HINT_SHARE / secs).max(MIN_RATE_PER_SEC);
         let mut s = self.lock();
         s.quota_cap = Some((cap, Instant::now() + hint.resets_in));
     }

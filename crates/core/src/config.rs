@@ -17,6 +17,18 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_SHARDS: u16 = 8;
 /// Upper bound on shards, so a typo cannot declare thousands of queues.
 pub const MAX_SHARDS: u16 = 256;
+/// Longest target id. The id is part of every queue name (`scimrelay.<id>.<shard>`), routing
+/// key, metric label and outcome: 64 characters keep queue names far below AMQP's 255-byte
+/// limit and labels readable on a dashboard.
+pub const MAX_TARGET_ID_LEN: usize = 64;
+/// Upper bound on `concurrency.max`, which is also each shard consumer's prefetch: far above
+/// what a provider accepts from one client, low enough that a typo cannot open thousands of
+/// requests to a target or ask the broker for a huge prefetch.
+pub const MAX_CONCURRENCY: u32 = 1024;
+/// Upper bound on `retry.max_attempts`: with the backoff capped at `max_delay_ms`, a hundred
+/// attempts already span hours; an event still failing then needs an operator, so it belongs
+/// in the dead-letter queue rather than in more retries.
+pub const MAX_RETRY_ATTEMPTS: u32 = 100;
 
 /// The exit status of a service that refuses its configuration at start (a [`ConfigError`]),
 /// told apart from a failure while running (1) by supervisors and the tests.
@@ -190,6 +202,49 @@ pub enum AuthConfig {
     },
 }
 
+impl AuthConfig {
+    /// Checks the settings of one auth kind; `key` is the target's (`targets[2]`), so errors
+    /// name `targets[2].auth.<field>`.
+    fn check(&self, key: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("{key}.auth.{field}");
+        match self {
+            AuthConfig::None => {}
+            AuthConfig::Basic { username, password } => {
+                if username.is_empty() {
+                    return Err(ConfigError::invalid(key("username"), "must not be empty"));
+                }
+                password.check(&key("password"))?;
+            }
+            AuthConfig::Bearer { token } => token.check(&key("token"))?,
+            AuthConfig::OauthClientCredentials {
+                token_url,
+                client_secret,
+                ..
+            } => {
+                check_token_url(token_url, &key("token_url"))?;
+                client_secret.check(&key("client_secret"))?;
+            }
+            AuthConfig::OauthJwtBearer {
+                token_url,
+                private_key,
+                ..
+            } => {
+                check_token_url(token_url, &key("token_url"))?;
+                private_key.check(&key("private_key"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An OAuth token endpoint must be an http(s) URL.
+fn check_token_url(token_url: &str, key: &str) -> Result<(), ConfigError> {
+    if !token_url.starts_with("http") {
+        return Err(ConfigError::invalid(key, "must be an http(s) URL"));
+    }
+    Ok(())
+}
+
 /// What a user deletion does at the target.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -233,6 +288,19 @@ impl Default for ConcurrencyConfig {
     }
 }
 
+impl ConcurrencyConfig {
+    /// Checks `1 <= min <= max <= MAX_CONCURRENCY`; `key` names the section in errors.
+    fn check(&self, key: &str) -> Result<(), ConfigError> {
+        if self.min == 0 || self.max < self.min || self.max > MAX_CONCURRENCY {
+            return Err(ConfigError::invalid(
+                key,
+                format!("needs 1 <= min <= max <= {MAX_CONCURRENCY}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn one() -> u32 {
     1
 }
@@ -253,6 +321,25 @@ pub struct RetryConfig {
     /// Cap of the backoff.
     #[serde(default = "default_max_delay")]
     pub max_delay_ms: u64,
+}
+
+impl RetryConfig {
+    /// Checks the attempts and the backoff bounds; `key` names the section in errors.
+    fn check(&self, key: &str) -> Result<(), ConfigError> {
+        if self.max_attempts == 0 || self.max_attempts > MAX_RETRY_ATTEMPTS {
+            return Err(ConfigError::invalid(
+                format!("{key}.max_attempts"),
+                format!("must be 1..={MAX_RETRY_ATTEMPTS}"),
+            ));
+        }
+        if self.base_delay_ms == 0 || self.max_delay_ms < self.base_delay_ms {
+            return Err(ConfigError::invalid(
+                key,
+                "needs 0 < base_delay_ms <= max_delay_ms",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for RetryConfig {
@@ -284,6 +371,25 @@ pub struct DeprovisionGuardConfig {
     /// The guard applies only to targets with at least this many users.
     #[serde(default = "default_guard_min_users")]
     pub min_users: u64,
+}
+
+impl DeprovisionGuardConfig {
+    /// Checks the share and the window; `key` names the section in errors.
+    fn check(&self, key: &str) -> Result<(), ConfigError> {
+        if !(self.max_share > 0.0 && self.max_share <= 1.0) {
+            return Err(ConfigError::invalid(
+                format!("{key}.max_share"),
+                "must be a share in (0, 1], e.g. 0.2 for 20%",
+            ));
+        }
+        if self.window_secs == 0 {
+            return Err(ConfigError::invalid(
+                format!("{key}.window_secs"),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for DeprovisionGuardConfig {
@@ -437,6 +543,50 @@ pub struct TargetConfig {
 pub const EXTERNAL_ID_SEPARATOR: char = ':';
 
 impl TargetConfig {
+    /// Checks how requests are sent to the target: URL, shards, rate, concurrency, retries,
+    /// the deprovisioning guard, TLS, timeout and response size. `key` is the target's
+    /// (`targets[2]`).
+    fn check_requests(&self, key: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("{key}.{field}");
+        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                key("base_url"),
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if self.shards == 0 || self.shards > MAX_SHARDS {
+            return Err(ConfigError::invalid(
+                key("shards"),
+                format!("must be 1..={MAX_SHARDS}"),
+            ));
+        }
+        if let Some(rate) = self.rate_limit_per_sec
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(ConfigError::invalid(
+                key("rate_limit_per_sec"),
+                "must be a positive number",
+            ));
+        }
+        self.concurrency.check(&key("concurrency"))?;
+        self.retry.check(&key("retry"))?;
+        self.deprovision_guard.check(&key("deprovision_guard"))?;
+        self.tls.check(&key("tls"))?;
+        if self.timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                key("timeout_secs"),
+                "must be at least 1",
+            ));
+        }
+        if self.max_response_bytes < MIN_MAX_RESPONSE_BYTES {
+            return Err(ConfigError::invalid(
+                key("max_response_bytes"),
+                format!("must be at least {MIN_MAX_RESPONSE_BYTES}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the target serves several tenants. Subjects of two tenants may then share a
     /// platform id, so the objects at the target are linked by an externalId that names the
     /// tenant (see [`TargetConfig::external_id`]).
@@ -456,6 +606,52 @@ impl TargetConfig {
             id.to_owned()
         }
     }
+}
+
+/// A target id is 1 to [`MAX_TARGET_ID_LEN`] characters of `a-z`, `0-9` and `-`: it becomes
+/// part of queue names and routing keys.
+fn check_target_id(id: &str, key: &str) -> Result<(), ConfigError> {
+    if id.is_empty()
+        || id.len() > MAX_TARGET_ID_LEN
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{id:?} must be 1–{MAX_TARGET_ID_LEN} characters of a-z, 0-9 and '-'"),
+        ));
+    }
+    Ok(())
+}
+
+/// A target's tenants are non-empty and listed once; on a target shared by several tenants
+/// their names cannot contain [`EXTERNAL_ID_SEPARATOR`]. `key` is the target's (`targets[2]`).
+fn check_tenants(tenants: &[String], key: &str) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for (j, tenant) in tenants.iter().enumerate() {
+        let key = format!("{key}.tenants[{j}]");
+        if tenant.is_empty() {
+            return Err(ConfigError::invalid(key, "must not be empty"));
+        }
+        if !seen.insert(tenant.as_str()) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{tenant:?} is listed twice"),
+            ));
+        }
+        if tenants.len() > 1 && tenant.contains(EXTERNAL_ID_SEPARATOR) {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "a target serving several tenants links objects by the externalId \
+                     `<tenant>{EXTERNAL_ID_SEPARATOR}<id>`, so its tenant names cannot \
+                     contain {EXTERNAL_ID_SEPARATOR:?}"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The targets file.
@@ -496,157 +692,22 @@ impl TargetsFile {
         Ok(file)
     }
 
+    /// Checks every target, section by section; the first error names its key
+    /// (`targets[2].retry.max_attempts`).
     fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = HashSet::new();
         for (i, t) in self.targets.iter().enumerate() {
-            let key = |field: &str| format!("targets[{i}].{field}");
-            if t.id.is_empty()
-                || t.id.len() > 64
-                || !t
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            {
-                return Err(ConfigError::invalid(
-                    key("id"),
-                    format!("{:?} must be 1–64 characters of a-z, 0-9 and '-'", t.id),
-                ));
-            }
+            let key = format!("targets[{i}]");
+            check_target_id(&t.id, &format!("{key}.id"))?;
             if !seen.insert(t.id.as_str()) {
                 return Err(ConfigError::invalid(
-                    key("id"),
+                    format!("{key}.id"),
                     format!("{:?} is used twice", t.id),
                 ));
             }
-            if !(t.base_url.starts_with("http://") || t.base_url.starts_with("https://")) {
-                return Err(ConfigError::invalid(
-                    key("base_url"),
-                    "must be an http:// or https:// URL",
-                ));
-            }
-            if t.shards == 0 || t.shards > MAX_SHARDS {
-                return Err(ConfigError::invalid(
-                    key("shards"),
-                    format!("must be 1..={MAX_SHARDS}"),
-                ));
-            }
-            if let Some(rate) = t.rate_limit_per_sec
-                && !(rate.is_finite() && rate > 0.0)
-            {
-                return Err(ConfigError::invalid(
-                    key("rate_limit_per_sec"),
-                    "must be a positive number",
-                ));
-            }
-            let c = &t.concurrency;
-            if c.min == 0 || c.max < c.min || c.max > 1024 {
-                return Err(ConfigError::invalid(
-                    key("concurrency"),
-                    "needs 1 <= min <= max <= 1024",
-                ));
-            }
-            if t.retry.max_attempts == 0 || t.retry.max_attempts > 100 {
-                return Err(ConfigError::invalid(
-                    key("retry.max_attempts"),
-                    "must be 1..=100",
-                ));
-            }
-            if t.retry.base_delay_ms == 0 || t.retry.max_delay_ms < t.retry.base_delay_ms {
-                return Err(ConfigError::invalid(
-                    key("retry"),
-                    "needs 0 < base_delay_ms <= max_delay_ms",
-                ));
-            }
-            let g = &t.deprovision_guard;
-            if !(g.max_share > 0.0 && g.max_share <= 1.0) {
-                return Err(ConfigError::invalid(
-                    key("deprovision_guard.max_share"),
-                    "must be a share in (0, 1], e.g. 0.2 for 20%",
-                ));
-            }
-            if g.window_secs == 0 {
-                return Err(ConfigError::invalid(
-                    key("deprovision_guard.window_secs"),
-                    "must be at least 1",
-                ));
-            }
-            t.tls.check(&key("tls"))?;
-            if t.timeout_secs == 0 {
-                return Err(ConfigError::invalid(
-                    key("timeout_secs"),
-                    "must be at least 1",
-                ));
-            }
-            if t.max_response_bytes < MIN_MAX_RESPONSE_BYTES {
-                return Err(ConfigError::invalid(
-                    key("max_response_bytes"),
-                    format!("must be at least {MIN_MAX_RESPONSE_BYTES}"),
-                ));
-            }
-            let mut tenants = HashSet::new();
-            for (j, tenant) in t.tenants.iter().enumerate() {
-                if tenant.is_empty() {
-                    return Err(ConfigError::invalid(
-                        key(&format!("tenants[{j}]")),
-                        "must not be empty",
-                    ));
-                }
-                if !tenants.insert(tenant.as_str()) {
-                    return Err(ConfigError::invalid(
-                        key(&format!("tenants[{j}]")),
-                        format!("{tenant:?} is listed twice"),
-                    ));
-                }
-                if t.tenants.len() > 1 && tenant.contains(EXTERNAL_ID_SEPARATOR) {
-                    return Err(ConfigError::invalid(
-                        key(&format!("tenants[{j}]")),
-                        format!(
-                            "a target serving several tenants links objects by the externalId \
-                             `<tenant>{EXTERNAL_ID_SEPARATOR}<id>`, so its tenant names cannot \
-                             contain {EXTERNAL_ID_SEPARATOR:?}"
-                        ),
-                    ));
-                }
-            }
-            match &t.auth {
-                AuthConfig::None => {}
-                AuthConfig::Basic { username, password } => {
-                    if username.is_empty() {
-                        return Err(ConfigError::invalid(
-                            key("auth.username"),
-                            "must not be empty",
-                        ));
-                    }
-                    password.check(&key("auth.password"))?;
-                }
-                AuthConfig::Bearer { token } => token.check(&key("auth.token"))?,
-                AuthConfig::OauthClientCredentials {
-                    token_url,
-                    client_secret,
-                    ..
-                } => {
-                    if !token_url.starts_with("http") {
-                        return Err(ConfigError::invalid(
-                            key("auth.token_url"),
-                            "must be an http(s) URL",
-                        ));
-                    }
-                    client_secret.check(&key("auth.client_secret"))?;
-                }
-                AuthConfig::OauthJwtBearer {
-                    token_url,
-                    private_key,
-                    ..
-                } => {
-                    if !token_url.starts_with("http") {
-                        return Err(ConfigError::invalid(
-                            key("auth.token_url"),
-                            "must be an http(s) URL",
-                        ));
-                    }
-                    private_key.check(&key("auth.private_key"))?;
-                }
-            }
+            t.check_requests(&key)?;
+            check_tenants(&t.tenants, &key)?;
+            t.auth.check(&key)?;
         }
         Ok(())
     }

@@ -2,8 +2,9 @@
 //! `/healthz` by [`crate::health::serve`].
 //!
 //! One process-wide registry ([`metrics()`]) holds every family of every service; a service
-//! only fills the families it owns; a family with no series yet is left out of the output. Labels are target ids, provider names, results, reasons, HTTP methods and status
-//! codes: never a subject id, e-mail or anything else a user typed.
+//! only fills the families it owns; a family with no series yet is left out of the output.
+//! Labels are target ids, provider names, results, reasons, HTTP methods and status codes:
+//! never a subject id, e-mail or anything else a user typed.
 
 use std::sync::{LazyLock, Mutex};
 
@@ -102,113 +103,128 @@ impl Metrics {
             status_parked: Family::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
-            r.register(
-                "ingest_requests",
-                "Publish requests by transport and status",
-                m.ingest_requests.clone(),
-            );
-            r.register(
-                "ingest_published",
-                "Messages published and confirmed, by target",
-                m.ingest_published.clone(),
-            );
-            r.register(
-                "ingest_request_duration_seconds",
-                "Publish request latency by transport",
-                m.ingest_duration.clone(),
-            );
-            r.register(
-                "events",
-                "Deliveries processed by target and result (retry = retry scheduled)",
-                m.events.clone(),
-            );
-            r.register(
-                "event_duration_seconds",
-                "Processing time of one delivery attempt by target and result",
-                m.event_duration.clone(),
-            );
-            r.register(
-                "scim_requests",
-                "SCIM requests by target, method and status (0: no answer)",
-                m.scim_requests.clone(),
-            );
-            r.register(
-                "scim_request_duration_seconds",
-                "SCIM request latency by target and method",
-                m.scim_duration.clone(),
-            );
-            r.register(
-                "rate_limit_wait_seconds",
-                "Time a SCIM request waited for the ceiling, pacing, pauses and concurrency window",
-                m.rate_limit_wait.clone(),
-            );
-            r.register(
-                "throttled",
-                "Throttling answers by target",
-                m.throttled.clone(),
-            );
-            r.register(
-                "concurrency_limit",
-                "Adaptive concurrency window by target",
-                m.concurrency_limit.clone(),
-            );
-            r.register(
-                "in_flight",
-                "SCIM requests in flight by target",
-                m.in_flight.clone(),
-            );
-            r.register(
-                "retries",
-                "Retries scheduled through the delay tiers by target and reason",
-                m.retries.clone(),
-            );
-            r.register(
-                "quarantined",
-                "1 while the target is quarantined by its circuit breaker",
-                m.quarantined.clone(),
-            );
-            r.register(
-                "status_outcomes_written",
-                "Outcomes committed by the status service by target and result",
-                m.outcomes_written.clone(),
-            );
-            r.register(
-                "status_write_duration_seconds",
-                "Duration of one batched outcome write",
-                m.status_write_duration.clone(),
-            );
-            r.register(
-                "end_to_end_seconds",
-                "Time from ingest acceptance to the recorded outcome, by target",
-                m.end_to_end.clone(),
-            );
-            r.register(
-                "queue_depth",
-                "Messages waiting in a target's shard queues",
-                m.queue_depth.clone(),
-            );
-            r.register(
-                "state_of_record_calls",
-                "State-of-record calls served by the status service, by call",
-                m.record_calls.clone(),
-            );
-            r.register(
-                "state_of_record_items",
-                "Items of the state-of-record calls (one per subject), by call",
-                m.record_items.clone(),
-            );
-            r.register(
-                "status_parked",
-                "Messages the status service could not store, parked in scimrelay.dead, by reason",
-                m.status_parked.clone(),
-            );
-            r.register(
-                "state_of_record_duration_seconds",
-                "Duration of one state-of-record call, by call",
-                m.record_duration.clone(),
-            );
+            m.register_ingest(&mut r);
+            m.register_connector(&mut r);
+            m.register_status(&mut r);
         }
         m
+    }
+
+    /// Registers the families ingest fills.
+    fn register_ingest(&self, r: &mut Registry) {
+        r.register(
+            "ingest_requests",
+            "Publish requests by transport and status",
+            self.ingest_requests.clone(),
+        );
+        r.register(
+            "ingest_published",
+            "Messages published and confirmed, by target",
+            self.ingest_published.clone(),
+        );
+        r.register(
+            "ingest_request_duration_seconds",
+            "Publish request latency by transport",
+            self.ingest_duration.clone(),
+        );
+    }
+
+    /// Registers the families connectors fill.
+    fn register_connector(&self, r: &mut Registry) {
+        r.register(
+            "events",
+            "Deliveries processed by target and result (retry = retry scheduled)",
+            self.events.clone(),
+        );
+        r.register(
+            "event_duration_seconds",
+            "Processing time of one delivery attempt by target and result",
+            self.event_duration.clone(),
+        );
+        r.register(
+            "scim_requests",
+            "SCIM requests by target, method and status (0: no answer)",
+            self.scim_requests.clone(),
+        );
+        r.register(
+            "scim_request_duration_seconds",
+            "SCIM request latency by target and method",
+            self.scim_duration.clone(),
+        );
+        r.register(
+            "rate_limit_wait_seconds",
+            "Time a SCIM request waited for the ceiling, pacing, pauses and concurrency window",
+            self.rate_limit_wait.clone(),
+        );
+        r.register(
+            "throttled",
+            "Throttling answers by target",
+            self.throttled.clone(),
+        );
+        r.register(
+            "concurrency_limit",
+            "Adaptive concurrency window by target",
+            self.concurrency_limit.clone(),
+        );
+        r.register(
+            "in_flight",
+            "SCIM requests in flight by target",
+            self.in_flight.clone(),
+        );
+        r.register(
+            "retries",
+            "Retries scheduled through the delay tiers by target and reason",
+            self.retries.clone(),
+        );
+        r.register(
+            "quarantined",
+            "1 while the target is quarantined by its circuit breaker",
+            self.quarantined.clone(),
+        );
+    }
+
+    /// Registers the families the status service fills.
+    fn register_status(&self, r: &mut Registry) {
+        r.register(
+            "status_outcomes_written",
+            "Outcomes committed by the status service by target and result",
+            self.outcomes_written.clone(),
+        );
+        r.register(
+            "status_write_duration_seconds",
+            "Duration of one batched outcome write",
+            self.status_write_duration.clone(),
+        );
+        r.register(
+            "end_to_end_seconds",
+            "Time from ingest acceptance to the recorded outcome, by target",
+            self.end_to_end.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Messages waiting in a target's shard queues",
+            self.queue_depth.clone(),
+        );
+        r.register(
+            "state_of_record_calls",
+            "State-of-record calls served by the status service, by call",
+            self.record_calls.clone(),
+        );
+        r.register(
+            "state_of_record_items",
+            "Items of the state-of-record calls (one per subject), by call",
+            self.record_items.clone(),
+        );
+        r.register(
+            "status_parked",
+            "Messages the status service could not store, parked in scimrelay.dead, by reason",
+            self.status_parked.clone(),
+        );
+        r.register(
+            "state_of_record_duration_seconds",
+            "Duration of one state-of-record call, by call",
+            self.record_duration.clone(),
+        );
     }
 
     /// The registry in the Prometheus / OpenMetrics text format.

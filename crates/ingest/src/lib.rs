@@ -53,7 +53,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use scimrelay_core::amqp::{self, EVENTS_EXCHANGE};
 use scimrelay_core::auth::{AuthError, Authenticator, Principal, Scope};
-use scimrelay_core::config::{ConfigError, EnvConfig, TargetsFile, env_or, env_parse};
+use scimrelay_core::config::{
+    ConfigError, EnvConfig, TargetConfig, TargetsFile, env_or, env_parse,
+};
 use scimrelay_core::metrics::metrics;
 use scimrelay_core::telemetry;
 use scimrelay_core::tls::ServerTls;
@@ -262,6 +264,58 @@ impl Ingest {
         principal: &Principal,
         mut events: Vec<IdentityEvent>,
     ) -> Result<Vec<AcceptedEvent>, IngestError> {
+        self.check_request(principal, &events)?;
+        let publisher = self
+            .broker
+            .publisher()
+            .ok_or_else(|| IngestError::Unavailable("not connected to RabbitMQ".into()))?;
+        let batch = events.len() > 1;
+        let request_span = tracing::Span::current();
+        let now_ms = now_ms();
+        let mut pending = Vec::new();
+        let mut accepted = Vec::with_capacity(events.len());
+        for event in &mut events {
+            if event.id.is_empty() {
+                event.id = uuid::Uuid::now_v7().to_string();
+            }
+            if event.occurred_at_ms == 0 {
+                event.occurred_at_ms = now_ms;
+            }
+            let targets = self.targets_of(event);
+            let subject = event.subject_ref();
+            let event_span = event_span(event, batch, &request_span);
+            telemetry::record_ids(&event_span);
+            for target in &targets {
+                let delivery = Delivery {
+                    event: Some(event.clone()),
+                    target: target.id.clone(),
+                    provider: target.provider.as_str().to_owned(),
+                    accepted_at_ms: now_ms,
+                    attempt: 0,
+                    waits: 0,
+                };
+                let shard = amqp::shard_of(&subject, target.shards);
+                let (sent, span) =
+                    send_copy(&publisher, &delivery, target, shard, &event_span).await?;
+                pending.push((sent, span, target.id.clone()));
+            }
+            accepted.push(AcceptedEvent {
+                id: event.id.clone(),
+                targets: targets.iter().map(|t| t.id.clone()).collect(),
+            });
+        }
+        await_confirms(pending, accepted.len()).await?;
+        tracing::debug!(events = accepted.len(), "published");
+        Ok(accepted)
+    }
+
+    /// Everything checked before anything is published: the scope, the request's size, every
+    /// event's tenant against the key, then every event's fields.
+    fn check_request(
+        &self,
+        principal: &Principal,
+        events: &[IdentityEvent],
+    ) -> Result<(), IngestError> {
         // Also checked by `authenticate`; kept so that `publish` is safe on its own.
         principal.require(Scope::Send)?;
         if events.len() > self.max_batch {
@@ -311,139 +365,132 @@ impl Ingest {
         for (i, e) in events.iter().enumerate() {
             model::validate(e, &prefix(i), &self.targets)?;
         }
-        let publisher = self
-            .broker
-            .publisher()
-            .ok_or_else(|| IngestError::Unavailable("not connected to RabbitMQ".into()))?;
-        let request_span = tracing::Span::current();
-        let now_ms = now_ms();
-        let mut pending = Vec::new();
-        let mut accepted = Vec::with_capacity(events.len());
-        for event in &mut events {
-            if event.id.is_empty() {
-                event.id = uuid::Uuid::now_v7().to_string();
-            }
-            if event.occurred_at_ms == 0 {
-                event.occurred_at_ms = now_ms;
-            }
-            let targets: Vec<_> = if event.targets.is_empty() {
-                self.targets.targets_for_tenant(&event.tenant).collect()
-            } else {
-                event
-                    .targets
-                    .iter()
-                    .filter_map(|t| self.targets.target(t))
-                    .collect()
-            };
-            let subject = event.subject_ref();
-            // One trace per event: a single event continues the request's trace; each event of
-            // a batch starts its own trace, linked to the request span.
-            let event_span = if batch {
-                let span = tracing::info_span!(
-                    parent: None,
-                    "ingest event",
-                    "scimrelay.event_kind" = event.kind().api_name(),
-                    "scimrelay.tenant" = %event.tenant,
-                    trace_id = tracing::field::Empty,
-                    span_id = tracing::field::Empty,
-                );
-                let link = request_span.context().span().span_context().clone();
-                if link.is_valid() {
-                    span.add_link(link);
-                }
-                span
-            } else {
-                tracing::info_span!(
-                    parent: &request_span,
-                    "ingest event",
-                    "scimrelay.event_kind" = event.kind().api_name(),
-                    "scimrelay.tenant" = %event.tenant,
-                    trace_id = tracing::field::Empty,
-                    span_id = tracing::field::Empty,
-                )
-            };
-            telemetry::record_ids(&event_span);
-            for target in &targets {
-                let delivery = Delivery {
-                    event: Some(event.clone()),
-                    target: target.id.clone(),
-                    provider: target.provider.as_str().to_owned(),
-                    accepted_at_ms: now_ms,
-                    attempt: 0,
-                    waits: 0,
-                };
-                let shard = amqp::shard_of(&subject, target.shards);
-                let key = amqp::event_routing_key(target.provider.as_str(), &target.id, shard);
-                let span = tracing::info_span!(
-                    parent: &event_span,
-                    "publish",
-                    "otel.name" = "publish scimrelay.events",
-                    "otel.kind" = "producer",
-                    "messaging.system" = "rabbitmq",
-                    "messaging.destination.name" = EVENTS_EXCHANGE,
-                    "scimrelay.target" = %target.id,
-                    "scimrelay.provider" = target.provider.as_str(),
-                    "scimrelay.shard" = shard,
-                );
-                let mut headers = lapin::types::FieldTable::default();
-                telemetry::inject_span(&span, &mut amqp::Headers(&mut headers));
-                let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, headers);
-                let sent = tokio::time::timeout(
-                    CONFIRM_TIMEOUT,
-                    publisher
-                        .send(EVENTS_EXCHANGE, &key, &delivery.encode_to_vec(), props)
-                        .instrument(span.clone()),
-                )
-                .await
-                .map_err(|_| {
-                    IngestError::Unavailable(format!(
-                        "RabbitMQ took no event within {} s; send them again",
-                        CONFIRM_TIMEOUT.as_secs()
-                    ))
-                })?
-                .map_err(|e| IngestError::Unavailable(e.to_string()))?;
-                pending.push((sent, span, target.id.clone()));
-            }
-            accepted.push(AcceptedEvent {
-                id: event.id.clone(),
-                targets: targets.iter().map(|t| t.id.clone()).collect(),
-            });
-        }
-        let confirms = pending.into_iter().map(|(p, span, target)| {
-            async move {
-                let r = p.wait().await;
-                if r.is_ok() {
-                    metrics()
-                        .ingest_published
-                        .get_or_create(&scimrelay_core::metrics::target(&target))
-                        .inc();
-                } else {
-                    tracing::Span::current()
-                        .set_status(opentelemetry::trace::Status::error("publish not confirmed"));
-                }
-                r
-            }
-            .instrument(span)
-        });
-        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, futures::future::join_all(confirms))
-            .await
-            .map_err(|_| {
-                tracing::warn!(
-                    events = accepted.len(),
-                    timeout_ms = CONFIRM_TIMEOUT.as_millis() as u64,
-                    "the broker did not confirm in time; answering 503"
-                );
-                IngestError::Unavailable(format!(
-                    "RabbitMQ did not confirm the events within {} s; send them again",
-                    CONFIRM_TIMEOUT.as_secs()
-                ))
-            })?;
-        for result in confirmed {
-            result.map_err(|e| IngestError::Unavailable(e.to_string()))?;
-        }
-        tracing::debug!(events = accepted.len(), "published");
-        Ok(accepted)
+        Ok(())
     }
+
+    /// The targets an event goes to: the ones it names, or else every target of its tenant.
+    fn targets_of<'a>(&'a self, event: &'a IdentityEvent) -> Vec<&'a TargetConfig> {
+        if event.targets.is_empty() {
+            self.targets.targets_for_tenant(&event.tenant).collect()
+        } else {
+            event
+                .targets
+                .iter()
+                .filter_map(|t| self.targets.target(t))
+                .collect()
+        }
+    }
+}
+
+/// The span of one event: a single event continues the request's trace; each event of a batch
+/// starts its own trace, linked to the request span.
+fn event_span(event: &IdentityEvent, batch: bool, request_span: &tracing::Span) -> tracing::Span {
+    if batch {
+        let span = tracing::info_span!(
+            parent: None,
+            "ingest event",
+            "scimrelay.event_kind" = event.kind().api_name(),
+            "scimrelay.tenant" = %event.tenant,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        let link = request_span.context().span().span_context().clone();
+        if link.is_valid() {
+            span.add_link(link);
+        }
+        span
+    } else {
+        tracing::info_span!(
+            parent: request_span,
+            "ingest event",
+            "scimrelay.event_kind" = event.kind().api_name(),
+            "scimrelay.tenant" = %event.tenant,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        )
+    }
+}
+
+/// Sends one copy of an event to its target's shard, in a `publish` span under the event's
+/// span that travels in the message headers; returns the confirm to wait for, and the span.
+async fn send_copy(
+    publisher: &amqp::Publisher,
+    delivery: &Delivery,
+    target: &TargetConfig,
+    shard: u16,
+    event_span: &tracing::Span,
+) -> Result<(amqp::PendingConfirm, tracing::Span), IngestError> {
+    let key = amqp::event_routing_key(target.provider.as_str(), &target.id, shard);
+    let span = tracing::info_span!(
+        parent: event_span,
+        "publish",
+        "otel.name" = "publish scimrelay.events",
+        "otel.kind" = "producer",
+        "messaging.system" = "rabbitmq",
+        "messaging.destination.name" = EVENTS_EXCHANGE,
+        "scimrelay.target" = %target.id,
+        "scimrelay.provider" = target.provider.as_str(),
+        "scimrelay.shard" = shard,
+    );
+    let mut headers = lapin::types::FieldTable::default();
+    telemetry::inject_span(&span, &mut amqp::Headers(&mut headers));
+    let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, headers);
+    let sent = tokio::time::timeout(
+        CONFIRM_TIMEOUT,
+        publisher
+            .send(EVENTS_EXCHANGE, &key, &delivery.encode_to_vec(), props)
+            .instrument(span.clone()),
+    )
+    .await
+    .map_err(|_| {
+        IngestError::Unavailable(format!(
+            "RabbitMQ took no event within {} s; send them again",
+            CONFIRM_TIMEOUT.as_secs()
+        ))
+    })?
+    .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+    Ok((sent, span))
+}
+
+/// Waits for the broker's confirm of every copy sent (each counted per target, or its span
+/// marked failed), at most [`CONFIRM_TIMEOUT`]; the first copy not confirmed is the error.
+async fn await_confirms(
+    pending: Vec<(amqp::PendingConfirm, tracing::Span, String)>,
+    events: usize,
+) -> Result<(), IngestError> {
+    let confirms = pending.into_iter().map(|(p, span, target)| {
+        async move {
+            let r = p.wait().await;
+            if r.is_ok() {
+                metrics()
+                    .ingest_published
+                    .get_or_create(&scimrelay_core::metrics::target(&target))
+                    .inc();
+            } else {
+                tracing::Span::current()
+                    .set_status(opentelemetry::trace::Status::error("publish not confirmed"));
+            }
+            r
+        }
+        .instrument(span)
+    });
+    let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, futures::future::join_all(confirms))
+        .await
+        .map_err(|_| {
+            tracing::warn!(
+                events,
+                timeout_ms = CONFIRM_TIMEOUT.as_millis() as u64,
+                "the broker did not confirm in time; answering 503"
+            );
+            IngestError::Unavailable(format!(
+                "RabbitMQ did not confirm the events within {} s; send them again",
+                CONFIRM_TIMEOUT.as_secs()
+            ))
+        })?;
+    for result in confirmed {
+        result.map_err(|e| IngestError::Unavailable(e.to_string()))?;
+    }
+    Ok(())
 }
 
 pub use scimrelay_core::now_ms;

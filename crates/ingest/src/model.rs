@@ -143,84 +143,10 @@ pub fn event_from_json(v: &Value, prefix: &str) -> Result<IdentityEvent, FieldEr
             "group",
         ],
     )?;
-    let kind_name = match m.get("kind") {
-        Some(Value::String(s)) => s.clone(),
-        None | Some(Value::Null) => {
-            return Err(FieldError::new(
-                join(prefix, "kind"),
-                format!("required; one of: {}", EventKind::API_NAMES),
-            ));
-        }
-        Some(_) => return Err(FieldError::new(join(prefix, "kind"), "must be a string")),
-    };
-    let kind = EventKind::from_api_name(&kind_name).ok_or_else(|| {
-        FieldError::new(
-            join(prefix, "kind"),
-            format!(
-                "unknown kind {kind_name:?}; one of: {}",
-                EventKind::API_NAMES
-            ),
-        )
-    })?;
-    let version = match m.get("version") {
-        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
-            FieldError::new(
-                join(prefix, "version"),
-                "must be a positive integer (the subject's revision)",
-            )
-        })?,
-        None | Some(Value::Null) => {
-            return Err(FieldError::new(
-                join(prefix, "version"),
-                "required: a positive integer that grows per subject",
-            ));
-        }
-        Some(_) => {
-            return Err(FieldError::new(
-                join(prefix, "version"),
-                "must be a positive integer, not a string",
-            ));
-        }
-    };
-    let targets = match m.get("targets") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                t.as_str().map(str::to_owned).ok_or_else(|| {
-                    FieldError::new(join(prefix, &format!("targets[{i}]")), "must be a string")
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => {
-            return Err(FieldError::new(
-                join(prefix, "targets"),
-                "must be an array of target ids",
-            ));
-        }
-    };
-    let occurred_at_ms = match m.get("occurred_at") {
-        None | Some(Value::Null) => 0,
-        Some(Value::String(s)) => parse_rfc3339_ms(s).ok_or_else(|| {
-            FieldError::new(
-                join(prefix, "occurred_at"),
-                "must be an RFC 3339 timestamp like 2026-11-28T10:00:00Z",
-            )
-        })?,
-        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
-            FieldError::new(
-                join(prefix, "occurred_at"),
-                "must be milliseconds since the epoch or RFC 3339",
-            )
-        })?,
-        Some(_) => {
-            return Err(FieldError::new(
-                join(prefix, "occurred_at"),
-                "must be an RFC 3339 timestamp",
-            ));
-        }
-    };
+    let (kind, kind_name) = kind_from_json(m, prefix)?;
+    let version = version_from_json(m, prefix)?;
+    let targets = targets_from_json(m, prefix)?;
+    let occurred_at_ms = occurred_at_from_json(m, prefix)?;
     let mut event = IdentityEvent {
         id: opt_str(m, prefix, "id")?,
         tenant: opt_str(m, prefix, "tenant")?,
@@ -256,6 +182,93 @@ pub fn event_from_json(v: &Value, prefix: &str) -> Result<IdentityEvent, FieldEr
         event.group = Some(group_from_json(g, &join(prefix, "group"))?);
     }
     Ok(event)
+}
+
+/// The required `kind`, and its name as sent (for errors about the user or group).
+fn kind_from_json(m: &Map<String, Value>, prefix: &str) -> Result<(EventKind, String), FieldError> {
+    let kind_name = match m.get("kind") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => {
+            return Err(FieldError::new(
+                join(prefix, "kind"),
+                format!("required; one of: {}", EventKind::API_NAMES),
+            ));
+        }
+        Some(_) => return Err(FieldError::new(join(prefix, "kind"), "must be a string")),
+    };
+    let kind = EventKind::from_api_name(&kind_name).ok_or_else(|| {
+        FieldError::new(
+            join(prefix, "kind"),
+            format!(
+                "unknown kind {kind_name:?}; one of: {}",
+                EventKind::API_NAMES
+            ),
+        )
+    })?;
+    Ok((kind, kind_name))
+}
+
+/// The required `version`, the subject's revision (zero is refused by [`validate`]).
+fn version_from_json(m: &Map<String, Value>, prefix: &str) -> Result<u64, FieldError> {
+    match m.get("version") {
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
+            FieldError::new(
+                join(prefix, "version"),
+                "must be a positive integer (the subject's revision)",
+            )
+        }),
+        None | Some(Value::Null) => Err(FieldError::new(
+            join(prefix, "version"),
+            "required: a positive integer that grows per subject",
+        )),
+        Some(_) => Err(FieldError::new(
+            join(prefix, "version"),
+            "must be a positive integer, not a string",
+        )),
+    }
+}
+
+/// The optional `targets`: target ids (empty when absent).
+fn targets_from_json(m: &Map<String, Value>, prefix: &str) -> Result<Vec<String>, FieldError> {
+    match m.get("targets") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.as_str().map(str::to_owned).ok_or_else(|| {
+                    FieldError::new(join(prefix, &format!("targets[{i}]")), "must be a string")
+                })
+            })
+            .collect(),
+        Some(_) => Err(FieldError::new(
+            join(prefix, "targets"),
+            "must be an array of target ids",
+        )),
+    }
+}
+
+/// The optional `occurred_at`, RFC 3339 or milliseconds since the epoch (0 when absent).
+fn occurred_at_from_json(m: &Map<String, Value>, prefix: &str) -> Result<i64, FieldError> {
+    match m.get("occurred_at") {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::String(s)) => parse_rfc3339_ms(s).ok_or_else(|| {
+            FieldError::new(
+                join(prefix, "occurred_at"),
+                "must be an RFC 3339 timestamp like 2026-11-28T10:00:00Z",
+            )
+        }),
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
+            FieldError::new(
+                join(prefix, "occurred_at"),
+                "must be milliseconds since the epoch or RFC 3339",
+            )
+        }),
+        Some(_) => Err(FieldError::new(
+            join(prefix, "occurred_at"),
+            "must be an RFC 3339 timestamp",
+        )),
+    }
 }
 
 fn user_from_json(v: &Value, prefix: &str) -> Result<UserState, FieldError> {

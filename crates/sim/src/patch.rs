@@ -220,6 +220,9 @@ fn canonical_name(kind: Kind, schema: Option<&str>, name: &str) -> String {
     schema::attr_def(kind, schema, name).map_or_else(|| name.to_string(), |d| d.name.to_string())
 }
 
+/// One operation on one attribute path: checks the attribute may be written, finds the object
+/// holding it (the resource or an extension), then adds, replaces or removes the attribute,
+/// its filtered values or a sub-attribute.
 fn apply_path(
     kind: Kind,
     resource: &mut Map<String, Value>,
@@ -228,44 +231,11 @@ fn apply_path(
     value: Option<Value>,
 ) -> Result<(), ScimError> {
     let attr = &path.path.attr;
-    if path.path.schema.is_none()
-        && ["id", "meta", "schemas"]
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(attr))
-    {
-        return Err(ScimError::mutability(format!(
-            "attribute '{attr}' is read-only"
-        )));
-    }
     let schema_urn = path.path.schema.as_deref();
-    let def = schema::attr_def(kind, schema_urn, attr);
-    if def.is_some_and(|d| d.mutability == "readOnly") {
-        return Err(ScimError::mutability(format!(
-            "attribute '{attr}' is read-only"
-        )));
-    }
-    // The object holding the attribute: the resource itself or an extension object.
-    let container: &mut Map<String, Value> = match schema_urn {
-        None => resource,
-        Some(urn) => {
-            let Some((urn, _)) = schema::extension(kind, urn) else {
-                return Err(ScimError::invalid_path(format!("unknown schema '{urn}'")));
-            };
-            let key = key_of(resource, urn).unwrap_or_else(|| urn.to_string());
-            if op == Op::Remove && !resource.contains_key(&key) {
-                return Ok(());
-            }
-            let entry = resource
-                .entry(key)
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !entry.is_object() {
-                *entry = Value::Object(Map::new());
-            }
-            match entry {
-                Value::Object(o) => o,
-                _ => return Ok(()),
-            }
-        }
+    let def = writable_def(kind, schema_urn, attr)?;
+    let Some(container) = container_of(kind, resource, schema_urn, op)? else {
+        // Removing from an extension the resource does not have.
+        return Ok(());
     };
     let multi = def.is_some_and(|d| d.multi);
     let key = key_of(container, attr).unwrap_or_else(|| canonical_name(kind, schema_urn, attr));
@@ -284,86 +254,162 @@ fn apply_path(
     }
 
     match (&path.path.sub, op) {
-        (None, Op::Remove) => {
-            match (value, container.get_mut(&key)) {
-                // Remove specific values of a multi-valued attribute (`"value":[{"value":"id"}]`).
-                (Some(v), Some(Value::Array(items))) => {
-                    let targets = as_list(v);
-                    items.retain(|item| !targets.iter().any(|t| same_element(item, t)));
-                    if items.is_empty() {
-                        container.remove(&key);
-                    }
-                }
-                _ => {
-                    container.remove(&key);
-                }
-            }
-        }
-        (None, Op::Add) => {
-            let value = value.unwrap_or(Value::Null);
-            match container.get_mut(&key) {
-                Some(Value::Array(items)) => {
-                    for v in as_list(value) {
-                        if !items.iter().any(|i| same_element(i, &v)) {
-                            items.push(v);
-                        }
-                    }
-                }
-                Some(Value::Object(existing)) if value.is_object() => merge(existing, value),
-                _ => {
-                    let v = if multi {
-                        Value::Array(as_list(value))
-                    } else {
-                        value
-                    };
-                    container.insert(key, v);
-                }
-            }
-        }
-        (None, Op::Replace) => {
-            let value = value.unwrap_or(Value::Null);
-            match container.get_mut(&key) {
-                Some(Value::Object(existing)) if value.is_object() && !multi => {
-                    merge(existing, value)
-                }
-                _ => {
-                    let v = if multi {
-                        Value::Array(as_list(value))
-                    } else {
-                        value
-                    };
-                    container.insert(key, v);
-                }
-            }
-        }
+        (None, Op::Remove) => remove_attr(container, &key, value),
+        (None, Op::Add) => add_attr(container, key, multi, value.unwrap_or(Value::Null)),
+        (None, Op::Replace) => replace_attr(container, key, multi, value.unwrap_or(Value::Null)),
         (Some(sub), op) => {
             let sub_name = def
                 .and_then(|d| d.sub_attr(sub))
                 .map_or_else(|| sub.clone(), |d| d.name.to_string());
-            match container.get_mut(&key) {
-                Some(Value::Array(items)) => {
-                    for item in items.iter_mut() {
-                        if let Value::Object(o) = item {
-                            set_sub(o, &sub_name, op, value.clone());
-                        }
-                    }
-                }
-                Some(Value::Object(o)) => set_sub(o, &sub_name, op, value),
-                _ if op == Op::Remove => {}
-                _ => {
-                    let mut o = Map::new();
-                    set_sub(&mut o, &sub_name, op, value);
-                    let v = if multi {
-                        Value::Array(vec![Value::Object(o)])
-                    } else {
-                        Value::Object(o)
-                    };
-                    container.insert(key, v);
-                }
-            }
+            apply_sub(container, key, &sub_name, multi, op, value);
         }
     }
     Ok(())
+}
+
+/// The schema definition of an attribute a PATCH may write (`None` for one the schema does
+/// not define); an error for `id`, `meta`, `schemas` and read-only attributes.
+fn writable_def(
+    kind: Kind,
+    schema_urn: Option<&str>,
+    attr: &str,
+) -> Result<Option<&'static schema::AttrDef>, ScimError> {
+    if schema_urn.is_none()
+        && ["id", "meta", "schemas"]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(attr))
+    {
+        return Err(ScimError::mutability(format!(
+            "attribute '{attr}' is read-only"
+        )));
+    }
+    let def = schema::attr_def(kind, schema_urn, attr);
+    if def.is_some_and(|d| d.mutability == "readOnly") {
+        return Err(ScimError::mutability(format!(
+            "attribute '{attr}' is read-only"
+        )));
+    }
+    Ok(def)
+}
+
+/// The object holding an attribute: the resource itself, or the extension object of
+/// `schema_urn` (created for add and replace). `None` when removing from an extension the
+/// resource does not have.
+fn container_of<'a>(
+    kind: Kind,
+    resource: &'a mut Map<String, Value>,
+    schema_urn: Option<&str>,
+    op: Op,
+) -> Result<Option<&'a mut Map<String, Value>>, ScimError> {
+    let Some(urn) = schema_urn else {
+        return Ok(Some(resource));
+    };
+    let Some((urn, _)) = schema::extension(kind, urn) else {
+        return Err(ScimError::invalid_path(format!("unknown schema '{urn}'")));
+    };
+    let key = key_of(resource, urn).unwrap_or_else(|| urn.to_string());
+    if op == Op::Remove && !resource.contains_key(&key) {
+        return Ok(None);
+    }
+    let entry = resource
+        .entry(key)
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    match entry {
+        Value::Object(o) => Ok(Some(o)),
+        _ => Ok(None),
+    }
+}
+
+/// remove without a filter: the whole attribute, or only the values listed in `value` of a
+/// multi-valued one (`"value":[{"value":"id"}]`).
+fn remove_attr(container: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    match (value, container.get_mut(key)) {
+        (Some(v), Some(Value::Array(items))) => {
+            let targets = as_list(v);
+            items.retain(|item| !targets.iter().any(|t| same_element(item, t)));
+            if items.is_empty() {
+                container.remove(key);
+            }
+        }
+        _ => {
+            container.remove(key);
+        }
+    }
+}
+
+/// add without a filter: appends new values to a multi-valued attribute, merges into a
+/// complex one, sets anything else.
+fn add_attr(container: &mut Map<String, Value>, key: String, multi: bool, value: Value) {
+    match container.get_mut(&key) {
+        Some(Value::Array(items)) => {
+            for v in as_list(value) {
+                if !items.iter().any(|i| same_element(i, &v)) {
+                    items.push(v);
+                }
+            }
+        }
+        Some(Value::Object(existing)) if value.is_object() => merge(existing, value),
+        _ => {
+            let v = if multi {
+                Value::Array(as_list(value))
+            } else {
+                value
+            };
+            container.insert(key, v);
+        }
+    }
+}
+
+/// replace without a filter: merges into a single complex attribute, sets anything else (a
+/// multi-valued attribute is replaced as a whole).
+fn replace_attr(container: &mut Map<String, Value>, key: String, multi: bool, value: Value) {
+    match container.get_mut(&key) {
+        Some(Value::Object(existing)) if value.is_object() && !multi => merge(existing, value),
+        _ => {
+            let v = if multi {
+                Value::Array(as_list(value))
+            } else {
+                value
+            };
+            container.insert(key, v);
+        }
+    }
+}
+
+/// Any operation on a sub-attribute (`name.givenName`, `emails.value`): applied to every value
+/// of a multi-valued attribute, or to the complex value, created for add and replace.
+fn apply_sub(
+    container: &mut Map<String, Value>,
+    key: String,
+    sub_name: &str,
+    multi: bool,
+    op: Op,
+    value: Option<Value>,
+) {
+    match container.get_mut(&key) {
+        Some(Value::Array(items)) => {
+            for item in items.iter_mut() {
+                if let Value::Object(o) = item {
+                    set_sub(o, sub_name, op, value.clone());
+                }
+            }
+        }
+        Some(Value::Object(o)) => set_sub(o, sub_name, op, value),
+        _ if op == Op::Remove => {}
+        _ => {
+            let mut o = Map::new();
+            set_sub(&mut o, sub_name, op, value);
+            let v = if multi {
+                Value::Array(vec![Value::Object(o)])
+            } else {
+                Value::Object(o)
+            };
+            container.insert(key, v);
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
