@@ -490,6 +490,14 @@ mod tests {
 
     struct Silent;
     impl Provider for Silent {
+        fn kind(&self) -> scimrelay_core::config::ProviderKind {
+            scimrelay_core::config::ProviderKind::SCIM
+        }
+
+        fn about(&self) -> &'static str {
+            "A profile that sends nothing (tests)."
+        }
+
         fn converge<'a>(
             &'a self,
             _input: crate::provider::ConvergeInput<'a>,

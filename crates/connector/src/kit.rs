@@ -283,48 +283,6 @@ pub fn is_conflict(e: &ScimError) -> bool {
     e.status() == Some(409)
 }
 
-/// A string option of the target (`options.<key>`); a value of another type is a permanent
-/// failure naming the key.
-pub fn opt_str(
-    target: &scimrelay_core::config::TargetConfig,
-    key: &str,
-) -> Result<Option<String>, ConvergeError> {
-    match target.options.get(key) {
-        None | Some(serde_yaml::Value::Null) => Ok(None),
-        Some(serde_yaml::Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(serde_yaml::Value::String(s)) => Ok(Some(s.trim().to_owned())),
-        Some(serde_yaml::Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(ConvergeError::new(
-            FailureClass::Permanent,
-            format!(
-                "targets file: target {} options.{key} must be a string",
-                target.id
-            ),
-        )),
-    }
-}
-
-/// A whole-number option of the target (`options.<key>`), or `default`.
-pub fn opt_u64(
-    target: &scimrelay_core::config::TargetConfig,
-    key: &str,
-    default: u64,
-) -> Result<u64, ConvergeError> {
-    match target.options.get(key) {
-        None | Some(serde_yaml::Value::Null) => Ok(default),
-        Some(serde_yaml::Value::Number(n)) if n.as_u64().is_some() => {
-            Ok(n.as_u64().unwrap_or(default))
-        }
-        Some(_) => Err(ConvergeError::new(
-            FailureClass::Permanent,
-            format!(
-                "targets file: target {} options.{key} must be a whole number",
-                target.id
-            ),
-        )),
-    }
-}
-
 /// Sends a group's membership changes to `path` in PATCHes of at most `chunk` changes each.
 /// `build` turns one chunk into a PATCH body (the profile's shape: GitHub's, AWS's and
 /// Salesforce's differ); a body without operations is not sent. With no changes at all, `build`

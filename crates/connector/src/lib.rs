@@ -50,6 +50,7 @@ pub mod decide;
 pub mod exec;
 pub mod kit;
 pub mod limits;
+pub mod options;
 mod process;
 pub mod provider;
 pub mod record;
@@ -64,25 +65,39 @@ use scimrelay_core::config::{
 use scimrelay_scim::{Auth, Secret};
 
 pub use provider::{
-    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, OptionType, Provider,
-    ProviderDefaults, check_options, classify, default_assess,
+    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults,
+    classify, default_assess,
 };
 pub use runtime::run;
 
-/// A connector binary's whole `main` after its argument parsing: reads the environment and the
-/// targets file for `kind`, checking each of its targets with the provider's
-/// [`Provider::check_target`] and its options against [`Provider::options`] (a refusal prints
-/// one line naming the key and exits with [`scimrelay_core::config::CONFIG_ERROR_EXIT`]),
-/// starts telemetry as `name` and serves until SIGTERM or SIGINT.
-pub async fn main(
-    name: &'static str,
-    kind: ProviderKind,
-    provider: std::sync::Arc<dyn Provider>,
-) -> std::process::ExitCode {
+/// What every connector's `--help` says after its profile's own paragraph.
+pub const CONNECTOR_ENVIRONMENT: &str = "Environment: SCIMRELAY_CONFIG (targets file, required), \
+SCIMRELAY_AMQP_URL, SCIMRELAY_CONNECTOR_HTTP_ADDR (health, default 127.0.0.1:8081), \
+SCIMRELAY_DRAIN_TIMEOUT_SECS (default 5), SCIMRELAY_CONNECTOR_REPLICAS, SCIMRELAY_STATUS_URL, \
+SCIMRELAY_MAX_HOLD_SECS, SCIMRELAY_PROVIDERS (the providers this deployment runs), RUST_LOG, \
+SCIMRELAY_LOG_FORMAT=json, OTEL_EXPORTER_OTLP_ENDPOINT. Secrets are read from the env vars or \
+files each target names.";
+
+/// A connector binary's whole `main`: `<kind>-connector [--help | --version]`, the help being
+/// the profile's [`Provider::about`] and [`CONNECTOR_ENVIRONMENT`]. Reads the environment and
+/// the targets file, checking each target of the provider's [`Provider::kind`] with its
+/// [`Provider::check_target`] and [`Provider::check_options`] (a refusal prints one line naming
+/// the key and exits with [`scimrelay_core::config::CONFIG_ERROR_EXIT`]), starts telemetry as
+/// the connector's name and serves until SIGTERM or SIGINT.
+pub async fn main(provider: std::sync::Arc<dyn Provider>) -> std::process::ExitCode {
+    let kind = provider.kind();
+    // The name lives as long as the process (telemetry keeps it).
+    let name: &'static str = Box::leak(format!("{kind}-connector").into_boxed_str());
+    let about = provider.about();
+    clap::Command::new(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(about.lines().next().unwrap_or_default().to_owned())
+        .long_about(format!("{about}\n\n{CONNECTOR_ENVIRONMENT}"))
+        .get_matches();
     let check = |t: &TargetConfig| {
         provider
             .check_target(t)
-            .or_else(|| check_options(t, provider.options()))
+            .or_else(|| provider.check_options(t))
     };
     let config = match ConnectorConfig::from_env_checked(kind, check) {
         Ok(c) => c,

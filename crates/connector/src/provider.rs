@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use scimrelay_scim::{ScimError, ScimResponse};
 
-use scimrelay_core::config::TargetConfig;
+use scimrelay_core::config::{ProviderKind, TargetConfig};
 use scimrelay_proto::v1::{IdentityEvent, Operation};
 
 use crate::breaker::Health;
@@ -172,10 +172,19 @@ pub struct ProviderDefaults {
 
 /// A provider profile: GitHub, AWS, Salesforce, or generic SCIM.
 pub trait Provider: Send + Sync + 'static {
-    /// The options a target of this profile may set (`targets[i].options`), checked at start
-    /// by [`check_options`]; none by default.
-    fn options(&self) -> &'static [(&'static str, OptionType)] {
-        &[]
+    /// The provider name its targets give as `provider:` (and its connector's name,
+    /// `<kind>-connector`).
+    fn kind(&self) -> ProviderKind;
+
+    /// What the connector does, for its `--help`: a first line, then a paragraph on what the
+    /// profile converges and how (its quirks, its options, where its facts are written down).
+    fn about(&self) -> &'static str;
+
+    /// Parses a target's `options` into the profile's typed options at start (see
+    /// [`crate::options`]): `Some(("options.<key>", why))` stops the connector naming
+    /// `targets[i].options.<key>`. By default the profile takes no options and refuses any.
+    fn check_options(&self, target: &TargetConfig) -> Option<(String, String)> {
+        crate::options::parse::<crate::options::NoOptions>(target).err()
     }
 
     /// The profile's own check of one of its targets at start, beyond its options: a
@@ -372,141 +381,5 @@ pub fn classify(err: &scimrelay_scim::ScimError) -> ConvergeError {
             detail: other.to_string(),
             retry_after_ms: None,
         },
-    }
-}
-
-/// The type of one provider option (`targets[i].options.<key>`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OptionType {
-    /// A string (a number is taken as its text, as YAML writes `shortcode: 1234` unquoted).
-    Text,
-    /// A whole number, zero or more.
-    WholeNumber,
-}
-
-/// Checks a target's `options` against the options its provider reads, at start (see
-/// [`crate::main`], which checks [`Provider::options`]): a key the provider does not
-/// read (a typo) or a value of another type answers `Some(("options.<key>", why))`, which stops
-/// the connector naming `targets[i].options.<key>`. Without it a typo was silently ignored and
-/// a wrong type failed every event of the target as permanent. A null value is "not set".
-pub fn check_options(
-    target: &TargetConfig,
-    known: &[(&str, OptionType)],
-) -> Option<(String, String)> {
-    for (key, value) in &target.options {
-        let Some(&(_, kind)) = known.iter().find(|(k, _)| k == key) else {
-            let takes = if known.is_empty() {
-                format!("the {} profile takes no options", target.provider.as_str())
-            } else {
-                let names: Vec<&str> = known.iter().map(|(k, _)| *k).collect();
-                format!(
-                    "the {} profile's options are {}",
-                    target.provider.as_str(),
-                    names.join(", ")
-                )
-            };
-            return Some((
-                format!("options.{key}"),
-                format!("is not an option (target {}): {takes}", target.id),
-            ));
-        };
-        let fits = match (kind, value) {
-            (_, serde_yaml::Value::Null) => true,
-            (OptionType::Text, serde_yaml::Value::String(_) | serde_yaml::Value::Number(_)) => true,
-            (OptionType::WholeNumber, serde_yaml::Value::Number(n)) => n.as_u64().is_some(),
-            _ => false,
-        };
-        if !fits {
-            let want = match kind {
-                OptionType::Text => "a string",
-                OptionType::WholeNumber => "a whole number (0 or more)",
-            };
-            return Some((
-                format!("options.{key}"),
-                format!("must be {want} (target {})", target.id),
-            ));
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod option_tests {
-    use super::{OptionType, check_options};
-    use scimrelay_core::config::TargetsFile;
-
-    const KNOWN: &[(&str, OptionType)] = &[
-        ("shortcode", OptionType::Text),
-        ("max_login_len", OptionType::WholeNumber),
-    ];
-
-    fn check(options: &str, known: &[(&str, OptionType)]) -> Option<(String, String)> {
-        let yaml = format!(
-            "targets:\n  - id: gh\n    provider: github\n    \
-             base_url: https://api.github.com/scim/v2/enterprises/acme\n    \
-             auth: {{kind: none}}\n    options: {options}\n"
-        );
-        let file: TargetsFile = serde_yaml::from_str(&yaml).expect("a targets file");
-        check_options(&file.targets[0], known)
-    }
-
-    #[test]
-    fn typos_and_wrong_types_name_the_key() {
-        // (options, the key named or None, a word of the reason)
-        let cases: &[(&str, Option<&str>, &str)] = &[
-            ("{}", None, ""),
-            ("{shortcode: acme, max_login_len: 39}", None, ""),
-            ("{shortcode: 1234}", None, ""),
-            ("{shortcode: null, max_login_len: ~}", None, ""),
-            (
-                "{shortcod: acme}",
-                Some("options.shortcod"),
-                "shortcode, max_login_len",
-            ),
-            (
-                "{Shortcode: acme}",
-                Some("options.Shortcode"),
-                "is not an option",
-            ),
-            (
-                "{max_login_len: forty}",
-                Some("options.max_login_len"),
-                "whole number",
-            ),
-            (
-                "{max_login_len: -1}",
-                Some("options.max_login_len"),
-                "whole number",
-            ),
-            (
-                "{max_login_len: 3.5}",
-                Some("options.max_login_len"),
-                "whole number",
-            ),
-            ("{shortcode: [a, b]}", Some("options.shortcode"), "a string"),
-            ("{shortcode: {x: 1}}", Some("options.shortcode"), "a string"),
-            ("{shortcode: true}", Some("options.shortcode"), "a string"),
-        ];
-        for &(options, key, word) in cases {
-            let got = check(options, KNOWN);
-            match key {
-                None => assert_eq!(got, None, "{options}"),
-                Some(key) => {
-                    let (k, why) = got.unwrap_or_else(|| panic!("{options}: accepted"));
-                    assert_eq!(k, key, "{options}");
-                    assert!(
-                        why.contains(word) && why.contains("target gh"),
-                        "{options}: {why}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn a_profile_without_options_refuses_any() {
-        let (k, why) = check("{region: eu-west-1}", &[]).expect("refused");
-        assert_eq!(k, "options.region");
-        assert!(why.contains("takes no options"), "{why}");
     }
 }

@@ -72,29 +72,90 @@ impl ConfigError {
     }
 }
 
-/// The provider kind of a target; selects the connector service that serves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// Any RFC 7644 SCIM 2.0 server (scim-connector).
-    Scim,
-    /// GitHub Enterprise Managed Users (github-connector).
-    Github,
-    /// AWS IAM Identity Center (aws-connector).
-    Aws,
-    /// Salesforce (salesforce-connector).
-    Salesforce,
-}
+/// The provider profile of a target: the name of the connector kind that serves it (`scim`,
+/// `github`, `aws`, `salesforce`, or any other profile's). It names routing keys and outcomes,
+/// so it is lowercase ASCII letters, digits and `-`, at most [`MAX_PROVIDER_NAME_LEN`] bytes.
+///
+/// The names are open: a new profile is a new crate whose connector serves its own name, and
+/// nothing here changes. Which names a deployment runs is [`PROVIDERS_ENV`] (the chart and the
+/// compose file set it from their connector lists; unset, the profiles shipped with scimrelay),
+/// so a misspelt `provider:` still stops every service at start, naming `targets[i].provider`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct ProviderKind(std::borrow::Cow<'static, str>);
+
+/// Longest provider name.
+pub const MAX_PROVIDER_NAME_LEN: usize = 32;
+/// The environment variable listing the provider names a deployment runs (comma-separated).
+pub const PROVIDERS_ENV: &str = "SCIMRELAY_PROVIDERS";
 
 impl ProviderKind {
-    /// The name used in routing keys and outcomes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Scim => "scim",
-            ProviderKind::Github => "github",
-            ProviderKind::Aws => "aws",
-            ProviderKind::Salesforce => "salesforce",
+    /// Any RFC 7644 SCIM 2.0 server (scim-connector).
+    pub const SCIM: ProviderKind = ProviderKind::named("scim");
+    /// GitHub Enterprise Managed Users (github-connector).
+    pub const GITHUB: ProviderKind = ProviderKind::named("github");
+    /// AWS IAM Identity Center (aws-connector).
+    pub const AWS: ProviderKind = ProviderKind::named("aws");
+    /// Salesforce (salesforce-connector).
+    pub const SALESFORCE: ProviderKind = ProviderKind::named("salesforce");
+    /// The profiles shipped with scimrelay: the providers a deployment runs when
+    /// [`PROVIDERS_ENV`] is unset.
+    pub const SHIPPED: [ProviderKind; 4] = [Self::SCIM, Self::GITHUB, Self::AWS, Self::SALESFORCE];
+
+    /// A profile's name, as its crate declares it (checked by [`ProviderKind::parse`] when read
+    /// from a file).
+    pub const fn named(name: &'static str) -> Self {
+        ProviderKind(std::borrow::Cow::Borrowed(name))
+    }
+
+    /// A provider name read from configuration, or why it is not one.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let ok = !name.is_empty()
+            && name.len() <= MAX_PROVIDER_NAME_LEN
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(format!(
+                "{name:?} is not a provider name (1–{MAX_PROVIDER_NAME_LEN} lowercase letters, digits and '-')"
+            ));
         }
+        Ok(ProviderKind(std::borrow::Cow::Owned(name.to_owned())))
+    }
+
+    /// The name used in routing keys and outcomes.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The providers this deployment runs: [`PROVIDERS_ENV`], else [`ProviderKind::SHIPPED`].
+    pub fn deployed() -> Result<Vec<ProviderKind>, ConfigError> {
+        Self::deployed_from(std::env::var(PROVIDERS_ENV).ok())
+    }
+
+    /// [`ProviderKind::deployed`] for the value `list` of [`PROVIDERS_ENV`].
+    pub fn deployed_from(list: Option<String>) -> Result<Vec<ProviderKind>, ConfigError> {
+        match list {
+            Some(list) if !list.trim().is_empty() => list
+                .split(',')
+                .map(|n| ProviderKind::parse(n.trim()))
+                .collect::<Result<_, _>>()
+                .map_err(|why| ConfigError::invalid(PROVIDERS_ENV, why)),
+            _ => Ok(Self::SHIPPED.to_vec()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProviderKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        ProviderKind::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -695,6 +756,7 @@ impl TargetsFile {
     /// Checks every target, section by section; the first error names its key
     /// (`targets[2].retry.max_attempts`).
     fn validate(&self) -> Result<(), ConfigError> {
+        let deployed = ProviderKind::deployed()?;
         let mut seen = HashSet::new();
         for (i, t) in self.targets.iter().enumerate() {
             let key = format!("targets[{i}]");
@@ -703,6 +765,17 @@ impl TargetsFile {
                 return Err(ConfigError::invalid(
                     format!("{key}.id"),
                     format!("{:?} is used twice", t.id),
+                ));
+            }
+            if !deployed.contains(&t.provider) {
+                let names: Vec<&str> = deployed.iter().map(ProviderKind::as_str).collect();
+                return Err(ConfigError::invalid(
+                    format!("{key}.provider"),
+                    format!(
+                        "{:?} is not a provider this deployment runs ({PROVIDERS_ENV}: {})",
+                        t.provider.as_str(),
+                        names.join(", ")
+                    ),
                 ));
             }
             t.check_requests(&key)?;
@@ -728,8 +801,11 @@ impl TargetsFile {
     }
 
     /// Targets served by one provider kind.
-    pub fn targets_of(&self, provider: ProviderKind) -> impl Iterator<Item = &TargetConfig> {
-        self.targets.iter().filter(move |t| t.provider == provider)
+    pub fn targets_of<'a>(
+        &'a self,
+        provider: &'a ProviderKind,
+    ) -> impl Iterator<Item = &'a TargetConfig> {
+        self.targets.iter().filter(move |t| t.provider == *provider)
     }
 }
 
@@ -821,6 +897,43 @@ targets:
     base_url: http://127.0.0.1:9090/acme/scim/v2
     auth: { kind: bearer, token: { env: DEMO_TOKEN } }
 "#;
+
+    #[test]
+    fn provider_names_are_open_but_a_misspelt_one_stops_the_start() {
+        let with =
+            |provider: &str| GOOD.replace("provider: scim", &format!("provider: {provider}"));
+        let f = TargetsFile::parse(&with("github")).expect("a shipped profile");
+        assert_eq!(f.targets[0].provider, ProviderKind::GITHUB);
+        for (provider, words) in [
+            (
+                "githb",
+                "not a provider this deployment runs (SCIMRELAY_PROVIDERS: scim, github, aws, salesforce)",
+            ),
+            ("GitHub", "is not a provider name"),
+            ("\"\"", "is not a provider name"),
+        ] {
+            let e = TargetsFile::parse(&with(provider))
+                .expect_err(provider)
+                .to_string();
+            assert!(e.contains(words), "{provider}: {e}");
+        }
+        let e = TargetsFile::parse(&with("githb"))
+            .expect_err("githb")
+            .to_string();
+        assert!(e.contains("targets[0].provider"), "{e}");
+        // A deployment that runs another profile lists it.
+        let deployed = ProviderKind::deployed_from(Some("scim, strict-scim".into())).expect("list");
+        assert_eq!(
+            deployed,
+            vec![ProviderKind::SCIM, ProviderKind::named("strict-scim")]
+        );
+        assert_eq!(
+            ProviderKind::deployed_from(None).expect("default"),
+            ProviderKind::SHIPPED
+        );
+        let e = ProviderKind::deployed_from(Some("scim,Okta".into())).expect_err("bad name");
+        assert!(e.to_string().contains(PROVIDERS_ENV), "{e}");
+    }
 
     #[test]
     fn parses_with_defaults() {

@@ -41,6 +41,7 @@ use scimrelay_connector::{
     ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults,
 };
 use scimrelay_core::config::DeletePolicy;
+use scimrelay_core::config::ProviderKind;
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_scim::{PatchBuilder, ScimRequest, filter_eq, member_values, path_segment};
 
@@ -110,7 +111,23 @@ fn applied_group(input: &ConvergeInput<'_>) -> Option<AppliedGroup> {
     })
 }
 
+/// The connector's `--help` paragraph ([`Provider::about`]).
+pub const ABOUT: &str = "Delivers identity events to AWS IAM Identity Center identity stores (SCIM).\n\n\
+Consumes the shard queues of every `provider: aws` target in the targets file, converges \
+each event at the identity store's SCIM endpoint (one primary email, single-attribute \
+PATCH paths, group membership diffed against the last applied member set in chunks of at \
+most 100, cursor paging, 409 adoption) and publishes its outcome \
+(docs/providers/aws.md).";
+
 impl Provider for Aws {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::AWS
+    }
+
+    fn about(&self) -> &'static str {
+        ABOUT
+    }
+
     fn defaults(&self) -> ProviderDefaults {
         ProviderDefaults {
             rate_limit_per_sec: Some(DEFAULT_RATE_PER_SEC),

@@ -44,16 +44,19 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use scimrelay_connector::breaker::Health;
 use scimrelay_connector::kit::compare::differs;
 use scimrelay_connector::kit::{self, Deactivation, Dialect, Lookup, MemberChange, id_of};
 use scimrelay_connector::limits::Feedback;
+use scimrelay_connector::options::{self, TargetOptions};
 use scimrelay_connector::{
-    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, OptionType, Provider,
-    ProviderDefaults, classify, default_assess, provider::reset_wait,
+    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults,
+    classify, default_assess, provider::reset_wait,
 };
+use scimrelay_core::config::ProviderKind;
 use scimrelay_core::config::{DeletePolicy, TargetConfig};
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_scim::{
@@ -80,9 +83,36 @@ pub const DIALECT: Dialect = Dialect {
     if_match: false,
 };
 
+/// The options a github target may set (`targets[i].options`), parsed at start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubOptions {
+    /// The enterprise's shortcode: GitHub appends `_<shortcode>` to every login, so with it
+    /// the profile checks a login's length before creating the user.
+    #[serde(default, deserialize_with = "options::text")]
+    pub shortcode: Option<String>,
+    /// The longest login GitHub accepts (default [`mapping::DEFAULT_MAX_LOGIN_LEN`]).
+    #[serde(default = "default_max_login_len")]
+    pub max_login_len: u64,
+    /// User creations per hour the target may spend (default
+    /// [`DEFAULT_USER_CREATES_PER_HOUR`], at least 1), split across replicas.
+    #[serde(default = "default_user_creates_per_hour")]
+    pub user_creates_per_hour: u64,
+}
+
+fn default_max_login_len() -> u64 {
+    mapping::DEFAULT_MAX_LOGIN_LEN as u64
+}
+
+fn default_user_creates_per_hour() -> u64 {
+    DEFAULT_USER_CREATES_PER_HOUR
+}
+
 /// The GitHub EMU profile.
 #[derive(Default)]
 pub struct Github {
+    /// Each target's options.
+    options: TargetOptions<GithubOptions>,
     /// The user-creation governor of each target (POST /Users only).
     creates: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
 }
@@ -103,11 +133,7 @@ impl Github {
         &self,
         input: &ConvergeInput<'_>,
     ) -> Result<Arc<DefaultDirectRateLimiter>, ConvergeError> {
-        let per_hour = kit::opt_u64(
-            input.target,
-            "user_creates_per_hour",
-            DEFAULT_USER_CREATES_PER_HOUR,
-        )?;
+        let per_hour = self.options.get(input.target)?.user_creates_per_hour;
         let per_hour = if per_hour == 0 {
             0
         } else {
@@ -151,13 +177,6 @@ pub fn org_level_scim(base_url: &str) -> Option<&'static str> {
         "is GitHub's organization-level SCIM API (/scim/v2/organizations/{org}), which has no Groups, sends an invitation e-mail on every create and deletes the SCIM identity on active:false; github-connector serves only the Enterprise Managed Users API: use https://api.github.com/scim/v2/enterprises/{enterprise} (GHE.com: https://api.SUBDOMAIN.ghe.com/scim/v2/enterprises/{enterprise}; GHES: https://HOSTNAME/api/v3/scim/v2)",
     )
 }
-
-/// The options a github target may set (`targets[i].options`).
-pub const OPTIONS: &[(&str, OptionType)] = &[
-    ("shortcode", OptionType::Text),
-    ("max_login_len", OptionType::WholeNumber),
-    ("user_creates_per_hour", OptionType::WholeNumber),
-];
 
 /// Whether an answer is GitHub throttling (primary or secondary rate limit, or the SCIM
 /// user-creation budget) rather than a permission problem, and how long to wait.
@@ -206,13 +225,39 @@ pub fn classify_github(e: &ScimError) -> ConvergeError {
     classify(e)
 }
 
+/// The connector's `--help` paragraph ([`Provider::about`]).
+pub const ABOUT: &str = "Delivers identity events to GitHub Enterprise Managed Users enterprises (EMU SCIM).\n\n\
+Consumes the shard queues of every `provider: github` target in the targets file, \
+converges each event at the enterprise's SCIM API (GitHub's required attributes, login \
+normalisation, PATCH member diffs, 403/429 throttling, 5,000 requests and 1,000 user \
+creations per hour) and publishes its outcome. GitHub's DELETE is permanent: it is sent \
+only for targets with `delete_policy: delete`. Options: `shortcode`, `max_login_len`, \
+`user_creates_per_hour` (docs/providers/github.md). A base_url of the organization-level \
+SCIM API (`/scim/v2/organizations/{org}`) is refused at start: only the EMU enterprise \
+API is served.";
+
 impl Provider for Github {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::GITHUB
+    }
+
+    fn about(&self) -> &'static str {
+        ABOUT
+    }
+
     fn classify(&self, e: &ScimError) -> ConvergeError {
         classify_github(e)
     }
 
-    fn options(&self) -> &'static [(&'static str, OptionType)] {
-        OPTIONS
+    fn check_options(&self, t: &TargetConfig) -> Option<(String, String)> {
+        match self.options.check(t) {
+            Err(refused) => Some(refused),
+            Ok(o) if o.user_creates_per_hour == 0 => Some((
+                "options.user_creates_per_hour".to_owned(),
+                format!("must be at least 1 (target {})", t.id),
+            )),
+            Ok(_) => None,
+        }
     }
 
     /// An organization-level base_url is refused before any port is bound or queue consumed.
@@ -338,12 +383,8 @@ async fn spend_creation(
 impl Github {
     async fn upsert_user(&self, input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
         let user = kit::user_of(input)?;
-        let shortcode = kit::opt_str(input.target, "shortcode")?;
-        let max_len = kit::opt_u64(
-            input.target,
-            "max_login_len",
-            mapping::DEFAULT_MAX_LOGIN_LEN as u64,
-        )?;
+        let options = self.options.get(input.target)?;
+        let (shortcode, max_len) = (options.shortcode.clone(), options.max_login_len);
         mapping::check_login(
             &user.id,
             &user.user_name,

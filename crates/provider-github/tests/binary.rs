@@ -56,6 +56,11 @@ fn an_option_typo_or_wrong_type_stops_the_connector_naming_the_key() {
                 "whole number",
             ),
             (
+                "{user_creates_per_hour: 0}",
+                "targets[0].options.user_creates_per_hour",
+                "at least 1",
+            ),
+            (
                 "{user_creates_per_hour: -5}",
                 "targets[0].options.user_creates_per_hour",
                 "whole number",

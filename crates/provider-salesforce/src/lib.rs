@@ -42,6 +42,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use scimrelay_connector::breaker::Health;
@@ -50,19 +51,14 @@ use scimrelay_connector::kit::compare::{
 };
 use scimrelay_connector::kit::{self, Deactivation, Dialect, Lookup, MemberChange, id_of};
 use scimrelay_connector::limits::{Feedback, QuotaHint};
+use scimrelay_connector::options::{self, TargetOptions};
 use scimrelay_connector::{
-    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, OptionType, Provider,
-    classify, default_assess,
+    Assessment, ConvergeError, ConvergeInput, Converged, FailureClass, Provider, classify,
+    default_assess,
 };
+use scimrelay_core::config::{ProviderKind, TargetConfig};
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ScimResponse, path_segment};
-
-/// The options a salesforce target may set (`targets[i].options`).
-pub const OPTIONS: &[(&str, OptionType)] = &[
-    ("profile_id", OptionType::Text),
-    ("profile_name", OptionType::Text),
-    ("username_suffix", OptionType::Text),
-];
 
 /// The discovery path (plural, Salesforce's spelling).
 pub const DISCOVERY_PATH: &str = "/ServiceProviderConfigs";
@@ -90,9 +86,27 @@ pub const DIALECT: Dialect = Dialect {
     if_match: false,
 };
 
+/// The options a salesforce target may set (`targets[i].options`), parsed at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceOptions {
+    /// The profile id (`00e…`) of users whose event names none.
+    #[serde(default, deserialize_with = "options::text")]
+    pub profile_id: Option<String>,
+    /// The name of that profile, looked up once in `/Entitlements` (when `profile_id` is unset).
+    #[serde(default, deserialize_with = "options::text")]
+    pub profile_name: Option<String>,
+    /// Appended to every username (e.g. `.prod`): Salesforce usernames are unique across
+    /// every org, sandboxes included.
+    #[serde(default, deserialize_with = "options::text")]
+    pub username_suffix: Option<String>,
+}
+
 /// The Salesforce profile.
 #[derive(Debug, Default)]
 pub struct Salesforce {
+    /// Each target's options.
+    options: TargetOptions<SalesforceOptions>,
     /// Targets whose discovery succeeded, with their `filter.maxResults` (an async lock, so
     /// concurrent first events wait for one discovery).
     discovered: tokio::sync::Mutex<HashMap<String, u64>>,
@@ -112,10 +126,11 @@ impl Salesforce {
         &self,
         input: &ConvergeInput<'_>,
     ) -> Result<Option<String>, ConvergeError> {
-        if let Some(id) = kit::opt_str(input.target, "profile_id")? {
-            return Ok(Some(id));
+        let options = self.options.get(input.target)?;
+        if let Some(id) = &options.profile_id {
+            return Ok(Some(id.clone()));
         }
-        let Some(name) = kit::opt_str(input.target, "profile_name")? else {
+        let Some(name) = options.profile_name.clone() else {
             return Ok(None);
         };
         let mut known = self.profiles.lock().await;
@@ -226,13 +241,30 @@ pub fn classify_salesforce(e: &ScimError) -> ConvergeError {
     }
 }
 
+/// The connector's `--help` paragraph ([`Provider::about`]).
+pub const ABOUT: &str = "Delivers identity events to Salesforce orgs (SCIM, OAuth 2.0).\n\n\
+Consumes the shard queues of every `provider: salesforce` target in the targets file, \
+converges each event at the org's SCIM API (one profile entitlement per user, username \
+suffix, DELETE that only deactivates, membership of existing public groups, 403 \
+REQUEST_LIMIT_EXCEEDED throttling, Sforce-Limit-Info) and publishes its outcome. Auth is \
+OAuth client credentials or JWT bearer. Options: `profile_id` (or `profile_name`), \
+`username_suffix` (docs/providers/salesforce.md).";
+
 impl Provider for Salesforce {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::SALESFORCE
+    }
+
+    fn about(&self) -> &'static str {
+        ABOUT
+    }
+
     fn classify(&self, e: &ScimError) -> ConvergeError {
         classify_salesforce(e)
     }
 
-    fn options(&self) -> &'static [(&'static str, OptionType)] {
-        OPTIONS
+    fn check_options(&self, t: &TargetConfig) -> Option<(String, String)> {
+        self.options.check(t).err()
     }
 
     fn assess(&self, result: Result<&ScimResponse, &ScimError>, latency: Duration) -> Assessment {
@@ -272,7 +304,8 @@ impl Provider for Salesforce {
                 EventKind::UserUpserted => {
                     self.discover(&input).await?;
                     let profile = self.default_profile(&input).await?;
-                    upsert_user(&input, profile.as_deref()).await
+                    let suffix = self.options.get(input.target)?.username_suffix.clone();
+                    upsert_user(&input, profile.as_deref(), suffix).await
                 }
                 EventKind::UserDeactivated => {
                     self.discover(&input).await?;
@@ -352,10 +385,10 @@ pub fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
 async fn upsert_user(
     input: &ConvergeInput<'_>,
     default_profile: Option<&str>,
+    suffix: Option<String>,
 ) -> Result<Converged, ConvergeError> {
     let user = kit::user_of(input)?;
     let profile = mapping::profile_id(user, &input.target.id, default_profile)?;
-    let suffix = kit::opt_str(input.target, "username_suffix")?;
     let desired = kit::linked(
         input,
         mapping::user_resource(user, user.active, &profile, suffix.as_deref())?,

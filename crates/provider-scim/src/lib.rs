@@ -45,6 +45,7 @@ use serde_json::{Value, json};
 
 use scimrelay_connector::{ConvergeError, ConvergeInput, Converged, FailureClass, Provider};
 use scimrelay_core::config::DeletePolicy;
+use scimrelay_core::config::ProviderKind;
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ServiceProviderConfig, path_segment};
 
@@ -166,7 +167,20 @@ pub async fn discover(input: &ConvergeInput<'_>) -> Result<Caps, ConvergeError> 
     Ok(Caps::FALLBACK)
 }
 
+/// The connector's `--help` paragraph ([`Provider::about`]).
+pub const ABOUT: &str = "Delivers identity events to generic RFC 7644 SCIM 2.0 applications.\n\n\
+Consumes the shard queues of every `provider: scim` target in the targets file, \
+converges each event at the target and publishes its outcome.";
+
 impl Provider for GenericScim {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::SCIM
+    }
+
+    fn about(&self) -> &'static str {
+        ABOUT
+    }
+
     fn converge<'a>(
         &'a self,
         input: ConvergeInput<'a>,

@@ -1,24 +1,5 @@
 //! `scim-connector`: serves every `provider: scim` target of the targets file.
 
-use std::sync::Arc;
-
-use clap::Parser;
-use scimrelay_core::config::ProviderKind;
-
-/// Delivers identity events to generic RFC 7644 SCIM 2.0 applications.
-///
-/// Consumes the shard queues of every `provider: scim` target in the targets file, converges
-/// each event at the target and publishes its outcome.
-///
-/// Environment: SCIMRELAY_CONFIG (targets file, required), SCIMRELAY_AMQP_URL,
-/// SCIMRELAY_CONNECTOR_HTTP_ADDR (health, default 127.0.0.1:8081), SCIMRELAY_DRAIN_TIMEOUT_SECS
-/// (default 5), SCIMRELAY_CONNECTOR_REPLICAS (replicas sharing each target's rate budget,
-/// default 1), RUST_LOG, SCIMRELAY_LOG_FORMAT=json, OTEL_EXPORTER_OTLP_ENDPOINT.
-/// Secrets are read from the env vars or files each target names.
-#[derive(Parser)]
-#[command(version, about, long_about)]
-struct Args {}
-
 /// mimalloc: the services allocate many small, short-lived buffers per event (protobuf,
 /// JSON, HTTP); see BENCHMARKS.md for what it changed.
 #[global_allocator]
@@ -26,11 +7,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let _ = Args::parse();
-    scimrelay_connector::main(
-        "scim-connector",
-        ProviderKind::Scim,
-        Arc::new(scimrelay_provider_scim::GenericScim::new()),
-    )
+    scimrelay_connector::main(std::sync::Arc::new(
+        scimrelay_provider_scim::GenericScim::new(),
+    ))
     .await
 }

@@ -86,6 +86,9 @@ seccompProfile:
 {{- end }}
 - name: RUST_LOG
   value: {{ .Values.logging.level | quote }}
+{{- /* The providers this chart can run: a targets file naming another stops every service at start. */}}
+- name: SCIMRELAY_PROVIDERS
+  value: {{ keys .Values.connectors | sortAlpha | join "," | quote }}
 - name: SCIMRELAY_LOG_FORMAT
   value: {{ .Values.logging.format | quote }}
 {{- if .Values.otel.endpoint }}
