@@ -11,6 +11,7 @@ mod provider_aws;
 mod provider_github;
 mod provider_salesforce;
 mod provider_scim;
+mod provider_strict;
 mod provider_support;
 mod skeleton;
 mod state_of_record;

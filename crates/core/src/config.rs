@@ -743,20 +743,25 @@ impl TargetsFile {
         })
     }
 
-    /// Parses and validates targets-file YAML.
+    /// Parses and validates targets-file YAML, for the providers this deployment runs
+    /// ([`ProviderKind::deployed`]).
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_for(text, &ProviderKind::deployed()?)
+    }
+
+    /// Parses and validates targets-file YAML whose targets may name the providers `deployed`.
+    pub fn parse_for(text: &str, deployed: &[ProviderKind]) -> Result<Self, ConfigError> {
         let file: TargetsFile = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<inline>"),
             message: e.to_string(),
         })?;
-        file.validate()?;
+        file.validate(deployed)?;
         Ok(file)
     }
 
     /// Checks every target, section by section; the first error names its key
     /// (`targets[2].retry.max_attempts`).
-    fn validate(&self) -> Result<(), ConfigError> {
-        let deployed = ProviderKind::deployed()?;
+    fn validate(&self, deployed: &[ProviderKind]) -> Result<(), ConfigError> {
         let mut seen = HashSet::new();
         for (i, t) in self.targets.iter().enumerate() {
             let key = format!("targets[{i}]");

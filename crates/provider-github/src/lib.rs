@@ -48,7 +48,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use scimrelay_connector::breaker::Health;
-use scimrelay_connector::kit::compare::differs;
+use scimrelay_connector::kit::compare::replace_patch;
 use scimrelay_connector::kit::{self, Deactivation, Dialect, Lookup, MemberChange, id_of};
 use scimrelay_connector::limits::Feedback;
 use scimrelay_connector::options::{self, TargetOptions};
@@ -337,18 +337,7 @@ impl Provider for Github {
 /// displayName is sent as "givenName familyName"; a missing name or e-mail fails before any
 /// request), and a dropped e-mail goes with the replaced `emails` value.
 fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
-    let mut patch = PatchBuilder::new();
-    if let Value::Object(d) = desired {
-        for (k, v) in d {
-            if k == "schemas" {
-                continue;
-            }
-            if differs(&json!({ k.clone(): v.clone() }), existing) {
-                patch = patch.replace(Some(k), v.clone());
-            }
-        }
-    }
-    patch
+    replace_patch(desired, existing)
 }
 
 /// Takes one user creation from the hourly budget, waiting for it when it comes back within

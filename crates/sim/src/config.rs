@@ -53,6 +53,9 @@ pub struct ScimCaps {
     /// PATCH; off: `patch.supported: false` and every PATCH is 501 Not Implemented (RFC 7644
     /// §3.12: "the service provider does not support the request operation, e.g., PATCH").
     pub patch: bool,
+    /// PUT; off: every PUT is 405 Method Not Allowed, as on a server that only takes PATCH for
+    /// changes (a strict server protecting attributes it manages from whole replacement).
+    pub put: bool,
     /// Filtering; off: `filter.supported: false` and a list or `.search` with a non-empty
     /// filter is 400 `invalidFilter` (RFC 7644 §3.4.2.2: a provider "MUST decline to filter
     /// results" it cannot filter; ignoring the filter would hand back the wrong resources).
@@ -75,6 +78,7 @@ impl Default for ScimCaps {
     fn default() -> Self {
         Self {
             patch: true,
+            put: true,
             filter: true,
             etag: true,
             discovery: true,
@@ -516,7 +520,7 @@ impl TenantConfig {
     /// string, so tokens and passwords may contain `:`. Options before it, by mode:
     /// github `shortcode=S`, `throttle=403|429`, `creates_per_hour=N`, `requests_per_hour=N`;
     /// salesforce `client=ID`, `secret=S`, `ttl=SECS`, `limit=N`, `groups=A,B`;
-    /// aws `short_pages=RATE`; scim `patch=BOOL`, `filter=BOOL`, `etag=BOOL`, `discovery=BOOL`,
+    /// aws `short_pages=RATE`; scim `patch=BOOL`, `put=BOOL`, `filter=BOOL`, `etag=BOOL`, `discovery=BOOL`,
     /// `max_results=N`.
     pub fn parse_shorthand(s: &str) -> Result<Self, ConfigError> {
         let bad = |message: String| ConfigError::Invalid {
@@ -611,6 +615,7 @@ impl TenantConfig {
                 };
                 match key {
                     "patch" => c.patch = flag(value)?,
+                    "put" => c.put = flag(value)?,
                     "filter" => c.filter = flag(value)?,
                     "etag" => c.etag = flag(value)?,
                     "discovery" => c.discovery = flag(value)?,
@@ -620,7 +625,7 @@ impl TenantConfig {
                     }
                     _ => {
                         return Err(format!(
-                            "unknown scim option {key:?}; expected patch, filter, etag, discovery or max_results"
+                            "unknown scim option {key:?}; expected patch, put, filter, etag, discovery or max_results"
                         ));
                     }
                 }
@@ -770,13 +775,14 @@ mod tests {
         assert_eq!(sf.client_secret.as_deref(), Some("cs"));
         assert_eq!(sf.groups, vec!["A".to_string(), "B".to_string()]);
         let t = TenantConfig::parse_shorthand(
-            "a:scim:patch=false:filter=off:etag=false:discovery=false:max_results=7:bearer=t",
+            "a:scim:patch=false:put=off:filter=off:etag=false:discovery=false:max_results=7:bearer=t",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             t.scim(),
             ScimCaps {
                 patch: false,
+                put: false,
                 filter: false,
                 etag: false,
                 discovery: false,

@@ -21,8 +21,8 @@ use scimrelay_sim::{SimConfig, TenantConfig};
 ///
 /// --tenant shorthand: ID:MODE[:KEY=VALUE]...[:AUTH]
 ///   AUTH     none | bearer=TOKEN | basic=USER:PASS (scim only); takes the rest of the string
-///   scim     patch=false  filter=false  etag=false  discovery=false  max_results=N
-///            (what the server supports; all true and 1000 by default. Off: PATCH is 501,
+///   scim     patch=false  put=false  filter=false  etag=false  discovery=false  max_results=N
+///            (what the server supports; all true and 1000 by default. Off: PATCH is 501, PUT 405,
 ///            a filter is 400 invalidFilter, no ETag/meta.version and If-Match ignored,
 ///            ServiceProviderConfig/Schemas/ResourceTypes are 404)
 ///   github   shortcode=S  throttle=403|429  creates_per_hour=N  requests_per_hour=N

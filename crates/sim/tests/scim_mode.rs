@@ -1113,3 +1113,35 @@ async fn capability_defaults_and_misplaced_switches() {
     .expect_err("an unknown switch");
     assert!(err.to_string().contains("sort"), "{err}");
 }
+
+/// `scim: {put: false}`: every PUT (user or group) is 405 with an RFC error body naming PATCH
+/// and changes nothing; PATCH still works.
+#[tokio::test]
+async fn without_put_every_put_is_405() {
+    let sim = start("tenants: [{id: t, mode: scim, scim: {put: false}}]").await;
+    let id = sim.user("ada", json!({"title": "Dev"})).await;
+    let group = sim.group("eng", &[&id]).await;
+    for path in [format!("/Users/{id}"), format!("/Groups/{group}")] {
+        let (_, mut body) = sim.get(&path).await;
+        body["displayName"] = json!("X");
+        let (status, _, err) = sim
+            .send(Method::PUT, &sim.url(&path), Some(body), &[])
+            .await;
+        assert_eq!(status, 405, "{path}: {err}");
+        assert_eq!(err["status"], "405", "{err}");
+        assert!(
+            err["detail"].as_str().is_some_and(|d| d.contains("PATCH")),
+            "{err}"
+        );
+    }
+    let (_, user) = sim.get(&format!("/Users/{id}")).await;
+    assert_eq!(user["title"], "Dev", "nothing changed: {user}");
+    let (status, _) = sim
+        .patch(
+            &format!("/Users/{id}"),
+            json!([{"op": "replace", "path": "title", "value": "Lead"}]),
+        )
+        .await;
+    assert_eq!(status, 200);
+    sim.stop().await;
+}

@@ -13,7 +13,7 @@ use scimrelay_connector::exec::{Exec, ExecStats, TargetIo};
 use scimrelay_connector::limits::{Limits, LimitsConfig};
 use scimrelay_connector::record::{Linked, MemoryDirectory, Record};
 use scimrelay_connector::{ConvergeError, ConvergeInput, Converged, Provider};
-use scimrelay_core::config::{TargetConfig, TargetMode, TargetsFile};
+use scimrelay_core::config::{ProviderKind, TargetConfig, TargetMode, TargetsFile};
 use scimrelay_proto::v1::{IdentityEvent, PlannedRequest};
 use scimrelay_scim::{Auth, ClientConfig, ScimClient};
 
@@ -42,9 +42,13 @@ pub struct Run {
 }
 
 impl Harness {
-    /// A harness for the first target of `targets_yaml`, authenticating with `auth`.
+    /// A harness for the first target of `targets_yaml`, authenticating with `auth`; the
+    /// targets may name the provider's own kind besides the shipped ones.
     pub fn new(provider: Arc<dyn Provider>, targets_yaml: &str, auth: Auth) -> Self {
-        let file = TargetsFile::parse(targets_yaml).unwrap_or_else(|e| panic!("targets: {e}"));
+        let mut deployed = ProviderKind::SHIPPED.to_vec();
+        deployed.push(provider.kind());
+        let file = TargetsFile::parse_for(targets_yaml, &deployed)
+            .unwrap_or_else(|e| panic!("targets: {e}"));
         let target = file.targets[0].clone();
         let client = ScimClient::new(ClientConfig {
             base_url: target.base_url.clone(),

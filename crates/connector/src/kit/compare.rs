@@ -36,6 +36,27 @@ pub fn differs(desired: &Value, current: &Value) -> bool {
     })
 }
 
+/// A PATCH of one `replace` (with its path) per top-level attribute of `desired` that
+/// `current` does not hold ([`differs`]), whole values; `schemas` and `id` are never sent.
+/// Nothing is removed: a profile that clears attributes adds its `remove` operations
+/// ([`cleared`]).
+pub fn replace_patch(desired: &Value, current: &Value) -> scimrelay_scim::PatchBuilder {
+    let mut patch = scimrelay_scim::PatchBuilder::new();
+    if let Value::Object(d) = desired {
+        for (k, v) in d {
+            if matches!(k.as_str(), "schemas" | "id") {
+                continue;
+            }
+            let mut single = serde_json::Map::new();
+            single.insert(k.clone(), v.clone());
+            if differs(&Value::Object(single), current) {
+                patch = patch.replace(Some(k), v.clone());
+            }
+        }
+    }
+    patch
+}
+
 /// The enterprise extension's `employeeNumber`, as a PATCH path.
 pub const ENTERPRISE_EMPLOYEE_NUMBER: &str =
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber";

@@ -119,6 +119,14 @@ async fn capabilities(mut req: Request, next: Next) -> Response {
         )
         .into_response();
     }
+    if !caps.put && req.method() == Method::PUT {
+        return ScimError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            "PUT is not allowed by this service provider; change the resource with PATCH",
+        )
+        .into_response();
+    }
     if caps.etag {
         return next.run(req).await;
     }
