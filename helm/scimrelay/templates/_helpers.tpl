@@ -343,11 +343,3 @@ imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
-
-{{/* The connectors: values key -> binary. */}}
-{{- define "scimrelay.connectorBinaries" -}}
-scim: scim-connector
-github: github-connector
-aws: aws-connector
-salesforce: salesforce-connector
-{{- end }}
