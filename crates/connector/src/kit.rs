@@ -359,8 +359,8 @@ pub fn refused_clear(paths: &[String], e: &ScimError) -> String {
     )
 }
 
-/// Brings a user to its desired state with one PATCH (`patch`, built by the profile from the
-/// differences; nothing is sent when it is empty) and recreates it when it disappeared
+/// Brings a user to its desired state with one PATCH (built by the profile's `patch_for` from the
+/// desired and the existing user; nothing is sent when it is empty) and recreates it when it disappeared
 /// underneath (a 404: converging means it must exist). A 400 to a PATCH that clears attributes
 /// is sent again without the removals ([`without_removes`]), the refusal named in the detail.
 /// `op` is what a successful PATCH counts as
@@ -369,13 +369,14 @@ pub async fn patch_user(
     input: &ConvergeInput<'_>,
     existing: &Value,
     desired: &Value,
-    patch: scimrelay_scim::PatchBuilder,
+    patch_for: fn(&Value, &Value) -> scimrelay_scim::PatchBuilder,
     op: scimrelay_proto::v1::Operation,
 ) -> Result<crate::Converged, ConvergeError> {
     use crate::Converged;
     use scimrelay_proto::v1::Operation;
     let id = id_of(existing)
         .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote user has no id"))?;
+    let patch = patch_for(desired, existing);
     if patch.is_empty() {
         let done = if op == Operation::Adopted {
             op

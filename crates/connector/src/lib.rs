@@ -116,6 +116,7 @@ pub async fn main(provider: std::sync::Arc<dyn Provider>) -> std::process::ExitC
         }
     }
 }
+
 pub use status::StatusTls;
 
 /// Default address of the health endpoints.

@@ -40,7 +40,6 @@ use scimrelay_connector::kit::{self, Deactivation, Dialect, Lookup, MemberChange
 use scimrelay_connector::{
     ConvergeError, ConvergeInput, Converged, FailureClass, Provider, ProviderDefaults,
 };
-use scimrelay_core::config::DeletePolicy;
 use scimrelay_core::config::ProviderKind;
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_scim::{PatchBuilder, ScimRequest, filter_eq, member_values, path_segment};
@@ -142,14 +141,7 @@ impl Provider for Aws {
             match input.event.kind() {
                 EventKind::UserUpserted => upsert_user(&input).await,
                 EventKind::UserDeactivated => DIALECT.deactivate_user(&input).await,
-                EventKind::UserDeleted => match input.target.delete_policy {
-                    DeletePolicy::Deactivate => DIALECT.deactivate_user(&input).await.map(|c| {
-                        c.with_detail(
-                            "delete_policy is deactivate: the user was deactivated, not deleted",
-                        )
-                    }),
-                    DeletePolicy::Delete => DIALECT.delete(&input, "Users").await,
-                },
+                EventKind::UserDeleted => DIALECT.delete_user(&input).await,
                 EventKind::GroupUpserted => self.upsert_group(&input).await,
                 EventKind::GroupDeleted => DIALECT.delete(&input, "Groups").await,
                 EventKind::Unspecified => Err(ConvergeError::new(
@@ -165,56 +157,26 @@ async fn upsert_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeErr
     let user = kit::user_of(input)?;
     let desired = kit::linked(input, mapping::user_resource(user, user.active)?);
     if let Some((existing, _)) = DIALECT.current(input, "Users").await? {
-        return update_user(input, &existing, &desired, Operation::Updated).await;
+        return kit::patch_user(
+            input,
+            &existing,
+            &desired,
+            mapping::user_patch,
+            Operation::Updated,
+        )
+        .await;
     }
-    create_user(
-        input,
-        &desired,
-        &[
-            ("externalId", &input.external_id()),
-            ("userName", &user.user_name),
-        ],
-    )
-    .await
-}
-
-async fn create_user(
-    input: &ConvergeInput<'_>,
-    desired: &Value,
-    lookups: &[(&str, &str)],
-) -> Result<Converged, ConvergeError> {
-    match input
-        .exec
-        .send(ScimRequest::post("/Users", desired.clone()))
-        .await
+    match DIALECT
+        .create_user(input, &desired, &user.user_name, mapping::user_patch)
+        .await?
     {
-        Ok(resp) => Ok(Converged::new(Operation::Created, kit::created_id(&resp)?)),
-        Err(e) if kit::is_conflict(&e) => {
-            if let Some((existing, attr)) = DIALECT.adoptable(input, "Users", lookups).await? {
-                let done = update_user(input, &existing, desired, Operation::Adopted).await?;
-                return Ok(
-                    Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
-                        "409 on create: adopted the existing user found by {attr}"
-                    )),
-                );
-            }
-            Err(ConvergeError {
-                detail: "409 on create but no user found by externalId or userName (the e-mail may belong to another user: AWS keeps e-mails unique)".into(),
-                ..input.exec.classify(&e)
-            })
-        }
+        Ok(done) => Ok(done),
+        Err(e) if kit::is_conflict(&e) => Err(ConvergeError {
+            detail: "409 on create but no user found by externalId or userName (the e-mail may belong to another user: AWS keeps e-mails unique)".into(),
+            ..input.exec.classify(&e)
+        }),
         Err(e) => Err(input.exec.classify(&e)),
     }
-}
-
-async fn update_user(
-    input: &ConvergeInput<'_>,
-    existing: &Value,
-    desired: &Value,
-    op: Operation,
-) -> Result<Converged, ConvergeError> {
-    let patch = mapping::user_patch(desired, existing);
-    kit::patch_user(input, existing, desired, patch, op).await
 }
 
 /// One AWS group PATCH: `replace` of each `(attribute, value)` in `attrs` (displayName,

@@ -382,37 +382,19 @@ impl Github {
         )?;
         let desired = kit::linked(input, mapping::user_resource(user, user.active)?);
         if let Some((existing, _)) = DIALECT.current(input, "Users").await? {
-            return update_user(input, &existing, &desired, Operation::Updated).await;
+            return kit::patch_user(input, &existing, &desired, user_patch, Operation::Updated)
+                .await;
         }
         if !input.exec.is_plan() {
             let budget = self.creation_governor(input)?;
             spend_creation(&budget, input.exec.hold_left()).await?;
         }
-        match input
-            .exec
-            .send(ScimRequest::post("/Users", desired.clone()))
-            .await
+        match DIALECT
+            .create_user(input, &desired, &user.user_name, user_patch)
+            .await?
         {
-            Ok(resp) => Ok(Converged::new(Operation::Created, kit::created_id(&resp)?)),
+            Ok(done) => Ok(done),
             Err(e) if kit::is_conflict(&e) => {
-                if let Some((existing, attr)) = DIALECT
-                    .adoptable(
-                        input,
-                        "Users",
-                        &[
-                            ("externalId", &input.external_id()),
-                            ("userName", &user.user_name),
-                        ],
-                    )
-                    .await?
-                {
-                    let done = update_user(input, &existing, &desired, Operation::Adopted).await?;
-                    return Ok(
-                        Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
-                            "409 on create: adopted the existing user found by {attr}"
-                        )),
-                    );
-                }
                 let login = shortcode
                     .as_deref()
                     .map(|c| mapping::login(&user.user_name, c))
@@ -431,16 +413,6 @@ impl Github {
             Err(e) => Err(input.exec.classify(&e)),
         }
     }
-}
-
-async fn update_user(
-    input: &ConvergeInput<'_>,
-    existing: &Value,
-    desired: &Value,
-    op: Operation,
-) -> Result<Converged, ConvergeError> {
-    let patch = user_patch(desired, existing);
-    kit::patch_user(input, existing, desired, patch, op).await
 }
 
 /// One GitHub membership PATCH: `add` with the new members, `remove` with `path: members` and

@@ -395,7 +395,7 @@ async fn upsert_user(
     );
     let explain = |e: ConvergeError| explain_refusal(e, &user.id, &profile, &input.target.id);
     if let Some((existing, _)) = DIALECT.current(input, "Users").await? {
-        return update_user(input, &existing, &desired, Operation::Updated)
+        return kit::patch_user(input, &existing, &desired, user_patch, Operation::Updated)
             .await
             .map_err(explain);
     }
@@ -423,9 +423,10 @@ async fn upsert_user(
                 )
                 .await?
             {
-                let done = update_user(input, &existing, &desired, Operation::Adopted)
-                    .await
-                    .map_err(explain)?;
+                let done =
+                    kit::patch_user(input, &existing, &desired, user_patch, Operation::Adopted)
+                        .await
+                        .map_err(explain)?;
                 return Ok(
                     Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
                         "409 on create: adopted the existing user found by {attr}"
@@ -497,16 +498,6 @@ fn is_required_field_missing(e: &ScimError) -> bool {
     e.error_code() == Some("REQUIRED_FIELD_MISSING")
         || e.detail()
             .is_some_and(|d| d.contains("REQUIRED_FIELD_MISSING"))
-}
-
-async fn update_user(
-    input: &ConvergeInput<'_>,
-    existing: &Value,
-    desired: &Value,
-    op: Operation,
-) -> Result<Converged, ConvergeError> {
-    let patch = user_patch(desired, existing);
-    kit::patch_user(input, existing, desired, patch, op).await
 }
 
 /// One Salesforce membership PATCH: `{"op":…,"path":"members","value":{"members":[…]}}`.

@@ -44,7 +44,6 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use scimrelay_connector::{ConvergeError, ConvergeInput, Converged, FailureClass, Provider};
-use scimrelay_core::config::DeletePolicy;
 use scimrelay_core::config::ProviderKind;
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_scim::{PatchBuilder, ScimError, ScimRequest, ServiceProviderConfig, path_segment};
@@ -190,16 +189,7 @@ impl Provider for GenericScim {
             match input.event.kind() {
                 EventKind::UserUpserted => upsert_user(&input, caps).await,
                 EventKind::UserDeactivated => caps.dialect().deactivate_user(&input).await,
-                EventKind::UserDeleted => match input.target.delete_policy {
-                    DeletePolicy::Deactivate => {
-                        caps.dialect().deactivate_user(&input).await.map(|c| {
-                            c.with_detail(
-                            "delete_policy is deactivate: the user was deactivated, not deleted",
-                        )
-                        })
-                    }
-                    DeletePolicy::Delete => caps.dialect().delete(&input, "Users").await,
-                },
+                EventKind::UserDeleted => caps.dialect().delete_user(&input).await,
                 EventKind::GroupUpserted => upsert_group(&input, caps).await,
                 EventKind::GroupDeleted => caps.dialect().delete(&input, "Groups").await,
                 EventKind::Unspecified => Err(ConvergeError::new(

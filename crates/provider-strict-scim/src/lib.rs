@@ -30,7 +30,7 @@ use scimrelay_connector::kit::resource::{one_value, put, require, sole};
 use scimrelay_connector::kit::{self, Deactivation, Dialect, Lookup, MemberChange, id_of};
 use scimrelay_connector::options::{TargetOptions, text};
 use scimrelay_connector::{ConvergeError, ConvergeInput, Converged, FailureClass, Provider};
-use scimrelay_core::config::{DeletePolicy, ProviderKind, TargetConfig};
+use scimrelay_core::config::{ProviderKind, TargetConfig};
 use scimrelay_proto::v1::{EventKind, Operation, UserState};
 use scimrelay_scim::{PatchBuilder, ScimRequest, escape_value, member_values, path_segment};
 
@@ -105,10 +105,7 @@ impl Provider for StrictScim {
             match input.event.kind() {
                 EventKind::UserUpserted => upsert_user(&input).await,
                 EventKind::UserDeactivated => DIALECT.deactivate_user(&input).await,
-                EventKind::UserDeleted => match input.target.delete_policy {
-                    DeletePolicy::Deactivate => DIALECT.deactivate_user(&input).await,
-                    DeletePolicy::Delete => DIALECT.delete(&input, "Users").await,
-                },
+                EventKind::UserDeleted => DIALECT.delete_user(&input).await,
                 EventKind::GroupUpserted => {
                     let chunk = self.options.get(input.target)?.member_chunk;
                     upsert_group(&input, usize::try_from(chunk).unwrap_or(usize::MAX)).await
@@ -148,34 +145,24 @@ async fn upsert_user(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeErr
     let user = kit::user_of(input)?;
     let desired = kit::linked(input, user_resource(user, user.active)?);
     if let Some((existing, _)) = DIALECT.current(input, "Users").await? {
-        let patch = replace_patch(&desired, &existing);
-        return kit::patch_user(input, &existing, &desired, patch, Operation::Updated).await;
+        return kit::patch_user(
+            input,
+            &existing,
+            &desired,
+            replace_patch,
+            Operation::Updated,
+        )
+        .await;
     }
-    match input
-        .exec
-        .send(ScimRequest::post("/Users", desired.clone()))
-        .await
+    match DIALECT
+        .create_user(input, &desired, &user.user_name, replace_patch)
+        .await?
     {
-        Ok(resp) => Ok(Converged::new(Operation::Created, kit::created_id(&resp)?)),
-        Err(e) if kit::is_conflict(&e) => {
-            let lookups = [
-                ("externalId", input.external_id()),
-                ("userName", user.user_name.clone()),
-            ];
-            let lookups: Vec<(&str, &str)> =
-                lookups.iter().map(|(a, v)| (*a, v.as_str())).collect();
-            let Some((existing, attr)) = DIALECT.adoptable(input, "Users", &lookups).await? else {
-                return Err(ConvergeError {
-                    detail: "409 on create but no user found by externalId or userName".into(),
-                    ..input.exec.classify(&e)
-                });
-            };
-            let patch = replace_patch(&desired, &existing);
-            let done =
-                kit::patch_user(input, &existing, &desired, patch, Operation::Adopted).await?;
-            Ok(Converged::new(Operation::Adopted, done.remote_id)
-                .with_detail(format!("409 on create: adopted the user found by {attr}")))
-        }
+        Ok(done) => Ok(done),
+        Err(e) if kit::is_conflict(&e) => Err(ConvergeError {
+            detail: "409 on create but no user found by externalId or userName".into(),
+            ..input.exec.classify(&e)
+        }),
         Err(e) => Err(input.exec.classify(&e)),
     }
 }

@@ -12,6 +12,7 @@
 
 use serde_json::{Value, json};
 
+use scimrelay_core::config::DeletePolicy;
 use scimrelay_proto::v1::Operation;
 use scimrelay_scim::{PatchBuilder, ScimRequest, filter_eq, path_segment};
 
@@ -131,6 +132,48 @@ impl Dialect {
         Ok(None)
     }
 
+    /// Creates the subject's user (`POST /Users` with `desired`). After a 409 it adopts the
+    /// user [`Dialect::adoptable`] finds by externalId, then `user_name`, bringing it to the
+    /// desired state with `patch_for` ([`super::patch_user`]). The inner error is the create's
+    /// refusal nothing resolved (a 409 without a user to adopt, or any other answer), for the
+    /// profile to word in its provider's terms.
+    pub async fn create_user(
+        &self,
+        input: &ConvergeInput<'_>,
+        desired: &Value,
+        user_name: &str,
+        patch_for: fn(&Value, &Value) -> scimrelay_scim::PatchBuilder,
+    ) -> Result<Result<Converged, scimrelay_scim::ScimError>, ConvergeError> {
+        let e = match input
+            .exec
+            .send(ScimRequest::post("/Users", desired.clone()))
+            .await
+        {
+            Ok(resp) => {
+                return Ok(Ok(Converged::new(
+                    Operation::Created,
+                    super::created_id(&resp)?,
+                )));
+            }
+            Err(e) if super::is_conflict(&e) => e,
+            Err(e) => return Ok(Err(e)),
+        };
+        let lookups = [
+            ("externalId", input.external_id()),
+            ("userName", user_name.to_owned()),
+        ];
+        let lookups: Vec<(&str, &str)> = lookups.iter().map(|(a, v)| (*a, v.as_str())).collect();
+        let Some((existing, attr)) = self.adoptable(input, "Users", &lookups).await? else {
+            return Ok(Err(e));
+        };
+        let done =
+            super::patch_user(input, &existing, desired, patch_for, Operation::Adopted).await?;
+        Ok(Ok(Converged::new(Operation::Adopted, done.remote_id)
+            .with_detail(format!(
+                "409 on create: adopted the existing user found by {attr}"
+            ))))
+    }
+
     /// The subject's object at the target and its ETag: by the id the state of record holds,
     /// else by externalId. With `if_match`, an object found by a list (which carries no ETag
     /// header) is read again by id for its version.
@@ -203,6 +246,17 @@ impl Dialect {
             Err(e) if e.status() == Some(404) => Ok(Converged::new(Operation::Noop, "")
                 .with_detail("user disappeared before deactivation")),
             Err(e) => Err(input.exec.classify(&e)),
+        }
+    }
+
+    /// A `user.deleted` event as the target's `delete_policy` says: deactivate the user (the
+    /// default; the detail says so) or delete it.
+    pub async fn delete_user(&self, input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
+        match input.target.delete_policy {
+            DeletePolicy::Deactivate => self.deactivate_user(input).await.map(|c| {
+                c.with_detail("delete_policy is deactivate: the user was deactivated, not deleted")
+            }),
+            DeletePolicy::Delete => self.delete(input, "Users").await,
         }
     }
 

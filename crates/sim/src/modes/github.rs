@@ -68,6 +68,9 @@ fn login_key(body: &Map<String, Value>) -> Option<String> {
 /// GitHub's login normalisation without the `_SHORTCODE` suffix: drop everything from `@`,
 /// drop everything up to a `\`, turn every character other than letters and digits into `-`,
 /// collapse `--` and trim `-` at both ends. Case is kept.
+///
+/// Written here again on purpose, not taken from the github profile: the simulator is the
+/// profile's test oracle, and sharing the function would let one mistake pass both sides.
 pub fn normalize(user_name: &str) -> String {
     let name = user_name.rsplit('\\').next().unwrap_or_default();
     let name = name.split('@').next().unwrap_or_default();
