@@ -27,7 +27,8 @@ use rand::Rng;
 use scimrelay_core::amqp;
 use scimrelay_core::config::RetryConfig;
 use scimrelay_proto::v1::{
-    EventKind, IdentityEvent, Operation, Outcome, OutcomeResult, Presence, SubjectRecord,
+    EventKind, IdentityEvent, Operation, Outcome, OutcomeResult, PlannedRequest, Presence,
+    SubjectRecord,
 };
 
 use crate::provider::{ConvergeError, Converged, FailureClass};
@@ -273,6 +274,17 @@ pub fn printable(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { '\u{fffd}' } else { c })
         .collect()
+}
+
+/// A converge run in plan mode: a `planned` outcome with what the profile would have done and
+/// the requests it would have sent (nothing recorded in the state of record).
+pub fn planned(mut outcome: Outcome, done: Converged, requests: Vec<PlannedRequest>) -> Step {
+    outcome.operation = done.operation as i32;
+    outcome.remote_id = done.remote_id;
+    outcome.detail = done.detail;
+    outcome.result = OutcomeResult::Planned as i32;
+    outcome.planned = requests;
+    Step::Done(Box::new(outcome))
 }
 
 /// The outcome an operator sees when a step is terminal: `result`, `operation`, and the

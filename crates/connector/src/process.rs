@@ -304,15 +304,7 @@ impl Processor {
         // write (see `Converged.unanswered`).
         let unanswered = exec.stats().unanswered_writes > 0;
         match result {
-            Ok(done) if m.plan => {
-                let mut outcome = m.outcome;
-                outcome.operation = done.operation as i32;
-                outcome.remote_id = done.remote_id;
-                outcome.detail = done.detail;
-                outcome.result = OutcomeResult::Planned as i32;
-                outcome.planned = exec.planned();
-                Step::Done(Box::new(outcome))
-            }
+            Ok(done) if m.plan => decide::planned(m.outcome, done, exec.planned()),
             Ok(done) => self.succeeded(m, desired, done, unanswered).await,
             Err(err) => self.failed(m, &desired, &err, unanswered).await,
         }

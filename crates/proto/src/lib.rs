@@ -38,6 +38,9 @@ pub const TYPE_OUTCOME: &str = "scimrelay.v1.Outcome";
 pub const TYPE_HELD_EVENT: &str = "scimrelay.v1.HeldEvent";
 /// Header set on a released held event: the mass-deprovisioning guard lets it through.
 pub const HEADER_RELEASED: &str = "x-scimrelay-released";
+/// Header a connector sets on a parked copy (dead-lettered or held): the message's original
+/// routing key on `scimrelay.events`, which a replay or a release sends it back to.
+pub const HEADER_ROUTING_KEY: &str = "x-scimrelay-routing-key";
 /// Header set on a copy replayed from the dead-letter queue: it starts a fresh attempt budget,
 /// and its outcome says it was replayed.
 pub const HEADER_REPLAYED: &str = "x-scimrelay-replayed";

@@ -59,9 +59,8 @@ pub const REPORTS_QUEUE: &str = "scimrelay.status.reports";
 pub use scimrelay_proto::{HEADER_RELEASED, TYPE_HELD_EVENT};
 /// Message type of a target report.
 pub const TYPE_TARGET_REPORT: &str = "scimrelay.v1.TargetReport";
-/// Header a connector sets on a parked copy: the message's original routing key on
-/// `scimrelay.events`, which a replay sends it back to.
-pub const HEADER_ROUTING_KEY: &str = "x-scimrelay-routing-key";
+/// Header a connector sets on a parked copy (the one definition is in `scimrelay-proto`).
+pub use scimrelay_proto::HEADER_ROUTING_KEY;
 
 /// Status settings.
 #[derive(Clone)]

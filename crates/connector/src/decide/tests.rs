@@ -323,3 +323,149 @@ fn retry_classes_are_bounded_labels() {
     assert_eq!(retry_class(502), "http_5xx");
     assert_eq!(retry_class(409), "http_4xx");
 }
+
+/// Every outcome kind the proto defines, and every non-terminal step, comes out of one row of
+/// the pure decision: a new kind without a row fails here.
+#[test]
+fn every_outcome_kind_and_step_has_its_row() {
+    let retry = RetryConfig {
+        max_attempts: 3,
+        base_delay_ms: 100,
+        max_delay_ms: 1_000,
+    };
+    let err = |class, retry_after_ms| ConvergeError {
+        retry_after_ms,
+        ..ConvergeError::new(class, "HTTP 503")
+    };
+    let v1 = user_event("e1", 1, "Engineer");
+    let superseded = match decide(&v1, &record(2, "e2", 0, "", None), false) {
+        Decision::Superseded(why) => done(
+            Outcome::default(),
+            OutcomeResult::Superseded,
+            Operation::Noop,
+            "",
+            why,
+        ),
+        other => panic!("superseded: {other:?}"),
+    };
+    let converged = Converged::new(Operation::Created, "r1");
+    let rows: Vec<(&str, Step)> = vec![
+        (
+            "succeeded",
+            done(
+                Outcome::default(),
+                OutcomeResult::Succeeded,
+                Operation::Created,
+                "r1",
+                String::new(),
+            ),
+        ),
+        ("superseded", superseded),
+        (
+            "unsupported",
+            settle_failure(
+                failed_outcome(1, 501),
+                &err(FailureClass::Unsupported, None),
+                &retry,
+                false,
+                0,
+            ),
+        ),
+        (
+            "failed",
+            settle_failure(
+                failed_outcome(1, 400),
+                &err(FailureClass::Permanent, None),
+                &retry,
+                false,
+                0,
+            ),
+        ),
+        (
+            "dead-lettered",
+            settle_failure(
+                failed_outcome(3, 503),
+                &err(FailureClass::Retry, None),
+                &retry,
+                false,
+                0,
+            ),
+        ),
+        (
+            "planned",
+            planned(
+                Outcome::default(),
+                converged.clone(),
+                vec![PlannedRequest {
+                    method: "POST".into(),
+                    path: "/Users".into(),
+                    ..Default::default()
+                }],
+            ),
+        ),
+        (
+            "held",
+            Step::Hold {
+                reason: "would exceed the deprovisioning guard".into(),
+            },
+        ),
+        (
+            "retry",
+            settle_failure(
+                failed_outcome(1, 503),
+                &err(FailureClass::Retry, None),
+                &retry,
+                false,
+                0,
+            ),
+        ),
+        (
+            "wait",
+            settle_failure(
+                failed_outcome(1, 503),
+                &err(FailureClass::Retry, None),
+                &retry,
+                true,
+                0,
+            ),
+        ),
+        (
+            "wait",
+            settle_failure(
+                failed_outcome(1, 429),
+                &err(FailureClass::Deferred, Some(30_000)),
+                &retry,
+                false,
+                0,
+            ),
+        ),
+    ];
+    for (want, step) in &rows {
+        assert_eq!(step.name(), *want, "{step:?}");
+    }
+    // The deferred wait takes the target's own wait and counts no attempt.
+    match &rows[rows.len() - 1].1 {
+        Step::Wait {
+            wait,
+            attempt,
+            class,
+            ..
+        } => assert_eq!(
+            (*wait, *attempt, *class),
+            (Duration::from_secs(30), 0, "deferred")
+        ),
+        other => panic!("deferred: {other:?}"),
+    }
+    match &rows[5].1 {
+        Step::Done(o) => assert_eq!(
+            (o.operation, o.remote_id.as_str(), o.planned.len()),
+            (Operation::Created as i32, "r1", 1)
+        ),
+        other => panic!("planned: {other:?}"),
+    }
+    // Every outcome kind of the proto has a row.
+    let names: Vec<&str> = rows.iter().map(|(n, _)| *n).collect();
+    for kind in (1..=i32::MAX).map_while(|n| OutcomeResult::try_from(n).ok()) {
+        assert!(names.contains(&kind.name()), "no row for {}", kind.name());
+    }
+}
