@@ -3,9 +3,11 @@
 //! fresh database of each backend (see `on_both!` below), since its atomicity is per backend.
 
 use super::*;
+use prost::Message;
 use scimrelay_proto::v1::{
-    AdmitDeprovisionResponse, Converged, EventKind, IdentityEvent, Operation, Presence, SubjectKey,
-    SubjectKind, TakeEvent, UserState,
+    AdmitDeprovisionResponse, Converged, DeprovisionGuard, EventKind, IdentityEvent, Operation,
+    Outcome, OutcomeFilter, OutcomeResult, Presence, RecordedOutcome, SubjectKey, SubjectKind,
+    TakeEvent, UserState,
 };
 
 fn outcome(
@@ -732,43 +734,6 @@ async fn replicas_never_both_admit_the_last_slot(db: &TestStore) {
     }
     assert_eq!(admitted, 4, "floor(20 % of 20 users)");
     assert_eq!(admit(&other, "t1", "u0", now).await.recent, 4);
-}
-
-#[test]
-fn the_allowance_is_the_floor_of_the_decimal_share() {
-    assert_eq!(allowance(0.2, 20), 4);
-    assert_eq!(allowance(0.29, 100), 29, "0.29 × 100 is 28.999… in binary");
-    assert_eq!(allowance(0.1, 25), 2);
-    assert_eq!(allowance(1.0, 7), 7);
-    assert_eq!(allowance(0.5, 0), 0);
-}
-
-#[test]
-fn refusals_read_as_written() {
-    let g = |max_share, window_ms| DeprovisionGuard {
-        max_share,
-        window_ms,
-        min_users: 0,
-    };
-    assert_eq!(
-        refusal(&g(0.1, 600_000), 200, 30),
-        "30 of 200 users deprovisioned within 600 s (limit 10%)"
-    );
-    assert_eq!(
-        refusal(&g(0.125, 1_500), 8, 1),
-        "1 of 8 users deprovisioned within 1.5 s (limit 12.5%)"
-    );
-    assert_eq!(
-        refusal(&g(0.29, 60_000), 100, 29),
-        "29 of 100 users deprovisioned within 60 s (limit 29%)"
-    );
-}
-
-#[test]
-fn the_lock_key_is_the_same_in_every_build() {
-    // Replicas built by different compilers must lock the same key: never change it.
-    assert_eq!(deprovision_lock_key("t1"), 262_878_236_659_564_239);
-    assert_ne!(deprovision_lock_key("t1"), deprovision_lock_key("t2"));
 }
 
 /// A created user of `tenant` for (event, target, subject).
