@@ -5,7 +5,8 @@
 //! only the schema migrations differ. The `on_pool!` macro expands each query once per backend.
 //! One module per concern, each explaining its invariants:
 //!
-//! - [`migrate`]: the schema, each backend's migrations.
+//! - [`migrate`]: the schema, as `.sql` files per backend run by sqlx's migrator, and the bridge
+//!   from databases made before that.
 //! - [`write`]: batched, idempotent writes of outcomes and held events; `seq` grows in commit
 //!   order; one terminal outcome per (tenant, event, target).
 //! - [`query`]: the outcome history and held events; [`targets`]: reports and target summaries.

@@ -1,440 +1,291 @@
-//! The schema: each backend's migrations, applied in order once each by [`Store::migrate`] and
-//! recorded in `schema_migrations`. Never edit a released migration; append one.
+//! The schema: the released migrations, `.sql` files under `crates/status/migrations/sqlite/` and
+//! `crates/status/migrations/postgres/`, run by sqlx's migrator, which records each one in
+//! `_sqlx_migrations` with the SHA-384 checksum of its file.
+//!
+//! **A released migration is never edited; a change is a new one.** A database keeps the
+//! checksum of every migration it ran, and the migrator refuses to open a database whose
+//! recorded checksum differs from the file's ("migration N was previously applied but has been
+//! modified"): an edit would otherwise leave the databases made before and after it with
+//! different schemas. The module's tests pin each file's checksum, so an edit fails before it
+//! ships. The files are embedded in the binary (`include_str!`, nothing is read at run time)
+//! and named as sqlx's tools expect (`<version>_<description>.sql`).
+//!
+//! Both backends number their migrations alike: PostgreSQL's 1 holds everything of SQLite's 1
+//! and 2, so PostgreSQL has no 2; later versions keep the same numbers and meaning.
+//!
+//! **Concurrency.** Each migration runs in its own transaction. On PostgreSQL the migrator holds
+//! an advisory lock of its own (keyed by the database's name) while it runs, so of several
+//! replicas starting at once one migrates and the others wait, then find nothing to do. On
+//! SQLite (one process per file) the store's write mutex serializes the migrator with writers.
+//!
+//! **Databases from before the migrator** recorded their migrations in a table of their own,
+//! `schema_migrations (version, applied_at_ms)`, applied by a runner of this module with the
+//! very SQL of today's files. At every open, before the migrator runs, [`Store::bridge`] copies
+//! the versions that table holds and `_sqlx_migrations` does not into `_sqlx_migrations` — with
+//! the checksum and description of today's file, the time the version was applied, and an
+//! execution time of -1 (unknown) — in one transaction, so the migrator counts them as applied
+//! and runs only the rest. On PostgreSQL that transaction first takes the writers' advisory lock
+//! (`PG_WRITE_LOCK`), the one the old runner took for each migration: replicas starting at once
+//! bridge in turn (the later ones find nothing left to copy), and a bridge never interleaves
+//! with a replica of the previous release still running the old runner. On SQLite it begins
+//! `IMMEDIATE` for the same reason. A version in the old table that this build does not know (a
+//! database of a later build) stops the open. A database without `schema_migrations` is new, or
+//! sqlx's already, and is left to the migrator.
+//!
+//! `schema_migrations` is kept as it is after the bridge, and nothing writes it any more: it is
+//! the record of when each of those migrations ran, and with it the previous release still finds
+//! its migrations applied, so rolling back to it does not try to create existing tables.
 
-use super::{Backend, PG_WRITE_LOCK, Pool, Store, StoreError, now_ms};
+use std::borrow::Cow;
 
-/// SQLite schema migrations, applied in order once each; never edit a released one, append.
-const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
-    (
-        1,
-        r#"
-CREATE TABLE outcomes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL,
-    target TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    result INTEGER NOT NULL,
-    attempt INTEGER NOT NULL,
-    finished_at_ms INTEGER NOT NULL,
-    recorded_at_ms INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    UNIQUE (event_id, target, result, attempt, finished_at_ms)
-);
-CREATE INDEX outcomes_event ON outcomes (event_id);
-CREATE INDEX outcomes_target ON outcomes (target, seq);
-CREATE INDEX outcomes_subject ON outcomes (subject_id, seq);
-CREATE TABLE subjects (
-    target TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    subject_kind INTEGER NOT NULL,
-    remote_id TEXT NOT NULL,
-    applied_version INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    last_error TEXT NOT NULL,
-    updated_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (target, subject_id)
-);
-"#,
-    ),
-    (
-        2,
-        r#"
-ALTER TABLE outcomes ADD COLUMN latency_ms INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE outcomes ADD COLUMN duplicate INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX outcomes_recorded ON outcomes (recorded_at_ms);
-CREATE TABLE terminals (
-    event_id TEXT NOT NULL,
-    target TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (event_id, target)
-);
-CREATE INDEX terminals_seq ON terminals (seq);
-INSERT OR IGNORE INTO terminals (event_id, target, seq)
-    SELECT event_id, target, MIN(seq) FROM outcomes WHERE event_id <> '' AND result <> 0 GROUP BY event_id, target;
-UPDATE outcomes SET duplicate = 1
-    WHERE result <> 0 AND event_id <> '' AND seq NOT IN (SELECT seq FROM terminals);
-CREATE TABLE target_counts (
-    target TEXT NOT NULL,
-    result INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY (target, result)
-);
-INSERT INTO target_counts (target, result, count)
-    SELECT target, result, COUNT(*) FROM outcomes WHERE duplicate = 0 AND result <> 0 GROUP BY target, result;
-CREATE TABLE targets (
-    target TEXT PRIMARY KEY,
-    provider TEXT NOT NULL,
-    last_outcome_at_ms INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO targets (target, provider, last_outcome_at_ms)
-    SELECT target, '', MAX(recorded_at_ms) FROM outcomes GROUP BY target;
-CREATE TABLE target_reports (
-    target TEXT NOT NULL,
-    replica TEXT NOT NULL,
-    received_at_ms INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    PRIMARY KEY (target, replica)
-);
-CREATE TABLE held (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL,
-    target TEXT NOT NULL,
-    held_at_ms INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    UNIQUE (event_id, target)
-);
-CREATE INDEX held_target ON held (target, id);
-"#,
-    ),
-    (
-        3,
-        r#"
-CREATE TABLE deprovisions (
-    target TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    admitted_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (target, subject_id)
-);
-CREATE INDEX deprovisions_window ON deprovisions (target, admitted_at_ms);
-"#,
-    ),
-    (4, MIGRATION_4),
-    (5, SQLITE_MIGRATION_5),
-    (6, SQLITE_MIGRATION_6),
+use futures::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
+
+use super::{Backend, PG_WRITE_LOCK, Pool, Store, StoreError};
+
+/// A released migration: its version, its file under `crates/status/migrations/`, its SQL.
+type Released = (i64, &'static str, &'static str);
+
+/// The released migration `$version` in `$file` (a path under `crates/status/migrations/`).
+macro_rules! released {
+    ($version:literal, $file:literal) => {
+        (
+            $version,
+            $file,
+            include_str!(concat!("../../migrations/", $file)),
+        )
+    };
+}
+
+/// SQLite's released migrations, in order.
+const SQLITE: &[Released] = &[
+    // The outcome history and the subject ledger.
+    released!(1, "sqlite/0001_outcomes_and_subjects.sql"),
+    // Terminal outcomes (duplicates flagged), per-target counts and providers, connector
+    // reports, held events; filled from the history already stored.
+    released!(2, "sqlite/0002_terminals_totals_reports_held.sql"),
+    // The mass-deprovisioning guard's admissions.
+    released!(3, "sqlite/0003_deprovisions.sql"),
+    // Tenants; see the note on migration 4 below.
+    released!(4, "sqlite/0004_tenants.sql"),
+    // The state of record; see the note on migration 5 below. SQLite cannot change a key in
+    // place: each table is rebuilt (copied) under its old name.
+    released!(5, "sqlite/0005_state_of_record.sql"),
+    // A subject's claim by the connector session converging it, and the fence a claim left by
+    // an ended session puts on it (see `record`).
+    released!(6, "sqlite/0006_claims_and_fences.sql"),
 ];
 
-/// PostgreSQL schema migrations (the same schema as SQLite's, in PostgreSQL types). Version 1
-/// already holds everything of SQLite's 1 and 2; later versions keep SQLite's numbers.
-const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
-    (
-        1,
-        r#"
-CREATE TABLE outcomes (
-    seq BIGSERIAL PRIMARY KEY,
-    event_id TEXT NOT NULL,
-    target TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    result BIGINT NOT NULL,
-    attempt BIGINT NOT NULL,
-    finished_at_ms BIGINT NOT NULL,
-    recorded_at_ms BIGINT NOT NULL,
-    latency_ms BIGINT NOT NULL DEFAULT 0,
-    duplicate BIGINT NOT NULL DEFAULT 0,
-    body BYTEA NOT NULL,
-    UNIQUE (event_id, target, result, attempt, finished_at_ms)
-);
-CREATE INDEX outcomes_event ON outcomes (event_id);
-CREATE INDEX outcomes_target ON outcomes (target, seq);
-CREATE INDEX outcomes_subject ON outcomes (subject_id, seq);
-CREATE INDEX outcomes_recorded ON outcomes (recorded_at_ms);
-CREATE TABLE subjects (
-    target TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    subject_kind BIGINT NOT NULL,
-    remote_id TEXT NOT NULL,
-    applied_version BIGINT NOT NULL,
-    state TEXT NOT NULL,
-    last_error TEXT NOT NULL,
-    updated_at_ms BIGINT NOT NULL,
-    PRIMARY KEY (target, subject_id)
-);
-CREATE TABLE terminals (
-    event_id TEXT NOT NULL,
-    target TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    PRIMARY KEY (event_id, target)
-);
-CREATE INDEX terminals_seq ON terminals (seq);
-CREATE TABLE target_counts (
-    target TEXT NOT NULL,
-    result BIGINT NOT NULL,
-    count BIGINT NOT NULL,
-    PRIMARY KEY (target, result)
-);
-CREATE TABLE targets (
-    target TEXT PRIMARY KEY,
-    provider TEXT NOT NULL,
-    last_outcome_at_ms BIGINT NOT NULL
-);
-CREATE TABLE target_reports (
-    target TEXT NOT NULL,
-    replica TEXT NOT NULL,
-    received_at_ms BIGINT NOT NULL,
-    body BYTEA NOT NULL,
-    PRIMARY KEY (target, replica)
-);
-CREATE TABLE held (
-    id BIGSERIAL PRIMARY KEY,
-    event_id TEXT NOT NULL,
-    target TEXT NOT NULL,
-    held_at_ms BIGINT NOT NULL,
-    body BYTEA NOT NULL,
-    UNIQUE (event_id, target)
-);
-CREATE INDEX held_target ON held (target, id);
-"#,
-    ),
-    (
-        3,
-        r#"
-CREATE TABLE deprovisions (
-    target TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    admitted_at_ms BIGINT NOT NULL,
-    PRIMARY KEY (target, subject_id)
-);
-CREATE INDEX deprovisions_window ON deprovisions (target, admitted_at_ms);
-"#,
-    ),
-    (4, MIGRATION_4),
-    (5, POSTGRES_MIGRATION_5),
-    (6, POSTGRES_MIGRATION_6),
+/// PostgreSQL's released migrations, in order: the same schema as SQLite's, in PostgreSQL types.
+const POSTGRES: &[Released] = &[
+    // Everything of SQLite's 1 and 2 (there was no history to fill from).
+    released!(1, "postgres/0001_initial_schema.sql"),
+    released!(3, "postgres/0003_deprovisions.sql"),
+    // The same SQL as SQLite's 4.
+    released!(4, "postgres/0004_tenants.sql"),
+    // Changed in place (columns added, keys swapped; the unique index that replaces a unique
+    // constraint is what the writes' `ON CONFLICT` names). The constraint names are
+    // PostgreSQL's defaults of the tables migration 1 created.
+    released!(5, "postgres/0005_state_of_record.sql"),
+    released!(6, "postgres/0006_claims_and_fences.sql"),
 ];
 
-/// Migration 4, the same SQL on both backends: the identity-platform tenant of every outcome
-/// and ledger row, so a key scoped to tenants reads only its own (see the status gRPC docs).
-/// Rows written before it keep `''`, which no tenant-scoped key matches: they stay visible to
-/// keys for all tenants only (the tenant is inside the outcome's protobuf body, which SQL cannot
-/// read to backfill it). `outcomes_tenant` serves the filtered listings of one tenant in `seq`
-/// order; `subjects_subject` serves `GetSubject` (by subject, then tenant), which until now
-/// scanned the ledger when no target was named. On PostgreSQL `ADD COLUMN … DEFAULT ''` does
-/// not rewrite the table, but the two `CREATE INDEX` block writes while they build.
-const MIGRATION_4: &str = r#"
-ALTER TABLE outcomes ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
-ALTER TABLE subjects ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
-CREATE INDEX outcomes_tenant ON outcomes (tenant, seq);
-CREATE INDEX subjects_subject ON subjects (subject_id, tenant);
-"#;
+// Migration 4: the identity-platform tenant of every outcome and ledger row, so a key scoped
+// to tenants reads only its own (see the status gRPC docs). Rows written before it keep `''`,
+// which no tenant-scoped key matches: they stay visible to keys for all tenants only (the
+// tenant is inside the outcome's protobuf body, which SQL cannot read to backfill it).
+// `outcomes_tenant` serves the filtered listings of one tenant in `seq` order;
+// `subjects_subject` serves `GetSubject` (by subject, then tenant). On PostgreSQL `ADD COLUMN …
+// DEFAULT ''` does not rewrite the table, but the two `CREATE INDEX` block writes while they
+// build.
+//
+// Migration 5: the state of record (see `record`). Subjects are keyed by (target, tenant,
+// kind, id) and keep the latest accepted desired state and what was applied; event ids are
+// unique per tenant, so outcomes, terminal outcomes, held events and the guard's admissions
+// carry the tenant in their keys. Rows keep their values; a ledger row's `state` (the name of
+// its last operation) becomes a presence, conservatively: a user last seen `deactivated` is
+// present-inactive, one with no remote id or `deleted` is absent, one that only ever failed is
+// unknown, anything else (`created`, `updated`, `noop`, …) present-active. Rows written before
+// migration 4 (tenant `''`) get their tenant from their latest outcome afterwards
+// (`Store::backfill_tenants`).
 
-/// Migration 5 on SQLite: the state of record (see [`record`]). Subjects are keyed by (target,
-/// tenant, kind, id) and keep the latest accepted desired state and what was applied; event
-/// ids are unique per tenant, so outcomes, terminal outcomes, held events and the guard's
-/// admissions carry the tenant in their keys. SQLite cannot change a key in place: each table
-/// is rebuilt (copied) under its old name. Rows keep their values; a ledger row's `state` (the
-/// name of its last operation) becomes a presence, conservatively: a user last seen
-/// `deactivated` is present-inactive, one with no remote id or `deleted` is absent, one that
-/// only ever failed is unknown, anything else (`created`, `updated`, `noop`, …) present-active.
-/// Rows written before migration 4 (tenant `''`) get their tenant from their latest outcome
-/// afterwards ([`Store::backfill_tenants`]).
-const SQLITE_MIGRATION_5: &str = r#"
-CREATE TABLE subjects_v5 (
-    target TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    subject_kind INTEGER NOT NULL,
-    subject_id TEXT NOT NULL,
-    desired_version INTEGER NOT NULL DEFAULT 0,
-    desired_event_id TEXT NOT NULL DEFAULT '',
-    desired BLOB,
-    desired_at_ms INTEGER NOT NULL DEFAULT 0,
-    applied_version INTEGER NOT NULL DEFAULT 0,
-    applied_event_id TEXT NOT NULL DEFAULT '',
-    applied BLOB,
-    applied_at_ms INTEGER NOT NULL DEFAULT 0,
-    remote_id TEXT NOT NULL DEFAULT '',
-    fingerprint INTEGER NOT NULL DEFAULT 0,
-    presence INTEGER NOT NULL DEFAULT 0,
-    members BLOB,
-    last_operation TEXT NOT NULL DEFAULT '',
-    last_error TEXT NOT NULL DEFAULT '',
-    updated_at_ms INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (target, tenant, subject_kind, subject_id)
-);
-INSERT INTO subjects_v5 (target, tenant, subject_kind, subject_id, desired_version, applied_version,
-        applied_at_ms, remote_id, presence, last_operation, last_error, updated_at_ms)
-    SELECT target, tenant, subject_kind, subject_id, applied_version, applied_version, updated_at_ms,
-        remote_id,
-        CASE WHEN state = 'error' THEN 0 WHEN remote_id = '' OR state = 'deleted' THEN 3
-             WHEN state = 'deactivated' THEN 2 ELSE 1 END,
-        CASE WHEN state = 'error' THEN '' ELSE state END,
-        last_error, updated_at_ms
-    FROM subjects;
-DROP TABLE subjects;
-ALTER TABLE subjects_v5 RENAME TO subjects;
-CREATE INDEX subjects_subject ON subjects (subject_id, tenant);
-CREATE INDEX subjects_presence ON subjects (target, subject_kind, presence);
-CREATE TABLE outcomes_v5 (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    tenant TEXT NOT NULL DEFAULT '',
-    event_id TEXT NOT NULL,
-    target TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    result INTEGER NOT NULL,
-    attempt INTEGER NOT NULL,
-    finished_at_ms INTEGER NOT NULL,
-    recorded_at_ms INTEGER NOT NULL,
-    latency_ms INTEGER NOT NULL DEFAULT 0,
-    duplicate INTEGER NOT NULL DEFAULT 0,
-    body BLOB NOT NULL,
-    UNIQUE (tenant, event_id, target, result, attempt, finished_at_ms)
-);
-INSERT INTO outcomes_v5 (seq, tenant, event_id, target, subject_id, result, attempt, finished_at_ms,
-        recorded_at_ms, latency_ms, duplicate, body)
-    SELECT seq, tenant, event_id, target, subject_id, result, attempt, finished_at_ms,
-        recorded_at_ms, latency_ms, duplicate, body FROM outcomes;
-DROP TABLE outcomes;
-ALTER TABLE outcomes_v5 RENAME TO outcomes;
-CREATE INDEX outcomes_event ON outcomes (event_id);
-CREATE INDEX outcomes_target ON outcomes (target, seq);
-CREATE INDEX outcomes_subject ON outcomes (subject_id, seq);
-CREATE INDEX outcomes_recorded ON outcomes (recorded_at_ms);
-CREATE INDEX outcomes_tenant ON outcomes (tenant, seq);
-CREATE TABLE terminals_v5 (
-    tenant TEXT NOT NULL DEFAULT '',
-    event_id TEXT NOT NULL,
-    target TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (tenant, event_id, target)
-);
-INSERT INTO terminals_v5 (tenant, event_id, target, seq)
-    SELECT COALESCE(o.tenant, ''), t.event_id, t.target, t.seq
-    FROM terminals t LEFT JOIN outcomes o ON o.seq = t.seq;
-DROP TABLE terminals;
-ALTER TABLE terminals_v5 RENAME TO terminals;
-CREATE INDEX terminals_seq ON terminals (seq);
-CREATE TABLE held_v5 (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    tenant TEXT NOT NULL DEFAULT '',
-    event_id TEXT NOT NULL,
-    target TEXT NOT NULL,
-    held_at_ms INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    UNIQUE (tenant, event_id, target)
-);
-INSERT INTO held_v5 (id, event_id, target, held_at_ms, body)
-    SELECT id, event_id, target, held_at_ms, body FROM held;
-DROP TABLE held;
-ALTER TABLE held_v5 RENAME TO held;
-CREATE INDEX held_target ON held (target, id);
-CREATE TABLE deprovisions_v5 (
-    target TEXT NOT NULL,
-    tenant TEXT NOT NULL DEFAULT '',
-    subject_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    admitted_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (target, tenant, subject_id)
-);
-INSERT INTO deprovisions_v5 (target, subject_id, event_id, admitted_at_ms)
-    SELECT target, subject_id, event_id, admitted_at_ms FROM deprovisions;
-DROP TABLE deprovisions;
-ALTER TABLE deprovisions_v5 RENAME TO deprovisions;
-CREATE INDEX deprovisions_window ON deprovisions (target, admitted_at_ms)
-"#;
+/// The released migrations of `backend`, as sqlx's migrator runs them.
+pub(super) fn migrations(backend: Backend) -> Vec<Migration> {
+    let released = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    released
+        .iter()
+        .map(|&(version, file, sql)| {
+            Migration::new(
+                version,
+                Cow::Owned(description(file)),
+                MigrationType::Simple,
+                Cow::Borrowed(sql),
+                false,
+            )
+        })
+        .collect()
+}
 
-/// Migration 5 on PostgreSQL: the same schema as [`SQLITE_MIGRATION_5`], changed in place
-/// (columns added, keys swapped; the unique index that replaces a unique constraint is what the
-/// writes' `ON CONFLICT` names). The constraint names are PostgreSQL's defaults of the tables
-/// migration 1 created.
-const POSTGRES_MIGRATION_5: &str = r#"
-ALTER TABLE subjects ADD COLUMN desired_version BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE subjects ADD COLUMN desired_event_id TEXT NOT NULL DEFAULT '';
-ALTER TABLE subjects ADD COLUMN desired BYTEA;
-ALTER TABLE subjects ADD COLUMN desired_at_ms BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE subjects ADD COLUMN applied_event_id TEXT NOT NULL DEFAULT '';
-ALTER TABLE subjects ADD COLUMN applied BYTEA;
-ALTER TABLE subjects ADD COLUMN applied_at_ms BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE subjects ADD COLUMN fingerprint BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE subjects ADD COLUMN presence BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE subjects ADD COLUMN members BYTEA;
-ALTER TABLE subjects ADD COLUMN last_operation TEXT NOT NULL DEFAULT '';
-UPDATE subjects SET desired_version = applied_version, applied_at_ms = updated_at_ms,
-    presence = CASE WHEN state = 'error' THEN 0 WHEN remote_id = '' OR state = 'deleted' THEN 3
-                    WHEN state = 'deactivated' THEN 2 ELSE 1 END,
-    last_operation = CASE WHEN state = 'error' THEN '' ELSE state END;
-ALTER TABLE subjects DROP COLUMN state;
-ALTER TABLE subjects ALTER COLUMN remote_id SET DEFAULT '';
-ALTER TABLE subjects ALTER COLUMN applied_version SET DEFAULT 0;
-ALTER TABLE subjects ALTER COLUMN last_error SET DEFAULT '';
-ALTER TABLE subjects ALTER COLUMN updated_at_ms SET DEFAULT 0;
-ALTER TABLE subjects DROP CONSTRAINT subjects_pkey;
-ALTER TABLE subjects ADD PRIMARY KEY (target, tenant, subject_kind, subject_id);
-CREATE INDEX subjects_presence ON subjects (target, subject_kind, presence);
-ALTER TABLE outcomes DROP CONSTRAINT IF EXISTS outcomes_event_id_target_result_attempt_finished_at_ms_key;
-CREATE UNIQUE INDEX outcomes_unique ON outcomes (tenant, event_id, target, result, attempt, finished_at_ms);
-ALTER TABLE terminals ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
-UPDATE terminals SET tenant = o.tenant FROM outcomes o WHERE o.seq = terminals.seq;
-ALTER TABLE terminals DROP CONSTRAINT terminals_pkey;
-ALTER TABLE terminals ADD PRIMARY KEY (tenant, event_id, target);
-ALTER TABLE held ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
-ALTER TABLE held DROP CONSTRAINT IF EXISTS held_event_id_target_key;
-CREATE UNIQUE INDEX held_unique ON held (tenant, event_id, target);
-ALTER TABLE deprovisions ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
-ALTER TABLE deprovisions DROP CONSTRAINT deprovisions_pkey;
-ALTER TABLE deprovisions ADD PRIMARY KEY (target, tenant, subject_id)
-"#;
+/// The description sqlx's tools give the file `file`: its name without the version and the
+/// `.sql`, underscores as spaces.
+fn description(file: &str) -> String {
+    let name = file.rsplit('/').next().unwrap_or(file);
+    let name = name.strip_suffix(".sql").unwrap_or(name);
+    name.split_once('_')
+        .map_or(name, |(_, d)| d)
+        .replace('_', " ")
+}
 
-/// Migration 6 on SQLite: a subject's claim by the connector session converging it, and the
-/// fence a claim left by an ended session puts on it (see [`record`]).
-const SQLITE_MIGRATION_6: &str = r#"
-ALTER TABLE subjects ADD COLUMN claim TEXT NOT NULL DEFAULT '';
-ALTER TABLE subjects ADD COLUMN fenced_until_ms INTEGER NOT NULL DEFAULT 0
-"#;
+/// The released migrations of a backend up to a version, as a source for sqlx's migrator.
+#[derive(Debug)]
+struct Embedded {
+    /// Whose migrations.
+    backend: Backend,
+    /// The last version included.
+    last: i64,
+}
 
-/// Migration 6 on PostgreSQL: the same columns.
-const POSTGRES_MIGRATION_6: &str = r#"
-ALTER TABLE subjects ADD COLUMN claim TEXT NOT NULL DEFAULT '';
-ALTER TABLE subjects ADD COLUMN fenced_until_ms BIGINT NOT NULL DEFAULT 0
-"#;
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move {
+            let mut m = migrations(self.backend);
+            m.retain(|m| m.version <= self.last);
+            Ok(m)
+        })
+    }
+}
+
+/// sqlx's migrator holding the released migrations of `backend` up to `last`.
+pub(super) async fn migrator(backend: Backend, last: i64) -> Result<Migrator, StoreError> {
+    Migrator::new(Embedded { backend, last })
+        .await
+        .map_err(|e| StoreError::Db(e.into()))
+}
+
+/// Whether the old runner's `schema_migrations` exists, as 0 or 1.
+const SQLITE_HAS_OLD_TABLE: &str =
+    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'";
+const POSTGRES_HAS_OLD_TABLE: &str =
+    "SELECT CAST(CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 ELSE 1 END AS BIGINT)";
+
+/// sqlx's own table, exactly as its migrator creates it (so its `CREATE TABLE IF NOT EXISTS`
+/// finds it as it would have made it).
+const SQLITE_SQLX_TABLE: &str = r#"
+CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    success BOOLEAN NOT NULL,
+    checksum BLOB NOT NULL,
+    execution_time BIGINT NOT NULL
+);
+                "#;
+const POSTGRES_SQLX_TABLE: &str = r#"
+CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMPTZ NOT NULL DEFAULT now(),
+    success BOOLEAN NOT NULL,
+    checksum BYTEA NOT NULL,
+    execution_time BIGINT NOT NULL
+);
+                "#;
+
+/// The versions of `schema_migrations` that `_sqlx_migrations` does not hold, with when they
+/// were applied.
+const OLD_VERSIONS: &str = "SELECT version, applied_at_ms FROM schema_migrations \
+     WHERE version NOT IN (SELECT version FROM _sqlx_migrations) ORDER BY version";
+
+/// Records a migration applied by the old runner as sqlx's migrator records one it applied:
+/// $1 version, $2 description, $3 checksum, $4 when it was applied (ms since the epoch).
+const SQLITE_RECORD: &str = "INSERT INTO _sqlx_migrations \
+     (version, description, installed_on, success, checksum, execution_time) \
+     VALUES ($1, $2, datetime($4 / 1000, 'unixepoch'), TRUE, $3, -1)";
+const POSTGRES_RECORD: &str = "INSERT INTO _sqlx_migrations \
+     (version, description, installed_on, success, checksum, execution_time) \
+     VALUES ($1, $2, to_timestamp(CAST($4 AS DOUBLE PRECISION) / 1000), TRUE, $3, -1)";
 
 impl Store {
+    /// Brings the schema up to date (see the module doc).
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
         self.migrate_up_to(i64::MAX).await
     }
 
-    /// Applies the pending migrations up to `last` (tests stop early to write rows of an older
-    /// schema).
+    /// Brings the schema up to version `last` only (tests stop early to write rows of an older
+    /// schema): bridges the old runner's record, then runs the released migrations up to `last`.
     pub(super) async fn migrate_up_to(&self, last: i64) -> Result<(), StoreError> {
         let _guard = self.write.lock().await;
-        let migrations = match self.backend() {
-            Backend::Sqlite => SQLITE_MIGRATIONS,
-            Backend::Postgres => POSTGRES_MIGRATIONS,
+        let bridged = self.bridge().await?;
+        if bridged > 0 {
+            tracing::info!(
+                migrations = bridged,
+                backend = ?self.backend(),
+                "recorded the migrations of schema_migrations in _sqlx_migrations"
+            );
+        }
+        let migrator = migrator(self.backend(), last).await?;
+        on_pool!(self, |pool| migrator
+            .run(pool)
+            .await
+            .map_err(sqlx::Error::from)?);
+        let version: Option<i64> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT MAX(version) FROM _sqlx_migrations"
+        )
+        .fetch_one(pool)
+        .await?);
+        tracing::info!(version, backend = ?self.backend(), "status store schema up to date");
+        Ok(())
+    }
+
+    /// Copies the versions the old runner recorded in `schema_migrations` into sqlx's
+    /// `_sqlx_migrations`, in one transaction (see the module doc). Returns how many it copied.
+    async fn bridge(&self) -> Result<usize, StoreError> {
+        let known = migrations(self.backend());
+        let (has_old, sqlx_table, record) = match self.backend() {
+            Backend::Sqlite => (SQLITE_HAS_OLD_TABLE, SQLITE_SQLX_TABLE, SQLITE_RECORD),
+            Backend::Postgres => (POSTGRES_HAS_OLD_TABLE, POSTGRES_SQLX_TABLE, POSTGRES_RECORD),
         };
         on_pool!(self, |pool| {
-            let created = sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)")
-                .execute(pool)
-                .await;
-            // Two PostgreSQL replicas creating the table at once: the loser's error is harmless.
-            if let Err(e) = created
-                && self.backend() == Backend::Sqlite
-            {
-                return Err(e.into());
+            let mut tx = match self.backend() {
+                // IMMEDIATE: the write lock before reading, as the copy writes what it read.
+                Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+                Backend::Postgres => pool.begin().await?,
+            };
+            if self.backend() == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(PG_WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
             }
-            for &(version, sql) in migrations.iter().filter(|(v, _)| *v <= last) {
-                let mut tx = pool.begin().await?;
-                if self.backend() == Backend::Postgres {
-                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                        .bind(PG_WRITE_LOCK)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                let done: Option<i64> =
-                    sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                        .bind(version)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if done.is_some() {
-                    continue;
-                }
-                // Statement by statement: `raw_sql` futures are not `Send` (a higher-ranked
-                // lifetime), and migrations hold no `;` inside literals.
-                for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                    sqlx::query(statement)
-                        .persistent(false)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query(
-                    "INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)",
-                )
-                .bind(version)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
+            let old: i64 = sqlx::query_scalar(has_old).fetch_one(&mut *tx).await?;
+            if old == 0 {
+                // Ended now, not when dropped: on PostgreSQL it holds the writers' lock.
                 tx.commit().await?;
-                tracing::info!(version, backend = ?self.backend(), "applied status store migration");
+                return Ok(0);
             }
-            Ok::<_, StoreError>(())
+            sqlx::query(sqlx_table).execute(&mut *tx).await?;
+            let pending: Vec<(i64, i64)> = sqlx::query_as(OLD_VERSIONS).fetch_all(&mut *tx).await?;
+            for &(version, applied_at_ms) in &pending {
+                let Some(m) = known.iter().find(|m| m.version == version) else {
+                    return Err(sqlx::Error::from(MigrateError::VersionMissing(version)).into());
+                };
+                sqlx::query(record)
+                    .bind(m.version)
+                    .bind(&*m.description)
+                    .bind(&*m.checksum)
+                    .bind(applied_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(pending.len())
         })
     }
 }
+
+#[cfg(test)]
+pub(super) mod tests;

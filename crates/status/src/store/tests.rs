@@ -258,15 +258,24 @@ async fn unsupported_urls_are_named() {
 /// new PostgreSQL database on the server of `SCIMRELAY_TEST_PG_URL` (default
 /// `postgres://postgres@127.0.0.1:5432/postgres`, as in the integration tests), dropped on
 /// drop. `url` lets a test open a second store on it: another replica.
-struct TestStore {
-    url: String,
-    store: Store,
+pub(super) struct TestStore {
+    pub(super) url: String,
+    pub(super) store: Store,
     _pg: Option<scimrelay_tests::TestPg>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestStore {
-    async fn sqlite() -> Self {
+    /// A store on a fresh database of `backend`, connected but not migrated (the old runner's
+    /// tests make its schema themselves).
+    pub(super) async fn unmigrated(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self::sqlite_at(0).await,
+            Backend::Postgres => Self::postgres_at(0).await,
+        }
+    }
+
+    pub(super) async fn sqlite() -> Self {
         Self::sqlite_at(i64::MAX).await
     }
 
@@ -283,7 +292,7 @@ impl TestStore {
         }
     }
 
-    async fn postgres() -> Self {
+    pub(super) async fn postgres() -> Self {
         Self::postgres_at(i64::MAX).await
     }
 
@@ -301,13 +310,16 @@ impl TestStore {
     }
 }
 
-/// The store at `url`, migrated up to `version` (all of them for `i64::MAX`, as `open` does).
+/// The store at `url`, migrated up to `version` (all of them for `i64::MAX`, as `open` does;
+/// none for 0).
 async fn migrated(url: &str, version: i64) -> Store {
     if version == i64::MAX {
         return Store::open(url).await.expect("open");
     }
     let store = Store::connect(url).await.expect("connect");
-    store.migrate_up_to(version).await.expect("migrate");
+    if version > 0 {
+        store.migrate_up_to(version).await.expect("migrate");
+    }
     store
 }
 
@@ -1092,6 +1104,17 @@ mod a_database_of_the_previous_schema_upgrades_in_place {
             &super::TestStore::postgres_at(4).await,
         )
         .await
+    }
+    // The same database made by the runner before sqlx's migrator (as that release left it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_of_the_old_runner() {
+        let db = super::migrate::tests::old_database(super::Backend::Sqlite, 4).await;
+        super::a_database_of_the_previous_schema_upgrades_in_place(&db).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_of_the_old_runner() {
+        let db = super::migrate::tests::old_database(super::Backend::Postgres, 4).await;
+        super::a_database_of_the_previous_schema_upgrades_in_place(&db).await
     }
 }
 
