@@ -92,22 +92,11 @@ async fn session(
     ready.set(true);
     tracing::info!("consuming outcomes");
     let result = loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
-            m = consumer.next() => m,
+        let batch = match next_batch(&mut consumer, shutdown).await {
+            None => break Ok(()),
+            Some(Err(e)) => break Err(e),
+            Some(Ok(batch)) => batch,
         };
-        let mut batch = match first {
-            Some(Ok(d)) => vec![d],
-            Some(Err(e)) => break Err(anyhow::anyhow!("consumer: {e}")),
-            None => break Err(anyhow::anyhow!("consumer cancelled by the broker")),
-        };
-        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-        while batch.len() < BATCH_MAX {
-            match tokio::time::timeout_at(deadline, consumer.next()).await {
-                Ok(Some(Ok(d))) => batch.push(d),
-                _ => break,
-            }
-        }
         let batch_span = tracing::info_span!(
             parent: None,
             "write outcomes",
@@ -117,64 +106,11 @@ async fn session(
             "scimrelay.inserted" = tracing::field::Empty,
             "scimrelay.duplicates" = tracing::field::Empty,
         );
-        let batch_cx = {
-            use opentelemetry::trace::TraceContextExt as _;
-            batch_span.context().span().span_context().clone()
-        };
-        let mut records: Vec<Record> = Vec::with_capacity(batch.len());
-        let mut origin: Vec<usize> = Vec::with_capacity(batch.len());
-        let mut spans = Vec::with_capacity(batch.len());
-        for (i, d) in batch.iter().enumerate() {
-            let deliveries = amqp::delivery_count(&d.properties);
-            if deliveries >= MAX_DELIVERIES {
-                let reason = format!(
-                    "delivered {deliveries} times without being stored (it may stop the status service)"
-                );
-                park(&publisher, d, &reason).await?;
-                continue;
-            }
-            let Some(record) = decode(d) else {
-                park(&publisher, d, "not a scimrelay outcome or held event").await?;
-                continue;
-            };
-            origin.push(i);
-            let (kind, target, result) = match &record {
-                Record::Outcome(o) => (
-                    "outcome",
-                    o.target.clone(),
-                    scimrelay_proto::v1::OutcomeResult::try_from(o.result)
-                        .unwrap_or(scimrelay_proto::v1::OutcomeResult::Unspecified)
-                        .name(),
-                ),
-                Record::Held(h) => (
-                    "held",
-                    h.delivery
-                        .as_ref()
-                        .map(|d| d.target.clone())
-                        .unwrap_or_default(),
-                    "held",
-                ),
-                _ => ("record", String::new(), "other"),
-            };
-            let span = tracing::info_span!(
-                parent: None,
-                "record outcome",
-                "otel.name" = format!("record {kind}"),
-                "otel.kind" = "consumer",
-                "messaging.system" = "rabbitmq",
-                "messaging.destination.name" = STATUS_QUEUE,
-                "scimrelay.target" = %target,
-                "scimrelay.result" = result,
-                trace_id = tracing::field::Empty,
-                span_id = tracing::field::Empty,
-            );
-            telemetry::set_parent(&span, &amqp::ReadHeaders::of(&d.properties));
-            if batch_cx.is_valid() {
-                span.add_link(batch_cx.clone());
-            }
-            spans.push(span);
-            records.push(record);
-        }
+        let Taken {
+            records,
+            origin,
+            spans,
+        } = take(&publisher, &batch, &batch_span).await?;
         // Not acked on failure: the channel closes and the broker redelivers the batch.
         let started = std::time::Instant::now();
         let written = match store.write(&records).instrument(batch_span.clone()).await {
@@ -204,6 +140,118 @@ async fn session(
     };
     amqp::close(&conn, "status consumer stopping").await;
     result
+}
+
+/// The next batch: the first message, waited for until `shutdown` (then `None`), and those that
+/// arrive within [`BATCH_WINDOW`] after it, up to [`BATCH_MAX`]. An error when the consumer
+/// fails or the broker cancels it.
+async fn next_batch(
+    consumer: &mut lapin::Consumer,
+    shutdown: &CancellationToken,
+) -> Option<anyhow::Result<Vec<lapin::message::Delivery>>> {
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        m = consumer.next() => m,
+    };
+    let mut batch = match first {
+        Some(Ok(d)) => vec![d],
+        Some(Err(e)) => return Some(Err(anyhow::anyhow!("consumer: {e}"))),
+        None => return Some(Err(anyhow::anyhow!("consumer cancelled by the broker"))),
+    };
+    let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+    while batch.len() < BATCH_MAX {
+        match tokio::time::timeout_at(deadline, consumer.next()).await {
+            Ok(Some(Ok(d))) => batch.push(d),
+            _ => break,
+        }
+    }
+    Some(Ok(batch))
+}
+
+/// The records of a batch that can be stored, each with its message and its span.
+struct Taken {
+    /// The records to write, in message order.
+    records: Vec<Record>,
+    /// For each record, the index of its message in the batch (parked messages have none).
+    origin: Vec<usize>,
+    /// For each record, its `record outcome` span, open until the batch is committed.
+    spans: Vec<tracing::Span>,
+}
+
+/// Decodes a batch: parks the messages that were delivered too often or are not scimrelay
+/// messages, and opens a span per record, linked from `batch_span` (see the module docs).
+async fn take(
+    publisher: &amqp::Publisher,
+    batch: &[lapin::message::Delivery],
+    batch_span: &tracing::Span,
+) -> anyhow::Result<Taken> {
+    let batch_cx = {
+        use opentelemetry::trace::TraceContextExt as _;
+        batch_span.context().span().span_context().clone()
+    };
+    let mut taken = Taken {
+        records: Vec::with_capacity(batch.len()),
+        origin: Vec::with_capacity(batch.len()),
+        spans: Vec::with_capacity(batch.len()),
+    };
+    for (i, d) in batch.iter().enumerate() {
+        let deliveries = amqp::delivery_count(&d.properties);
+        if deliveries >= MAX_DELIVERIES {
+            let reason = format!(
+                "delivered {deliveries} times without being stored (it may stop the status service)"
+            );
+            park(publisher, d, &reason).await?;
+            continue;
+        }
+        let Some(record) = decode(d) else {
+            park(publisher, d, "not a scimrelay outcome or held event").await?;
+            continue;
+        };
+        taken.origin.push(i);
+        let span = record_span(d, &record);
+        if batch_cx.is_valid() {
+            span.add_link(batch_cx.clone());
+        }
+        taken.spans.push(span);
+        taken.records.push(record);
+    }
+    Ok(taken)
+}
+
+/// The `record outcome` span of one message: a child of the connector's publish.
+fn record_span(d: &lapin::message::Delivery, record: &Record) -> tracing::Span {
+    let (kind, target, result) = match record {
+        Record::Outcome(o) => (
+            "outcome",
+            o.target.clone(),
+            scimrelay_proto::v1::OutcomeResult::try_from(o.result)
+                .unwrap_or(scimrelay_proto::v1::OutcomeResult::Unspecified)
+                .name(),
+        ),
+        Record::Held(h) => (
+            "held",
+            h.delivery
+                .as_ref()
+                .map(|d| d.target.clone())
+                .unwrap_or_default(),
+            "held",
+        ),
+        _ => ("record", String::new(), "other"),
+    };
+    let span = tracing::info_span!(
+        parent: None,
+        "record outcome",
+        "otel.name" = format!("record {kind}"),
+        "otel.kind" = "consumer",
+        "messaging.system" = "rabbitmq",
+        "messaging.destination.name" = STATUS_QUEUE,
+        "scimrelay.target" = %target,
+        "scimrelay.result" = result,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    telemetry::set_parent(&span, &amqp::ReadHeaders::of(&d.properties));
+    span
 }
 
 /// Whether the database refused what it was given (rather than failing): a database error, as

@@ -34,11 +34,11 @@ use std::collections::BTreeMap;
 use prost::Message;
 
 use scimrelay_proto::v1::{
-    AdmitDeprovisionResponse, Converged, DeprovisionGuard, IdentityEvent, Presence, SubjectKey,
-    SubjectKind, SubjectRecord, SubjectState, TakeEvent,
+    Converged, IdentityEvent, Presence, SubjectKey, SubjectKind, SubjectRecord, SubjectState,
+    TakeEvent,
 };
 
-use super::{Backend, Pool, Store, StoreError, admits, deprovision_lock_key, now_ms, refusal};
+use super::{Backend, Pool, Store, StoreError, now_ms};
 
 /// An error text with its control characters replaced: a connector's error may quote a broken
 /// server, and PostgreSQL's `TEXT` refuses a NUL byte (which would fail the whole batch).
@@ -567,103 +567,6 @@ impl Store {
                 },
             )
             .collect())
-    }
-
-    /// The mass-deprovisioning guard (see the module doc of [`super`]): admits deprovisioning
-    /// user `subject_id` of `tenant` at `target` and counts it in the target's window, or
-    /// answers why it must be held. Users are counted by the state of record: present (active
-    /// or not), plus those that left the target within the window. `now` is the wall clock in
-    /// ms since the epoch ([`now_ms`]; tests move it). Atomic per target across replicas.
-    pub async fn admit_deprovision(
-        &self,
-        target: &str,
-        tenant: &str,
-        subject_id: &str,
-        event_id: &str,
-        guard: &DeprovisionGuard,
-        now: i64,
-    ) -> Result<AdmitDeprovisionResponse, StoreError> {
-        let since = now.saturating_sub(i64::try_from(guard.window_ms).unwrap_or(i64::MAX));
-        // SQLite has one writer anyway: waiting on the mutex beats its busy handler's polling.
-        let _writer = match self.backend() {
-            Backend::Sqlite => Some(self.write.lock().await),
-            Backend::Postgres => None,
-        };
-        on_pool!(self, |pool| {
-            let mut tx = match self.backend() {
-                // IMMEDIATE: take the write lock before counting, so no other writer (reports
-                // do not take the mutex) can make the upgrade from reading fail.
-                Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-                Backend::Postgres => pool.begin().await?,
-            };
-            if self.backend() == Backend::Postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(deprovision_lock_key(target))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("DELETE FROM deprovisions WHERE target = $1 AND admitted_at_ms < $2")
-                .bind(target)
-                .bind(since)
-                .execute(&mut *tx)
-                .await?;
-            let users: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM subjects WHERE target = $1 AND subject_kind = $2 \
-                 AND (presence IN ($3, $4) OR (presence = $5 AND applied_at_ms >= $6))",
-            )
-            .bind(target)
-            .bind(SubjectKind::User as i64)
-            .bind(Presence::PresentActive as i64)
-            .bind(Presence::PresentInactive as i64)
-            .bind(Presence::Absent as i64)
-            .bind(since)
-            .fetch_one(&mut *tx)
-            .await?;
-            let recent: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM deprovisions WHERE target = $1 AND admitted_at_ms >= $2",
-            )
-            .bind(target)
-            .bind(since)
-            .fetch_one(&mut *tx)
-            .await?;
-            let again: Option<i64> = sqlx::query_scalar(
-                "SELECT admitted_at_ms FROM deprovisions WHERE target = $1 AND tenant = $2 \
-                 AND subject_id = $3",
-            )
-            .bind(target)
-            .bind(tenant)
-            .bind(subject_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let mut answer = AdmitDeprovisionResponse {
-                admitted: true,
-                reason: String::new(),
-                users: u64::try_from(users).unwrap_or_default(),
-                recent: u64::try_from(recent).unwrap_or_default(),
-            };
-            if again.is_none() {
-                if admits(guard, answer.users, answer.recent) {
-                    sqlx::query(
-                        "INSERT INTO deprovisions (target, tenant, subject_id, event_id, admitted_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (target, tenant, subject_id) DO UPDATE SET \
-                         event_id = excluded.event_id, admitted_at_ms = excluded.admitted_at_ms",
-                    )
-                    .bind(target)
-                    .bind(tenant)
-                    .bind(subject_id)
-                    .bind(event_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    answer.recent += 1;
-                } else {
-                    answer.admitted = false;
-                    answer.reason = refusal(guard, answer.users, answer.recent);
-                }
-            }
-            tx.commit().await?;
-            Ok(answer)
-        })
     }
 
     /// Gives rows written before migration 4 (tenant `''`) the tenant of their latest outcome
