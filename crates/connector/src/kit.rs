@@ -1,10 +1,18 @@
-//! Convergence building blocks every provider profile shares: reading ids and list answers,
-//! looking objects up, resolving group members to provider ids, member-set diffs in chunks,
-//! and the canonical failures (missing members, missing attributes).
+//! The SCIM converge kit every provider profile is built from (docs/design.md, "The provider
+//! seam"):
+//! - this module: reading ids and list answers, resolving group members through the state of
+//!   record, member-set diffs sent in chunks, one PATCH that brings a user up to date, and the
+//!   canonical failures (missing members, missing attributes, another tenant's object);
+//! - [`dialect`]: lookups, the subject's current object, creation with adoption after a 409,
+//!   deactivation, deletion — written once, with a [`Dialect`] for what differs between
+//!   servers;
+//! - [`compare`]: what differs between a desired resource and what a server holds, and what
+//!   the desired state cleared;
+//! - [`resource`]: building blocks of the profiles' mappings.
 //!
-//! They are policy-free on purpose — which endpoint, which filter, which PATCH shape is the
-//! profile's choice — and every request goes through [`Exec::send`], so plan mode, limits and
-//! the breaker apply to all of them.
+//! Which endpoint, which PATCH shape, which attributes is the profile's choice. Every request
+//! goes through [`Exec::send`], so plan mode, limits and the breaker apply to all of them, and
+//! every error is read by the profile's own classification ([`Exec::classify`]).
 
 pub mod compare;
 pub mod dialect;
