@@ -71,12 +71,11 @@ KUBE_VERSION = "1.30.0"
 RELEASE = "scimrelay"
 NAMESPACE = "scimrelay"
 
-# values key -> binary, and binary -> crates whose sources it runs (for the env check).
+# values key -> binary (the chart runs `<name>-connector` for each entry of `connectors`), and
+# binary -> crates whose sources it runs (for the env check).
 CONNECTORS = {
-    "scim": "scim-connector",
-    "github": "github-connector",
-    "aws": "aws-connector",
-    "salesforce": "salesforce-connector",
+    name: f"{name}-connector"
+    for name in (yaml.safe_load((CHART / "values.yaml").read_text()) or {}).get("connectors", {})
 }
 # Where each service serves /metrics: the variable holding its HTTP address.
 METRICS_ADDR_ENV = {

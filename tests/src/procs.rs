@@ -28,7 +28,13 @@ pub fn bin_path(name: &str) -> PathBuf {
 /// release and the service's own bind any outgoing connection on the machine (to RabbitMQ, an
 /// HTTP client) may be given it — a service then fails with "Address already in use". Below
 /// the range only another explicit bind can take it, and a random pick makes that unlikely.
+/// A port is never handed out twice by one process: a stack picks all its ports before its
+/// services bind them, and a second pick of the same free port would start two services on it.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
@@ -38,7 +44,8 @@ pub fn free_port() -> u16 {
         for _ in 0..200 {
             let span = u128::from(low - FLOOR);
             let port = FLOOR + (uuid::Uuid::new_v4().as_u128() % span) as u16;
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.push(port);
                 return port;
             }
         }

@@ -28,7 +28,7 @@ use crate::exec::Exec;
 use crate::record::Linked;
 use crate::{ConvergeError, ConvergeInput, FailureClass};
 use scimrelay_proto::v1::{GroupState, UserState};
-use scimrelay_scim::{ScimError, ScimRequest, ScimResponse, filter_eq};
+use scimrelay_scim::{ScimError, ScimRequest, ScimResponse};
 
 /// Longest provider id taken from an answer.
 pub const MAX_ID_LEN: usize = 1024;
@@ -144,23 +144,6 @@ pub async fn send(exec: &Exec, req: ScimRequest) -> Result<ScimResponse, Converg
     exec.send(req).await.map_err(|e| exec.classify(&e))
 }
 
-/// `GET /{endpoint}?filter=attr eq "value"` (plus `extra` query parameters); the first match.
-pub async fn find_eq(
-    exec: &Exec,
-    endpoint: &str,
-    attr: &str,
-    value: &str,
-    extra: &[(&str, &str)],
-) -> Result<Option<Value>, ConvergeError> {
-    let mut req =
-        ScimRequest::get(format!("/{endpoint}")).with_query("filter", filter_eq(attr, value));
-    for (k, v) in extra {
-        req = req.with_query(*k, *v);
-    }
-    let resp = send(exec, req).await?;
-    Ok(resources(&resp).into_iter().next())
-}
-
 /// `GET /{endpoint}/{id}`: the resource and its ETag; `None` on 404.
 pub async fn get_by_id(
     exec: &Exec,
@@ -181,6 +164,20 @@ pub async fn get_by_id(
         Err(e) if e.status() == Some(404) => Ok(None),
         Err(e) => Err(exec.classify(&e)),
     }
+}
+
+/// A group as read, with its members: a list answer may leave `members` out, so a group without
+/// them is read again by id (and kept as it is when that read finds nothing).
+pub async fn with_members(exec: &Exec, group: Value) -> Result<Value, ConvergeError> {
+    if group.get("members").is_some() {
+        return Ok(group);
+    }
+    let Some(id) = id_of(&group) else {
+        return Ok(group);
+    };
+    Ok(get_by_id(exec, "Groups", &id)
+        .await?
+        .map_or(group, |(full, _)| full))
 }
 
 /// The remote id the state of record holds for the converged subject, if any.
@@ -295,8 +292,8 @@ pub fn is_conflict(e: &ScimError) -> bool {
 /// `build` turns one chunk into a PATCH body (the profile's shape: GitHub's, AWS's and
 /// Salesforce's differ); a body without operations is not sent. With no changes at all, `build`
 /// is asked once with an empty chunk, so a profile that also sets attributes in its first PATCH
-/// (AWS: a new displayName) still sends it. `applied` is called after each accepted PATCH, so a
-/// failure midway leaves a record of what was applied. Returns the number of PATCHes sent.
+/// (AWS: a new displayName) still sends it. `applied` is called after each accepted PATCH (AWS
+/// keeps its view of the group's applied state with it). Returns the number of PATCHes sent.
 ///
 /// A 404 means the group disappeared during the update: a retry, which looks it up again (and
 /// creates it, where the provider lets a client create groups).

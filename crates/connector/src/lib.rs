@@ -217,18 +217,25 @@ pub struct ConnectorConfig {
 pub const MAX_HOLD_LIMIT_SECS: u64 = 900;
 
 impl ConnectorConfig {
-    /// Reads the environment and the targets file for a provider kind.
-    pub fn from_env(provider: ProviderKind) -> Result<Self, ConfigError> {
-        Self::from_env_checked(provider, |_| None)
-    }
-
-    /// [`ConnectorConfig::from_env`], with a provider's own check of each of its targets: a
-    /// `Some((field, message))` stops the connector at start, naming `targets[i].field` by the
-    /// target's index in the whole file.
+    /// Reads the environment and the targets file for a provider kind, with the provider's own
+    /// check of each of its targets: a `Some((field, message))` stops the connector at start,
+    /// naming `targets[i].field` by the target's index in the whole file. A deployment whose
+    /// `SCIMRELAY_PROVIDERS` does not list the kind stops it too (it would serve nothing).
     pub fn from_env_checked(
         provider: ProviderKind,
         check: impl Fn(&TargetConfig) -> Option<(String, String)>,
     ) -> Result<Self, ConfigError> {
+        let deployed = ProviderKind::deployed()?;
+        if !deployed.contains(&provider) {
+            let names: Vec<&str> = deployed.iter().map(ProviderKind::as_str).collect();
+            return Err(ConfigError::Invalid {
+                key: scimrelay_core::config::PROVIDERS_ENV.to_owned(),
+                message: format!(
+                    "{} does not list {provider}, the provider this connector serves",
+                    names.join(", ")
+                ),
+            });
+        }
         let env = EnvConfig::from_env()?;
         let file = env.targets()?;
         let origin = env

@@ -7,7 +7,9 @@
 //!
 //! A profile keeps the parsed options in a [`TargetOptions`] and reads them per event with
 //! [`TargetOptions::get`], which parses on first use where no start-up check ran (the test
-//! harness), so an event never reads an untyped map. A `null` value means "not set".
+//! harness), so an event never reads an untyped map. A `null` value means "not set": declare
+//! every field as an `Option` (a text field with [`text`]) and give its default where it is
+//! read, so `key: ~` is accepted for a known key and still refused for an unknown one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -30,7 +32,6 @@ pub fn parse<T: DeserializeOwned>(target: &TargetConfig) -> Result<T, (String, S
     let set: serde_yaml::Mapping = target
         .options
         .iter()
-        .filter(|(_, v)| !v.is_null())
         .map(|(k, v)| (serde_yaml::Value::String(k.clone()), v.clone()))
         .collect();
     serde_path_to_error::deserialize(serde_yaml::Value::Mapping(set)).map_err(|e| {
@@ -68,7 +69,7 @@ fn refusal(target: &TargetConfig, path: &str, message: &str) -> (String, String)
         .filter(|k| !k.is_empty() && *k != "?");
     let message = message.split(" at line ").next().unwrap_or(message);
     // Serde names Rust types; an operator reads YAML.
-    let message = ["u64", "u32", "usize"]
+    let message = ["u64", "u32", "u16", "usize"]
         .iter()
         .fold(message.to_owned(), |m, t| {
             m.replace(
@@ -89,14 +90,12 @@ pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
     #[serde(untagged)]
     enum Text {
         Str(String),
-        Int(i64),
-        Float(f64),
+        Number(serde_yaml::Number),
     }
     let text = match Option::<Text>::deserialize(d) {
         Ok(None) => return Ok(None),
         Ok(Some(Text::Str(s))) => s.trim().to_owned(),
-        Ok(Some(Text::Int(n))) => n.to_string(),
-        Ok(Some(Text::Float(n))) => n.to_string(),
+        Ok(Some(Text::Number(n))) => n.to_string(),
         Err(_) => return Err(serde::de::Error::custom("expected a string")),
     };
     Ok((!text.is_empty()).then_some(text))
@@ -181,6 +180,11 @@ mod tests {
             ("{shortcode: 1234}", None, ""),
             ("{shortcode: null, max_login_len: ~}", None, ""),
             (
+                "{shortcod: ~}",
+                Some("options.shortcod"),
+                "is not an option",
+            ),
+            (
                 "{shortcod: acme}",
                 Some("options.shortcod"),
                 "options are shortcode or max_login_len",
@@ -223,13 +227,17 @@ mod tests {
                 }
             }
         }
-        assert_eq!(
-            parse::<Example>(&target("{shortcode: \" 1234 \"}")).expect("ok"),
-            Example {
-                shortcode: Some("1234".into()),
-                max_login_len: None
-            }
-        );
+        for (yaml, text) in [
+            ("\" 1234 \"", Some("1234")),
+            ("1234", Some("1234")),
+            ("1.50", Some("1.5")),
+            ("18446744073709551615", Some("18446744073709551615")),
+            ("\"  \"", None),
+            ("~", None),
+        ] {
+            let got = parse::<Example>(&target(&format!("{{shortcode: {yaml}}}"))).expect(yaml);
+            assert_eq!(got.shortcode.as_deref(), text, "{yaml}");
+        }
     }
 
     #[test]

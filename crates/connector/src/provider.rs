@@ -170,7 +170,8 @@ pub struct ProviderDefaults {
     pub rate_limit_per_sec: Option<f64>,
 }
 
-/// A provider profile: GitHub, AWS, Salesforce, or generic SCIM.
+/// A provider profile: GitHub, AWS, Salesforce, generic SCIM, or any other crate's (the plug-in
+/// seam; docs/design.md, "The provider seam").
 pub trait Provider: Send + Sync + 'static {
     /// The provider name its targets give as `provider:` (and its connector's name,
     /// `<kind>-connector`).

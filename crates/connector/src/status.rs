@@ -498,7 +498,7 @@ pub struct StatusClients {
 
 impl StatusClients {
     /// Both clients, sharing one channel to the status service of `config` (its URL, API key
-    /// and TLS settings, checked by [`crate::ConnectorConfig::from_env`]).
+    /// and TLS settings, checked by [`crate::ConnectorConfig::from_env_checked`]).
     pub fn start(config: &crate::ConnectorConfig) -> Self {
         let url = &config.status_url;
         let https = url

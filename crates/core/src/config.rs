@@ -104,7 +104,23 @@ impl ProviderKind {
 
     /// A profile's name, as its crate declares it (checked by [`ProviderKind::parse`] when read
     /// from a file).
+    ///
+    /// # Panics
+    /// When `name` is not a provider name; in a `const`, that is a compile error.
     pub const fn named(name: &'static str) -> Self {
+        let b = name.as_bytes();
+        assert!(
+            !b.is_empty() && b.len() <= MAX_PROVIDER_NAME_LEN,
+            "a provider name has 1 to 32 bytes"
+        );
+        let mut i = 0;
+        while i < b.len() {
+            assert!(
+                b[i].is_ascii_lowercase() || b[i].is_ascii_digit() || b[i] == b'-',
+                "a provider name is lowercase letters, digits and '-'"
+            );
+            i += 1;
+        }
         ProviderKind(std::borrow::Cow::Borrowed(name))
     }
 
@@ -138,7 +154,9 @@ impl ProviderKind {
         match list {
             Some(list) if !list.trim().is_empty() => list
                 .split(',')
-                .map(|n| ProviderKind::parse(n.trim()))
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(ProviderKind::parse)
                 .collect::<Result<_, _>>()
                 .map_err(|why| ConfigError::invalid(PROVIDERS_ENV, why)),
             _ => Ok(Self::SHIPPED.to_vec()),
@@ -735,10 +753,14 @@ impl TargetsFile {
                 path: path.to_owned(),
                 message,
             },
-            ConfigError::Invalid { key, message } => ConfigError::Invalid {
-                key: format!("{}: {key}", path.display()),
-                message,
-            },
+            // A key of the file is named with its path; one of the environment
+            // (`SCIMRELAY_PROVIDERS`) is not the file's.
+            ConfigError::Invalid { key, message } if key.starts_with("targets") => {
+                ConfigError::Invalid {
+                    key: format!("{}: {key}", path.display()),
+                    message,
+                }
+            }
             other => other,
         })
     }
@@ -907,7 +929,8 @@ targets:
     fn provider_names_are_open_but_a_misspelt_one_stops_the_start() {
         let with =
             |provider: &str| GOOD.replace("provider: scim", &format!("provider: {provider}"));
-        let f = TargetsFile::parse(&with("github")).expect("a shipped profile");
+        let parse = |text: &str| TargetsFile::parse_for(text, &ProviderKind::SHIPPED);
+        let f = parse(&with("github")).expect("a shipped profile");
         assert_eq!(f.targets[0].provider, ProviderKind::GITHUB);
         for (provider, words) in [
             (
@@ -917,17 +940,14 @@ targets:
             ("GitHub", "is not a provider name"),
             ("\"\"", "is not a provider name"),
         ] {
-            let e = TargetsFile::parse(&with(provider))
-                .expect_err(provider)
-                .to_string();
+            let e = parse(&with(provider)).expect_err(provider).to_string();
             assert!(e.contains(words), "{provider}: {e}");
         }
-        let e = TargetsFile::parse(&with("githb"))
-            .expect_err("githb")
-            .to_string();
+        let e = parse(&with("githb")).expect_err("githb").to_string();
         assert!(e.contains("targets[0].provider"), "{e}");
         // A deployment that runs another profile lists it.
-        let deployed = ProviderKind::deployed_from(Some("scim, strict-scim".into())).expect("list");
+        let deployed =
+            ProviderKind::deployed_from(Some("scim, strict-scim,".into())).expect("list");
         assert_eq!(
             deployed,
             vec![ProviderKind::SCIM, ProviderKind::named("strict-scim")]

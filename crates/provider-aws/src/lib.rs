@@ -11,7 +11,8 @@
 //! - **Group membership** is never read back: GET /Groups returns no members
 //!   (docs/providers/aws.md, "What AWS documents"), so the profile diffs the desired members
 //!   against the member set **last applied** to the group, which the state of record keeps with
-//!   the group's remote id. It never GETs a group.
+//!   the group's remote id. Converging a group never GETs it (only a plan of its deletion
+//!   reads it first, as every plan of a deletion does).
 //!   Changes go in PATCH add/remove chunks of at most [`MAX_MEMBER_CHANGES`]; never
 //!   `replace members` or a remove-all; no PUT on groups. A group is created with at most 100
 //!   members and the rest PATCHed. When the applied set is unknown (never applied by

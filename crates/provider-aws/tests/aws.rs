@@ -476,3 +476,51 @@ async fn membership_is_learned_through_short_cursor_pages() {
     );
     assert_eq!(count(&s, "GET", "Groups/{id}"), 0, "{s}");
 }
+
+/// A group renamed with the same members: one PATCH of the name, no member operation, and a
+/// group deleted under an id the state of record still holds: one DELETE, then (404) the
+/// externalId lookup — never a GET of the group.
+#[tokio::test]
+async fn a_rename_alone_is_one_patch_and_a_stale_group_id_is_looked_up_not_read() {
+    let origin = sim("").await;
+    let h = harness(&origin, "");
+    let ids: Vec<String> = (0..3).map(|i| format!("r{i}")).collect();
+    for id in &ids {
+        h.ok(&events::upsert(events::user(id), 1)).await;
+    }
+    h.ok(&events::group("g1", "Eng", &ids, 1)).await;
+    let before = reset_stats(&origin).await;
+    let renamed = h.ok(&events::group("g1", "Engineering", &ids, 2)).await;
+    assert_eq!(renamed.operation, Operation::Updated, "{renamed:?}");
+    let s = admin(&origin, "stats").await;
+    assert_eq!(
+        count(&s, "PATCH", "Groups/{id}") - count(&before, "PATCH", "Groups/{id}"),
+        1,
+        "{s}"
+    );
+    let groups = admin(&origin, "groups").await;
+    assert_eq!(groups[0]["displayName"], "Engineering", "{groups}");
+    assert_eq!(members_of(&origin, "g1").await.len(), 3);
+    // Deleted at AWS behind our back: the remembered id answers 404.
+    let id = groups[0]["id"].as_str().expect("id").to_owned();
+    let r = reqwest::Client::new()
+        .delete(format!("{origin}/acme/scim/v2/Groups/{id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("delete underneath");
+    assert_eq!(r.status().as_u16(), 204);
+    let gone = h.ok(&events::group_deleted("g1", 3)).await;
+    assert_eq!(gone.operation, Operation::Noop, "{gone:?}");
+    let s = admin(&origin, "stats").await;
+    assert_eq!(
+        count(&s, "GET", "Groups/{id}"),
+        0,
+        "never a GET of a group: {s}"
+    );
+    assert_eq!(
+        count(&s, "DELETE", "Groups/{id}") - count(&before, "DELETE", "Groups/{id}"),
+        2,
+        "ours, then the harness's own DELETE underneath: {s}"
+    );
+}

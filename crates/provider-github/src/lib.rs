@@ -91,21 +91,28 @@ pub struct GithubOptions {
     /// the profile checks a login's length before creating the user.
     #[serde(default, deserialize_with = "options::text")]
     pub shortcode: Option<String>,
-    /// The longest login GitHub accepts (default [`mapping::DEFAULT_MAX_LOGIN_LEN`]).
-    #[serde(default = "default_max_login_len")]
-    pub max_login_len: u64,
-    /// User creations per hour the target may spend (default
-    /// [`DEFAULT_USER_CREATES_PER_HOUR`], at least 1), split across replicas.
-    #[serde(default = "default_user_creates_per_hour")]
-    pub user_creates_per_hour: u64,
+    /// The longest login GitHub accepts (at least 1; default
+    /// [`mapping::DEFAULT_MAX_LOGIN_LEN`]).
+    #[serde(default)]
+    pub max_login_len: Option<u64>,
+    /// User creations per hour the target may spend (at least 1; default
+    /// [`DEFAULT_USER_CREATES_PER_HOUR`]), split across replicas.
+    #[serde(default)]
+    pub user_creates_per_hour: Option<u64>,
 }
 
-fn default_max_login_len() -> u64 {
-    mapping::DEFAULT_MAX_LOGIN_LEN as u64
-}
+impl GithubOptions {
+    /// [`GithubOptions::max_login_len`] or its default.
+    pub fn max_login_len(&self) -> u64 {
+        self.max_login_len
+            .unwrap_or(mapping::DEFAULT_MAX_LOGIN_LEN as u64)
+    }
 
-fn default_user_creates_per_hour() -> u64 {
-    DEFAULT_USER_CREATES_PER_HOUR
+    /// [`GithubOptions::user_creates_per_hour`] or its default.
+    pub fn user_creates_per_hour(&self) -> u64 {
+        self.user_creates_per_hour
+            .unwrap_or(DEFAULT_USER_CREATES_PER_HOUR)
+    }
 }
 
 /// The GitHub EMU profile.
@@ -133,7 +140,7 @@ impl Github {
         &self,
         input: &ConvergeInput<'_>,
     ) -> Result<Arc<DefaultDirectRateLimiter>, ConvergeError> {
-        let per_hour = self.options.get(input.target)?.user_creates_per_hour;
+        let per_hour = self.options.get(input.target)?.user_creates_per_hour();
         let per_hour = if per_hour == 0 {
             0
         } else {
@@ -250,14 +257,22 @@ impl Provider for Github {
     }
 
     fn check_options(&self, t: &TargetConfig) -> Option<(String, String)> {
-        match self.options.check(t) {
-            Err(refused) => Some(refused),
-            Ok(o) if o.user_creates_per_hour == 0 => Some((
-                "options.user_creates_per_hour".to_owned(),
+        let o = match self.options.check(t) {
+            Err(refused) => return Some(refused),
+            Ok(o) => o,
+        };
+        [
+            ("user_creates_per_hour", o.user_creates_per_hour()),
+            ("max_login_len", o.max_login_len()),
+        ]
+        .into_iter()
+        .find(|(_, n)| *n == 0)
+        .map(|(key, _)| {
+            (
+                format!("options.{key}"),
                 format!("must be at least 1 (target {})", t.id),
-            )),
-            Ok(_) => None,
-        }
+            )
+        })
     }
 
     /// An organization-level base_url is refused before any port is bound or queue consumed.
@@ -373,7 +388,7 @@ impl Github {
     async fn upsert_user(&self, input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
         let user = kit::user_of(input)?;
         let options = self.options.get(input.target)?;
-        let (shortcode, max_len) = (options.shortcode.clone(), options.max_login_len);
+        let (shortcode, max_len) = (options.shortcode.clone(), options.max_login_len());
         mapping::check_login(
             &user.id,
             &user.user_name,
@@ -498,14 +513,7 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
         .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote group has no id"))?;
     let path = format!("/Groups/{}", path_segment(&id));
     // GitHub returns the members of a group; a list answer may omit them, so read the group.
-    let existing = if existing.get("members").is_none() {
-        match input.exec.send(ScimRequest::get(&path)).await {
-            Ok(r) => r.body.unwrap_or(existing),
-            Err(e) => return Err(input.exec.classify(&e)),
-        }
-    } else {
-        existing
-    };
+    let existing = kit::with_members(input.exec, existing).await?;
     let mut sent = 0;
     let mut rename = PatchBuilder::new();
     if existing.get("displayName").and_then(Value::as_str) != Some(group.display_name.as_str()) {

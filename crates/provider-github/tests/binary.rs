@@ -56,6 +56,16 @@ fn an_option_typo_or_wrong_type_stops_the_connector_naming_the_key() {
                 "whole number",
             ),
             (
+                "{max_login_len: 0}",
+                "targets[0].options.max_login_len",
+                "at least 1",
+            ),
+            (
+                "{shortcode: acme, shortcod: ~}",
+                "targets[0].options.shortcod",
+                "is not an option",
+            ),
+            (
                 "{user_creates_per_hour: 0}",
                 "targets[0].options.user_creates_per_hour",
                 "at least 1",

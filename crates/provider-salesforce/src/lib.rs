@@ -537,7 +537,7 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
             .find(input.exec, "Groups", "displayName", &group.display_name)
             .await?;
     }
-    let Some(mut existing) = existing else {
+    let Some(existing) = existing else {
         return Err(ConvergeError::unsupported(format!(
             "Salesforce cannot create groups through SCIM: create the public group {:?} in Salesforce Setup; scimrelay then keeps its membership",
             group.display_name
@@ -545,11 +545,7 @@ async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeEr
     };
     let id = id_of(&existing)
         .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote group has no id"))?;
-    if existing.get("members").is_none()
-        && let Some((full, _)) = kit::get_by_id(input.exec, "Groups", &id).await?
-    {
-        existing = full;
-    }
+    let existing = kit::with_members(input.exec, existing).await?;
     let desired: BTreeSet<String> = DIALECT.group_members(input).await?.into_iter().collect();
     let changes = kit::member_diff(&kit::member_ids(&existing), &desired);
     let path = format!("/Groups/{}", path_segment(&id));

@@ -488,11 +488,6 @@ async fn upsert_group(input: &ConvergeInput<'_>, caps: Caps) -> Result<Converged
     Ok(done.with_members(members))
 }
 
-/// Whether an error is a 409 (kept for callers of the earlier API).
-pub fn is_conflict(e: &ScimError) -> bool {
-    kit::is_conflict(e)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

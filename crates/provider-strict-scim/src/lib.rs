@@ -59,16 +59,12 @@ Options: `member_chunk` (membership changes per PATCH, default 100).";
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StrictOptions {
-    /// Membership changes per PATCH (at least 1).
-    #[serde(default = "default_member_chunk")]
-    pub member_chunk: u64,
+    /// Membership changes per PATCH (at least 1; default [`DEFAULT_MEMBER_CHUNK`]).
+    #[serde(default)]
+    pub member_chunk: Option<u64>,
     /// A note for operators, never sent (shows a text option in the example).
     #[serde(default, deserialize_with = "text")]
     pub note: Option<String>,
-}
-
-fn default_member_chunk() -> u64 {
-    DEFAULT_MEMBER_CHUNK
 }
 
 /// The strict SCIM profile.
@@ -89,7 +85,7 @@ impl Provider for StrictScim {
     fn check_options(&self, t: &TargetConfig) -> Option<(String, String)> {
         match self.options.check(t) {
             Err(refused) => Some(refused),
-            Ok(o) if o.member_chunk == 0 => Some((
+            Ok(o) if o.member_chunk == Some(0) => Some((
                 "options.member_chunk".to_owned(),
                 format!("must be at least 1 (target {})", t.id),
             )),
@@ -108,6 +104,7 @@ impl Provider for StrictScim {
                 EventKind::UserDeleted => DIALECT.delete_user(&input).await,
                 EventKind::GroupUpserted => {
                     let chunk = self.options.get(input.target)?.member_chunk;
+                    let chunk = chunk.unwrap_or(DEFAULT_MEMBER_CHUNK);
                     upsert_group(&input, usize::try_from(chunk).unwrap_or(usize::MAX)).await
                 }
                 EventKind::GroupDeleted => DIALECT.delete(&input, "Groups").await,
@@ -196,6 +193,8 @@ async fn upsert_group(input: &ConvergeInput<'_>, chunk: usize) -> Result<Converg
         Some((g, _)) => (g, Operation::Updated),
         None => create_group(input, &group.display_name).await?,
     };
+    // A list answer (the lookup, an adoption) may leave the members out: read them.
+    let existing = kit::with_members(input.exec, existing).await?;
     let id = id_of(&existing)
         .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote group has no id"))?;
     let path = format!("/Groups/{}", path_segment(&id));
@@ -228,7 +227,10 @@ async fn create_group(
     match input.exec.send(ScimRequest::post("/Groups", body)).await {
         Ok(resp) => {
             let id = kit::created_id(&resp)?;
-            Ok((json!({"id": id, "displayName": name}), Operation::Created))
+            Ok((
+                json!({"id": id, "displayName": name, "members": []}),
+                Operation::Created,
+            ))
         }
         Err(e) if kit::is_conflict(&e) => {
             let external_id = input.external_id();

@@ -1,7 +1,8 @@
 //! The `strict-scim-connector` binary: its help, and a targets file it refuses at start — an
-//! option typo, and a strict-scim target in a deployment that does not list the profile.
+//! option typo, a target of a provider the deployment does not run, and a deployment that
+//! does not run this connector's own provider.
 
-use scimrelay_testkit::{connector_help, connector_refuses, connector_refuses_options};
+use scimrelay_testkit::{connector_help, connector_refuses};
 
 const BIN: &str = env!("CARGO_BIN_EXE_strict-scim-connector");
 
@@ -44,15 +45,28 @@ fn an_option_typo_or_wrong_type_stops_the_connector_naming_the_key() {
 }
 
 #[test]
-fn a_deployment_that_does_not_list_the_profile_refuses_its_targets() {
-    connector_refuses_options(
+fn a_target_of_a_provider_the_deployment_does_not_run_stops_it_at_start() {
+    let (stderr, _) = connector_refuses(
         BIN,
-        "strict-scim",
-        "http://127.0.0.1:9/scim/v2",
-        &[(
-            "{}",
-            "targets[0].provider",
-            "not a provider this deployment runs",
-        )],
+        "targets:\n  - id: plain\n    provider: scim\n    base_url: http://127.0.0.1:9/scim/v2\n    auth: {kind: none}\n",
+        &[("SCIMRELAY_PROVIDERS", "strict-scim")],
+    );
+    assert!(
+        stderr.contains("targets[0].provider")
+            && stderr.contains("not a provider this deployment runs"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_connector_whose_provider_the_deployment_does_not_run_stops_at_start() {
+    let (stderr, _) = connector_refuses(
+        BIN,
+        "targets:\n  - id: plain\n    provider: scim\n    base_url: http://127.0.0.1:9/scim/v2\n    auth: {kind: none}\n",
+        &[],
+    );
+    assert!(
+        stderr.contains("SCIMRELAY_PROVIDERS") && stderr.contains("strict-scim"),
+        "{stderr}"
     );
 }

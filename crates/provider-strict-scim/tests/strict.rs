@@ -143,3 +143,55 @@ async fn a_user_made_elsewhere_is_adopted_on_409() {
     let users = admin(&origin, "users").await;
     assert_eq!(users[0]["externalId"], "u9", "{users}");
 }
+
+/// A user deleted under the id the state of record holds: one DELETE (404), one externalId
+/// lookup, a no-op — no read by id. A plan of the same deletion reads first and sends nothing.
+#[tokio::test]
+async fn a_stale_remembered_id_is_looked_up_and_a_plan_reads_first() {
+    let origin = sim().await;
+    let h = harness(&origin, "{}");
+    h.ok(&events::upsert(events::user("u1"), 1)).await;
+    h.ok(&events::upsert(events::user("u2"), 1)).await;
+    let users = admin(&origin, "users").await;
+    let id = users[0]["id"].as_str().expect("id").to_owned();
+    let r = reqwest::Client::new()
+        .delete(format!("{origin}/acme/scim/v2/Users/{id}"))
+        .send()
+        .await
+        .expect("delete underneath");
+    assert_eq!(r.status().as_u16(), 204);
+    let before = admin(&origin, "stats").await;
+    let gone = h
+        .ok(&events::user_event("u1", EventKind::UserDeleted, 2))
+        .await;
+    assert_eq!(gone.operation, Operation::Noop, "{gone:?}");
+    assert!(gone.detail.contains("not present"), "{gone:?}");
+    let after = admin(&origin, "stats").await;
+    assert_eq!(
+        sent(&after, "DELETE") - sent(&before, "DELETE"),
+        1,
+        "{after}"
+    );
+    assert_eq!(
+        sent(&after, "GET") - sent(&before, "GET"),
+        1,
+        "the lookup only: {after}"
+    );
+    let mut plan = events::user_event("u2", EventKind::UserDeleted, 2);
+    plan.plan = true;
+    let run = h.run(&plan).await;
+    let done = run.result.expect("planned");
+    assert_eq!(done.operation, Operation::Deleted, "{done:?}");
+    assert_eq!(run.planned.len(), 1, "{:?}", run.planned);
+    let last = admin(&origin, "stats").await;
+    assert_eq!(
+        sent(&last, "DELETE"),
+        sent(&after, "DELETE"),
+        "a plan sends no write"
+    );
+    assert_eq!(
+        sent(&last, "GET") - sent(&after, "GET"),
+        1,
+        "a plan reads first: {last}"
+    );
+}

@@ -126,8 +126,19 @@ impl Store {
     /// `postgresql://…`) for PostgreSQL; `sqlite://path`, a plain path or `sqlite::memory:` for
     /// SQLite (the file is created when missing).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let store = Self::connect(url).await?;
+        let mut store = Self::connect(url).await?;
         store.migrate().await?;
+        if let Pool::Sqlite(pool) = &store.pool
+            && !url.contains(":memory:")
+        {
+            // A SQLite connection keeps the schema it read: one that read it before a migration
+            // rebuilt a table can refuse a later write against the rebuilt one ("ON CONFLICT
+            // clause does not match any PRIMARY KEY or UNIQUE constraint"). The service works
+            // on fresh connections opened after the migrations. (An in-memory database has one
+            // connection, and closing it would drop the database.)
+            pool.close().await;
+            store = Self::connect(url).await?;
+        }
         let placed = store.backfill_tenants().await?;
         if placed > 0 {
             tracing::info!(

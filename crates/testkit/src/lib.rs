@@ -1,8 +1,9 @@
 //! A harness for provider tests: converges events at a target exactly as the connector runtime
 //! does (same `Exec` chokepoint, limits, breaker and plan mode; a state of record kept in
 //! memory: each subject's record, the users' links, a failure invalidating a group's applied
-//! members), without RabbitMQ or the status service. Provider crates use it with an in-process simulator to prove each quirk quickly;
-//! the end-to-end tests under `tests/` prove the same through the real services.
+//! members), without RabbitMQ or the status service. Provider crates use it with an in-process
+//! simulator to prove each quirk quickly; the end-to-end tests under `tests/` prove the same
+//! through the real services.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,13 +44,19 @@ pub struct Run {
 
 impl Harness {
     /// A harness for the first target of `targets_yaml`, authenticating with `auth`; the
-    /// targets may name the provider's own kind besides the shipped ones.
+    /// targets may name the provider's own kind besides the shipped ones, and its options are
+    /// parsed as the connector does at start (a refusal panics).
     pub fn new(provider: Arc<dyn Provider>, targets_yaml: &str, auth: Auth) -> Self {
         let mut deployed = ProviderKind::SHIPPED.to_vec();
         deployed.push(provider.kind());
         let file = TargetsFile::parse_for(targets_yaml, &deployed)
             .unwrap_or_else(|e| panic!("targets: {e}"));
         let target = file.targets[0].clone();
+        // The connector's start-up check of the options (its target checks stay with the
+        // binary tests, so a test may still drive a target the connector would refuse).
+        if let Some((key, why)) = provider.check_options(&target) {
+            panic!("targets[0].{key} {why}");
+        }
         let client = ScimClient::new(ClientConfig {
             base_url: target.base_url.clone(),
             auth,

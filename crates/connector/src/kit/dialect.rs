@@ -262,20 +262,27 @@ impl Dialect {
 
     /// Deletes the subject's object of `endpoint`: a no-op when it is absent or already gone.
     /// Without `if_match`, an id the state of record holds is deleted directly (one request,
-    /// no read first); a 404 to it falls back to the externalId lookup, so an object linked to
-    /// the subject under another id is not left behind.
+    /// no read first); a 404 to it looks the subject up by externalId, so an object linked to
+    /// it under another id is not left behind. A plan reads first, so what it reports is what
+    /// a real run would do.
     pub async fn delete(
         &self,
         input: &ConvergeInput<'_>,
         endpoint: &str,
     ) -> Result<Converged, ConvergeError> {
-        if !self.if_match
-            && let Some(id) = known_remote_id(input)
-            && let Some(done) = delete_id(input.exec, endpoint, &id, None).await?
-        {
-            return Ok(done);
-        }
-        let Some((existing, etag)) = self.current(input, endpoint).await? else {
+        let direct = !self.if_match && !input.exec.is_plan();
+        let found = match known_remote_id(input) {
+            Some(id) if direct => {
+                if let Some(done) = delete_id(input.exec, endpoint, &id, None).await? {
+                    return Ok(done);
+                }
+                self.find(input.exec, endpoint, "externalId", &input.external_id())
+                    .await?
+                    .map(|v| (v, None))
+            }
+            _ => self.current(input, endpoint).await?,
+        };
+        let Some((existing, etag)) = found else {
             return Ok(Converged::new(Operation::Noop, "")
                 .with_detail(format!("not present at {}; nothing to delete", self.name)));
         };

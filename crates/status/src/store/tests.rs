@@ -266,6 +266,17 @@ pub(super) struct TestStore {
 }
 
 impl TestStore {
+    /// The same database on a new connection pool (as a new process would open it).
+    pub(super) async fn reconnected(self) -> Self {
+        if let Pool::Sqlite(pool) = &self.store.pool {
+            pool.close().await;
+        }
+        TestStore {
+            store: Store::connect(&self.url).await.expect("connect"),
+            ..self
+        }
+    }
+
     /// A store on a fresh database of `backend`, connected but not migrated (the old runner's
     /// tests make its schema themselves).
     pub(super) async fn unmigrated(backend: Backend) -> Self {

@@ -68,7 +68,9 @@ pub(in crate::store) async fn old_runner(store: &Store, last: i64) {
 pub(in crate::store) async fn old_database(backend: Backend, last: i64) -> TestStore {
     let db = TestStore::unmigrated(backend).await;
     old_runner(&db.store, last).await;
-    db
+    // The old release's process ends; what follows opens the database anew (SQLite
+    // connections keep the schema they read, see `Store::open`).
+    db.reconnected().await
 }
 
 /// What `_sqlx_migrations` holds: version, description, checksum, success, installed_on (as
