@@ -8,45 +8,19 @@ use serde_json::Value;
 use scimrelay_proto::v1::{EventKind, Operation};
 use scimrelay_provider_strict_scim::StrictScim;
 use scimrelay_scim::Auth;
-use scimrelay_testkit::{Harness, events};
+use scimrelay_testkit::{Harness, events, sim};
 
 async fn sim() -> String {
-    let config = scimrelay_sim::SimConfig::from_yaml_str(
-        "tenants: [{id: acme, mode: scim, scim: {put: false}}]",
-    )
-    .expect("sim config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(scimrelay_sim::serve(
-        config,
-        listener,
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
+    sim::start("tenants: [{id: acme, mode: scim, scim: {put: false}}]").await
 }
 
 async fn admin(origin: &str, what: &str) -> Value {
-    reqwest::get(format!("{origin}/_admin/tenants/acme/{what}"))
-        .await
-        .expect("admin")
-        .json()
-        .await
-        .expect("admin json")
+    sim::admin(origin, "acme", what).await
 }
 
 /// Requests by method over the whole run.
 fn sent(stats: &Value, method: &str) -> u64 {
-    stats["requests"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| r["method"] == method)
-                .map(|r| r["count"].as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
+    sim::requests(stats, method, "")
 }
 
 fn harness(origin: &str, options: &str) -> Harness {

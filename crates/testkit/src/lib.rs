@@ -271,6 +271,57 @@ pub fn connector_refuses_options(
     }
 }
 
+/// The in-process simulator, for provider tests.
+pub mod sim {
+    use serde_json::Value;
+
+    /// Starts the simulator with the YAML configuration `yaml` on an ephemeral port; returns
+    /// its origin (`http://127.0.0.1:PORT`). It serves until the test's runtime ends.
+    pub async fn start(yaml: &str) -> String {
+        let config = scimrelay_sim::SimConfig::from_yaml_str(yaml)
+            .unwrap_or_else(|e| panic!("simulator configuration: {e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("address: {e}"));
+        tokio::spawn(scimrelay_sim::serve(
+            config,
+            listener,
+            std::future::pending(),
+        ));
+        format!("http://{addr}")
+    }
+
+    /// `GET /_admin/tenants/{tenant}/{what}` (`users`, `groups`, `stats`…) as JSON.
+    pub async fn admin(origin: &str, tenant: &str, what: &str) -> Value {
+        reqwest::get(format!("{origin}/_admin/tenants/{tenant}/{what}"))
+            .await
+            .unwrap_or_else(|e| panic!("admin {what}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("admin {what} JSON: {e}"))
+    }
+
+    /// Requests of `stats` (an admin `stats` answer) with `method` whose path template ends
+    /// with `path` (`""` for every path).
+    pub fn requests(stats: &Value, method: &str, path: &str) -> u64 {
+        stats["requests"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter(|r| {
+                        r["method"] == method
+                            && r["path"].as_str().is_some_and(|p| p.ends_with(path))
+                    })
+                    .map(|r| r["count"].as_u64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
 /// Event builders for tests.
 pub mod events {
     use scimrelay_proto::v1::{Email, EventKind, GroupState, IdentityEvent, UserState};
