@@ -17,26 +17,11 @@ async fn sim(extra: &str) -> String {
     let yaml = format!(
         "tenants: [{{id: acme, mode: aws, auth: {{kind: bearer, token: {TOKEN}}}{extra}}}]"
     );
-    let config = scimrelay_sim::SimConfig::from_yaml_str(&yaml).expect("sim config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(scimrelay_sim::serve(
-        config,
-        listener,
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
+    scimrelay_testkit::sim::start(&yaml).await
 }
 
 async fn admin(origin: &str, what: &str) -> Value {
-    reqwest::get(format!("{origin}/_admin/tenants/acme/{what}"))
-        .await
-        .expect("admin")
-        .json()
-        .await
-        .expect("admin json")
+    scimrelay_testkit::sim::admin(origin, "acme", what).await
 }
 
 async fn reset_stats(origin: &str) -> Value {
@@ -44,17 +29,7 @@ async fn reset_stats(origin: &str) -> Value {
 }
 
 fn count(stats: &Value, method: &str, path: &str) -> u64 {
-    stats["requests"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| {
-                    r["method"] == method && r["path"].as_str().is_some_and(|p| p.ends_with(path))
-                })
-                .map(|r| r["count"].as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
+    scimrelay_testkit::sim::requests(stats, method, path)
 }
 
 fn harness_with(origin: &str, provider: Arc<dyn Provider>, extra: &str) -> Harness {

@@ -52,19 +52,7 @@ async fn sim_with_orgs(extra: Value, others: &[&str]) -> String {
             .iter()
             .map(|id| json!({"id": id, "mode": "salesforce"})),
     );
-    let config =
-        scimrelay_sim::SimConfig::from_yaml_str(&json!({ "tenants": tenants }).to_string())
-            .expect("sim config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(scimrelay_sim::serve(
-        config,
-        listener,
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
+    scimrelay_testkit::sim::start(&json!({ "tenants": tenants }).to_string()).await
 }
 
 fn client_credentials(origin: &str) -> Auth {
@@ -114,26 +102,11 @@ async fn entitlement_id(origin: &str, name: &str) -> String {
 }
 
 async fn admin(origin: &str, what: &str) -> Value {
-    reqwest::get(format!("{origin}/_admin/tenants/acme/{what}"))
-        .await
-        .expect("admin")
-        .json()
-        .await
-        .expect("admin json")
+    scimrelay_testkit::sim::admin(origin, "acme", what).await
 }
 
 fn count(stats: &Value, method: &str, path: &str) -> u64 {
-    stats["requests"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| {
-                    r["method"] == method && r["path"].as_str().is_some_and(|p| p.ends_with(path))
-                })
-                .map(|r| r["count"].as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
+    scimrelay_testkit::sim::requests(stats, method, path)
 }
 
 fn harness(origin: &str, options: &str, auth: Auth) -> Harness {

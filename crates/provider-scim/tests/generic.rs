@@ -15,40 +15,15 @@ use scimrelay_scim::{Auth, Secret};
 use scimrelay_testkit::{Harness, events};
 
 async fn sim(yaml: &str) -> String {
-    let config = scimrelay_sim::SimConfig::from_yaml_str(yaml).expect("sim config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(scimrelay_sim::serve(
-        config,
-        listener,
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
+    scimrelay_testkit::sim::start(yaml).await
 }
 
 async fn stats(origin: &str, tenant: &str) -> Value {
-    reqwest::get(format!("{origin}/_admin/tenants/{tenant}/stats"))
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("stats json")
+    scimrelay_testkit::sim::admin(origin, tenant, "stats").await
 }
 
 fn count(stats: &Value, method: &str, path: &str) -> u64 {
-    stats["requests"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| {
-                    r["method"] == method && r["path"].as_str().is_some_and(|p| p.ends_with(path))
-                })
-                .map(|r| r["count"].as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
+    scimrelay_testkit::sim::requests(stats, method, path)
 }
 
 fn harness(origin: &str, extra: &str, auth: Auth) -> Harness {
