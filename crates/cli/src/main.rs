@@ -257,6 +257,21 @@ fn print_json(v: &Value) {
     );
 }
 
+/// A listing's answer: `as_json()` pretty-printed with `--json`, else the text `as_text()`
+/// builds (tables end with their own newline).
+fn show(
+    json: bool,
+    as_json: impl FnOnce() -> Value,
+    as_text: impl FnOnce() -> String,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        print_json(&as_json());
+    } else {
+        print!("{}", as_text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn read_input(args: &InputArgs, targets: Vec<String>) -> anyhow::Result<Vec<input::Record>> {
     let format = match args.format.or_else(|| input::Format::from_path(&args.file)) {
         Some(f) => f,
@@ -444,19 +459,26 @@ async fn status_event(
     if ev.history.is_empty() && ev.held.is_empty() {
         anyhow::bail!("event {id:?}: no outcome recorded (unknown id, or not processed yet)");
     }
-    if json {
-        print_json(&json!({"eventId": ev.event_id,
-            "history": ev.history.iter().map(output::recorded_json).collect::<Vec<_>>(),
-            "held": ev.held.iter().map(output::held_json).collect::<Vec<_>>()}));
-    } else {
-        println!("event {}", ev.event_id);
-        print!("{}", output::history_table(&ev.history));
-        if !ev.held.is_empty() {
-            println!("held:");
-            print!("{}", output::held_table(&ev.held));
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    show(
+        json,
+        || {
+            json!({"eventId": ev.event_id,
+                "history": ev.history.iter().map(output::recorded_json).collect::<Vec<_>>(),
+                "held": ev.held.iter().map(output::held_json).collect::<Vec<_>>()})
+        },
+        || {
+            let mut text = format!(
+                "event {}\n{}",
+                ev.event_id,
+                output::history_table(&ev.history)
+            );
+            if !ev.held.is_empty() {
+                text.push_str("held:\n");
+                text.push_str(&output::held_table(&ev.held));
+            }
+            text
+        },
+    )
 }
 
 /// The proto subject kind for `--kind` (unspecified when not given).
@@ -481,17 +503,18 @@ async fn status_subject(
         .await
         .map_err(|s| rpc_error("status subject", s))?
         .into_inner();
-    if json {
-        print_json(&json!(
-            s.targets
-                .iter()
-                .map(output::subject_json)
-                .collect::<Vec<_>>()
-        ));
-    } else {
-        print!("{}", output::subject_table(&s.targets));
-    }
-    Ok(ExitCode::SUCCESS)
+    show(
+        json,
+        || {
+            json!(
+                s.targets
+                    .iter()
+                    .map(output::subject_json)
+                    .collect::<Vec<_>>()
+            )
+        },
+        || output::subject_table(&s.targets),
+    )
 }
 
 /// `status targets`: every target's health, or one target's.
@@ -517,14 +540,11 @@ async fn status_targets(
                 .targets
         }
     };
-    if json {
-        print_json(&json!(
-            targets.iter().map(output::target_json).collect::<Vec<_>>()
-        ));
-    } else {
-        print!("{}", output::targets_table(&targets));
-    }
-    Ok(ExitCode::SUCCESS)
+    show(
+        json,
+        || json!(targets.iter().map(output::target_json).collect::<Vec<_>>()),
+        || output::targets_table(&targets),
+    )
 }
 
 /// `watch`: prints outcomes as they are recorded, until Ctrl-C or `--count`.
@@ -593,15 +613,18 @@ async fn dlq_list(
         .await
         .map_err(|s| rpc_error("dlq list", s))?
         .into_inner();
-    if json {
-        print_json(
-            &json!({"total": l.total, "messages": l.messages.iter().map(output::dead_json).collect::<Vec<_>>()}),
-        );
-    } else {
-        print!("{}", output::dead_table(&l.messages));
-        println!("{} shown, {} parked in all", l.messages.len(), l.total);
-    }
-    Ok(ExitCode::SUCCESS)
+    show(
+        json,
+        || json!({"total": l.total, "messages": l.messages.iter().map(output::dead_json).collect::<Vec<_>>()}),
+        || {
+            format!(
+                "{}{} shown, {} parked in all\n",
+                output::dead_table(&l.messages),
+                l.messages.len(),
+                l.total
+            )
+        },
+    )
 }
 
 /// `dlq replay`: moves parked messages back to their shard queues.
@@ -656,14 +679,11 @@ async fn held_list(
         }
         token = page.next_page_token;
     }
-    if json {
-        print_json(&json!(
-            all.iter().map(output::held_json).collect::<Vec<_>>()
-        ));
-    } else {
-        print!("{}", output::held_table(&all));
-    }
-    Ok(ExitCode::SUCCESS)
+    show(
+        json,
+        || json!(all.iter().map(output::held_json).collect::<Vec<_>>()),
+        || output::held_table(&all),
+    )
 }
 
 /// The held events `held release` or `held drop` acts on; an error when none are named.
