@@ -101,6 +101,18 @@ pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
     Ok((!text.is_empty()).then_some(text))
 }
 
+/// A whole-number option that must be at least 1 (a count, a rate, a length): `0` is refused
+/// when the targets file is read, naming the key, like any other wrong value. Use with
+/// `#[serde(default, deserialize_with = …)]` on an `Option<u64>`.
+pub fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<u64>::deserialize(d)? {
+        Some(0) => Err(serde::de::Error::custom(
+            "expected a whole number of at least 1",
+        )),
+        n => Ok(n),
+    }
+}
+
 /// Each target's parsed options, for a profile to read per event.
 #[derive(Debug)]
 pub struct TargetOptions<T> {
@@ -157,7 +169,7 @@ mod tests {
     struct Example {
         #[serde(default, deserialize_with = "text")]
         shortcode: Option<String>,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "at_least_one")]
         max_login_len: Option<u64>,
     }
 

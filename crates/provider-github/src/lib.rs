@@ -93,11 +93,11 @@ pub struct GithubOptions {
     pub shortcode: Option<String>,
     /// The longest login GitHub accepts (at least 1; default
     /// [`mapping::DEFAULT_MAX_LOGIN_LEN`]).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "options::at_least_one")]
     pub max_login_len: Option<u64>,
     /// User creations per hour the target may spend (at least 1; default
     /// [`DEFAULT_USER_CREATES_PER_HOUR`]), split across replicas.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "options::at_least_one")]
     pub user_creates_per_hour: Option<u64>,
 }
 
@@ -140,21 +140,13 @@ impl Github {
         &self,
         input: &ConvergeInput<'_>,
     ) -> Result<Arc<DefaultDirectRateLimiter>, ConvergeError> {
-        let per_hour = self.options.get(input.target)?.user_creates_per_hour();
-        let per_hour = if per_hour == 0 {
-            0
-        } else {
-            input.exec.share(per_hour)
-        };
-        let n = NonZeroU32::new(u32::try_from(per_hour).unwrap_or(u32::MAX)).ok_or_else(|| {
-            ConvergeError::new(
-                FailureClass::Permanent,
-                format!(
-                    "targets file: target {} options.user_creates_per_hour must be at least 1",
-                    input.target.id
-                ),
-            )
-        })?;
+        // At least 1 (the option is refused at 0 when the targets file is read; a replica's
+        // share is never below 1).
+        let per_hour = input
+            .exec
+            .share(self.options.get(input.target)?.user_creates_per_hour());
+        let n =
+            NonZeroU32::new(u32::try_from(per_hour).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         let mut map = self
             .creates
             .lock()
@@ -257,22 +249,7 @@ impl Provider for Github {
     }
 
     fn check_options(&self, t: &TargetConfig) -> Option<(String, String)> {
-        let o = match self.options.check(t) {
-            Err(refused) => return Some(refused),
-            Ok(o) => o,
-        };
-        [
-            ("user_creates_per_hour", o.user_creates_per_hour()),
-            ("max_login_len", o.max_login_len()),
-        ]
-        .into_iter()
-        .find(|(_, n)| *n == 0)
-        .map(|(key, _)| {
-            (
-                format!("options.{key}"),
-                format!("must be at least 1 (target {})", t.id),
-            )
-        })
+        self.options.check(t).err()
     }
 
     /// An organization-level base_url is refused before any port is bound or queue consumed.

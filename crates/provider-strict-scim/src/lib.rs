@@ -28,7 +28,7 @@ use serde_json::{Map, Value, json};
 use scimrelay_connector::kit::compare::{GROUP_SCHEMA, USER_SCHEMA, replace_patch};
 use scimrelay_connector::kit::resource::{one_value, put, require, sole};
 use scimrelay_connector::kit::{self, Deactivation, Dialect, Lookup, MemberChange, id_of};
-use scimrelay_connector::options::{TargetOptions, text};
+use scimrelay_connector::options::{self, TargetOptions};
 use scimrelay_connector::{ConvergeError, ConvergeInput, Converged, FailureClass, Provider};
 use scimrelay_core::config::{ProviderKind, TargetConfig};
 use scimrelay_proto::v1::{EventKind, Operation, UserState};
@@ -60,10 +60,10 @@ Options: `member_chunk` (membership changes per PATCH, default 100).";
 #[serde(deny_unknown_fields)]
 pub struct StrictOptions {
     /// Membership changes per PATCH (at least 1; default [`DEFAULT_MEMBER_CHUNK`]).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "options::at_least_one")]
     pub member_chunk: Option<u64>,
     /// A note for operators, never sent (shows a text option in the example).
-    #[serde(default, deserialize_with = "text")]
+    #[serde(default, deserialize_with = "options::text")]
     pub note: Option<String>,
 }
 
@@ -83,14 +83,7 @@ impl Provider for StrictScim {
     }
 
     fn check_options(&self, t: &TargetConfig) -> Option<(String, String)> {
-        match self.options.check(t) {
-            Err(refused) => Some(refused),
-            Ok(o) if o.member_chunk == Some(0) => Some((
-                "options.member_chunk".to_owned(),
-                format!("must be at least 1 (target {})", t.id),
-            )),
-            Ok(_) => None,
-        }
+        self.options.check(t).err()
     }
 
     fn converge<'a>(
