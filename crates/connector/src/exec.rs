@@ -59,6 +59,48 @@ pub struct TargetIo {
     pub max_hold: Duration,
 }
 
+impl TargetIo {
+    /// A target's outbound side as one of `replicas` connector replicas runs it: its SCIM client
+    /// (`user_agent` sent on every request), its limits with the ceiling — the target's
+    /// `rate_limit_per_sec`, else the provider's published default — divided between the
+    /// replicas, and a breaker of its own. The runtime and the test harness both build it
+    /// here, so tests drive a target exactly as the service does.
+    pub fn new(
+        target: &scimrelay_core::config::TargetConfig,
+        auth: scimrelay_scim::Auth,
+        defaults: &crate::ProviderDefaults,
+        replicas: u32,
+        max_hold: Duration,
+        user_agent: String,
+    ) -> Result<Self, ScimError> {
+        let replicas = replicas.max(1);
+        let client = ScimClient::new(scimrelay_scim::ClientConfig {
+            base_url: target.base_url.clone(),
+            auth,
+            timeout_secs: target.timeout_secs,
+            user_agent,
+            content_type: "application/scim+json".into(),
+            ca_file: target.tls.ca_file.clone(),
+            max_body_bytes: target.max_response_bytes,
+        })?;
+        let limits = Limits::new(&crate::limits::LimitsConfig {
+            ceiling_per_sec: target
+                .rate_limit_per_sec
+                .or(defaults.rate_limit_per_sec)
+                .map(|r| r / f64::from(replicas)),
+            min_concurrency: target.concurrency.min,
+            max_concurrency: target.concurrency.max,
+        });
+        Ok(TargetIo {
+            client,
+            limits,
+            breaker: Breaker::default(),
+            replicas,
+            max_hold,
+        })
+    }
+}
+
 /// Sends (or plans) SCIM requests for one event at one target.
 pub struct Exec {
     io: Arc<TargetIo>,

@@ -180,11 +180,6 @@ pub async fn with_members(exec: &Exec, group: Value) -> Result<Value, ConvergeEr
         .map_or(group, |(full, _)| full))
 }
 
-/// The remote id the state of record holds for the converged subject, if any.
-pub fn known_remote_id(input: &ConvergeInput<'_>) -> Option<String> {
-    input.record.known_remote_id().map(str::to_owned)
-}
-
 /// Group members (platform user ids) split into the provider ids the state of record holds and
 /// the members still to look up at the target (the caller looks them up its own way — by
 /// [`ConvergeInput::external_id_of`] — then calls [`finish_members`]). Members the state of
@@ -381,52 +376,45 @@ pub async fn patch_user(
     use scimrelay_proto::v1::Operation;
     let id = id_of(existing)
         .ok_or_else(|| ConvergeError::new(FailureClass::Permanent, "remote user has no id"))?;
+    // What a write that changes nothing counts as: an adoption stays one.
+    let unchanged = if op == Operation::Adopted {
+        op
+    } else {
+        Operation::Noop
+    };
     let patch = patch_for(desired, existing);
     if patch.is_empty() {
-        let done = if op == Operation::Adopted {
-            op
-        } else {
-            Operation::Noop
-        };
-        return Ok(
-            Converged::new(done, id).with_detail("remote user already matches the desired state")
-        );
+        return Ok(Converged::new(unchanged, id)
+            .with_detail("remote user already matches the desired state"));
     }
     let path = format!("/Users/{}", scimrelay_scim::encoding::path_segment(&id));
-    match input
+    let e = match input
         .exec
         .send(ScimRequest::patch(&path, patch.build()))
         .await
     {
-        Ok(_) => Ok(Converged::new(op, id)),
-        Err(e) if e.status() == Some(400) && without_removes(&patch).is_some() => {
-            let (kept, removed) = without_removes(&patch).unwrap_or_default();
+        Ok(_) => return Ok(Converged::new(op, id)),
+        Err(e) => e,
+    };
+    match e.status() {
+        Some(400) => {
+            let Some((kept, removed)) = without_removes(&patch) else {
+                return Err(input.exec.classify(&e));
+            };
             let done = if kept.is_empty() {
-                if op == Operation::Adopted {
-                    op
-                } else {
-                    Operation::Noop
-                }
+                unchanged
             } else {
-                input
-                    .exec
-                    .send(ScimRequest::patch(&path, kept.build()))
-                    .await
-                    .map_err(|e| input.exec.classify(&e))?;
+                send(input.exec, ScimRequest::patch(&path, kept.build())).await?;
                 op
             };
             Ok(Converged::new(done, id).with_detail(refused_clear(&removed, &e)))
         }
-        Err(e) if e.status() == Some(404) => {
-            let resp = input
-                .exec
-                .send(ScimRequest::post("/Users", desired.clone()))
-                .await
-                .map_err(|e| input.exec.classify(&e))?;
+        Some(404) => {
+            let resp = send(input.exec, ScimRequest::post("/Users", desired.clone())).await?;
             Ok(Converged::new(Operation::Created, created_id(&resp)?)
                 .with_detail("the remote user had been deleted; created again"))
         }
-        Err(e) => Err(input.exec.classify(&e)),
+        _ => Err(input.exec.classify(&e)),
     }
 }
 

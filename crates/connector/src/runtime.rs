@@ -25,10 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::breaker::Breaker;
 use crate::decide::Step;
 use crate::exec::TargetIo;
-use crate::limits::{Limits, LimitsConfig};
 use crate::process::{Processor, Waiting};
 use crate::provider::ProviderDefaults;
 use crate::status::StatusClients;
@@ -37,7 +35,6 @@ use scimrelay_core::config::{ConfigError, TargetConfig};
 use scimrelay_core::metrics::{self, metrics};
 use scimrelay_core::telemetry;
 use scimrelay_proto::v1::{Delivery, OutcomeResult};
-use scimrelay_scim::{ClientConfig, ScimClient};
 
 use crate::ConnectorConfig;
 use crate::provider::Provider;
@@ -68,37 +65,21 @@ fn build_targets(
         .iter()
         .map(|served| {
             let t = &served.config;
-            let client = ScimClient::new(ClientConfig {
-                base_url: t.base_url.clone(),
-                auth: served.auth.clone(),
-                timeout_secs: t.timeout_secs,
-                user_agent: format!("scimrelay/{}", env!("CARGO_PKG_VERSION")),
-                content_type: "application/scim+json".into(),
-                ca_file: t.tls.ca_file.clone(),
-                max_body_bytes: t.max_response_bytes,
-            })
+            let io = TargetIo::new(
+                t,
+                served.auth.clone(),
+                defaults,
+                config.replicas,
+                config.max_hold,
+                format!("scimrelay/{}", env!("CARGO_PKG_VERSION")),
+            )
             .map_err(|e| ConfigError::Invalid {
                 key: served.key.clone(),
                 message: e.to_string(),
             })?;
-            let ceiling = t
-                .rate_limit_per_sec
-                .or(defaults.rate_limit_per_sec)
-                .map(|r| r / f64::from(config.replicas.max(1)));
-            let limits = Limits::new(&LimitsConfig {
-                ceiling_per_sec: ceiling,
-                min_concurrency: t.concurrency.min,
-                max_concurrency: t.concurrency.max,
-            });
             Ok(Arc::new(TargetRuntime {
                 config: t.clone(),
-                io: Arc::new(TargetIo {
-                    client,
-                    limits,
-                    breaker: Breaker::default(),
-                    replicas: config.replicas.max(1),
-                    max_hold: config.max_hold,
-                }),
+                io: Arc::new(io),
                 waiting: Waiting::default(),
             }))
         })

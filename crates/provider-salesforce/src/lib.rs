@@ -527,8 +527,8 @@ pub fn member_patch(changes: &[MemberChange]) -> Value {
 async fn upsert_group(input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
     let group = kit::group_of(input)?;
     let mut existing = None;
-    if let Some(id) = kit::known_remote_id(input) {
-        existing = kit::get_by_id(input.exec, "Groups", &id)
+    if let Some(id) = input.record.known_remote_id() {
+        existing = kit::get_by_id(input.exec, "Groups", id)
             .await?
             .map(|(g, _)| g);
     }

@@ -8,15 +8,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use scimrelay_connector::breaker::Breaker;
 use scimrelay_connector::decide::presence_after;
 use scimrelay_connector::exec::{Exec, ExecStats, TargetIo};
-use scimrelay_connector::limits::{Limits, LimitsConfig};
 use scimrelay_connector::record::{Linked, MemoryDirectory, Record};
 use scimrelay_connector::{ConvergeError, ConvergeInput, Converged, Provider};
 use scimrelay_core::config::{ProviderKind, TargetConfig, TargetMode, TargetsFile};
 use scimrelay_proto::v1::{IdentityEvent, PlannedRequest};
-use scimrelay_scim::{Auth, ClientConfig, ScimClient};
+use scimrelay_scim::Auth;
 
 /// One target driven directly by a test.
 pub struct Harness {
@@ -27,8 +25,28 @@ pub struct Harness {
     records: Arc<Mutex<HashMap<String, Record>>>,
     /// The users' links, for group members.
     pub directory: Arc<MemoryDirectory>,
+    /// The credentials the target's client sends (a replica builds its own client with them).
+    auth: Auth,
     io: Arc<TargetIo>,
     provider: Arc<dyn Provider>,
+}
+
+/// The target's outbound side as the connector builds it ([`TargetIo::new`]).
+fn target_io(
+    target: &TargetConfig,
+    auth: &Auth,
+    provider: &dyn Provider,
+    replicas: u32,
+) -> TargetIo {
+    TargetIo::new(
+        target,
+        auth.clone(),
+        &provider.defaults(),
+        replicas,
+        scimrelay_connector::exec::MAX_HOLD,
+        "scimrelay-test".into(),
+    )
+    .unwrap_or_else(|e| panic!("client: {e}"))
 }
 
 /// What one convergence did.
@@ -57,34 +75,12 @@ impl Harness {
         if let Some((key, why)) = provider.check_options(&target) {
             panic!("targets[0].{key} {why}");
         }
-        let client = ScimClient::new(ClientConfig {
-            base_url: target.base_url.clone(),
-            auth,
-            timeout_secs: target.timeout_secs,
-            user_agent: "scimrelay-test".into(),
-            content_type: "application/scim+json".into(),
-            ca_file: target.tls.ca_file.clone(),
-            max_body_bytes: target.max_response_bytes,
-        })
-        .unwrap_or_else(|e| panic!("client: {e}"));
-        let limits = Limits::new(&LimitsConfig {
-            ceiling_per_sec: target
-                .rate_limit_per_sec
-                .or(provider.defaults().rate_limit_per_sec),
-            min_concurrency: target.concurrency.min,
-            max_concurrency: target.concurrency.max,
-        });
         Harness {
+            io: Arc::new(target_io(&target, &auth, provider.as_ref(), 1)),
             target,
+            auth,
             records: Arc::default(),
             directory: Arc::default(),
-            io: Arc::new(TargetIo {
-                client,
-                limits,
-                breaker: Breaker::default(),
-                replicas: 1,
-                max_hold: scimrelay_connector::exec::MAX_HOLD,
-            }),
             provider,
         }
     }
@@ -98,32 +94,29 @@ impl Harness {
     /// its own memory, if the profile kept any) and its own limits, the same state of record.
     pub fn replica(&self, provider: Arc<dyn Provider>) -> Harness {
         Harness {
+            io: Arc::new(target_io(
+                &self.target,
+                &self.auth,
+                provider.as_ref(),
+                self.io.replicas,
+            )),
             target: self.target.clone(),
+            auth: self.auth.clone(),
             records: self.records.clone(),
             directory: self.directory.clone(),
-            io: Arc::new(TargetIo {
-                client: self.io.client.clone(),
-                limits: Limits::new(&LimitsConfig {
-                    ceiling_per_sec: self
-                        .target
-                        .rate_limit_per_sec
-                        .or(provider.defaults().rate_limit_per_sec),
-                    min_concurrency: self.target.concurrency.min,
-                    max_concurrency: self.target.concurrency.max,
-                }),
-                breaker: Breaker::default(),
-                replicas: self.io.replicas,
-                max_hold: self.io.max_hold,
-            }),
             provider,
         }
     }
 
-    /// The harness as one of `n` replicas of the connector (budgets divided by `n`).
+    /// The harness as one of `n` replicas of the connector (the ceiling and the provider's own
+    /// budgets divided by `n`, as the service divides them).
     pub fn with_replicas(mut self, n: u32) -> Self {
-        if let Some(io) = Arc::get_mut(&mut self.io) {
-            io.replicas = n;
-        }
+        self.io = Arc::new(target_io(
+            &self.target,
+            &self.auth,
+            self.provider.as_ref(),
+            n,
+        ));
         self
     }
 

@@ -5,12 +5,8 @@
 
 use serde_json::Value;
 
-/// The RFC 7643 core User schema URN.
-pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-/// The RFC 7643 core Group schema URN.
-pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-/// The RFC 7643 enterprise User extension URN.
-pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+/// The RFC 7643 schema URNs, as the SCIM crate defines them.
+pub use scimrelay_scim::{ENTERPRISE_USER_SCHEMA as ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
 
 /// Whether `current` (what the provider holds) differs from `desired` in any attribute the
 /// desired state sets. Attributes the provider adds (id, meta, defaults) are ignored; strings
@@ -37,14 +33,15 @@ pub fn differs(desired: &Value, current: &Value) -> bool {
 }
 
 /// A PATCH of one `replace` (with its path) per top-level attribute of `desired` that
-/// `current` does not hold ([`differs`]), whole values; `schemas` and `id` are never sent.
+/// `current` does not hold ([`differs`]), whole values; `schemas` and `id` are never sent, and
+/// `members`, which a group's membership PATCH changes by a diff, is left out.
 /// Nothing is removed: a profile that clears attributes adds its `remove` operations
 /// ([`cleared`]).
 pub fn replace_patch(desired: &Value, current: &Value) -> scimrelay_scim::PatchBuilder {
     let mut patch = scimrelay_scim::PatchBuilder::new();
     if let Value::Object(d) = desired {
         for (k, v) in d {
-            if matches!(k.as_str(), "schemas" | "id") {
+            if matches!(k.as_str(), "schemas" | "id" | "members") {
                 continue;
             }
             let mut single = serde_json::Map::new();

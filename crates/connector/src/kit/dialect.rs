@@ -16,7 +16,7 @@ use scimrelay_core::config::DeletePolicy;
 use scimrelay_proto::v1::Operation;
 use scimrelay_scim::{PatchBuilder, ScimRequest, filter_eq, path_segment};
 
-use super::{get_by_id, id_of, known_remote_id, resources, send};
+use super::{get_by_id, id_of, resources, send};
 use crate::exec::Exec;
 use crate::{ConvergeError, ConvergeInput, Converged, FailureClass};
 
@@ -182,8 +182,8 @@ impl Dialect {
         input: &ConvergeInput<'_>,
         endpoint: &str,
     ) -> Result<Option<(Value, Option<String>)>, ConvergeError> {
-        if let Some(id) = known_remote_id(input)
-            && let Some(found) = get_by_id(input.exec, endpoint, &id).await?
+        if let Some(id) = input.record.known_remote_id()
+            && let Some(found) = get_by_id(input.exec, endpoint, id).await?
         {
             return Ok(Some(found));
         }
@@ -271,9 +271,9 @@ impl Dialect {
         endpoint: &str,
     ) -> Result<Converged, ConvergeError> {
         let direct = !self.if_match && !input.exec.is_plan();
-        let found = match known_remote_id(input) {
+        let found = match input.record.known_remote_id() {
             Some(id) if direct => {
-                if let Some(done) = delete_id(input.exec, endpoint, &id, None).await? {
+                if let Some(done) = delete_id(input.exec, endpoint, id, None).await? {
                     return Ok(done);
                 }
                 self.find(input.exec, endpoint, "externalId", &input.external_id())
