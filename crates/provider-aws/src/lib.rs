@@ -211,27 +211,32 @@ pub fn member_patch(changes: &[MemberChange], attrs: &[(&str, &str)]) -> Value {
 }
 
 impl Aws {
-    /// The group's id and applied state: from the state of record when it knows the members
-    /// (and the lookup is the subject's own externalId), else found by `attr` with its members
-    /// learned through the `groups.value` user filter (never a GET of the group).
+    /// The subject's group and its applied state: from the state of record when it knows the
+    /// members, else found by externalId with its members learned ([`Aws::learned`]).
     async fn known_group(
         &self,
         input: &ConvergeInput<'_>,
-        attr: &str,
-        value: &str,
     ) -> Result<Option<AppliedGroup>, ConvergeError> {
-        if attr == "externalId"
-            && let Some(state) = applied_group(input)
-        {
+        if let Some(state) = applied_group(input) {
             return Ok(Some(state));
         }
-        let Some(found) = DIALECT.find(input.exec, "Groups", attr, value).await? else {
-            return Ok(None);
-        };
-        if !input.may_adopt(&found) {
-            return Err(kit::not_ours(input, "Groups", attr, &found));
+        match DIALECT
+            .find(input.exec, "Groups", "externalId", &input.external_id())
+            .await?
+        {
+            Some(found) => Ok(Some(self.learned(input, &found).await?)),
+            None => Ok(None),
         }
-        let id = id_of(&found).unwrap_or_default();
+    }
+
+    /// A group found at AWS with its members learned through the `groups.value` user filter
+    /// (never a GET of the group, which answers no members).
+    async fn learned(
+        &self,
+        input: &ConvergeInput<'_>,
+        found: &Value,
+    ) -> Result<AppliedGroup, ConvergeError> {
+        let id = id_of(found).unwrap_or_default();
         let members = cursor_list(
             input.exec,
             "Users",
@@ -250,19 +255,19 @@ impl Aws {
                 .unwrap_or_default()
                 .to_owned()
         };
-        Ok(Some(AppliedGroup {
+        Ok(AppliedGroup {
             id,
             display_name: text("displayName"),
             external_id: text("externalId"),
             members,
-        }))
+        })
     }
 
     async fn upsert_group(&self, input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
         let group = kit::group_of(input)?;
         let desired: BTreeSet<String> = DIALECT.group_members(input).await?.into_iter().collect();
         let external_id = input.external_id();
-        let (mut state, mut op) = match self.known_group(input, "externalId", &external_id).await? {
+        let (mut state, mut op) = match self.known_group(input).await? {
             Some(s) => (s, Operation::Updated),
             None => {
                 let first: Vec<&String> = desired.iter().take(MAX_MEMBER_CHANGES).collect();
@@ -283,20 +288,18 @@ impl Aws {
                         Operation::Created,
                     ),
                     Err(e) if kit::is_conflict(&e) => {
-                        let mut adopted = None;
-                        for (attr, value) in [
-                            ("externalId", &external_id),
-                            ("displayName", &group.display_name),
-                        ] {
-                            if let Some(s) = self.known_group(input, attr, value).await? {
-                                adopted = Some(s);
-                                break;
-                            }
-                        }
-                        let s = adopted.ok_or_else(|| ConvergeError {
-                            detail: "409 on group create but no group found by externalId or displayName".into(),
-                            ..input.exec.classify(&e)
-                        })?;
+                        let lookups = [
+                            ("externalId", external_id.as_str()),
+                            ("displayName", group.display_name.as_str()),
+                        ];
+                        let Some((found, _)) = DIALECT.adoptable(input, "Groups", &lookups).await?
+                        else {
+                            return Err(ConvergeError {
+                                detail: "409 on group create but no group found by externalId or displayName".into(),
+                                ..input.exec.classify(&e)
+                            });
+                        };
+                        let s = self.learned(input, &found).await?;
                         (s, Operation::Adopted)
                     }
                     Err(e) => return Err(input.exec.classify(&e)),

@@ -247,42 +247,32 @@ async fn create_or_adopt(
     {
         Ok(resp) => Ok(Converged::new(Operation::Created, kit::created_id(&resp)?)),
         Err(e) if kit::is_conflict(&e) => {
-            for (attr, value) in lookups {
-                if value.is_empty() {
-                    continue;
-                }
-                if let Some(existing) = caps
-                    .dialect()
-                    .find(input.exec, endpoint, attr, value)
-                    .await?
-                {
-                    if !input.may_adopt(&existing) {
-                        return Err(kit::not_ours(input, endpoint, attr, &existing));
-                    }
-                    let id = id_of(&existing).unwrap_or_default();
-                    let (existing, etag) = if caps.etag {
-                        kit::get_by_id(input.exec, endpoint, &id)
-                            .await?
-                            .unwrap_or((existing, None))
-                    } else {
-                        (existing, None)
-                    };
-                    let done = update(
-                        input,
-                        caps,
-                        endpoint,
-                        existing,
-                        etag,
-                        desired,
-                        Operation::Adopted,
-                    )
-                    .await?;
-                    return Ok(
-                        Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
-                            "409 on create: adopted the existing object found by {attr}"
-                        )),
-                    );
-                }
+            if let Some((existing, attr)) =
+                caps.dialect().adoptable(input, endpoint, lookups).await?
+            {
+                let id = id_of(&existing).unwrap_or_default();
+                let (existing, etag) = if caps.etag {
+                    kit::get_by_id(input.exec, endpoint, &id)
+                        .await?
+                        .unwrap_or((existing, None))
+                } else {
+                    (existing, None)
+                };
+                let done = update(
+                    input,
+                    caps,
+                    endpoint,
+                    existing,
+                    etag,
+                    desired,
+                    Operation::Adopted,
+                )
+                .await?;
+                return Ok(
+                    Converged::new(Operation::Adopted, done.remote_id).with_detail(format!(
+                        "409 on create: adopted the existing object found by {attr}"
+                    )),
+                );
             }
             Err(ConvergeError {
                 detail: format!(
@@ -316,7 +306,7 @@ fn managed(endpoint: &str) -> &'static [&'static str] {
 /// group members as an add/remove diff.
 pub fn patch_for(endpoint: &str, desired: &Value, existing: &Value) -> PatchBuilder {
     let mut patch = PatchBuilder::new();
-    let (Value::Object(d), Value::Object(_)) = (desired, existing) else {
+    let (Value::Object(_), Value::Object(_)) = (desired, existing) else {
         return patch;
     };
     // Removes first: a server that applies `replace name {…}` as a whole value has already
@@ -325,14 +315,8 @@ pub fn patch_for(endpoint: &str, desired: &Value, existing: &Value) -> PatchBuil
     for path in compare::cleared(desired, existing, managed(endpoint)) {
         patch = patch.remove(path, None);
     }
-    for (k, dv) in d {
-        if matches!(k.as_str(), "schemas" | "id" | "members") {
-            continue;
-        }
-        let single = json!({ k.clone(): dv.clone() });
-        if compare::differs(&single, existing) {
-            patch = patch.replace(Some(k), dv.clone());
-        }
+    for op in compare::replace_patch(desired, existing).operations() {
+        patch = patch.op(op.op, op.path.as_deref(), op.value.clone());
     }
     if endpoint == "Groups" {
         let want: BTreeSet<String> = kit::member_ids(desired);
