@@ -250,6 +250,12 @@ impl Store {
             Backend::Postgres => (POSTGRES_HAS_OLD_TABLE, POSTGRES_SQLX_TABLE, POSTGRES_RECORD),
         };
         on_pool!(self, |pool| {
+            // A database without the old table (new, or made by this release) never gets one:
+            // no lock is taken for it, so a replica's start does not stall every writer.
+            let old: i64 = sqlx::query_scalar(has_old).fetch_one(pool).await?;
+            if old == 0 {
+                return Ok(0);
+            }
             let mut tx = match self.backend() {
                 // IMMEDIATE: the write lock before reading, as the copy writes what it read.
                 Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
