@@ -88,13 +88,24 @@ pub struct AccessArgs {
     client_key: Option<PathBuf>,
 }
 
-/// The key and TLS material, read and checked once per run.
-#[derive(Debug, Clone, Default)]
+/// The key and TLS material, read and checked once per run. `Debug` says only what is
+/// present: the client key is a secret, like the API key.
+#[derive(Clone, Default)]
 pub struct Access {
     api_key: Option<ApiKey>,
     ca_pem: Option<Vec<u8>>,
     /// Certificate chain and key, PEM.
     identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("api_key", &self.api_key)
+            .field("ca", &self.ca_pem.is_some())
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
 }
 
 fn read(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -292,6 +303,23 @@ mod tests {
         let text = format!("{access:?} {:?}", access.api_key);
         assert!(!text.contains("top-secret"), "{text}");
         assert!(text.contains("redacted"), "{text}");
+    }
+
+    #[test]
+    fn the_client_key_shows_nowhere_in_debug() {
+        let access = Access {
+            identity: Some((
+                b"-----BEGIN CERTIFICATE-----cert".to_vec(),
+                b"-----BEGIN PRIVATE KEY-----top-secret-key".to_vec(),
+            )),
+            ca_pem: Some(b"-----BEGIN CERTIFICATE-----ca".to_vec()),
+            ..Access::default()
+        };
+        let text = format!("{access:?}");
+        for secret in ["top-secret-key", "116, 111, 112"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(text.contains("identity: true"), "{text}");
     }
 
     #[test]

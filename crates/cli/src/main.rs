@@ -640,17 +640,17 @@ async fn dlq_replay(
         .await
         .map_err(|s| rpc_error("dlq replay", s))?
         .into_inner();
-    if json {
-        print_json(
-            &json!({"replayed": r.replayed, "skipped": r.skipped, "skipReasons": r.skip_reasons, "eventIds": r.event_ids}),
-        );
-    } else {
-        println!("replayed {}, skipped {}", r.replayed, r.skipped);
-        for reason in &r.skip_reasons {
-            println!("  skipped: {reason}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    show(
+        json,
+        || json!({"replayed": r.replayed, "skipped": r.skipped, "skipReasons": r.skip_reasons, "eventIds": r.event_ids}),
+        || {
+            let mut text = format!("replayed {}, skipped {}\n", r.replayed, r.skipped);
+            for reason in &r.skip_reasons {
+                text.push_str(&format!("  skipped: {reason}\n"));
+            }
+            text
+        },
+    )
 }
 
 /// `held list`: every held event (of one target), read page by page.
