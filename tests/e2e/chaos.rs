@@ -95,7 +95,7 @@ async fn assert_invariant(stack: &Stack, events: &[Value], ids: &[String], limit
 }
 
 /// [`assert_invariant`] at the simulator tenant `tenant`, for events sent to one target only.
-async fn assert_invariant_of(
+pub(crate) async fn assert_invariant_of(
     stack: &Stack,
     tenant: &str,
     events: &[Value],

@@ -1,5 +1,6 @@
 //! `scimrelayctl send` of a user CSV through the whole stack: every user provisioned once,
-//! every event with one terminal outcome.
+//! every event with one terminal outcome; then one login sent with `--priority interactive
+//! --wait`, answered with its outcome.
 //!
 //! Size: `SCIMRELAY_CTL_USERS` users (default 2,000 for `make test`; `make chaos` sends 10,000).
 
@@ -70,4 +71,56 @@ async fn send_of_a_user_csv_works_end_to_end() {
             && outcomes[id][0].result == OutcomeResult::Succeeded as i32)
     );
     assert_eq!(stack.sim_users("acme").await.len(), n);
+
+    // A login: one event, interactive, waiting for its outcome.
+    let login = stack.dir.join("login.json");
+    std::fs::write(
+        &login,
+        r#"{"kind": "user.upserted", "tenant": "acme", "version": 1,
+            "user": {"id": "login-1", "userName": "login-1@example.com"}}"#,
+    )
+    .expect("login file");
+    let ctl = |args: &[&str]| {
+        tokio::process::Command::new(bin_path("scimrelayctl"))
+            .args(stack.ctl_args())
+            .args(args)
+            .output()
+    };
+    let login_path = login.to_str().expect("utf-8 path");
+    let out = ctl(&[
+        "send",
+        login_path,
+        "--priority",
+        "interactive",
+        "--wait",
+        "5",
+    ])
+    .await
+    .expect("scimrelayctl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("app  succeeded  created  remote id "),
+        "{stdout}"
+    );
+    // --wait is for one event.
+    let out = ctl(&[
+        "send",
+        csv.to_str().expect("utf-8 path"),
+        "--wait",
+        "5",
+        "--restart",
+    ])
+    .await
+    .expect("scimrelayctl");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--wait: for a file of one event"),
+        "{stderr}"
+    );
 }

@@ -6,6 +6,7 @@ mod ctl;
 mod delivery;
 mod demo;
 mod guard;
+mod login;
 mod observability;
 mod provider_aws;
 mod provider_github;

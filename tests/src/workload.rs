@@ -14,7 +14,8 @@ pub struct Workload {
     pub distinct: usize,
 }
 
-fn user_event(id: &str, version: u64, kind: &str, tenant: &str) -> Value {
+/// One user event as the workloads send it (`evt-<id>-v<version>`; an upsert carries a full user).
+pub fn user_event(id: &str, version: u64, kind: &str, tenant: &str) -> Value {
     let mut e = json!({"id": format!("evt-{id}-v{version}"), "kind": kind, "tenant": tenant, "version": version,
                        "user": {"id": id}});
     if kind == "user.upserted" {

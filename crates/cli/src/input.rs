@@ -65,6 +65,8 @@ pub struct Defaults {
     pub tenant: Option<String>,
     /// Targets for events that name none.
     pub targets: Vec<String>,
+    /// Priority (`interactive` or `bulk`) for events that name none.
+    pub priority: Option<&'static str>,
 }
 
 /// Reads a file in `format` into events.
@@ -97,6 +99,10 @@ pub fn read(path: &Path, format: Format, defaults: &Defaults) -> Result<Vec<Reco
         if !defaults.targets.is_empty() {
             obj.entry("targets")
                 .or_insert_with(|| json!(defaults.targets));
+        }
+        if let Some(p) = defaults.priority {
+            obj.entry("priority")
+                .or_insert_with(|| Value::String(p.to_owned()));
         }
     }
     Ok(records)
@@ -476,9 +482,11 @@ mod tests {
             &Defaults {
                 tenant: Some("acme".into()),
                 targets: vec![],
+                priority: Some("bulk"),
             },
         )
         .expect("read");
+        assert_eq!(r[0].event["priority"], "bulk");
         assert_eq!(r[0].line, 2);
         assert_eq!(r[0].event["user"]["userName"], "alice");
         assert_eq!(r[0].event["user"]["active"], false);

@@ -128,6 +128,33 @@ struct SendArgs {
     /// Ignore the state file and send from the first line.
     #[arg(long)]
     restart: bool,
+    /// Priority of events that name none: bulk (the subject's shard queue) or interactive (the
+    /// target's interactive lane, for a person waiting; a bulk_only key is refused).
+    #[arg(long, value_enum, default_value_t = Priority::Bulk)]
+    priority: Priority,
+    /// For a file of one event: wait up to SECS for its outcome at every target and print them
+    /// (HTTP `Prefer: wait`). Exit status 0 when all succeeded or were superseded, 1 when one
+    /// failed, 4 when the wait ran out first (the event is accepted; see `status event ID`).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    wait: Option<u32>,
+}
+
+/// An event's priority (docs/design.md, "Login-time provisioning").
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Priority {
+    /// A person is waiting: the target's interactive lane, served first.
+    Interactive,
+    /// A sync or a load: the subject's shard queue.
+    Bulk,
+}
+
+impl Priority {
+    fn as_str(self) -> &'static str {
+        match self {
+            Priority::Interactive => "interactive",
+            Priority::Bulk => "bulk",
+        }
+    }
 }
 
 #[derive(Args)]
@@ -272,7 +299,11 @@ fn show(
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_input(args: &InputArgs, targets: Vec<String>) -> anyhow::Result<Vec<input::Record>> {
+fn read_input(
+    args: &InputArgs,
+    targets: Vec<String>,
+    priority: Option<&'static str>,
+) -> anyhow::Result<Vec<input::Record>> {
     let format = match args.format.or_else(|| input::Format::from_path(&args.file)) {
         Some(f) => f,
         None => anyhow::bail!(
@@ -283,6 +314,7 @@ fn read_input(args: &InputArgs, targets: Vec<String>) -> anyhow::Result<Vec<inpu
     let defaults = input::Defaults {
         tenant: args.tenant.clone(),
         targets,
+        priority,
     };
     Ok(input::read(&args.file, format, &defaults)?)
 }
@@ -386,6 +418,57 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Prints the answer of a single event sent with `--wait`; the exit status says how it went.
+fn show_waited(answer: &serde_json::Value, secs: u32, json: bool) -> ExitCode {
+    let outcomes = answer["outcomes"].as_array().cloned().unwrap_or_default();
+    let complete = answer["complete"].as_bool().unwrap_or(false);
+    let failed = outcomes
+        .iter()
+        .any(|o| !matches!(o["result"].as_str(), Some("succeeded" | "superseded")));
+    if json {
+        print_json(answer);
+    } else {
+        for o in &outcomes {
+            let field = |k: &str| o[k].as_str().unwrap_or("-").to_owned();
+            let detail = field("detail");
+            println!(
+                "{}  {}  {}  remote id {}  {} ms{}",
+                field("target"),
+                field("result"),
+                field("operation"),
+                if field("remoteId").is_empty() {
+                    "-".into()
+                } else {
+                    field("remoteId")
+                },
+                o["latencyMs"].as_u64().unwrap_or_default(),
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {detail}")
+                },
+            );
+        }
+        if !complete {
+            let ids: Vec<&str> = answer["accepted"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x["id"].as_str()).collect())
+                .unwrap_or_default();
+            println!(
+                "accepted ({}); not every target answered within {secs} s: see `scimrelayctl status event ID`",
+                ids.join(", ")
+            );
+        }
+    }
+    if !complete {
+        ExitCode::from(4)
+    } else if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// `send`: posts the file to ingest in batches, resumably; 130 when interrupted.
 async fn send_file(
     access: &Access,
@@ -393,13 +476,25 @@ async fn send_file(
     a: SendArgs,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let records = read_input(&a.input, a.targets)?;
-    let state = a.state.unwrap_or_else(|| send::state_path(&a.input.file));
-    let progress = !json;
+    let records = read_input(&a.input, a.targets, Some(a.priority.as_str()))?;
     let to = send::Ingest {
         http: access.http(send::REQUEST_TIMEOUT)?,
         url: ingest.to_owned(),
     };
+    if let Some(secs) = a.wait {
+        let [record] = records.as_slice() else {
+            anyhow::bail!(
+                "--wait: for a file of one event ({} holds {})",
+                a.input.file.display(),
+                records.len()
+            );
+        };
+        let file = a.input.file.display().to_string();
+        let answer = send::post_waiting(&to, &file, record, secs).await?;
+        return Ok(show_waited(&answer, secs, json));
+    }
+    let state = a.state.unwrap_or_else(|| send::state_path(&a.input.file));
+    let progress = !json;
     let sent = send::send(
         &to,
         &a.input.file,
@@ -720,7 +815,7 @@ async fn plan(
     a: PlanArgs,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut records = read_input(&a.input, vec![])?;
+    let mut records = read_input(&a.input, vec![], None)?;
     let file = a.input.file.display().to_string();
     for r in &mut records {
         if let Some(m) = r.event.as_object_mut() {

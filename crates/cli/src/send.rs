@@ -153,6 +153,45 @@ pub async fn post_batch(to: &Ingest, file: &str, batch: &[Record]) -> anyhow::Re
     unreachable!("the last attempt returns")
 }
 
+/// Posts one event asking to wait up to `secs` for its outcomes (`Prefer: wait`); returns
+/// ingest's answer (200: every outcome came; 202: the wait ran out first). Sent once: a person
+/// waiting is better served by an error now than by retries.
+pub async fn post_waiting(
+    to: &Ingest,
+    file: &str,
+    record: &Record,
+    secs: u32,
+) -> anyhow::Result<Value> {
+    let ingest = to.url.as_str();
+    let url = format!("{}/v1/events", ingest.trim_end_matches('/'));
+    let r = to
+        .http
+        .post(&url)
+        .header("Prefer", format!("wait={secs}"))
+        .timeout(Duration::from_secs(u64::from(secs)) + REQUEST_TIMEOUT)
+        .json(&record.event)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach ingest at {ingest}: {}",
+                crate::access::chain(&e.without_url())
+            )
+        })?;
+    match r.status().as_u16() {
+        200 | 202 => r
+            .json()
+            .await
+            .map_err(|e| anyhow::anyhow!("ingest at {ingest}: unreadable answer: {e}")),
+        s if (400..500).contains(&s) => Err(Refusal::read(r)
+            .await
+            .into_error(file, std::slice::from_ref(record))),
+        s => anyhow::bail!(
+            "ingest at {ingest} answered {s}; the event may not be accepted: send it again"
+        ),
+    }
+}
+
 /// `Retry-After` in seconds.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers

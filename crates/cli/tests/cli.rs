@@ -313,6 +313,7 @@ impl Stack {
             amqp_url: vhost.amqp_url(),
             max_body_bytes: 4 << 20,
             max_batch: 1000,
+            max_wait: std::time::Duration::from_secs(scimrelay_ingest::wait::DEFAULT_MAX_WAIT_SECS),
             targets,
             auth,
             tls,
@@ -427,16 +428,20 @@ impl Stack {
         .expect("RecordConverged");
     }
 
-    /// Takes `n` event copies from t1's shard queues.
+    /// Takes `n` event copies from t1's shard queues and its interactive lane.
     async fn take(&self, n: usize) -> Vec<Delivery> {
         let ch = self.conn.create_channel().await.expect("channel");
         let mut streams = Vec::new();
-        for shard in 0..2 {
-            let q = amqp::shard_queue("t1", shard);
+        let queues = [
+            amqp::shard_queue("t1", 0),
+            amqp::shard_queue("t1", 1),
+            amqp::lane_queue("t1"),
+        ];
+        for (i, q) in queues.iter().enumerate() {
             streams.push(
                 ch.basic_consume(
                     q.as_str().into(),
-                    format!("c{shard}").as_str().into(),
+                    format!("c{i}").as_str().into(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )

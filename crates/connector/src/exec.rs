@@ -23,7 +23,7 @@ use scimrelay_proto::v1::PlannedRequest;
 use scimrelay_scim::{ScimClient, ScimError, ScimRequest, ScimResponse};
 
 use crate::breaker::Breaker;
-use crate::limits::Limits;
+use crate::limits::{Lane, Limits};
 use crate::provider::Provider;
 use scimrelay_core::metrics::{self, metrics};
 
@@ -90,6 +90,7 @@ impl TargetIo {
                 .map(|r| r / f64::from(replicas)),
             min_concurrency: target.concurrency.min,
             max_concurrency: target.concurrency.max,
+            interactive_share: target.interactive_share,
         });
         Ok(TargetIo {
             client,
@@ -110,6 +111,8 @@ pub struct Exec {
     target: String,
     /// When the message must be given back (see [`TargetIo::max_hold`]).
     deadline: tokio::time::Instant,
+    /// The lane its requests wait in at the target's limits.
+    lane: Lane,
 }
 
 /// The running counts behind [`ExecStats`], kept in atomics so that counting a request takes
@@ -184,7 +187,19 @@ impl Exec {
             target: String::new(),
             deadline: tokio::time::Instant::now() + io.max_hold,
             io,
+            lane: Lane::Bulk,
         }
+    }
+
+    /// The lane its requests wait in.
+    pub fn lane(&self) -> Lane {
+        self.lane
+    }
+
+    /// Sends its requests in `lane` (an interactive message's are served first).
+    pub fn in_lane(mut self, lane: Lane) -> Self {
+        self.lane = lane;
+        self
     }
 
     /// Counts the hold bound from `since`, when the message was delivered to this consumer.
@@ -235,7 +250,7 @@ impl Exec {
             // Both are given back if this wait ends first (see `limits::Slot`, `breaker::Ticket`).
             let admitted = tokio::time::timeout_at(self.deadline, async {
                 let ticket = self.io.breaker.allow().await;
-                let slot = self.io.limits.acquire_slot().await;
+                let slot = self.io.limits.acquire_slot(self.lane).await;
                 (ticket, slot)
             })
             .await;
@@ -523,6 +538,7 @@ mod tests {
                 ceiling_per_sec: None,
                 min_concurrency: 1,
                 max_concurrency,
+                interactive_share: 0.2,
             }),
             breaker: Breaker::default(),
             replicas: 1,
@@ -563,7 +579,7 @@ mod tests {
     #[tokio::test]
     async fn a_pause_past_the_hold_bound_defers_counted_from_delivery() {
         let io = io(Duration::from_secs(10), 4);
-        let permit = io.limits.acquire().await;
+        let permit = io.limits.acquire(Lane::Bulk).await;
         io.limits
             .release(permit, Feedback::Throttled(Some(Duration::from_secs(6))));
         // Delivered 5 s ago (it waited behind its subject's earlier message): 5 s are left.
@@ -586,7 +602,7 @@ mod tests {
     #[tokio::test]
     async fn no_slot_within_the_hold_bound_defers_and_leaks_nothing() {
         let io = io(Duration::from_millis(300), 1);
-        let held = io.limits.acquire_slot().await;
+        let held = io.limits.acquire_slot(Lane::Bulk).await;
         let exec = Exec::new(io.clone(), Arc::new(Silent), false);
         let (wait, reason) = deferred(exec.send(ScimRequest::get("/Users/u1")).await);
         assert_eq!(wait, SLOT_RETRY);

@@ -14,6 +14,7 @@
 //! goes through [`Exec::send`], so plan mode, limits and the breaker apply to all of them, and
 //! every error is read by the profile's own classification ([`Exec::classify`]).
 
+pub mod budget;
 pub mod compare;
 pub mod dialect;
 pub mod resource;

@@ -37,6 +37,17 @@
 //! rate the provider accepted over the last second (`w_max`, the quota as far as we know);
 //! it climbs back at 10% of `w_max` per second to 90%, then at 2% per second to 98%, then
 //! probes slowly (+0.1 request/s per second) above it, so throttling answers stay rare.
+//!
+//! **Two lanes.** Every request is [`Lane::Interactive`] (a person is waiting) or
+//! [`Lane::Bulk`]. Waiting requests queue per lane, and each due slot of the pacer is granted
+//! to one of them: the oldest interactive request while interactive holds a priority token
+//! (tokens fill at `interactive_share` × the rate, one second's worth at most), else the oldest
+//! request of either lane. A bulk request takes a free window slot only when no interactive
+//! request waits for one. So interactive work never waits behind queued bulk work within its
+//! share; beyond it the two lanes are served first come, first served (a flood of interactive
+//! requests slows bulk down but cannot stop it); either lane gets everything the other leaves
+//! (docs/design.md, "Login-time provisioning"). The slots stay on a fixed grid: a grant wakes
+//! the next request, and a wake-up that came late does not move the grid.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -113,6 +124,52 @@ const HINT_SHARE: f64 = 0.9;
 /// milliseconds would otherwise turn the remainder into a huge rate.
 const HINT_MIN_SPAN_SECS: f64 = 1.0;
 
+/// Which lane a request belongs to (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Lane {
+    /// A person is waiting for it (a first login): served first, within its share.
+    Interactive,
+    /// Everything else: takes what interactive work leaves.
+    #[default]
+    Bulk,
+}
+
+impl Lane {
+    fn index(self) -> usize {
+        match self {
+            Lane::Interactive => 0,
+            Lane::Bulk => 1,
+        }
+    }
+
+    /// The lane of a message's requests: its event's priority, as ingest resolved it (an
+    /// event published before priorities existed is bulk).
+    pub fn of(event: &scimrelay_proto::v1::IdentityEvent) -> Self {
+        match event.priority() {
+            scimrelay_proto::v1::Priority::Interactive => Lane::Interactive,
+            _ => Lane::Bulk,
+        }
+    }
+
+    /// The lane's name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Interactive => "interactive",
+            Lane::Bulk => "bulk",
+        }
+    }
+}
+
+/// A request waiting for a slot of the pacer.
+struct Ticket {
+    id: u64,
+    since: Instant,
+    /// Set (under the state lock) when a slot was granted to it.
+    granted: std::sync::atomic::AtomicBool,
+    /// Woken when it is granted, or becomes the head of its lane (and so times the next slot).
+    wake: Notify,
+}
+
 /// What the response to one request said about the target's capacity.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Feedback {
@@ -142,9 +199,19 @@ pub struct LimitsConfig {
     pub min_concurrency: u32,
     /// Concurrency bounds.
     pub max_concurrency: u32,
+    /// The share of the rate reserved for interactive requests (0 to 1).
+    pub interactive_share: f64,
 }
 
 struct State {
+    /// Requests waiting for a slot of the pacer, per lane (see [`Lane::index`]), oldest first.
+    queued: [std::collections::VecDeque<std::sync::Arc<Ticket>>; 2],
+    next_ticket: u64,
+    /// Interactive priority tokens, and when they were last filled.
+    tokens: f64,
+    tokens_at: Instant,
+    /// Interactive requests waiting for a window slot: bulk leaves free slots to them.
+    interactive_window_waiters: u32,
     /// Current adaptive rate (requests/s).
     rate: f64,
     /// Next free sending slot of the pacer.
@@ -176,6 +243,7 @@ struct State {
 pub struct Limits {
     ceiling: Option<DefaultDirectRateLimiter>,
     ceiling_per_sec: Option<f64>,
+    interactive_share: f64,
     min_window: f64,
     max_window: f64,
     state: Mutex<State>,
@@ -237,6 +305,52 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// A request queued at the pacer; dropped before its grant (the handler was cancelled), it
+/// leaves the queue, and the next request of its lane takes over timing the next slot.
+struct Queued<'a> {
+    limits: &'a Limits,
+    lane: Lane,
+    ticket: &'a std::sync::Arc<Ticket>,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self
+            .ticket
+            .granted
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let mut s = self.limits.lock();
+        let q = &mut s.queued[self.lane.index()];
+        if let Some(i) = q.iter().position(|t| t.id == self.ticket.id) {
+            q.remove(i);
+            if let Some(next) = q.front() {
+                next.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// An interactive request counted as waiting for a window slot; uncounted when dropped.
+struct WindowWaiter<'a> {
+    limits: &'a Limits,
+    registered: bool,
+}
+
+impl Drop for WindowWaiter<'_> {
+    fn drop(&mut self) {
+        if self.registered {
+            let mut s = self.limits.lock();
+            s.interactive_window_waiters = s.interactive_window_waiters.saturating_sub(1);
+            drop(s);
+            // A bulk request may now take the slot this one left.
+            self.limits.slot_freed.notify_waiters();
+        }
+    }
+}
+
 /// Fewest clean answers in the last second for their rate to count as a measurement.
 const MIN_ACCEPTED_SAMPLES: usize = 10;
 
@@ -282,9 +396,15 @@ impl Limits {
         Limits {
             ceiling,
             ceiling_per_sec: config.ceiling_per_sec,
+            interactive_share: config.interactive_share.clamp(0.0, 1.0),
             min_window,
             max_window,
             state: Mutex::new(State {
+                queued: Default::default(),
+                next_ticket: 0,
+                tokens: 0.0,
+                tokens_at: Instant::now(),
+                interactive_window_waiters: 0,
                 rate,
                 next_slot: Instant::now(),
                 paused_until: None,
@@ -310,58 +430,14 @@ impl Limits {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for the right to send one request: pause → ceiling → pacing → window.
-    pub async fn acquire(&self) -> Permit {
+    /// Waits for the right to send one request of `lane`: pause → pacing → ceiling → window.
+    pub async fn acquire(&self, lane: Lane) -> Permit {
         let begin = Instant::now();
-        // Pause (throttling) and pacing (adaptive rate): reserve a slot, sleep until it.
-        let mut paced = false;
-        loop {
-            let (wake, paused) = {
-                let mut s = self.lock();
-                let now = Instant::now();
-                match s.paused_until {
-                    Some(until) if until > now => (until, true),
-                    _ => {
-                        s.paused_until = None;
-                        let mut rate = s.rate;
-                        if let Some((cap, until)) = s.quota_cap {
-                            if until > now {
-                                rate = rate.min(cap)
-                            } else {
-                                s.quota_cap = None
-                            }
-                        }
-                        let slot = s.next_slot.max(now);
-                        s.next_slot = slot + Duration::from_secs_f64(1.0 / rate.max(1e-6));
-                        paced |= slot > now;
-                        (slot, false)
-                    }
-                }
-            };
-            tokio::time::sleep_until(wake).await;
-            // A throttling answer that arrived while this request waited for its slot holds it too.
-            if !paused && self.paused_until().is_none() {
-                break;
-            }
-        }
+        let paced = self.paced_slot(lane).await;
         if let Some(c) = &self.ceiling {
             c.until_ready().await;
         }
-        // Concurrency window. The waiter is registered (`enable`) before the check, so a slot
-        // freed between the check and the await is not missed.
-        loop {
-            let notified = self.slot_freed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut s = self.lock();
-                if f64::from(s.in_flight) < s.window.floor().max(1.0) {
-                    s.in_flight += 1;
-                    break;
-                }
-            }
-            notified.await;
-        }
+        self.window_slot(lane).await;
         let waited = begin.elapsed();
         if waited >= COUNTED_WAIT {
             let mut s = self.lock();
@@ -375,9 +451,152 @@ impl Limits {
         }
     }
 
+    /// Queues for a slot of the pacer and waits until one is granted; returns whether it had
+    /// to wait (the rate was the bottleneck). The heads of both lanes time the next slot (or
+    /// the end of a pause); whoever wakes grants every slot that is due, in lane order.
+    async fn paced_slot(&self, lane: Lane) -> bool {
+        let ticket = {
+            let mut s = self.lock();
+            s.next_ticket += 1;
+            let t = std::sync::Arc::new(Ticket {
+                id: s.next_ticket,
+                since: Instant::now(),
+                granted: std::sync::atomic::AtomicBool::new(false),
+                wake: Notify::new(),
+            });
+            s.queued[lane.index()].push_back(t.clone());
+            t
+        };
+        let queued = Queued {
+            limits: self,
+            lane,
+            ticket: &ticket,
+        };
+        let mut first = true;
+        loop {
+            let wake_at = {
+                let mut s = self.lock();
+                self.grant_due(&mut s, Instant::now());
+                if ticket.granted.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let head = s.queued[lane.index()]
+                    .front()
+                    .is_some_and(|t| t.id == ticket.id);
+                head.then(|| match s.paused_until {
+                    Some(until) if until > s.next_slot => until,
+                    _ => s.next_slot,
+                })
+            };
+            first = false;
+            match wake_at {
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = ticket.wake.notified() => {}
+                    }
+                }
+                None => ticket.wake.notified().await,
+            }
+        }
+        drop(queued);
+        !first
+    }
+
+    /// Grants every slot of the pacer that is due at `now` to the waiting requests, in lane
+    /// order (see the module docs), and wakes them.
+    fn grant_due(&self, s: &mut State, now: Instant) {
+        loop {
+            if s.queued.iter().all(std::collections::VecDeque::is_empty) {
+                return;
+            }
+            match s.paused_until {
+                Some(until) if until > now => return,
+                Some(_) => s.paused_until = None,
+                None => {}
+            }
+            if s.next_slot > now {
+                return;
+            }
+            let mut rate = s.rate;
+            if let Some((cap, until)) = s.quota_cap {
+                if until > now {
+                    rate = rate.min(cap)
+                } else {
+                    s.quota_cap = None
+                }
+            }
+            let interval = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+            // Priority tokens: at most one second's worth of the reserved share.
+            let share = self.interactive_share * rate;
+            s.tokens = (s.tokens + now.duration_since(s.tokens_at).as_secs_f64() * share)
+                .min(share.max(1.0));
+            s.tokens_at = now;
+            let [interactive, bulk] = &s.queued;
+            let lane = match (interactive.front(), bulk.front()) {
+                (Some(_), _) if s.tokens >= 1.0 => {
+                    s.tokens -= 1.0;
+                    Lane::Interactive
+                }
+                (Some(i), Some(b)) if b.since < i.since => Lane::Bulk,
+                (Some(_), _) => Lane::Interactive,
+                (None, _) => Lane::Bulk,
+            };
+            let Some(t) = s.queued[lane.index()].pop_front() else {
+                return;
+            };
+            // On the grid: a grant that came a little late does not move the next slot, but
+            // an idle pacer does not owe anyone a burst either.
+            let base = if s.next_slot + interval < now {
+                now
+            } else {
+                s.next_slot
+            };
+            s.next_slot = base + interval;
+            t.granted.store(true, std::sync::atomic::Ordering::Relaxed);
+            t.wake.notify_one();
+            if let Some(next) = s.queued[lane.index()].front() {
+                next.wake.notify_one();
+            }
+        }
+    }
+
+    /// Waits for a slot of the concurrency window; a bulk request leaves a free slot to a
+    /// waiting interactive one. The waiter is registered (`enable`) before the check, so a slot
+    /// freed between the check and the await is not missed.
+    async fn window_slot(&self, lane: Lane) {
+        let mut waiting = WindowWaiter {
+            limits: self,
+            registered: false,
+        };
+        loop {
+            let notified = self.slot_freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = self.lock();
+                let free = f64::from(s.in_flight) < s.window.floor().max(1.0);
+                let first = lane == Lane::Interactive || s.interactive_window_waiters == 0;
+                if free && first {
+                    s.in_flight += 1;
+                    if waiting.registered {
+                        s.interactive_window_waiters -= 1;
+                        waiting.registered = false;
+                    }
+                    break;
+                }
+                if lane == Lane::Interactive && !waiting.registered {
+                    s.interactive_window_waiters += 1;
+                    waiting.registered = true;
+                }
+            }
+            notified.await;
+        }
+    }
+
     /// [`Limits::acquire`], as a [`Slot`] that is given back if dropped unreported.
-    pub async fn acquire_slot(&self) -> Slot<'_> {
-        let permit = self.acquire().await;
+    pub async fn acquire_slot(&self, lane: Lane) -> Slot<'_> {
+        let permit = self.acquire(lane).await;
         Slot {
             limits: self,
             permit: Some(permit),
@@ -539,7 +758,149 @@ mod tests {
             ceiling_per_sec: ceiling,
             min_concurrency: 1,
             max_concurrency: max,
+            interactive_share: 0.2,
         })
+    }
+
+    /// Limits paced at `rate` by the pacer alone: the ceiling's governor keeps real time, which
+    /// a test with paused time cannot advance (the pacer never goes above the ceiling anyway).
+    fn paced(rate: f64, max: u32) -> Limits {
+        let mut l = limits(Some(rate), max);
+        l.ceiling = None;
+        l
+    }
+
+    /// Requests of `lane` sent back to back by `clients` tasks until `until`, each answering
+    /// after `latency`; returns how many were granted before `until`.
+    fn flood(
+        l: &std::sync::Arc<Limits>,
+        lane: Lane,
+        clients: usize,
+        latency: Duration,
+        until: Instant,
+    ) -> tokio::task::JoinHandle<u64> {
+        let l = l.clone();
+        tokio::spawn(async move {
+            let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let tasks: Vec<_> = (0..clients)
+                .map(|_| {
+                    let (l, sent) = (l.clone(), sent.clone());
+                    tokio::spawn(async move {
+                        while Instant::now() < until {
+                            let p = l.acquire(lane).await;
+                            if Instant::now() < until {
+                                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            tokio::time::sleep(latency).await;
+                            l.release(p, Feedback::Ok(latency));
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                let _ = t.await;
+            }
+            sent.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn interactive_never_waits_behind_queued_bulk() {
+        let l = std::sync::Arc::new(paced(10.0, 64));
+        let until = Instant::now() + Duration::from_secs(20);
+        // 50 bulk requests queued: 5 s of slots at 10/s.
+        let bulk = flood(&l, Lane::Bulk, 50, Duration::from_millis(10), until);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for _ in 0..5 {
+            let begin = Instant::now();
+            let p = l.acquire(Lane::Interactive).await;
+            let waited = begin.elapsed();
+            l.release(p, Feedback::Ok(Duration::from_millis(10)));
+            assert!(
+                waited <= Duration::from_millis(110),
+                "an interactive request waited {waited:?} behind bulk ones"
+            );
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+        let sent = bulk.await.unwrap_or_default();
+        // Bulk kept the rest of the rate: 20 s at 10/s, less the 5 interactive requests.
+        assert!(sent >= 185, "bulk sent {sent} requests in 20 s at 10/s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_interactive_keeps_its_share_and_leaves_bulk_a_part() {
+        let l = std::sync::Arc::new(paced(100.0, 64));
+        let until = Instant::now() + Duration::from_secs(10);
+        let latency = Duration::from_millis(5);
+        let interactive = flood(&l, Lane::Interactive, 20, latency, until);
+        let bulk = flood(&l, Lane::Bulk, 20, latency, until);
+        let (i, b) = (
+            interactive.await.unwrap_or_default(),
+            bulk.await.unwrap_or_default(),
+        );
+        let total = (i + b) as f64;
+        assert!(
+            (990.0..=1010.0).contains(&total),
+            "{total} requests in 10 s at 100/s"
+        );
+        assert!(i as f64 >= 0.2 * total, "interactive got {i} of {total}");
+        assert!(b as f64 >= 0.3 * total, "bulk got {b} of {total}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_leaves_the_pacer_queue() {
+        let l = std::sync::Arc::new(paced(10.0, 64));
+        let first = l.acquire(Lane::Bulk).await;
+        l.release(first, Feedback::Ok(Duration::from_millis(1)));
+        // The head of the queue is cancelled while it times the next slot: the one behind it
+        // takes over and gets that slot.
+        let head = {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire(Lane::Bulk).await })
+        };
+        tokio::task::yield_now().await;
+        let behind = {
+            let l = l.clone();
+            tokio::spawn(async move {
+                let begin = Instant::now();
+                let p = l.acquire(Lane::Bulk).await;
+                (begin.elapsed(), p)
+            })
+        };
+        tokio::task::yield_now().await;
+        head.abort();
+        let (waited, p) = behind.await.expect("the second request is granted");
+        assert!(waited <= Duration::from_millis(110), "waited {waited:?}");
+        l.release(p, Feedback::Ok(Duration::from_millis(1)));
+        assert_eq!(l.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freed_window_slot_goes_to_interactive_first() {
+        let l = std::sync::Arc::new(limits(None, 1));
+        let held = l.acquire(Lane::Bulk).await;
+        let bulk = {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire(Lane::Bulk).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let interactive = {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire(Lane::Interactive).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!bulk.is_finished() && !interactive.is_finished());
+        l.release(held, Feedback::Ok(Duration::from_millis(1)));
+        let p = interactive.await.expect("interactive gets the freed slot");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !bulk.is_finished(),
+            "bulk took a slot an interactive request waited for"
+        );
+        l.release(p, Feedback::Ok(Duration::from_millis(1)));
+        let p = bulk.await.expect("then bulk");
+        l.release(p, Feedback::Ok(Duration::from_millis(1)));
+        assert_eq!(l.in_flight(), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -547,7 +908,7 @@ mod tests {
         let l = limits(Some(10.0), 64);
         let start = Instant::now();
         for _ in 0..21 {
-            let p = l.acquire().await;
+            let p = l.acquire(Lane::Bulk).await;
             l.release(p, Feedback::Ok(Duration::from_millis(5)));
         }
         // 21 requests at 10/s: the first is free, 20 intervals of 100 ms.
@@ -562,12 +923,12 @@ mod tests {
     async fn throttling_pauses_the_whole_target_and_slows_down() {
         let l = limits(None, 8);
         let before = l.rate();
-        let p = l.acquire().await;
+        let p = l.acquire(Lane::Bulk).await;
         l.release(p, Feedback::Throttled(Some(Duration::from_secs(30))));
         assert!(l.rate() < before);
         assert!(l.paused_until().is_some());
         let start = Instant::now();
-        let p = l.acquire().await;
+        let p = l.acquire(Lane::Bulk).await;
         assert!(
             start.elapsed() >= Duration::from_secs(29),
             "waited {:?}",
@@ -581,7 +942,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_request_gives_its_slot_back() {
         let l = limits(None, 8);
-        let slot = l.acquire_slot().await;
+        let slot = l.acquire_slot(Lane::Bulk).await;
         assert_eq!(l.in_flight(), 1);
         // The request holding the slot is abandoned mid-flight (its future dropped).
         let request = async move {
@@ -590,7 +951,7 @@ mod tests {
         };
         let _ = tokio::time::timeout(Duration::from_millis(10), request).await;
         assert_eq!(l.in_flight(), 0, "the slot came back");
-        let reported = l.acquire_slot().await;
+        let reported = l.acquire_slot(Lane::Bulk).await;
         reported.release(Feedback::Ok(Duration::from_millis(5)));
         assert_eq!(l.in_flight(), 0, "released once, not twice");
     }
@@ -622,11 +983,11 @@ mod tests {
         let w0 = l.window();
         let mut permits = Vec::new();
         for _ in 0..(w0 as usize) {
-            permits.push(l.acquire().await);
+            permits.push(l.acquire(Lane::Bulk).await);
         }
         // The window is full: one more must wait.
         let l2 = l.clone();
-        let waiter = tokio::spawn(async move { l2.acquire().await });
+        let waiter = tokio::spawn(async move { l2.acquire(Lane::Bulk).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished());
         for p in permits {
@@ -642,7 +1003,7 @@ mod tests {
     async fn overload_shrinks_the_window_not_below_min() {
         let l = limits(None, 16);
         for _ in 0..100 {
-            let p = l.acquire().await;
+            let p = l.acquire(Lane::Bulk).await;
             l.release(p, Feedback::Overloaded);
             tokio::time::sleep(DECREASE_COOLDOWN).await;
         }
@@ -658,7 +1019,7 @@ mod tests {
         });
         let start = Instant::now();
         for _ in 0..5 {
-            let p = l.acquire().await;
+            let p = l.acquire(Lane::Bulk).await;
             l.release(p, Feedback::Ok(Duration::from_millis(1)));
         }
         // Capped at 0.9 requests/s: 4 intervals of ~1.1 s.
@@ -673,7 +1034,7 @@ mod tests {
     async fn slow_start_ramps_up_then_avoidance_after_a_throttle() {
         let l = limits(None, 64);
         for _ in 0..200 {
-            let p = l.acquire().await;
+            let p = l.acquire(Lane::Bulk).await;
             l.release(p, Feedback::Ok(Duration::from_millis(1)));
         }
         let ramped = l.rate();
@@ -681,14 +1042,14 @@ mod tests {
             ramped >= ADAPTIVE_START_PER_SEC + 150.0,
             "slow start: {ramped}"
         );
-        let p = l.acquire().await;
+        let p = l.acquire(Lane::Bulk).await;
         l.release(p, Feedback::Throttled(Some(Duration::from_millis(10))));
         let after = l.rate();
         assert!(after <= ramped * DECREASE + 1e-9, "{after} vs {ramped}");
         // Back towards the learned quota within seconds, never above what was throttled...
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(5) {
-            let p = l.acquire().await;
+            let p = l.acquire(Lane::Bulk).await;
             l.release(p, Feedback::Ok(Duration::from_millis(1)));
         }
         let plateau = l.rate();
@@ -698,7 +1059,7 @@ mod tests {
         );
         // ...then a slow probe above it.
         for _ in 0..100 {
-            let p = l.acquire().await;
+            let p = l.acquire(Lane::Bulk).await;
             l.release(p, Feedback::Ok(Duration::from_millis(1)));
         }
         assert!(
@@ -722,7 +1083,7 @@ mod tests {
                 .map(|_| {
                     let l = l.clone();
                     tokio::spawn(async move {
-                        let p = l.acquire().await;
+                        let p = l.acquire(Lane::Bulk).await;
                         l.release(p, Feedback::Ok(Duration::from_millis(1)));
                     })
                 })
@@ -743,11 +1104,11 @@ mod tests {
         let l = limits(None, 64);
         l.lock().rate = 400.0;
         for _ in 0..150 {
-            let p = l.acquire().await;
+            let p = l.acquire(Lane::Bulk).await;
             l.release(p, Feedback::Ok(Duration::from_millis(1)));
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let p = l.acquire().await;
+        let p = l.acquire(Lane::Bulk).await;
         l.release(p, Feedback::Throttled(None));
         let after = l.rate();
         assert!(
@@ -760,7 +1121,7 @@ mod tests {
     /// the burst start within one second (real time: the governor has its own clock).
     #[tokio::test]
     async fn the_ceiling_holds_within_its_burst() {
-        let l = std::sync::Arc::new(limits(Some(100.0), 64));
+        let l = std::sync::Arc::new(paced(100.0, 64));
         let start = Instant::now();
         let started = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
         let mut tasks = Vec::new();
@@ -768,7 +1129,7 @@ mod tests {
             let (l, started) = (l.clone(), started.clone());
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let p = l.acquire().await;
+                    let p = l.acquire(Lane::Bulk).await;
                     if p.started().duration_since(start) >= Duration::from_secs(1) {
                         l.cancel(p);
                         break;
@@ -794,7 +1155,7 @@ mod tests {
         let l = limits(None, 64);
         for _ in 0..50 {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let p = l.acquire().await;
+            let p = l.acquire(Lane::Bulk).await;
             l.release(p, Feedback::Ok(Duration::from_millis(1)));
         }
         assert!((l.rate() - ADAPTIVE_START_PER_SEC).abs() < 1e-9);
@@ -804,7 +1165,7 @@ mod tests {
     async fn adaptive_rate_never_exceeds_the_ceiling() {
         let l = limits(Some(50.0), 8);
         for _ in 0..500 {
-            let p = l.acquire().await;
+            let p = l.acquire(Lane::Bulk).await;
             l.release(p, Feedback::Ok(Duration::from_millis(1)));
         }
         assert!(l.rate() <= 50.0);

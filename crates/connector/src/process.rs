@@ -24,6 +24,7 @@ use scimrelay_proto::v1::{
 
 use crate::decide::{self, Decision, Step};
 use crate::exec::Exec;
+use crate::limits::Lane;
 use crate::provider::{ConvergeError, ConvergeInput, Converged, FailureClass, Provider};
 use crate::record::{Directory, Linked, Record};
 use crate::runtime::TargetRuntime;
@@ -283,7 +284,8 @@ impl Processor {
         let t = &self.target;
         let exec = Exec::new(t.io.clone(), self.provider.clone(), m.plan)
             .with_target(&t.config.id)
-            .held_since(m.received);
+            .held_since(m.received)
+            .in_lane(Lane::of(&m.event));
         let directory = StoreDirectory {
             sor: &self.sor,
             target: &t.config.id,

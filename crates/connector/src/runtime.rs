@@ -54,6 +54,88 @@ pub struct TargetRuntime {
     /// Why its messages wait, if they do (reported), and subjects whose failure was not
     /// recorded.
     pub waiting: Waiting,
+    /// One lock per subject in process, shared by the target's shard consumers and its
+    /// interactive lane.
+    pub subjects: SubjectLocks,
+}
+
+/// Per-subject locks of one target in this process. A subject's messages can come from two
+/// queues (its shard and the target's interactive lane, see docs/design.md "Login-time
+/// provisioning"); each message holds its subject's lock from before its take until it is
+/// acked, so this replica never converges one subject twice at once and a take never finds a
+/// claim of this replica's own still open. Entries live while someone holds or waits for them.
+#[derive(Default)]
+pub struct SubjectLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+/// A held subject lock (see [`SubjectLocks`]); released when dropped.
+pub struct SubjectGuard<'a> {
+    locks: &'a SubjectLocks,
+    subject: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl SubjectLocks {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for the subject's lock.
+    pub async fn lock(&self, subject: &str) -> SubjectGuard<'_> {
+        let lock = self.map().entry(subject.to_owned()).or_default().clone();
+        let held = lock.clone().lock_owned().await;
+        SubjectGuard {
+            locks: self,
+            subject: subject.to_owned(),
+            lock,
+            held: Some(held),
+        }
+    }
+
+    /// Whether no subject is locked or waited for.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+}
+
+impl Drop for SubjectGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.held.take());
+        let mut map = self.locks.map();
+        // The map's reference and ours: nobody else holds or waits for it.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.subject);
+        }
+    }
+}
+
+/// A queue a target's messages come from.
+#[derive(Debug, Clone, Copy)]
+enum Feed {
+    /// A shard queue (bulk work, by subject hash).
+    Shard(u16),
+    /// The target's interactive lane.
+    Lane,
+}
+
+impl Feed {
+    fn queue(self, target: &str) -> String {
+        match self {
+            Feed::Shard(shard) => amqp::shard_queue(target, shard),
+            Feed::Lane => amqp::lane_queue(target),
+        }
+    }
+
+    /// The consumer tag's last word.
+    fn label(self) -> String {
+        match self {
+            Feed::Shard(shard) => shard.to_string(),
+            Feed::Lane => amqp::LANE_WORD.to_owned(),
+        }
+    }
 }
 
 fn build_targets(
@@ -81,6 +163,7 @@ fn build_targets(
                 config: t.clone(),
                 io: Arc::new(io),
                 waiting: Waiting::default(),
+                subjects: SubjectLocks::default(),
             }))
         })
         .collect()
@@ -223,8 +306,9 @@ async fn session(
         lost: lost.clone(),
     });
     for target in targets {
-        for shard in 0..target.config.shards {
-            tracker.spawn(shard_loop(parts.clone(), target.clone(), shard));
+        let feeds = (0..target.config.shards).map(Feed::Shard);
+        for feed in feeds.chain(std::iter::once(Feed::Lane)) {
+            tracker.spawn(shard_loop(parts.clone(), target.clone(), feed));
         }
     }
     ready.set(true);
@@ -261,14 +345,14 @@ struct SessionParts {
     lost: CancellationToken,
 }
 
-/// One shard queue's consumer for the session's life. A consumer (or its channel) that stops
-/// while the connection is up is opened again after a backoff, alone: the other shards and
-/// targets keep flowing. Only a lost connection ends the session.
-async fn shard_loop(parts: Arc<SessionParts>, target: Arc<TargetRuntime>, shard: u16) {
-    let queue = amqp::shard_queue(&target.config.id, shard);
+/// One shard queue's (or the interactive lane's) consumer for the session's life. A consumer
+/// (or its channel) that stops while the connection is up is opened again after a backoff,
+/// alone: the other shards and targets keep flowing. Only a lost connection ends the session.
+async fn shard_loop(parts: Arc<SessionParts>, target: Arc<TargetRuntime>, feed: Feed) {
+    let queue = feed.queue(&target.config.id);
     let mut backoff = Duration::from_millis(100);
     loop {
-        let stopped = match open_shard(&parts, &target, shard).await {
+        let stopped = match open_shard(&parts, &target, feed).await {
             Ok((ctx, consumer)) => {
                 ctx.run(consumer, parts.shutdown.clone(), parts.lost.clone())
                     .await
@@ -294,19 +378,26 @@ async fn shard_loop(parts: Arc<SessionParts>, target: Arc<TargetRuntime>, shard:
     }
 }
 
-/// A channel consuming one shard queue, with the context its messages are processed in.
+/// A channel consuming one shard queue (or the lane), with the context its messages are
+/// processed in.
 async fn open_shard(
     parts: &SessionParts,
     target: &Arc<TargetRuntime>,
-    shard: u16,
+    feed: Feed,
 ) -> anyhow::Result<(ShardCtx, lapin::Consumer)> {
     let channel = parts.conn.create_channel().await?;
     let prefetch = u16::try_from(target.config.concurrency.max).unwrap_or(u16::MAX);
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .await?;
-    let queue = amqp::shard_queue(&target.config.id, shard);
-    let tag = format!("{}-{}-{}", parts.provider_name, std::process::id(), shard);
+    let queue = feed.queue(&target.config.id);
+    let tag = format!(
+        "{}-{}-{}-{}",
+        parts.provider_name,
+        std::process::id(),
+        target.config.id,
+        feed.label()
+    );
     let consumer = channel
         .basic_consume(
             queue.as_str().into(),
@@ -503,7 +594,10 @@ impl ShardCtx {
                 () = me.fence.cancelled() => {
                     tracing::info!(target = %me.target.config.id, "session lost: in-flight message abandoned; the broker redelivers it");
                 }
-                handled = me.handle(&incoming) => {
+                handled = async {
+                    let _subject = me.target.subjects.lock(&subject).await;
+                    me.handle(&incoming).await
+                } => {
                     if let Err(e) = handled {
                         me.failed(&incoming, &e).await;
                     }
@@ -611,7 +705,7 @@ impl ShardCtx {
                     )
                     .await?;
                 }
-                self.publish_outcome(&outcome).await?;
+                self.publish_outcome(&outcome, &delivery.reply_to).await?;
             }
             Step::Hold { reason } => {
                 self.publish_held(&delivery, raw.routing_key.as_str(), &reason)
@@ -645,5 +739,34 @@ impl ShardCtx {
         }
         raw.acker.ack(BasicAckOptions::default()).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_subject_lock_orders_two_feeds_and_leaves_nothing_behind() {
+        let locks = Arc::new(SubjectLocks::default());
+        let first = locks.lock("acme/user/u-1").await;
+        let other = locks.lock("acme/user/u-2").await;
+        let second = {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let _held = locks.lock("acme/user/u-1").await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !second.is_finished(),
+            "a second message of the subject ran alongside the first"
+        );
+        drop(other);
+        drop(first);
+        second
+            .await
+            .expect("the second message runs once the first is done");
+        assert!(locks.is_empty(), "subject locks left behind");
     }
 }

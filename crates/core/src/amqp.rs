@@ -6,6 +6,12 @@
 //! - `scimrelay.<target>.<shard>`: durable **quorum** queues with **single active consumer**, so
 //!   whatever the number of connector replicas, one consumer at a time owns a subject. A delivery
 //!   limit dead-letters a message that keeps crashing consumers instead of looping forever.
+//! - `scimrelay.<target>.now`: the target's **interactive lane** (routing key
+//!   `<provider>.<target>.now`), a quorum queue with single active consumer like a shard, for
+//!   events a person is waiting for (docs/design.md, "Login-time provisioning").
+//! - `scimrelay.reply.<uuid>`: one exclusive, auto-deleted queue per ingest connection; a
+//!   connector publishes the terminal outcome of a copy whose `reply_to` names it there, through
+//!   the default exchange.
 //! - `scimrelay.outcomes` (topic), routing key `<provider>.<target>.<result>`, consumed by the
 //!   status service through `scimrelay.status`.
 //! - `scimrelay.dead-letter` (fanout) → `scimrelay.dead`: the parking lot.
@@ -216,6 +222,30 @@ pub fn event_routing_key(provider: &str, target: &str, shard: u16) -> String {
     format!("{provider}.{target}.{shard}")
 }
 
+/// The last word of the interactive lane's queue name and routing key (target ids are
+/// `[a-z0-9-]` and shards are numbers, so it names nothing else).
+pub const LANE_WORD: &str = "now";
+
+/// The interactive lane of a target.
+pub fn lane_queue(target: &str) -> String {
+    format!("scimrelay.{target}.{LANE_WORD}")
+}
+
+/// The routing key of an interactive copy for one target.
+pub fn lane_routing_key(provider: &str, target: &str) -> String {
+    format!("{provider}.{target}.{LANE_WORD}")
+}
+
+/// Whether a copy's routing key is an interactive lane's.
+pub fn is_lane_key(routing_key: &str) -> bool {
+    routing_key
+        .rsplit_once('.')
+        .is_some_and(|(_, last)| last == LANE_WORD)
+}
+
+/// The prefix of every reply queue; a connector publishes to no other name from `reply_to`.
+pub const REPLY_PREFIX: &str = "scimrelay.reply.";
+
 /// The routing key of an outcome.
 pub fn outcome_routing_key(provider: &str, target: &str, result: &str) -> String {
     format!("{provider}.{target}.{result}")
@@ -313,10 +343,19 @@ pub async fn declare_base(ch: &Channel) -> Result<(), AmqpError> {
     Ok(())
 }
 
-/// Declares the shard queues of one target and binds them. Idempotent.
+/// Declares the shard queues and the interactive lane of one target and binds them. Idempotent.
 pub async fn declare_target(ch: &Channel, target: &TargetConfig) -> Result<(), AmqpError> {
-    for shard in 0..target.shards {
-        let queue = shard_queue(&target.id, shard);
+    let shards = (0..target.shards).map(|shard| {
+        (
+            shard_queue(&target.id, shard),
+            event_routing_key(target.provider.as_str(), &target.id, shard),
+        )
+    });
+    let lane = (
+        lane_queue(&target.id),
+        lane_routing_key(target.provider.as_str(), &target.id),
+    );
+    for (queue, key) in shards.chain(std::iter::once(lane)) {
         let args = quorum_args(&[
             ("x-single-active-consumer", AMQPValue::Boolean(true)),
             ("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT)),
@@ -327,7 +366,6 @@ pub async fn declare_target(ch: &Channel, target: &TargetConfig) -> Result<(), A
         ]);
         ch.queue_declare(queue.as_str().into(), durable(), args)
             .await?;
-        let key = event_routing_key(target.provider.as_str(), &target.id, shard);
         ch.queue_bind(
             queue.as_str().into(),
             EVENTS_EXCHANGE.into(),
@@ -456,6 +494,34 @@ impl Publisher {
             confirm,
             routing_key: routing_key.to_owned(),
         })
+    }
+
+    /// Sends a transient message to the queue `queue` through the default exchange, not
+    /// mandatory (a queue that is gone drops it), and waits for the confirm. For replies to a
+    /// waiting request, which the status service has from the outcomes exchange anyway.
+    pub async fn reply(
+        &self,
+        queue: &str,
+        body: &[u8],
+        message_type: &str,
+    ) -> Result<(), AmqpError> {
+        let props = properties(message_type, FieldTable::default()).with_delivery_mode(1);
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await?;
+        PendingConfirm {
+            confirm,
+            routing_key: queue.to_owned(),
+        }
+        .wait()
+        .await
     }
 
     /// Sends and waits for the confirm.

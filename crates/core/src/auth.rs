@@ -12,6 +12,8 @@
 //!                                 #   release, drop, the guard; implies read), connector (the
 //!                                 #   state of record and the guard; implies read)
 //!     rate_per_sec: 50            # per-key request rate (burst: one second's worth); default 100
+//!     bulk_only: false            # true: its events go to the bulk lane; `interactive` is refused
+//!     max_waiting: 100            # requests of this key waiting for outcomes at once (Prefer: wait)
 //!     revoked: false              # a revoked key is refused with its own message
 //! ```
 //!
@@ -100,7 +102,14 @@ struct RawKey {
     rate_per_sec: Option<f64>,
     #[serde(default)]
     revoked: bool,
+    #[serde(default)]
+    bulk_only: bool,
+    #[serde(default)]
+    max_waiting: Option<u32>,
 }
+
+/// Default `max_waiting`: requests of one key waiting for their outcomes at once.
+pub const DEFAULT_MAX_WAITING: u32 = 100;
 
 /// One configured key (its hash, never the key).
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +125,10 @@ pub struct KeyEntry {
     pub rate_per_sec: f64,
     /// Refused with "revoked".
     pub revoked: bool,
+    /// Its events may only be bulk: an `interactive` one is refused.
+    pub bulk_only: bool,
+    /// Its requests waiting for outcomes at once (`Prefer: wait`); more are answered at once.
+    pub max_waiting: u32,
 }
 
 /// The parsed keys file.
@@ -177,6 +190,13 @@ impl KeySet {
                     "must be a number >= 1",
                 ));
             }
+            let max_waiting = k.max_waiting.unwrap_or(DEFAULT_MAX_WAITING);
+            if max_waiting == 0 {
+                return Err(ConfigError::invalid(
+                    key("max_waiting"),
+                    "must be at least 1 (requests of this key waiting for outcomes at once)",
+                ));
+            }
             keys.push(KeyEntry {
                 id: k.id,
                 sha256,
@@ -184,6 +204,8 @@ impl KeySet {
                 scopes: k.scopes,
                 rate_per_sec,
                 revoked: k.revoked,
+                bulk_only: k.bulk_only,
+                max_waiting,
             });
         }
         Ok(KeySet { keys })
@@ -254,6 +276,10 @@ pub struct Principal {
     scopes: Vec<Scope>,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     rate: f64,
+    /// The key sends bulk events only.
+    pub bulk_only: bool,
+    /// Its requests that may wait for outcomes at once.
+    pub max_waiting: u32,
 }
 
 impl Principal {
@@ -265,6 +291,8 @@ impl Principal {
             scopes: vec![Scope::Send, Scope::Read, Scope::Admin, Scope::Connector],
             limiter: None,
             rate: 0.0,
+            bulk_only: false,
+            max_waiting: DEFAULT_MAX_WAITING,
         }
     }
 
@@ -438,6 +466,8 @@ impl Authenticator {
             scopes: entry.scopes.clone(),
             limiter,
             rate: entry.rate_per_sec,
+            bulk_only: entry.bulk_only,
+            max_waiting: entry.max_waiting,
         };
         drop(state);
         if let Some(l) = &principal.limiter

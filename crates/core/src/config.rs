@@ -495,6 +495,13 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 4 << 20;
 /// The smallest `max_response_bytes` accepted (a SCIM error body must fit).
 pub const MIN_MAX_RESPONSE_BYTES: u64 = 1024;
 
+fn default_interactive_share() -> f64 {
+    DEFAULT_INTERACTIVE_SHARE
+}
+
+/// The default of `interactive_share`: logins get through a saturated target, bulk keeps 80%.
+pub const DEFAULT_INTERACTIVE_SHARE: f64 = 0.2;
+
 fn default_guard_share() -> f64 {
     0.2
 }
@@ -590,6 +597,11 @@ pub struct TargetConfig {
     /// Adaptive concurrency bounds.
     #[serde(default)]
     pub concurrency: ConcurrencyConfig,
+    /// The share of the target's request rate reserved for interactive work (a person waiting):
+    /// served first up to this share while bulk saturates the target; bulk takes what it leaves
+    /// (docs/design.md, "Login-time provisioning"). 0 to 1.
+    #[serde(default = "default_interactive_share")]
+    pub interactive_share: f64,
     /// Retry policy.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -645,6 +657,12 @@ impl TargetConfig {
             return Err(ConfigError::invalid(
                 key("rate_limit_per_sec"),
                 "must be a positive number",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.interactive_share) {
+            return Err(ConfigError::invalid(
+                key("interactive_share"),
+                "must be a number from 0 to 1 (the share of the rate reserved for interactive work)",
             ));
         }
         self.concurrency.check(&key("concurrency"))?;

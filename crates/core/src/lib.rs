@@ -7,6 +7,7 @@ pub mod amqp;
 pub mod auth;
 pub mod config;
 pub mod health;
+pub mod json;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

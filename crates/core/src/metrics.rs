@@ -32,6 +32,9 @@ pub struct Metrics {
     pub ingest_requests: Family<Labels, Counter>,
     /// Ingest: messages published (confirmed) per target.
     pub ingest_published: Family<Labels, Counter>,
+    /// Ingest: requests that asked to wait for their outcomes, by result (`complete`,
+    /// `timed_out`, `over_key_limit`).
+    pub ingest_waits: Family<Labels, Counter>,
     /// Ingest: request latency by transport.
     pub ingest_duration: Hist,
     /// Connector: terminal outcomes (and retries scheduled) per target and result.
@@ -82,6 +85,7 @@ impl Metrics {
             registry: Mutex::new(Registry::with_prefix("scimrelay")),
             ingest_requests: Family::default(),
             ingest_published: Family::default(),
+            ingest_waits: Family::default(),
             ingest_duration: hist(),
             events: Family::default(),
             event_duration: hist(),
@@ -121,6 +125,11 @@ impl Metrics {
             "ingest_published",
             "Messages published and confirmed, by target",
             self.ingest_published.clone(),
+        );
+        r.register(
+            "ingest_waits",
+            "Requests that waited for their outcomes, by result",
+            self.ingest_waits.clone(),
         );
         r.register(
             "ingest_request_duration_seconds",

@@ -38,7 +38,8 @@ impl From<IngestError> for Status {
                 Status::unauthenticated(message)
             }
             IngestError::Auth(AuthError::Scope { .. } | AuthError::Tenant { .. })
-            | IngestError::TenantForbidden { .. } => Status::permission_denied(message),
+            | IngestError::TenantForbidden { .. }
+            | IngestError::PriorityForbidden { .. } => Status::permission_denied(message),
             IngestError::Auth(AuthError::RateLimited {
                 retry_after_secs, ..
             }) => {
@@ -112,19 +113,33 @@ impl IngestService for Service {
             .get::<Principal>()
             .cloned()
             .ok_or_else(|| Status::internal("the caller was not authenticated"))?;
-        let result = self
-            .0
-            .publish(&principal, request.into_inner().events)
-            .instrument(span.clone())
-            .await
-            .map_err(Status::from);
+        let request = request.into_inner();
+        let ingest = &self.0;
+        let result = async {
+            let wait = crate::wait::check_wait(
+                std::time::Duration::from_millis(u64::from(request.wait_ms)),
+                ingest.max_wait(),
+                "wait_ms",
+                "wait_ms",
+            )
+            .map_err(IngestError::Invalid)?;
+            ingest.publish(&principal, request.events, Some(wait)).await
+        }
+        .instrument(span.clone())
+        .await
+        .map_err(Status::from);
         let code = match &result {
             Ok(_) => tonic::Code::Ok,
             Err(s) => s.code(),
         };
         span.record("rpc.grpc.status_code", code as i32);
         record(code, started);
-        Ok(Response::new(PublishResponse { accepted: result? }))
+        let published = result?;
+        Ok(Response::new(PublishResponse {
+            accepted: published.accepted,
+            outcomes: published.outcomes,
+            complete: published.complete,
+        }))
     }
 }
 

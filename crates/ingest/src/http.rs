@@ -1,9 +1,13 @@
 //! The HTTP API: `POST /v1/events`, `/openapi.json`, `/healthz`, `/readyz`.
 //!
-//! Status codes: 202 accepted (every copy confirmed by the broker), 400 invalid (the body names
-//! the field), 401 no, unknown or revoked API key, 403 the key lacks `send` or may not act for
-//! an event's tenant, 413 body or batch too large, 415 not JSON, 429 the key is over its rate
-//! (`Retry-After`), 503 broker unavailable. Every error has the same JSON body,
+//! Status codes: 202 accepted (every copy confirmed by the broker), 200 when the request asked
+//! to wait (`Prefer: wait=N`, RFC 7240) and every (event, target) outcome came within N seconds
+//! (the body holds them; `Preference-Applied: wait=N`), 400 invalid (the body names the field;
+//! a wait above `SCIMRELAY_INGEST_MAX_WAIT_SECS` names `Prefer`), 401 no, unknown or revoked API
+//! key, 403 the key lacks `send`, may not act for an event's tenant, or may send bulk events
+//! only and an event is `interactive`, 413 body or batch too large, 415 not JSON, 429 the key is
+//! over its rate (`Retry-After`), 503 broker unavailable. A wait that runs out answers 202 with
+//! the ids and the outcomes that did arrive. Every error has the same JSON body,
 //! `{"error": {"code", "field"?, "message"}}`, built in one place (`error`, and
 //! `IntoResponse for IngestError`).
 //!
@@ -114,6 +118,12 @@ impl IntoResponse for IngestError {
                 Some(field),
                 &self.to_string(),
             ),
+            IngestError::PriorityForbidden { field, .. } => error(
+                StatusCode::FORBIDDEN,
+                "priority_forbidden",
+                Some(field),
+                &self.to_string(),
+            ),
             IngestError::Auth(e) => {
                 let message = self.to_string();
                 // RFC 6750 §3: a 401 names the scheme; an error code once a token was presented.
@@ -173,6 +183,49 @@ impl IntoResponse for IngestError {
     }
 }
 
+/// RFC 7240's request header.
+const PREFER: &str = "prefer";
+
+/// 202 with the ids; with a wait, the outcomes that came, and 200 when they all did.
+fn answer(published: &crate::Published, wait: Option<std::time::Duration>) -> Response {
+    let accepted: Vec<_> = published
+        .accepted
+        .iter()
+        .map(|a| json!({"id": a.id, "targets": a.targets}))
+        .collect();
+    if !published.waited {
+        return (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"accepted": accepted})),
+        )
+            .into_response();
+    }
+    let outcomes: Vec<_> = published
+        .outcomes
+        .iter()
+        .map(scimrelay_core::json::outcome_json)
+        .collect();
+    let status = if published.complete {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut r = (
+        status,
+        axum::Json(json!({
+            "accepted": accepted,
+            "outcomes": outcomes,
+            "complete": published.complete,
+        })),
+    )
+        .into_response();
+    let secs = wait.unwrap_or_default().as_secs();
+    if let Ok(v) = HeaderValue::try_from(format!("wait={secs}")) {
+        r.headers_mut().insert("preference-applied", v);
+    }
+    r
+}
+
 /// The field named by errors about the API key: the header that carries it.
 const AUTHORIZATION: &str = "Authorization";
 
@@ -220,6 +273,21 @@ async fn handle_post(ingest: Arc<Ingest>, request: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let headers: HeaderMap = request.headers().clone();
+    let wait = match headers
+        .get_all(PREFER)
+        .iter()
+        .map(|v| {
+            let v = v.to_str().map_err(|_| crate::FieldError {
+                field: "Prefer".into(),
+                message: "must be ASCII".into(),
+            })?;
+            crate::wait::prefer_wait(v, ingest.max_wait())
+        })
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(waits) => waits.into_iter().flatten().last(),
+        Err(e) => return IngestError::Invalid(e).into_response(),
+    };
     // Reading the body applies the `DefaultBodyLimit` of the router.
     let body = match Bytes::from_request(request, &()).await {
         Ok(b) => b,
@@ -266,18 +334,8 @@ async fn handle_post(ingest: Arc<Ingest>, request: Request) -> Response {
         Ok(ev) => ev,
         Err(e) => return IngestError::Invalid(e).into_response(),
     };
-    match ingest.publish(&principal, events).await {
-        Ok(accepted) => {
-            let accepted: Vec<_> = accepted
-                .iter()
-                .map(|a| json!({"id": a.id, "targets": a.targets}))
-                .collect();
-            (
-                StatusCode::ACCEPTED,
-                axum::Json(json!({"accepted": accepted})),
-            )
-                .into_response()
-        }
+    match ingest.publish(&principal, events, wait).await {
+        Ok(published) => answer(&published, wait),
         Err(e) => {
             if matches!(e, IngestError::Unavailable(_)) {
                 tracing::warn!(error = %e, "publish failed");

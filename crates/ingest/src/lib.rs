@@ -42,6 +42,7 @@ pub mod grpc;
 pub mod http;
 pub mod model;
 pub mod tls;
+pub mod wait;
 
 use std::sync::Arc;
 
@@ -59,7 +60,7 @@ use scimrelay_core::config::{
 use scimrelay_core::metrics::metrics;
 use scimrelay_core::telemetry;
 use scimrelay_core::tls::ServerTls;
-use scimrelay_proto::v1::{AcceptedEvent, Delivery, IdentityEvent};
+use scimrelay_proto::v1::{AcceptedEvent, Delivery, IdentityEvent, Outcome, Priority};
 
 pub use model::FieldError;
 
@@ -85,6 +86,8 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// `SCIMRELAY_INGEST_MAX_BATCH`.
     pub max_batch: usize,
+    /// `SCIMRELAY_INGEST_MAX_WAIT_SECS`: the longest wait for outcomes a request may ask for.
+    pub max_wait: std::time::Duration,
     /// The targets file (`SCIMRELAY_CONFIG`).
     pub targets: TargetsFile,
     /// Who may publish: the keys file `SCIMRELAY_API_KEYS_FILE`; disabled (anyone, for every
@@ -106,6 +109,7 @@ impl std::fmt::Debug for IngestConfig {
             )
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_batch", &self.max_batch)
+            .field("max_wait", &self.max_wait)
             .field("targets", &self.targets.targets.len())
             .field("auth", &self.auth.enabled())
             .field("tls", &self.tls)
@@ -129,6 +133,10 @@ impl IngestConfig {
             grpc_addr: env_or("SCIMRELAY_INGEST_GRPC_ADDR", DEFAULT_GRPC_ADDR),
             max_body_bytes: env_parse("SCIMRELAY_INGEST_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
             max_batch,
+            max_wait: std::time::Duration::from_secs(env_parse(
+                "SCIMRELAY_INGEST_MAX_WAIT_SECS",
+                wait::DEFAULT_MAX_WAIT_SECS,
+            )?),
             targets: env.targets()?,
             amqp_url: env.amqp_url,
             auth: Authenticator::from_env()?,
@@ -167,6 +175,27 @@ pub enum IngestError {
         /// The refusal, naming the key's id and the tenant.
         source: AuthError,
     },
+    /// A key limited to bulk work marked an event interactive; nothing was published.
+    #[error("{field}: API key {key} may send bulk events only (bulk_only in the keys file)")]
+    PriorityForbidden {
+        /// The event's `priority` field (`events[3].priority`, or `priority`).
+        field: String,
+        /// The key's id.
+        key: String,
+    },
+}
+
+/// What a request published, and what it waited for.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Every event with the targets it went to.
+    pub accepted: Vec<AcceptedEvent>,
+    /// Whether the request waited for outcomes (it asked, and its key had a wait to spare).
+    pub waited: bool,
+    /// The outcomes that arrived while it waited, one per (event, target).
+    pub outcomes: Vec<Outcome>,
+    /// Whether every (event, target) has its outcome in `outcomes`.
+    pub complete: bool,
 }
 
 /// Logs a refusal with the key's id (never the key). Missing keys and rate limiting are
@@ -204,24 +233,29 @@ pub const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub struct Ingest {
     targets: TargetsFile,
     max_batch: usize,
+    max_wait: std::time::Duration,
     broker: broker::Broker,
     auth: Authenticator,
+    waiters: Arc<wait::Waiters>,
 }
 
 impl Ingest {
-    /// Builds the service over a broker handle; `auth` decides who may publish.
-    pub fn new(
-        targets: TargetsFile,
-        max_batch: usize,
-        broker: broker::Broker,
-        auth: Authenticator,
-    ) -> Self {
+    /// Builds the service over a broker handle; `auth` decides who may publish; outcomes the
+    /// broker's reply queue receives go to `waiters`.
+    pub fn new(config: &IngestConfig, broker: broker::Broker, waiters: Arc<wait::Waiters>) -> Self {
         Ingest {
-            targets,
-            max_batch,
+            targets: config.targets.clone(),
+            max_batch: config.max_batch,
+            max_wait: config.max_wait,
             broker,
-            auth,
+            auth: config.auth.clone(),
+            waiters,
         }
+    }
+
+    /// The longest wait a request may ask for.
+    pub fn max_wait(&self) -> std::time::Duration {
+        self.max_wait
     }
 
     /// Checks the caller's `Authorization` value (`Bearer <key>`; `None` when absent), the
@@ -256,24 +290,22 @@ impl Ingest {
         &self.broker
     }
 
-    /// Checks that `principal` may send for every event's tenant, validates every event, then
-    /// publishes one message per (event, target) and waits for every confirm. All-or-error: a
-    /// single refused or invalid event rejects the whole request unpublished.
+    /// Checks that `principal` may send for every event's tenant and priority, validates every
+    /// event, then publishes one message per (event, target) and waits for every confirm.
+    /// All-or-error: a single refused or invalid event rejects the whole request unpublished.
+    /// With `wait`, it then waits that long for the outcomes (see [`wait`]).
     pub async fn publish(
         &self,
         principal: &Principal,
         mut events: Vec<IdentityEvent>,
-    ) -> Result<Vec<AcceptedEvent>, IngestError> {
-        self.check_request(principal, &events)?;
-        let publisher = self
+        wait: Option<std::time::Duration>,
+    ) -> Result<Published, IngestError> {
+        self.check_request(principal, &mut events)?;
+        let session = self
             .broker
-            .publisher()
+            .session()
             .ok_or_else(|| IngestError::Unavailable("not connected to RabbitMQ".into()))?;
-        let batch = events.len() > 1;
-        let request_span = tracing::Span::current();
         let now_ms = now_ms();
-        let mut pending = Vec::new();
-        let mut accepted = Vec::with_capacity(events.len());
         for event in &mut events {
             if event.id.is_empty() {
                 event.id = uuid::Uuid::now_v7().to_string();
@@ -281,6 +313,60 @@ impl Ingest {
             if event.occurred_at_ms == 0 {
                 event.occurred_at_ms = now_ms;
             }
+        }
+        // Registered before anything is published: an outcome can come before the confirm.
+        let registration = match (wait.filter(|w| !w.is_zero()), &session.reply_queue) {
+            (Some(_), Some(_)) => self.waiters.register(
+                &principal.key_id,
+                principal.max_waiting,
+                events
+                    .iter()
+                    .map(|e| (e.tenant.clone(), e.id.clone()))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let reply_to = registration
+            .as_ref()
+            .and(session.reply_queue.clone())
+            .unwrap_or_default();
+        let accepted = self
+            .send_all(&session.publisher, &events, now_ms, &reply_to)
+            .await?;
+        let Some(registration) = registration else {
+            return Ok(Published {
+                accepted,
+                ..Published::default()
+            });
+        };
+        let expected = accepted
+            .iter()
+            .flat_map(|a| a.targets.iter().map(|t| (a.id.clone(), t.clone())))
+            .collect();
+        let collected = registration
+            .collect(&expected, wait.unwrap_or_default())
+            .await;
+        Ok(Published {
+            accepted,
+            waited: true,
+            outcomes: collected.outcomes,
+            complete: collected.complete,
+        })
+    }
+
+    /// Publishes every copy of `events` (ids assigned) and waits for the broker's confirms.
+    async fn send_all(
+        &self,
+        publisher: &amqp::Publisher,
+        events: &[IdentityEvent],
+        now_ms: i64,
+        reply_to: &str,
+    ) -> Result<Vec<AcceptedEvent>, IngestError> {
+        let batch = events.len() > 1;
+        let request_span = tracing::Span::current();
+        let mut pending = Vec::new();
+        let mut accepted = Vec::with_capacity(events.len());
+        for event in events {
             let targets = self.targets_of(event);
             let subject = event.subject_ref();
             let event_span = event_span(event, batch, &request_span);
@@ -293,10 +379,16 @@ impl Ingest {
                     accepted_at_ms: now_ms,
                     attempt: 0,
                     waits: 0,
+                    reply_to: reply_to.to_owned(),
                 };
-                let shard = amqp::shard_of(&subject, target.shards);
+                let key = if event.priority() == Priority::Interactive {
+                    amqp::lane_routing_key(target.provider.as_str(), &target.id)
+                } else {
+                    let shard = amqp::shard_of(&subject, target.shards);
+                    amqp::event_routing_key(target.provider.as_str(), &target.id, shard)
+                };
                 let (sent, span) =
-                    send_copy(&publisher, &delivery, target, shard, &event_span).await?;
+                    send_copy(publisher, &delivery, target, &key, &event_span).await?;
                 pending.push((sent, span, target.id.clone()));
             }
             accepted.push(AcceptedEvent {
@@ -314,7 +406,7 @@ impl Ingest {
     fn check_request(
         &self,
         principal: &Principal,
-        events: &[IdentityEvent],
+        events: &mut [IdentityEvent],
     ) -> Result<(), IngestError> {
         // Also checked by `authenticate`; kept so that `publish` is safe on its own.
         principal.require(Scope::Send)?;
@@ -365,6 +457,9 @@ impl Ingest {
         for (i, e) in events.iter().enumerate() {
             model::validate(e, &prefix(i), &self.targets)?;
         }
+        for (i, e) in events.iter_mut().enumerate() {
+            e.priority = resolve_priority(principal, e.priority(), batch, &prefix(i))? as i32;
+        }
         Ok(())
     }
 
@@ -379,6 +474,34 @@ impl Ingest {
                 .filter_map(|t| self.targets.target(t))
                 .collect()
         }
+    }
+}
+
+/// The priority an event is published with: as sent, or by default interactive for the only
+/// event of a request and bulk in a batch or from a `bulk_only` key; an `interactive` event
+/// from a `bulk_only` key is refused, naming its field.
+fn resolve_priority(
+    principal: &Principal,
+    sent: Priority,
+    batch: bool,
+    prefix: &str,
+) -> Result<Priority, IngestError> {
+    match sent {
+        Priority::Interactive if principal.bulk_only => {
+            let field = if prefix.is_empty() {
+                "priority".to_owned()
+            } else {
+                format!("{prefix}.priority")
+            };
+            tracing::info!(key = %principal.key_id, %field, "refused: API key may send bulk events only");
+            Err(IngestError::PriorityForbidden {
+                field,
+                key: principal.key_id.clone(),
+            })
+        }
+        Priority::Unspecified if batch || principal.bulk_only => Ok(Priority::Bulk),
+        Priority::Unspecified => Ok(Priority::Interactive),
+        other => Ok(other),
     }
 }
 
@@ -411,16 +534,16 @@ fn event_span(event: &IdentityEvent, batch: bool, request_span: &tracing::Span) 
     }
 }
 
-/// Sends one copy of an event to its target's shard, in a `publish` span under the event's
-/// span that travels in the message headers; returns the confirm to wait for, and the span.
+/// Sends one copy of an event under routing key `key` (its target's shard, or its interactive
+/// lane), in a `publish` span under the event's span that travels in the message headers;
+/// returns the confirm to wait for, and the span.
 async fn send_copy(
     publisher: &amqp::Publisher,
     delivery: &Delivery,
     target: &TargetConfig,
-    shard: u16,
+    key: &str,
     event_span: &tracing::Span,
 ) -> Result<(amqp::PendingConfirm, tracing::Span), IngestError> {
-    let key = amqp::event_routing_key(target.provider.as_str(), &target.id, shard);
     let span = tracing::info_span!(
         parent: event_span,
         "publish",
@@ -430,7 +553,7 @@ async fn send_copy(
         "messaging.destination.name" = EVENTS_EXCHANGE,
         "scimrelay.target" = %target.id,
         "scimrelay.provider" = target.provider.as_str(),
-        "scimrelay.shard" = shard,
+        "messaging.rabbitmq.destination.routing_key" = key,
     );
     let mut headers = lapin::types::FieldTable::default();
     telemetry::inject_span(&span, &mut amqp::Headers(&mut headers));
@@ -438,7 +561,7 @@ async fn send_copy(
     let sent = tokio::time::timeout(
         CONFIRM_TIMEOUT,
         publisher
-            .send(EVENTS_EXCHANGE, &key, &delivery.encode_to_vec(), props)
+            .send(EVENTS_EXCHANGE, key, &delivery.encode_to_vec(), props)
             .instrument(span.clone()),
     )
     .await
@@ -514,17 +637,14 @@ pub async fn serve(
         None => None,
     };
     config.auth.spawn_reload(shutdown.clone());
+    let waiters = Arc::new(wait::Waiters::default());
     let broker = broker::Broker::start(
         config.amqp_url.clone(),
         config.targets.clone(),
+        waiters.clone(),
         shutdown.clone(),
     );
-    let ingest = Arc::new(Ingest::new(
-        config.targets.clone(),
-        config.max_batch,
-        broker,
-        config.auth.clone(),
-    ));
+    let ingest = Arc::new(Ingest::new(&config, broker, waiters));
     let http = http::router(ingest.clone(), config.max_body_bytes);
     let (http_task, grpc_task) = match tls {
         None => (

@@ -7,7 +7,9 @@
 use serde_json::{Map, Value};
 
 use scimrelay_core::config::TargetsFile;
-use scimrelay_proto::v1::{Email, EventKind, GroupState, IdentityEvent, PhoneNumber, UserState};
+use scimrelay_proto::v1::{
+    Email, EventKind, GroupState, IdentityEvent, PhoneNumber, Priority, UserState,
+};
 
 /// Longest accepted event id (an idempotency key).
 pub const MAX_ID_LEN: usize = 128;
@@ -139,6 +141,7 @@ pub fn event_from_json(v: &Value, prefix: &str) -> Result<IdentityEvent, FieldEr
             "version",
             "occurred_at",
             "plan",
+            "priority",
             "user",
             "group",
         ],
@@ -157,6 +160,7 @@ pub fn event_from_json(v: &Value, prefix: &str) -> Result<IdentityEvent, FieldEr
         user: None,
         group: None,
         plan: opt_bool(m, prefix, "plan", false)?,
+        priority: priority_from_json(m, prefix)? as i32,
     };
     if kind.is_user() {
         if m.contains_key("group") {
@@ -182,6 +186,20 @@ pub fn event_from_json(v: &Value, prefix: &str) -> Result<IdentityEvent, FieldEr
         event.group = Some(group_from_json(g, &join(prefix, "group"))?);
     }
     Ok(event)
+}
+
+/// The optional `priority`: `interactive` or `bulk` (absent: ingest decides, see
+/// `resolve_priority`).
+fn priority_from_json(m: &Map<String, Value>, prefix: &str) -> Result<Priority, FieldError> {
+    match m.get("priority") {
+        None | Some(Value::Null) => Ok(Priority::Unspecified),
+        Some(Value::String(s)) if s == "interactive" => Ok(Priority::Interactive),
+        Some(Value::String(s)) if s == "bulk" => Ok(Priority::Bulk),
+        Some(_) => Err(FieldError::new(
+            join(prefix, "priority"),
+            "must be \"interactive\" (a person is waiting) or \"bulk\"",
+        )),
+    }
 }
 
 /// The required `kind`, and its name as sent (for errors about the user or group).
@@ -447,6 +465,12 @@ pub fn validate(
         ));
     }
     required(f("tenant"), &event.tenant)?;
+    if Priority::try_from(event.priority).is_err() {
+        return Err(FieldError::new(
+            f("priority"),
+            "unknown priority; one of: interactive, bulk",
+        ));
+    }
     let kind = EventKind::try_from(event.kind).unwrap_or(EventKind::Unspecified);
     if kind == EventKind::Unspecified {
         return Err(FieldError::new(

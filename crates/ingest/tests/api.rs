@@ -39,6 +39,7 @@ async fn start(amqp_url: String, max_body_bytes: usize, max_batch: usize) -> Run
         amqp_url,
         max_body_bytes,
         max_batch,
+        max_wait: std::time::Duration::from_secs(scimrelay_ingest::wait::DEFAULT_MAX_WAIT_SECS),
         targets: TargetsFile::parse(TARGETS).expect("targets"),
         auth: scimrelay_core::auth::Authenticator::disabled(),
         tls: None,
@@ -187,6 +188,7 @@ async fn bad_inputs_name_their_field_over_http_and_grpc() {
         let err = client
             .publish(PublishRequest {
                 events: vec![event],
+                ..Default::default()
             })
             .await
             .expect_err(field);
@@ -201,6 +203,7 @@ async fn bad_inputs_name_their_field_over_http_and_grpc() {
         events: (0..6)
             .map(|_| grpc_user("a@b.c", 1, EventKind::UserUpserted, vec![]))
             .collect(),
+        ..Default::default()
     };
     let err = client.publish(too_many).await.expect_err("batch");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
@@ -218,6 +221,7 @@ async fn bad_inputs_name_their_field_over_http_and_grpc() {
                 EventKind::UserUpserted,
                 vec!["t1".into()],
             )],
+            ..Default::default()
         })
         .await
         .expect("publish")
@@ -281,6 +285,7 @@ async fn closed_broker_port_means_503_and_unavailable() {
     let err = client
         .publish(PublishRequest {
             events: vec![grpc_user("a@b.c", 1, EventKind::UserUpserted, vec![])],
+            ..Default::default()
         })
         .await
         .expect_err("no broker");

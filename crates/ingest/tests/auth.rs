@@ -95,7 +95,10 @@ async fn grpc_publish(
     let mut client = IngestServiceClient::connect(s.r.grpc.clone())
         .await
         .expect("grpc connect");
-    let mut req = Request::new(PublishRequest { events });
+    let mut req = Request::new(PublishRequest {
+        events,
+        ..Default::default()
+    });
     if let Some(k) = key {
         req.metadata_mut().insert(
             "authorization",
@@ -449,6 +452,7 @@ async fn without_a_keys_file_every_caller_is_accepted() {
     client
         .publish(PublishRequest {
             events: vec![grpc_event("acme", "u1")],
+            ..Default::default()
         })
         .await
         .expect("no key needed");

@@ -191,6 +191,7 @@ async fn mutual_tls_client_of_the_ca_publishes_over_https_and_grpc() {
     let ok = grpc
         .publish(PublishRequest {
             events: vec![grpc_event("acme", "u2")],
+            ..Default::default()
         })
         .await
         .expect("grpc publish")
@@ -228,6 +229,7 @@ async fn mutual_tls_refuses_strangers_and_clients_without_a_certificate_at_the_h
                 let err = c
                     .publish(PublishRequest {
                         events: vec![grpc_event("acme", "u1")],
+                        ..Default::default()
                     })
                     .await
                     .expect_err(who);
@@ -274,6 +276,7 @@ async fn server_tls_without_a_client_ca_serves_any_client_that_trusts_it() {
     let mut grpc = grpc(&pki, &r, None).await.expect("grpc TLS connect");
     grpc.publish(PublishRequest {
         events: vec![grpc_event("acme", "u2")],
+        ..Default::default()
     })
     .await
     .expect("grpc publish");

@@ -25,7 +25,9 @@
 //! - **Limits**: a ceiling of 5,000 requests/hour (≈1.39/s) by default, and a separate governor
 //!   of 1,000 user creations per hour per target (GitHub's SCIM guidance, same section;
 //!   `options.user_creates_per_hour`), divided between the connector's replicas
-//!   (`SCIMRELAY_CONNECTOR_REPLICAS`) like the ceiling.
+//!   (`SCIMRELAY_CONNECTOR_REPLICAS`) like the ceiling. The target's `interactive_share` of
+//!   the creations is reserved for interactive events (a first login gets its account while a
+//!   bulk load has spent the rest; `kit::budget`).
 //! - **Organization-level SCIM** (`/scim/v2/organizations/{org}`) is a different API (no Groups,
 //!   POST sends invitations, `active:false` deletes the SCIM identity): the profile's
 //!   `Provider::check_target` refuses such a base_url when the connector starts, and converge
@@ -38,16 +40,15 @@
 pub mod mapping;
 
 use std::collections::{BTreeSet, HashMap};
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use scimrelay_connector::breaker::Health;
+use scimrelay_connector::kit::budget::LaneBudget;
 use scimrelay_connector::kit::compare::replace_patch;
 use scimrelay_connector::kit::{self, Deactivation, Dialect, Lookup, MemberChange, id_of};
 use scimrelay_connector::limits::Feedback;
@@ -120,8 +121,9 @@ impl GithubOptions {
 pub struct Github {
     /// Each target's options.
     options: TargetOptions<GithubOptions>,
-    /// The user-creation governor of each target (POST /Users only).
-    creates: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
+    /// The user-creation budget of each target (POST /Users only), with its interactive
+    /// reserve.
+    creates: Mutex<HashMap<String, Arc<LaneBudget>>>,
 }
 
 impl std::fmt::Debug for Github {
@@ -131,29 +133,30 @@ impl std::fmt::Debug for Github {
 }
 
 impl Github {
-    /// A profile with no governor yet (one is made per target on its first creation).
+    /// A profile with no creation budget yet (one is made per target on its first creation).
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn creation_governor(
-        &self,
-        input: &ConvergeInput<'_>,
-    ) -> Result<Arc<DefaultDirectRateLimiter>, ConvergeError> {
+    fn creation_budget(&self, input: &ConvergeInput<'_>) -> Result<Arc<LaneBudget>, ConvergeError> {
         // At least 1 (the option is refused at 0 when the targets file is read; a replica's
         // share is never below 1).
         let per_hour = input
             .exec
             .share(self.options.get(input.target)?.user_creates_per_hour());
-        let n =
-            NonZeroU32::new(u32::try_from(per_hour).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         let mut map = self
             .creates
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(map
             .entry(input.target.id.clone())
-            .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_hour(n))))
+            .or_insert_with(|| {
+                Arc::new(LaneBudget::per_hour(
+                    per_hour,
+                    input.target.interactive_share,
+                    "GitHub's hourly budget of user creations",
+                ))
+            })
             .clone())
     }
 }
@@ -332,35 +335,6 @@ fn user_patch(desired: &Value, existing: &Value) -> PatchBuilder {
     replace_patch(desired, existing)
 }
 
-/// Takes one user creation from the hourly budget, waiting for it when it comes back within
-/// the message's hold bound (`left`, see [`scimrelay_connector::exec::TargetIo::max_hold`]); a
-/// longer wait is a deferral (the message waits on a delay tier, no attempt counted) rather
-/// than a message held until the budget refills.
-async fn spend_creation(
-    budget: &DefaultDirectRateLimiter,
-    left: std::time::Duration,
-) -> Result<(), ConvergeError> {
-    use governor::clock::{Clock, DefaultClock};
-    let Err(not_until) = budget.check() else {
-        return Ok(());
-    };
-    let wait = not_until.wait_time_from(DefaultClock::default().now());
-    if wait > left {
-        return Err(ConvergeError {
-            retry_after_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
-            ..ConvergeError::new(
-                FailureClass::Deferred,
-                format!(
-                    "GitHub's hourly budget of user creations is spent (options.user_creates_per_hour); the next one in {} s",
-                    wait.as_secs()
-                ),
-            )
-        });
-    }
-    budget.until_ready().await;
-    Ok(())
-}
-
 impl Github {
     async fn upsert_user(&self, input: &ConvergeInput<'_>) -> Result<Converged, ConvergeError> {
         let user = kit::user_of(input)?;
@@ -378,8 +352,13 @@ impl Github {
                 .await;
         }
         if !input.exec.is_plan() {
-            let budget = self.creation_governor(input)?;
-            spend_creation(&budget, input.exec.hold_left()).await?;
+            self.creation_budget(input)?
+                .spend(
+                    input.exec.lane(),
+                    input.exec.hold_left(),
+                    "options.user_creates_per_hour",
+                )
+                .await?;
         }
         match DIALECT
             .create_user(input, &desired, &user.user_name, user_patch)

@@ -272,40 +272,56 @@ async fn a_403_rate_limit_pauses_and_succeeds_without_quarantine() {
     );
 }
 
+/// An event a person is waiting for (the interactive lane).
+fn interactive(mut e: scimrelay_proto::v1::IdentityEvent) -> scimrelay_proto::v1::IdentityEvent {
+    e.priority = scimrelay_proto::v1::Priority::Interactive as i32;
+    e
+}
+
 #[tokio::test]
-async fn user_creations_have_their_own_hourly_governor() {
+async fn user_creations_have_their_own_hourly_budget_with_an_interactive_reserve() {
     let origin = sim("", "").await;
-    let h = harness_with(&origin, "", "{shortcode: acme, user_creates_per_hour: 2}");
-    h.ok(&events::upsert(events::user("c1"), 1)).await;
-    h.ok(&events::upsert(events::user("c2"), 1)).await;
-    // The next creation is half an hour away: the message is not held that long (past the
+    // 4 an hour, 20% (one) reserved for interactive events: bulk gets 3.
+    let h = harness_with(&origin, "", "{shortcode: acme, user_creates_per_hour: 4}");
+    for id in ["c1", "c2", "c3"] {
+        h.ok(&events::upsert(events::user(id), 1)).await;
+    }
+    // The next bulk creation is 20 minutes away: the message is not held that long (past the
     // broker's consumer timeout); the converge is deferred, with the wait, in well under a
     // second.
     let started = std::time::Instant::now();
-    let third = h.run(&events::upsert(events::user("c3"), 1)).await;
+    let fourth = h.run(&events::upsert(events::user("c4"), 1)).await;
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
-    assert_deferred(&third.result, 20 * 60 * 1000);
+    assert_deferred(&fourth.result, 10 * 60 * 1000);
+    // A first login still gets its account: the reserve is the interactive lane's.
+    h.ok(&interactive(events::upsert(events::user("login"), 1)))
+        .await;
+    let after = h
+        .run(&interactive(events::upsert(events::user("login-2"), 1)))
+        .await;
+    assert_deferred(&after.result, 10 * 60 * 1000);
     // Updates are not creations: they pass.
     let mut u = events::user("c1");
     u.display_name = "Changed".into();
     h.ok(&events::upsert(u, 2)).await;
 }
 
-/// One of two replicas gets half of the target's creation budget (4 per hour → 2).
+/// One of two replicas gets half of the target's creation budget (8 per hour → 4: 3 for bulk,
+/// 1 reserved for interactive events).
 #[tokio::test]
 async fn replicas_share_the_user_creation_budget() {
     let origin = sim("", "").await;
     let h =
-        harness_with(&origin, "", "{shortcode: acme, user_creates_per_hour: 4}").with_replicas(2);
-    h.ok(&events::upsert(events::user("r1"), 1)).await;
-    h.ok(&events::upsert(events::user("r2"), 1)).await;
-    // This replica's share of 4/hour is 2: its next creation is deferred (about 30 min).
-    let third = h.run(&events::upsert(events::user("r3"), 1)).await;
-    assert_deferred(&third.result, 20 * 60 * 1000);
+        harness_with(&origin, "", "{shortcode: acme, user_creates_per_hour: 8}").with_replicas(2);
+    for id in ["r1", "r2", "r3"] {
+        h.ok(&events::upsert(events::user(id), 1)).await;
+    }
+    let fourth = h.run(&events::upsert(events::user("r4"), 1)).await;
+    assert_deferred(&fourth.result, 10 * 60 * 1000);
 }
 
 /// The converge was deferred (not held) for at least `min_ms`, naming the budget.

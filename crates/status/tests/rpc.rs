@@ -85,6 +85,7 @@ fn delivery(event: &str, target: &str, subject: &str, kind: EventKind) -> Delive
         accepted_at_ms: 1_000,
         attempt: 0,
         waits: 0,
+        reply_to: String::new(),
     }
 }
 

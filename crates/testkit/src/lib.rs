@@ -132,7 +132,8 @@ impl Harness {
     async fn converge(&self, event: &IdentityEvent) -> Run {
         let plan = event.plan || self.target.mode == TargetMode::Plan;
         let record = self.record(event);
-        let exec = Exec::new(self.io.clone(), self.provider.clone(), plan);
+        let exec = Exec::new(self.io.clone(), self.provider.clone(), plan)
+            .in_lane(scimrelay_connector::limits::Lane::of(event));
         let result = self
             .provider
             .converge(ConvergeInput {

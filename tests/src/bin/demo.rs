@@ -2,15 +2,19 @@
 //! connectors (generic SCIM, GitHub, AWS, Salesforce) — and the simulator with one tenant per
 //! provider on a private vhost, sends `deploy/samples/events.json` through ingest to all four
 //! targets, waits for every outcome, prints one row per event with its outcome at each target,
-//! and checks the simulator holds every sample subject in its final state at each target.
-//! Exits 0 only if every event succeeded everywhere and every state check passed.
+//! and checks the simulator holds every sample subject in its final state at each target. Then
+//! login-time provisioning: with 1,000 bulk creations queued at the generic SCIM target (its
+//! simulator tenant slowed down), a first login sent with `Prefer: wait=5` comes back with its
+//! outcome (README, "Login-time provisioning").
+//! Exits 0 only if every event succeeded everywhere, every state check passed and the login was
+//! answered with its outcome.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use scimrelay_proto::v1::{Operation, OutcomeResult};
 use scimrelay_tests::{Stack, StackOptions, expect};
@@ -276,6 +280,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             }
         }
     }
+    all_ok &= login_during_bulk(&stack).await?;
     println!(
         "{}",
         if all_ok {
@@ -285,6 +290,76 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     );
     Ok(all_ok)
+}
+
+/// Bulk creations queued before the login.
+const LOGIN_BULK: usize = 1000;
+
+/// Login-time provisioning: a first login overtakes a queued bulk load at `scim-demo` and its
+/// answer carries the outcome. Returns whether the login was answered with a `created`
+/// outcome in time and the bulk converged afterwards.
+async fn login_during_bulk(stack: &Stack) -> anyhow::Result<bool> {
+    println!(
+        "\nlogin-time provisioning: {LOGIN_BULK} bulk creations for scim-demo, its simulator tenant slowed to 100 ms a request…"
+    );
+    stack
+        .set_faults("acme", &json!({"latency_ms": {"min": 100, "max": 100}}))
+        .await;
+    let user = |id: String| {
+        json!({"kind": "user.upserted", "tenant": "acme", "version": 1, "targets": ["scim-demo"],
+               "user": {"id": id, "userName": format!("{id}@example.com"), "displayName": format!("User {id}")}})
+    };
+    let posts = |s: &Value| s["by_method"]["POST"].as_u64().unwrap_or_default();
+    let before = posts(&stack.sim_stats("acme").await);
+    let bulk: Vec<Value> = (0..LOGIN_BULK)
+        .map(|i| user(format!("bulk-{i:04}")))
+        .collect();
+    let mut ids = Vec::new();
+    for chunk in bulk.chunks(500) {
+        let (status, answer) = stack.post_events(&json!({ "events": chunk })).await;
+        anyhow::ensure!(status == 202, "ingest answered {status}: {answer}");
+        ids.extend(Stack::accepted_ids(&answer));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let created = posts(&stack.sim_stats("acme").await).saturating_sub(before);
+    let began = Instant::now();
+    let answer = stack
+        .http()
+        .post(format!("{}/v1/events", stack.ingest_http))
+        .header("Prefer", "wait=5")
+        .json(&user("first-login".into()))
+        .send()
+        .await?;
+    let took = began.elapsed();
+    let status = answer.status().as_u16();
+    let answer: Value = answer.json().await?;
+    let o = &answer["outcomes"][0];
+    let ok = status == 200 && o["result"] == "succeeded" && o["operation"] == "created";
+    println!(
+        "  first login, sent with `Prefer: wait=5` while {} bulk creations were still queued:",
+        LOGIN_BULK as u64 - created.min(LOGIN_BULK as u64)
+    );
+    println!(
+        "  HTTP {status} in {} ms (two requests of 100 ms at the slowed tenant): {} {} at {}, remote id {}",
+        took.as_millis(),
+        o["result"].as_str().unwrap_or("-"),
+        o["operation"].as_str().unwrap_or("-"),
+        o["target"].as_str().unwrap_or("-"),
+        o["remoteId"].as_str().unwrap_or("-"),
+    );
+    stack.set_faults("acme", &json!({})).await;
+    let began = Instant::now();
+    let outcomes = stack.wait_outcomes(&ids, 1, Duration::from_secs(120)).await;
+    let succeeded = outcomes
+        .values()
+        .flatten()
+        .filter(|o| o.result == OutcomeResult::Succeeded as i32)
+        .count();
+    println!(
+        "  the bulk load then finished: {succeeded} of {LOGIN_BULK} succeeded {:.1} s later",
+        began.elapsed().as_secs_f64()
+    );
+    Ok(ok && succeeded == LOGIN_BULK)
 }
 
 const DEMO_TARGETS: &str = r#"# The demo's targets file: one target per provider, each served by the simulator.

@@ -122,7 +122,15 @@ impl ShardCtx {
     }
 
     /// Publishes a terminal outcome carrying its trace id, the trace context in its headers.
-    pub(super) async fn publish_outcome(&self, outcome: &Outcome) -> anyhow::Result<()> {
+    /// Publishes a terminal outcome (confirmed); when an ingest request waits for it
+    /// (`reply_to`, see docs/design.md "Login-time provisioning") also to that request's reply
+    /// queue, at the same time. A reply that cannot be sent is only logged: the request answers
+    /// 202 when its wait runs out, and the outcome is at the status service as always.
+    pub(super) async fn publish_outcome(
+        &self,
+        outcome: &Outcome,
+        reply_to: &str,
+    ) -> anyhow::Result<()> {
         let result = OutcomeResult::try_from(outcome.result).unwrap_or(OutcomeResult::Unspecified);
         let key = amqp::outcome_routing_key(&outcome.provider, &outcome.target, result.name());
         let span = tracing::info_span!(
@@ -139,10 +147,28 @@ impl ShardCtx {
         let mut outcome = outcome.clone();
         outcome.trace_id = telemetry::trace_id(&span);
         let props = amqp::properties(scimrelay_proto::TYPE_OUTCOME, headers);
-        self.publisher
-            .publish(OUTCOMES_EXCHANGE, &key, &outcome.encode_to_vec(), props)
-            .instrument(span)
-            .await?;
+        let body = outcome.encode_to_vec();
+        let reply = async {
+            if !reply_to.starts_with(amqp::REPLY_PREFIX) {
+                return;
+            }
+            let sent = tokio::time::timeout(
+                amqp::CLOSE_TIMEOUT,
+                self.publisher
+                    .reply(reply_to, &body, scimrelay_proto::TYPE_OUTCOME),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::debug!(target = %outcome.target, "the reply to a waiting request was not confirmed");
+            }
+        };
+        let (published, ()) = tokio::join!(
+            self.publisher
+                .publish(OUTCOMES_EXCHANGE, &key, &body, props)
+                .instrument(span),
+            reply
+        );
+        published?;
         metrics()
             .events
             .get_or_create(&metrics::target_and(
@@ -190,7 +216,7 @@ impl ShardCtx {
             finished_at_ms: now_ms(),
             ..Default::default()
         };
-        self.publish_outcome(&outcome).await?;
+        self.publish_outcome(&outcome, &delivery.reply_to).await?;
         raw.acker.ack(BasicAckOptions::default()).await?;
         Ok(())
     }
@@ -221,7 +247,7 @@ impl ShardCtx {
             finished_at_ms: now,
             ..Default::default()
         };
-        self.publish_outcome(&outcome).await?;
+        self.publish_outcome(&outcome, "").await?;
         raw.acker.ack(BasicAckOptions::default()).await?;
         Ok(())
     }

@@ -30,8 +30,14 @@ pub const TARGETS: &str = "targets:
     shards: 1
 ";
 
-/// Every shard queue of [`TARGETS`].
-pub const QUEUES: [&str; 3] = ["scimrelay.t1.0", "scimrelay.t1.1", "scimrelay.t2.0"];
+/// Every queue of [`TARGETS`]: the shards and the interactive lanes.
+pub const QUEUES: [&str; 5] = [
+    "scimrelay.t1.0",
+    "scimrelay.t1.1",
+    "scimrelay.t2.0",
+    "scimrelay.t1.now",
+    "scimrelay.t2.now",
+];
 
 /// A running ingest.
 pub struct Running {
@@ -79,6 +85,7 @@ pub async fn start(
         amqp_url,
         max_body_bytes,
         max_batch: 100,
+        max_wait: std::time::Duration::from_secs(scimrelay_ingest::wait::DEFAULT_MAX_WAIT_SECS),
         targets: TargetsFile::parse(TARGETS).expect("targets"),
         auth,
         tls,
@@ -154,18 +161,23 @@ pub fn grpc_event(tenant: &str, user: &str) -> IdentityEvent {
     }
 }
 
-/// Messages in every shard queue, counted by the broker itself (a passive declare), so the
+/// Messages in every queue of [`TARGETS`], counted by the broker itself (a passive declare), so the
 /// count is exact at once, unlike the management API's periodic statistics.
 pub async fn published(amqp_url: &str) -> u32 {
+    depths(amqp_url, &QUEUES).await.iter().sum()
+}
+
+/// Messages in each of `queues`, counted by the broker itself (a passive declare).
+pub async fn depths(amqp_url: &str, queues: &[&str]) -> Vec<u32> {
     let conn = scimrelay_core::amqp::connect(amqp_url, "ingest-test-count")
         .await
         .expect("connect to count");
     let ch = conn.create_channel().await.expect("channel");
-    let mut total = 0;
-    for q in QUEUES {
+    let mut depths = Vec::new();
+    for q in queues {
         let queue = ch
             .queue_declare(
-                q.into(),
+                (*q).into(),
                 lapin::options::QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
@@ -174,10 +186,10 @@ pub async fn published(amqp_url: &str) -> u32 {
             )
             .await
             .unwrap_or_else(|e| panic!("queue {q} exists: {e}"));
-        total += queue.message_count();
+        depths.push(queue.message_count());
     }
     scimrelay_core::amqp::close(&conn, "counted").await;
-    total
+    depths
 }
 
 /// Asserts that nothing reached any shard queue.
