@@ -32,6 +32,7 @@ fn bench_quick_writes_every_section_and_the_charts() {
         "## 4. Scale",
         "## 5. Baseline",
         "## 6. Status service",
+        "## 7. Login during a bulk load",
         "| cores (nproc) | ",
         "| RabbitMQ | ",
     ] {

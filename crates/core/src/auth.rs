@@ -744,6 +744,13 @@ mod tests {
             ),
             (
                 &*format!(
+                    "keys:\n  - id: a\n    sha256: {}\n    tenants: [acme]\n    scopes: [send]\n    max_waiting: 0\n",
+                    hash_key("k")
+                ),
+                "keys[0].max_waiting",
+            ),
+            (
+                &*format!(
                     "keys:\n  - id: a\n    sha256: {}\n    tenants: []\n    scopes: [send]\n",
                     hash_key("k")
                 ),

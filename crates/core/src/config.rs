@@ -1068,6 +1068,13 @@ targets:
                 ),
                 "targets[0].tls.ca_file",
             ),
+            (
+                GOOD.replace(
+                    "tenants: [acme]",
+                    "tenants: [acme]\n    interactive_share: 1.2",
+                ),
+                "targets[0].interactive_share",
+            ),
         ];
         for (yaml, key) in cases {
             let err = TargetsFile::parse(&yaml).expect_err(key).to_string();

@@ -114,26 +114,39 @@ impl Ops {
             .and_then(|n| u16::try_from(n).ok())
     }
 
-    /// Messages ready in a target's shard queues; `None` when unknown.
+    /// Messages ready in a target's shard queues and its interactive lane; `None` when unknown.
     pub async fn queue_depth(&self, target: &str) -> Option<u64> {
         let shards = self.shards_of(target).await?;
         let ch = self.channel().await.ok()?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
         let mut total = 0u64;
         for shard in 0..shards {
             let q = ch
                 .queue_declare(
                     amqp::shard_queue(target, shard).as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
+                    passive,
                     FieldTable::default(),
                 )
                 .await
                 .ok()?;
             total += u64::from(q.message_count());
         }
-        let _ = ch.close(200, "queue depth read".into()).await;
+        // Last: a lane not declared yet (no connector of this release started) closes the
+        // channel, and counts as empty.
+        if let Ok(q) = ch
+            .queue_declare(
+                amqp::lane_queue(target).as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await
+        {
+            total += u64::from(q.message_count());
+            let _ = ch.close(200, "queue depth read".into()).await;
+        }
         Some(total)
     }
 

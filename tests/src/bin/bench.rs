@@ -5,7 +5,8 @@
 //! service, (2) latency percentiles at open-loop offered loads, (3) quota use against a
 //! throttling provider, with a ceiling and adaptive only, (4) a backlog drained from cold with
 //! resident memory over time, (5) a naive sequential SCIM client against the same simulator,
-//! (6) the status service draining a backlog of outcomes into SQLite (its write rate). With
+//! (6) the status service draining a backlog of outcomes into SQLite (its write rate), (7) a
+//! first login's answer while a bulk load saturates the quota ([`login`]). With
 //! `--baseline REV` the throughput and latency sections also run for revision REV (its own
 //! release build and its own bench, in a git worktree under `target/baseline/`) in the same
 //! session, and the report compares the two.
@@ -29,6 +30,9 @@ use serde_json::{Value, json};
 use scimrelay_proto::v1::WatchOutcomesRequest;
 use scimrelay_tests::{Proc, Stack, StackOptions, free_port};
 
+#[path = "bench/login.rs"]
+mod login;
+
 /// Measures scimrelay end to end and writes the benchmark report.
 #[derive(Parser)]
 #[command(about, long_about)]
@@ -43,7 +47,8 @@ struct Args {
     /// Where logs and status databases go.
     #[arg(long, default_value = "target/bench-run")]
     dir: PathBuf,
-    /// Only these sections (comma-separated: throughput,latency,quota,scale,baseline,status).
+    /// Only these sections (comma-separated:
+    /// throughput,latency,quota,scale,baseline,status,login).
     #[arg(long)]
     only: Option<String>,
     /// Also run the throughput and latency sections for this git revision (built in release
@@ -74,6 +79,10 @@ struct Sizes {
     slow_events: usize,
     /// Longest wait for one run's outcomes.
     deadline: Duration,
+    /// Login during a bulk load: bulk events queued, seconds of logins, logins per second.
+    login_bulk: usize,
+    login_secs: u32,
+    login_per_sec: f64,
 }
 
 impl Sizes {
@@ -89,6 +98,9 @@ impl Sizes {
             slow_baseline: 300,
             slow_events: 5_000,
             deadline: Duration::from_secs(150),
+            login_bulk: 100_000,
+            login_secs: 60,
+            login_per_sec: 2.0,
         }
     }
     fn quick() -> Self {
@@ -103,6 +115,9 @@ impl Sizes {
             slow_baseline: 30,
             slow_events: 300,
             deadline: Duration::from_secs(30),
+            login_bulk: 1_000,
+            login_secs: 3,
+            login_per_sec: 2.0,
         }
     }
 }
@@ -1067,6 +1082,7 @@ struct Report {
     baseline: Option<BaselineRun>,
     slow: Option<SlowRun>,
     status: Option<StatusRun>,
+    login: Option<login::LoginRun>,
 }
 
 impl Args {
@@ -1368,6 +1384,9 @@ fn render(
             ),
         );
     }
+    if let Some(l) = &report.login {
+        w(&mut s, &login::target_row(l));
+    }
     w(&mut s, "");
     if let Some(c) = &report.compared {
         render_compared(&mut s, report, c);
@@ -1382,7 +1401,8 @@ fn render(
          Baseline: {} users (and {} users against scimrelay's {} events with a {PROVIDER_LATENCY_MS} ms provider). Longest wait per run: {} s. Target settings: `shards: 8`, `concurrency: {{min: 8, max: 64}}`, \
          `rate_limit_per_sec: {UNTHROTTLED_CEILING}` for the unthrottled runs (a ceiling far above what is reached, \
          so only the adaptive slow start is skipped); quota runs `concurrency: {{min: 1, max: 16}}`. Ingest gets \
-         batches of {BATCH} events, {SENDERS} requests in flight (latency runs: one request per 10 ms tick).",
+         batches of {BATCH} events, {SENDERS} requests in flight (latency runs: one request per 10 ms tick). \
+         Login during a bulk load: {} bulk events, then {} logins/s for {} s.",
             sizes.throughput,
             sizes
                 .latency
@@ -1396,7 +1416,10 @@ fn render(
             sizes.baseline,
             sizes.slow_baseline,
             sizes.slow_events,
-            sizes.deadline.as_secs()
+            sizes.deadline.as_secs(),
+            sizes.login_bulk,
+            sizes.login_per_sec,
+            sizes.login_secs
         ),
     );
     w(&mut s, "");
@@ -1701,6 +1724,9 @@ fn render(
         );
         w(&mut s, "");
     }
+    if let Some(l) = &report.login {
+        login::render(&mut s, l, sizes, charts);
+    }
     w(&mut s, "## Notes");
     w(&mut s, "");
     w(&mut s, "<!-- notes -->");
@@ -1982,6 +2008,19 @@ fn draw_charts(report: &Report, dir: &Path) -> Result<(), Box<dyn std::error::Er
             false,
         )?;
     }
+    if let Some(l) = &report.login {
+        charts::lines(
+            &dir.join("login.png"),
+            "A first login's round trip while a bulk load saturates the quota",
+            "seconds into the logins",
+            "ms",
+            &[(
+                "round trip (POST → answer with the outcome)".into(),
+                l.points.clone(),
+            )],
+            true,
+        )?;
+    }
     Ok(())
 }
 
@@ -2041,6 +2080,9 @@ async fn main() -> std::process::ExitCode {
     }
     if args.section("status") {
         report.status = Some(status_writes(&args, &sizes).await);
+    }
+    if args.section("login") {
+        report.login = Some(login::login(&args, &sizes).await);
     }
     if let Some(rev) = &args.baseline {
         report.compared = match baseline_rev::run(rev, args.quick) {
