@@ -582,6 +582,13 @@ impl Limits {
                     if waiting.registered {
                         s.interactive_window_waiters -= 1;
                         waiting.registered = false;
+                        // Bulk requests that deferred to this one while more slots were free
+                        // may take them now.
+                        if s.interactive_window_waiters == 0
+                            && f64::from(s.in_flight) < s.window.floor().max(1.0)
+                        {
+                            self.slot_freed.notify_waiters();
+                        }
                     }
                     break;
                 }
@@ -872,6 +879,44 @@ mod tests {
         let (waited, p) = behind.await.expect("the second request is granted");
         assert!(waited <= Duration::from_millis(110), "waited {waited:?}");
         l.release(p, Feedback::Ok(Duration::from_millis(1)));
+        assert_eq!(l.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bulk_takes_the_slots_an_interactive_request_left_free() {
+        let l = std::sync::Arc::new(limits(None, 3));
+        let held = [
+            l.acquire(Lane::Bulk).await,
+            l.acquire(Lane::Bulk).await,
+            l.acquire(Lane::Bulk).await,
+        ];
+        let bulk = {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire(Lane::Bulk).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let interactive = {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire(Lane::Interactive).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Two slots free at once: the bulk request, woken first, leaves them to the
+        // interactive one, which takes one; the other must not stay idle.
+        let [a, b, c] = held;
+        l.release(a, Feedback::Ok(Duration::from_millis(1)));
+        l.release(b, Feedback::Ok(Duration::from_millis(1)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            interactive.is_finished(),
+            "the interactive request got no slot"
+        );
+        assert!(
+            bulk.is_finished(),
+            "a free slot stayed idle while bulk waited"
+        );
+        for p in [c, interactive.await.expect("i"), bulk.await.expect("b")] {
+            l.release(p, Feedback::Ok(Duration::from_millis(1)));
+        }
         assert_eq!(l.in_flight(), 0);
     }
 
