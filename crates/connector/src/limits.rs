@@ -72,6 +72,10 @@ pub const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
 pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
 /// Seconds of requests at the ceiling the governor lets start together (see the module docs).
 pub const CEILING_BURST_SECS: f64 = 0.02;
+/// How far behind the clock the pacer's grid may be when a wake-up grants its slots: a little
+/// over the timer's resolution (1 ms), so a late wake-up catches up, while an idle target
+/// starts with a burst of at most this long's worth of requests.
+const PACER_SLACK: Duration = Duration::from_millis(2);
 /// Lowest adaptive rate, also the lowest cap a quota hint sets (one request per 100 s): the
 /// rate never reaches zero, so a throttled target always gets its next request.
 const MIN_RATE_PER_SEC: f64 = 0.01;
@@ -545,13 +549,11 @@ impl Limits {
             let Some(t) = s.queued[lane.index()].pop_front() else {
                 return;
             };
-            // On the grid: a grant that came a little late does not move the next slot, but
-            // an idle pacer does not owe anyone a burst either.
-            let base = if s.next_slot + interval < now {
-                now
-            } else {
-                s.next_slot
-            };
+            // On the grid: a wake-up that came late (the timer's resolution is a millisecond,
+            // coarser than the slots of a fast target) grants every slot that came due
+            // meanwhile, so the late grant does not move the grid; an idle pacer owes no
+            // burst beyond `PACER_SLACK`.
+            let base = s.next_slot.max(now.checked_sub(PACER_SLACK).unwrap_or(now));
             s.next_slot = base + interval;
             t.granted.store(true, std::sync::atomic::Ordering::Relaxed);
             t.wake.notify_one();
@@ -809,6 +811,19 @@ mod tests {
             }
             sent.load(std::sync::atomic::Ordering::Relaxed)
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_above_the_timer_resolution_is_kept() {
+        // 5,000 requests/s is one slot per 200 µs, finer than the timer's millisecond: each
+        // wake-up must grant every slot that came due meanwhile.
+        let l = std::sync::Arc::new(paced(5000.0, 64));
+        let until = Instant::now() + Duration::from_secs(2);
+        let sent = flood(&l, Lane::Bulk, 64, Duration::from_micros(100), until)
+            .await
+            .unwrap_or_default();
+        assert!(sent >= 9_500, "{sent} requests in 2 s at 5,000/s");
+        assert!(sent <= 10_100, "{sent} requests in 2 s at 5,000/s");
     }
 
     #[tokio::test(start_paused = true)]
