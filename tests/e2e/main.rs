@@ -14,6 +14,7 @@ mod provider_salesforce;
 mod provider_scim;
 mod provider_strict;
 mod provider_support;
+mod references;
 mod skeleton;
 mod state_of_record;
 mod tls;

@@ -84,12 +84,11 @@ async fn sample_events_reach_the_simulator_and_the_status_service() {
     }
 
     // The simulator holds every subject in its final state, nothing twice.
-    let problems = expect::check(
-        &stack.sim_users("acme").await,
-        &stack.sim_groups("acme").await,
-        &events,
-        false,
-    );
+    let (_, _, problems) = stack
+        .settled("acme", Duration::from_secs(20), |u, g| {
+            expect::check(u, g, &events, false)
+        })
+        .await;
     assert!(problems.is_empty(), "{problems:#?}");
     assert_eq!(stack.sim_users("acme").await.len(), 22);
 

@@ -633,6 +633,28 @@ impl Stack {
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
 
+    /// Polls the simulator tenant's users and groups until `check` finds no problem or `limit`
+    /// passes; returns them and the last problems. A group whose members arrived after it
+    /// converged without them is completed by the reference sweep after its own outcome
+    /// (docs/design.md, "References"): the target holds the final state within a few sweeps.
+    pub async fn settled(
+        &self,
+        tenant: &str,
+        limit: Duration,
+        check: impl Fn(&[Value], &[Value]) -> Vec<String>,
+    ) -> (Vec<Value>, Vec<Value>, Vec<String>) {
+        let began = Instant::now();
+        loop {
+            let users = self.sim_users(tenant).await;
+            let groups = self.sim_groups(tenant).await;
+            let problems = check(&users, &groups);
+            if problems.is_empty() || began.elapsed() > limit {
+                return (users, groups, problems);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// The simulator's users of a tenant (admin API).
     pub async fn sim_users(&self, tenant: &str) -> Vec<Value> {
         self.sim_admin(tenant, "users").await

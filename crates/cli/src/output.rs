@@ -5,7 +5,8 @@
 use serde_json::{Value, json};
 
 use scimrelay_proto::v1::{
-    DeadLetter, HeldEvent, OutcomeResult, RecordedOutcome, SubjectState, TargetSummary,
+    DeadLetter, HeldEvent, OutcomeResult, RecordedOutcome, ReferenceKind, SubjectState,
+    TargetSummary,
 };
 
 /// Prints rows under a header, each column as wide as its widest cell.
@@ -144,7 +145,45 @@ pub fn subject_json(s: &SubjectState) -> Value {
         "desiredVersion": s.desired_version, "appliedVersion": s.applied_version,
         "state": s.state, "lastOperation": s.last_operation,
         "lastError": s.last_error, "updatedAt": time(s.updated_at_ms),
+        "pending": s.pending.iter().map(|p| json!({
+            "userId": p.user_id, "kind": reference_kind_name(p.kind), "since": time(p.since_ms),
+            "stale": p.stale, "dropped": p.dropped,
+        })).collect::<Vec<_>>(),
     })
+}
+
+fn reference_kind_name(k: i32) -> &'static str {
+    match ReferenceKind::try_from(k) {
+        Ok(ReferenceKind::Member) => "member",
+        Ok(ReferenceKind::Manager) => "manager",
+        _ => "-",
+    }
+}
+
+/// A subject's references to users not at a target yet, one line each under its table.
+fn pending_lines(states: &[SubjectState]) -> String {
+    let mut out = String::new();
+    for s in states {
+        for p in &s.pending {
+            let state = if !p.dropped.is_empty() {
+                format!("dropped: {}", p.dropped)
+            } else if p.stale {
+                format!(
+                    "pending since {} (stale: the user event may never come)",
+                    time(p.since_ms)
+                )
+            } else {
+                format!("pending since {}", time(p.since_ms))
+            };
+            out.push_str(&format!(
+                "{}: {} {} {state}\n",
+                s.target,
+                reference_kind_name(p.kind),
+                p.user_id
+            ));
+        }
+    }
+    out
 }
 
 /// A subject's state per target.
@@ -186,7 +225,7 @@ pub fn subject_table(states: &[SubjectState]) -> String {
             "LAST ERROR",
         ],
         &rows,
-    )
+    ) + &pending_lines(states)
 }
 
 fn count_of(t: &TargetSummary, r: OutcomeResult) -> u64 {
@@ -212,6 +251,7 @@ pub fn target_json(t: &TargetSummary) -> Value {
         "waitingReason": t.waiting_reason, "waitingSince": time(t.waiting_since_ms),
         "queueDepth": if t.queue_depth_known { json!(t.queue_depth) } else { Value::Null },
         "held": t.held, "concurrencyLimit": t.concurrency_limit, "inFlight": t.in_flight,
+        "pendingReferences": t.pending_references, "oldestPendingSince": time(t.oldest_pending_since_ms),
         "lastOutcomeAt": time(t.last_outcome_at_ms), "lastReportAt": time(t.last_report_at_ms),
     })
 }
@@ -243,6 +283,15 @@ pub fn targets_table(targets: &[TargetSummary]) -> String {
                     "?".into()
                 },
                 t.held.to_string(),
+                if t.pending_references == 0 {
+                    "0".into()
+                } else {
+                    format!(
+                        "{} (oldest {})",
+                        t.pending_references,
+                        time(t.oldest_pending_since_ms)
+                    )
+                },
                 format!("{} ({}ms)", t.throttle_waits, t.throttle_wait_ms),
                 if t.quarantined {
                     format!("QUARANTINED: {}", t.quarantine_reason)
@@ -265,6 +314,7 @@ pub fn targets_table(targets: &[TargetSummary]) -> String {
             "P50/P95/P99",
             "QUEUE",
             "HELD",
+            "PENDING",
             "THROTTLED",
             "STATE",
         ],

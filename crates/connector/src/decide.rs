@@ -162,6 +162,12 @@ pub enum Step {
         /// Why, as a metrics label.
         class: &'static str,
     },
+    /// A re-trigger handled (or given up until the next sweep): acknowledged with no outcome,
+    /// since it is not an accepted event (docs/design.md, "References").
+    Quiet {
+        /// What happened, for the log.
+        note: String,
+    },
 }
 
 impl Step {
@@ -174,6 +180,7 @@ impl Step {
             Step::Hold { .. } => "held",
             Step::Retry { .. } => "retry",
             Step::Wait { .. } => "wait",
+            Step::Quiet { .. } => "retriggered",
         }
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 
-use scimrelay_proto::v1::PlannedRequest;
+use scimrelay_proto::v1::{PendingReference, PlannedRequest, ReferenceKind};
 use scimrelay_scim::{ScimClient, ScimError, ScimRequest, ScimResponse};
 
 use crate::breaker::Breaker;
@@ -113,6 +113,11 @@ pub struct Exec {
     deadline: tokio::time::Instant,
     /// The lane its requests wait in at the target's limits.
     lane: Lane,
+    /// References to users not at the target yet found by this converge, when it resolved its
+    /// references (see [`Exec::references_pending`]).
+    pending: Mutex<Option<Vec<PendingReference>>>,
+    /// A re-trigger's converge: references resolve from the state of record only.
+    retrigger: bool,
 }
 
 /// The running counts behind [`ExecStats`], kept in atomics so that counting a request takes
@@ -188,7 +193,62 @@ impl Exec {
             deadline: tokio::time::Instant::now() + io.max_hold,
             io,
             lane: Lane::Bulk,
+            pending: Mutex::new(None),
+            retrigger: false,
         }
+    }
+
+    /// Marks a re-trigger's converge (docs/design.md, "References"): the users it references
+    /// resolve from the state of record only. It runs because the sweep saw some of them
+    /// arrive there; the others were looked up at the target by the converge that left them
+    /// pending, and looking them up again on every re-trigger would spend the quota on reads.
+    pub fn for_retrigger(mut self, retrigger: bool) -> Self {
+        self.retrigger = retrigger;
+        self
+    }
+
+    /// Whether this is a re-trigger's converge (see [`Exec::for_retrigger`]).
+    pub fn is_retrigger(&self) -> bool {
+        self.retrigger
+    }
+
+    /// Notes that this converge resolved references of `kind` and that `users` (platform ids)
+    /// are not at the target yet: the subject converges without them, and the state of record
+    /// keeps them pending until they are (docs/design.md, "References"). Called with no users,
+    /// it notes that every reference of the kind resolved.
+    pub fn references_pending(&self, kind: ReferenceKind, users: &[String]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let list = pending.get_or_insert_with(Vec::new);
+        list.retain(|p| p.kind != kind as i32 || !p.dropped.is_empty());
+        list.extend(users.iter().map(|u| PendingReference {
+            user_id: u.clone(),
+            kind: kind as i32,
+            ..Default::default()
+        }));
+    }
+
+    /// Notes references of `kind` to `users` that will not be completed (`why`): recorded as
+    /// dropped, and completed after all if such a user is at the target again.
+    pub fn references_dropped(&self, kind: ReferenceKind, users: &[String], why: &str) {
+        if users.is_empty() {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let list = pending.get_or_insert_with(Vec::new);
+        list.extend(users.iter().map(|u| PendingReference {
+            user_id: u.clone(),
+            kind: kind as i32,
+            dropped: why.to_owned(),
+            ..Default::default()
+        }));
+    }
+
+    /// The references this converge left pending; `None` when it resolved none.
+    pub fn pending_references(&self) -> Option<Vec<PendingReference>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The lane its requests wait in.

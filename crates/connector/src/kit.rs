@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::exec::Exec;
 use crate::record::Linked;
 use crate::{ConvergeError, ConvergeInput, FailureClass};
-use scimrelay_proto::v1::{GroupState, UserState};
+use scimrelay_proto::v1::{GroupState, ReferenceKind, UserState};
 use scimrelay_scim::{ScimError, ScimRequest, ScimResponse};
 
 /// Longest provider id taken from an answer.
@@ -185,7 +185,8 @@ pub async fn with_members(exec: &Exec, group: Value) -> Result<Value, ConvergeEr
 /// the members still to look up at the target (the caller looks them up its own way — by
 /// [`ConvergeInput::external_id_of`] — then calls [`finish_members`]). Members the state of
 /// record has converged to "not at the target" (deleted, or deactivated before they were ever
-/// created) are left out: they cannot be members, and waiting for them would never end.
+/// created) are left out: they cannot be members now; they are noted on `exec` as dropped
+/// references, so that the group is completed if such a user is created again.
 pub async fn members_from_record(
     input: &ConvergeInput<'_>,
 ) -> Result<(Vec<String>, Vec<String>), ConvergeError> {
@@ -193,24 +194,36 @@ pub async fn members_from_record(
     let linked = input.directory.users(&group.member_ids).await?;
     let mut ids = Vec::with_capacity(group.member_ids.len());
     let mut unknown = Vec::new();
+    let mut gone = Vec::new();
     for (member, link) in group.member_ids.iter().zip(linked) {
         match link {
             Linked::At(id) => ids.push(id),
-            Linked::Gone => {}
+            Linked::Gone => gone.push(member.clone()),
             Linked::Unknown => unknown.push(member.clone()),
         }
     }
+    gone.sort();
+    gone.dedup();
+    input
+        .exec
+        .references_dropped(ReferenceKind::Member, &gone, GONE);
     Ok((ids, unknown))
 }
 
+/// Why a member is not in its group at the target: its user is not there and will not be.
+pub const GONE: &str =
+    "the user is not at the target: deleted at the platform, or never created there";
+
 /// Completes member resolution: `looked_up` holds (member, provider id found) for each member
-/// [`members_from_record`] could not resolve. Members not provisioned yet are a transient
-/// failure: the user event may still be on its way, so the group is retried later. Returns the
-/// provider ids, sorted and deduplicated.
+/// [`members_from_record`] could not resolve. A member not at the target yet is no failure:
+/// the group converges with the members that are there, and the rest are noted on `exec` as
+/// pending references, which the state of record completes when they arrive
+/// (docs/design.md, "References"). Returns the provider ids, sorted and deduplicated.
 pub fn finish_members(
+    exec: &Exec,
     mut ids: Vec<String>,
     looked_up: Vec<(String, Option<String>)>,
-) -> Result<Vec<String>, ConvergeError> {
+) -> Vec<String> {
     let mut missing = Vec::new();
     for (member, found) in looked_up {
         match found {
@@ -218,19 +231,12 @@ pub fn finish_members(
             None => missing.push(member),
         }
     }
-    if !missing.is_empty() {
-        return Err(ConvergeError::new(
-            FailureClass::Retry,
-            format!(
-                "{} member(s) not provisioned at the target yet (first: {})",
-                missing.len(),
-                missing[0]
-            ),
-        ));
-    }
+    missing.sort();
+    missing.dedup();
+    exec.references_pending(ReferenceKind::Member, &missing);
     ids.sort();
     ids.dedup();
-    Ok(ids)
+    ids
 }
 
 /// One membership change.

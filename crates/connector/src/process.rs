@@ -18,8 +18,9 @@ use tracing::Instrument as _;
 use scimrelay_core::config::TargetMode;
 use scimrelay_core::now_ms;
 use scimrelay_proto::v1::{
-    Converged as ConvergedRecord, Delivery, IdentityEvent, Operation, Outcome, OutcomeResult,
-    SubjectKey, SubjectKind, SubjectRecord, TakeEvent,
+    Converged as ConvergedRecord, Delivery, EventKind, IdentityEvent, Operation, Outcome,
+    OutcomeResult, PendingReference, ReferenceKind, SubjectKey, SubjectKind, SubjectRecord,
+    TakeEvent,
 };
 
 use crate::decide::{self, Decision, Step};
@@ -130,6 +131,9 @@ impl Processor {
         released: bool,
         received: tokio::time::Instant,
     ) -> Step {
+        if delivery.retrigger {
+            return self.retrigger(delivery, received).await;
+        }
         let t = &self.target;
         let event = delivery.event.clone().unwrap_or_default();
         let key = event.subject_key(&t.config.id);
@@ -204,6 +208,73 @@ impl Processor {
         self.converge(m, desired, &record).await
     }
 
+    /// A re-trigger (docs/design.md, "References"): converges the subject again to the desired
+    /// state it last applied, so that its references to users who arrived since are completed.
+    /// It records no desired state and has no outcome; when the subject is not settled (a newer
+    /// event is on its way, which completes them itself), fenced, or the state of record cannot
+    /// be asked, it does nothing: the references stay pending and a later sweep tries again.
+    async fn retrigger(&self, delivery: &Delivery, received: tokio::time::Instant) -> Step {
+        let t = &self.target;
+        let event = delivery.event.clone().unwrap_or_default();
+        let key = event.subject_key(&t.config.id);
+        let quiet = |note: String| Step::Quiet { note };
+        if t.config.mode == TargetMode::Plan {
+            return quiet("plan mode: nothing to complete".into());
+        }
+        let record = match self
+            .sor
+            .take(TakeEvent {
+                key: Some(key.clone()),
+                event: Some(event.clone()),
+                invalidate: false,
+                read_only: false,
+                session: self.session.clone(),
+                fence_ms: fence_ms(t.config.timeout_secs),
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(why) => return quiet(format!("not taken ({why}); the next sweep tries again")),
+        };
+        if record.fenced_until_ms > 0 {
+            return quiet("fenced; the next sweep tries again".into());
+        }
+        let m = Taken {
+            delivery,
+            outcome: base_outcome(t, &event, delivery),
+            event,
+            key,
+            plan: false,
+            received,
+        };
+        let settled =
+            record.applied_version > 0 && record.applied_version == record.desired_version;
+        let Some(applied) = record.applied.clone().filter(|_| settled) else {
+            self.release(&m).await;
+            return quiet("not settled: the subject's next event completes its references".into());
+        };
+        match self.converge(m, applied, &record).await {
+            Step::Done(o) => quiet(format!(
+                "re-converged: {} {}{}",
+                OutcomeResult::try_from(o.result)
+                    .unwrap_or(OutcomeResult::Unspecified)
+                    .name(),
+                Operation::try_from(o.operation)
+                    .unwrap_or(Operation::Unspecified)
+                    .name(),
+                if o.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", o.detail)
+                }
+            )),
+            other => quiet(format!(
+                "not completed ({}); the next sweep tries again",
+                other.name()
+            )),
+        }
+    }
+
     /// The guard's verdict when `desired` deprovisions a user (`None`: go ahead).
     async fn guarded(
         &self,
@@ -257,10 +328,9 @@ impl Processor {
             members_known: record.members_known,
             members: record.members.clone(),
             operation: Operation::Noop.name().to_owned(),
-            error: String::new(),
             session: self.session.clone(),
-            release_only: false,
-            unanswered: false,
+            // Nothing was sent: the recorded references stay as they are.
+            ..Default::default()
         };
         if let Err(why) = self.sor.record(item).await {
             return self.wait(m.delivery, m.delivery.attempt, &why);
@@ -285,7 +355,8 @@ impl Processor {
         let exec = Exec::new(t.io.clone(), self.provider.clone(), m.plan)
             .with_target(&t.config.id)
             .held_since(m.received)
-            .in_lane(Lane::of(&m.event));
+            .in_lane(Lane::of(&m.event))
+            .for_retrigger(m.delivery.retrigger);
         let directory = StoreDirectory {
             sor: &self.sor,
             target: &t.config.id,
@@ -307,7 +378,10 @@ impl Processor {
         let unanswered = exec.stats().unanswered_writes > 0;
         match result {
             Ok(done) if m.plan => decide::planned(m.outcome, done, exec.planned()),
-            Ok(done) => self.succeeded(m, desired, done, unanswered).await,
+            Ok(done) => {
+                let pending = exec.pending_references();
+                self.succeeded(m, desired, done, pending, unanswered).await
+            }
             Err(err) => self.failed(m, &desired, &err, unanswered).await,
         }
     }
@@ -317,8 +391,15 @@ impl Processor {
         m: Taken<'_>,
         desired: IdentityEvent,
         done: Converged,
+        pending: Option<Vec<PendingReference>>,
         unanswered: bool,
     ) -> Step {
+        // A subject that no longer exists references nothing.
+        let pending = match desired.kind() {
+            EventKind::UserDeleted | EventKind::GroupDeleted => Some(Vec::new()),
+            _ => pending,
+        };
+        let detail = with_pending_note(done.detail.clone(), pending.as_deref());
         let item = ConvergedRecord {
             key: Some(m.key.clone()),
             succeeded: true,
@@ -335,6 +416,8 @@ impl Processor {
             session: self.session.clone(),
             release_only: false,
             unanswered,
+            references_known: pending.is_some(),
+            pending: pending.unwrap_or_default(),
         };
         if let Err(why) = self.sor.record(item).await {
             // Applied at the target, not recorded: the next attempt converges again (the target
@@ -346,7 +429,7 @@ impl Processor {
             OutcomeResult::Succeeded,
             done.operation,
             &done.remote_id,
-            done.detail,
+            detail,
         )
     }
 
@@ -513,4 +596,30 @@ impl Directory for StoreDirectory<'_> {
                 .collect()
         })
     }
+}
+
+/// An outcome's detail with the references left pending said first ("2 member(s) pending: not
+/// provisioned at the target yet").
+fn with_pending_note(detail: String, pending: Option<&[PendingReference]>) -> String {
+    let count = |kind: ReferenceKind| {
+        pending
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| p.kind == kind as i32)
+            .count()
+    };
+    let mut notes = Vec::new();
+    let members = count(ReferenceKind::Member);
+    if members > 0 {
+        notes.push(format!(
+            "{members} member(s) pending: not provisioned at the target yet"
+        ));
+    }
+    if count(ReferenceKind::Manager) > 0 {
+        notes.push("manager pending: not provisioned at the target yet".to_owned());
+    }
+    if !detail.is_empty() {
+        notes.push(detail);
+    }
+    notes.join("; ")
 }

@@ -310,6 +310,7 @@ async fn session(
         for feed in feeds.chain(std::iter::once(Feed::Lane)) {
             tracker.spawn(shard_loop(parts.clone(), target.clone(), feed));
         }
+        tracker.spawn(sweep_references(parts.clone(), target.clone()));
     }
     ready.set(true);
     let reporter = tokio::spawn(report::report_loop(
@@ -343,6 +344,47 @@ struct SessionParts {
     drain: Duration,
     shutdown: CancellationToken,
     lost: CancellationToken,
+}
+
+/// How often each replica asks which of a target's subjects have references to complete
+/// (docs/design.md, "References"): also the window within which arrivals are merged into one
+/// re-converge of their referrer.
+pub const REFERENCE_SWEEP: Duration = Duration::from_secs(2);
+/// How long a re-triggered subject is not answered again by the sweep: time for its re-trigger
+/// to travel its shard and converge; past it, one that was lost is sent again.
+pub const REFERENCE_LEASE: Duration = Duration::from_secs(30);
+
+/// Every [`REFERENCE_SWEEP`] for the session's life: the target's subjects whose pending
+/// references now point at users present there are re-triggered, each through RabbitMQ onto
+/// its own shard (so it converges in order with its other messages, by its shard's owner).
+async fn sweep_references(parts: Arc<SessionParts>, target: Arc<TargetRuntime>) {
+    let t = &target.config;
+    loop {
+        tokio::select! {
+            _ = parts.shutdown.cancelled() => return,
+            _ = parts.lost.cancelled() => return,
+            _ = tokio::time::sleep(REFERENCE_SWEEP) => {}
+        }
+        let due = match parts
+            .status
+            .record
+            .due_references(&t.id, REFERENCE_LEASE)
+            .await
+        {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::debug!(target = %t.id, error = %e, "reference sweep skipped");
+                continue;
+            }
+        };
+        for key in due {
+            if let Err(e) = publish::retrigger(&parts.publisher, t, &key).await {
+                // The lease runs out and a later sweep sends it again.
+                tracing::warn!(target = %t.id, error = %e, "re-trigger not published");
+                break;
+            }
+        }
+    }
 }
 
 /// One shard queue's (or the interactive lane's) consumer for the session's life. A consumer
@@ -735,6 +777,9 @@ impl ShardCtx {
                     ..delivery
                 };
                 self.delay(raw, copy, wait, &reason, class, marks).await?;
+            }
+            Step::Quiet { note } => {
+                tracing::info!(target = %target, subject = %delivery.event.as_ref().map(|e| e.subject_ref()).unwrap_or_default(), %note, "re-trigger");
             }
         }
         raw.acker.ack(BasicAckOptions::default()).await?;

@@ -355,6 +355,7 @@ pub struct StateOfRecord {
     take: Batcher<TakeEvent, SubjectRecord>,
     record: Batcher<Converged, bool>,
     get: Batcher<SubjectKey, SubjectRecord>,
+    client: Option<StatusClient>,
 }
 
 impl StateOfRecord {
@@ -392,8 +393,9 @@ impl StateOfRecord {
                     .map_err(|e| format!("RecordConverged: {}", e.message()))
             })
         });
+        let get_client = client.clone();
         let get: BatchCall<SubjectKey, SubjectRecord> = Arc::new(move |keys| {
-            let Some(mut c) = client.clone() else {
+            let Some(mut c) = get_client.clone() else {
                 return unreachable();
             };
             Box::pin(async move {
@@ -407,7 +409,28 @@ impl StateOfRecord {
             take: Batcher::start("TakeEvents", take),
             record: Batcher::start("RecordConverged", record),
             get: Batcher::start("GetRecords", get),
+            client,
         }
+    }
+
+    /// The sweep of a target's pending references (`DueReferences`, not batched: one call per
+    /// target per sweep): the referring subjects to re-trigger, each leased for `lease`.
+    pub async fn due_references(
+        &self,
+        target: &str,
+        lease: std::time::Duration,
+    ) -> Result<Vec<SubjectKey>, String> {
+        let Some(mut c) = self.client.clone() else {
+            return Err("no status client".into());
+        };
+        c.due_references(scimrelay_proto::v1::DueReferencesRequest {
+            target: target.to_owned(),
+            lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+            limit: 0,
+        })
+        .await
+        .map(|r| r.into_inner().due)
+        .map_err(|e| format!("DueReferences: {}", e.message()))
     }
 
     /// Records a taken message's desired state and answers the subject's record.

@@ -495,6 +495,13 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 4 << 20;
 /// The smallest `max_response_bytes` accepted (a SCIM error body must fit).
 pub const MIN_MAX_RESPONSE_BYTES: u64 = 1024;
 
+fn default_pending_stale_secs() -> u64 {
+    DEFAULT_PENDING_STALE_SECS
+}
+
+/// The default of `pending_stale_secs`: a day.
+pub const DEFAULT_PENDING_STALE_SECS: u64 = 86_400;
+
 fn default_interactive_share() -> f64 {
     DEFAULT_INTERACTIVE_SHARE
 }
@@ -602,6 +609,11 @@ pub struct TargetConfig {
     /// (docs/design.md, "Login-time provisioning"). 0 to 1.
     #[serde(default = "default_interactive_share")]
     pub interactive_share: f64,
+    /// After how long a reference to a user not at the target yet (a group's member, a user's
+    /// manager) is reported as stale: the user event may never be sent (docs/design.md,
+    /// "References"). It stays pending; nothing fails.
+    #[serde(default = "default_pending_stale_secs")]
+    pub pending_stale_secs: u64,
     /// Retry policy.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -657,6 +669,12 @@ impl TargetConfig {
             return Err(ConfigError::invalid(
                 key("rate_limit_per_sec"),
                 "must be a positive number",
+            ));
+        }
+        if self.pending_stale_secs == 0 {
+            return Err(ConfigError::invalid(
+                key("pending_stale_secs"),
+                "must be at least 1 (seconds before a pending reference is reported as stale)",
             ));
         }
         if !(0.0..=1.0).contains(&self.interactive_share) {

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub in_flight: Family<Labels, Gauge>,
     /// Connector: retries scheduled through the delay tiers per target and reason.
     pub retries: Family<Labels, Counter>,
+    /// Connector: re-triggers published per target, to complete pending references.
+    pub retriggers: Family<Labels, Counter>,
     /// Connector: 1 while the target is quarantined.
     pub quarantined: Family<Labels, Gauge>,
     /// Status: outcomes written per target and result.
@@ -96,6 +98,7 @@ impl Metrics {
             concurrency_limit: Family::default(),
             in_flight: Family::default(),
             retries: Family::default(),
+            retriggers: Family::default(),
             quarantined: Family::default(),
             outcomes_written: Family::default(),
             status_write_duration: hist(),
@@ -184,6 +187,11 @@ impl Metrics {
             "retries",
             "Retries scheduled through the delay tiers by target and reason",
             self.retries.clone(),
+        );
+        r.register(
+            "retriggers",
+            "Re-triggers published by target, to complete references to users that arrived",
+            self.retriggers.clone(),
         );
         r.register(
             "quarantined",

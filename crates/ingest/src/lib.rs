@@ -380,6 +380,7 @@ impl Ingest {
                     attempt: 0,
                     waits: 0,
                     reply_to: reply_to.to_owned(),
+                    retrigger: false,
                 };
                 let key = if event.priority() == Priority::Interactive {
                     amqp::lane_routing_key(target.provider.as_str(), &target.id)

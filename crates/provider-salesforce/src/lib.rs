@@ -77,11 +77,12 @@ pub const ALLOCATION_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Most member changes in one group PATCH.
 pub const MEMBER_CHUNK: usize = 100;
 
-/// Salesforce's SCIM dialect for the shared operations: filtered lookups, a path-less
+/// Salesforce's SCIM dialect for the shared operations: filtered lookups (`or` included, so a
+/// group's unknown members are looked up together: docs/providers/salesforce.md), a path-less
 /// `replace` of `active`, no ETags.
 pub const DIALECT: Dialect = Dialect {
     name: "Salesforce",
-    lookup: Lookup::Filter,
+    lookup: Lookup::FilterOr,
     deactivation: Deactivation::PatchValue,
     if_match: false,
 };

@@ -28,7 +28,8 @@
 //! - **user.deactivated**: PATCH (or PUT) `active=false` (no-op when already inactive or absent).
 //! - **user.deleted**: the target's `delete_policy` (default: deactivate; `delete` → DELETE).
 //! - **group.upserted**: members resolved to the provider's user ids (the state of record, else
-//!   `externalId eq`; a member not provisioned yet is a transient failure, retried); create, or
+//!   `externalId eq`; a member not provisioned yet is left pending, completed when it arrives:
+//!   docs/design.md, "References"); create, or
 //!   update the diff. The member ids applied are recorded in the state of record.
 //! - **group.deleted**: DELETE (404 = already gone).
 //!
@@ -83,8 +84,9 @@ impl Caps {
     pub fn dialect(self) -> Dialect {
         Dialect {
             name: "the target",
+            // RFC 7644 §3.4.2.2: a server that filters takes `or`.
             lookup: if self.filter {
-                Lookup::Filter
+                Lookup::FilterOr
             } else {
                 Lookup::Scan {
                     page_size: SCAN_PAGE_SIZE,

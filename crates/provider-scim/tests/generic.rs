@@ -145,6 +145,48 @@ async fn groups_are_member_diffs_and_deletes_follow_policy() {
     assert_eq!(count(&s, "PUT", "Groups/{id}"), 0, "{s}");
 }
 
+/// A member not at the target yet is no failure: the group is created with the members that
+/// are there, the rest left pending for the state of record to complete.
+#[tokio::test]
+async fn a_group_converges_with_the_members_there_and_leaves_the_rest_pending() {
+    let origin = sim("tenants: [{id: acme, mode: scim}]").await;
+    let h = harness(&origin, "", Auth::None);
+    h.ok(&events::upsert(events::user("here"), 1)).await;
+    let run = h
+        .run(&events::group(
+            "g1",
+            "Eng",
+            &["here".to_owned(), "later".to_owned(), "later".to_owned()],
+            1,
+        ))
+        .await;
+    let done = run.result.expect("the group converges");
+    assert_eq!(done.operation, Operation::Created);
+    assert_eq!(done.members.as_ref().map(Vec::len), Some(1));
+    let pending = run.pending.expect("references resolved");
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].user_id, "later");
+    assert_eq!(
+        pending[0].kind,
+        scimrelay_proto::v1::ReferenceKind::Member as i32
+    );
+    // The member arrives; the group's next converge adds it and leaves nothing pending.
+    h.ok(&events::upsert(events::user("later"), 1)).await;
+    let run = h
+        .run(&events::group(
+            "g1",
+            "Eng",
+            &["here".to_owned(), "later".to_owned()],
+            2,
+        ))
+        .await;
+    assert_eq!(
+        run.result.expect("updated").members.as_ref().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(run.pending, Some(Vec::new()));
+}
+
 #[tokio::test]
 async fn plan_mode_sends_no_write() {
     let origin = sim("tenants: [{id: acme, mode: scim}]").await;

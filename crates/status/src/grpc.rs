@@ -73,15 +73,15 @@ use scimrelay_core::tls::{CERT_ENV, CLIENT_CA_ENV, KEY_ENV, ServerTls};
 
 use scimrelay_proto::v1::status_service_server::{StatusService, StatusServiceServer};
 use scimrelay_proto::v1::{
-    AdmitDeprovisionRequest, AdmitDeprovisionResponse, DeprovisionGuard, GetEventRequest,
-    GetEventResponse, GetRecordsRequest, GetRecordsResponse, GetSubjectRequest, GetSubjectResponse,
-    GetTargetRequest, HeldActionResponse, HeldEvent, HeldSelection, ListDeadLettersRequest,
-    ListDeadLettersResponse, ListEventsRequest, ListEventsResponse, ListHeldRequest,
-    ListHeldResponse, ListOutcomesRequest, ListOutcomesResponse, ListTargetsRequest,
-    ListTargetsResponse, Outcome, OutcomeFilter, OutcomeResult, RecordConvergedRequest,
-    RecordConvergedResponse, RecordedOutcome, ReplayDeadLettersRequest, ReplayDeadLettersResponse,
-    SubjectKey, SubjectKind, TakeEventsRequest, TakeEventsResponse, TargetSummary,
-    WatchOutcomesRequest,
+    AdmitDeprovisionRequest, AdmitDeprovisionResponse, DeprovisionGuard, DueReferencesRequest,
+    DueReferencesResponse, GetEventRequest, GetEventResponse, GetRecordsRequest,
+    GetRecordsResponse, GetSubjectRequest, GetSubjectResponse, GetTargetRequest,
+    HeldActionResponse, HeldEvent, HeldSelection, ListDeadLettersRequest, ListDeadLettersResponse,
+    ListEventsRequest, ListEventsResponse, ListHeldRequest, ListHeldResponse, ListOutcomesRequest,
+    ListOutcomesResponse, ListTargetsRequest, ListTargetsResponse, Outcome, OutcomeFilter,
+    OutcomeResult, RecordConvergedRequest, RecordConvergedResponse, RecordedOutcome,
+    ReplayDeadLettersRequest, ReplayDeadLettersResponse, SubjectKey, SubjectKind,
+    TakeEventsRequest, TakeEventsResponse, TargetSummary, WatchOutcomesRequest,
 };
 
 use crate::broker::{Ops, OpsError};
@@ -114,11 +114,25 @@ struct Service {
 }
 
 /// The mass-deprovisioning guard of each target, as the status service's targets file
-/// (`SCIMRELAY_CONFIG`) sets it: the only source of guard settings `AdmitDeprovision` uses.
+/// (`SCIMRELAY_CONFIG`) sets it: the only source of guard settings `AdmitDeprovision` uses;
+/// and when each target's pending references count as stale.
 #[derive(Debug, Clone, Default)]
 pub struct Guards {
     /// By target id; `None` for a target whose guard is disabled.
     pub by_target: std::collections::HashMap<String, Option<DeprovisionGuard>>,
+    /// By target id: `pending_stale_secs`, in ms (a target not in the file: the default).
+    pub pending_stale_ms: std::collections::HashMap<String, i64>,
+}
+
+impl Guards {
+    /// When a reference of `target` pending since `since_ms` is stale.
+    fn stale(&self, target: &str, since_ms: i64, now_ms: i64) -> bool {
+        let after = self.pending_stale_ms.get(target).copied().unwrap_or(
+            i64::try_from(scimrelay_core::config::DEFAULT_PENDING_STALE_SECS * 1000)
+                .unwrap_or(i64::MAX),
+        );
+        now_ms.saturating_sub(since_ms) > after
+    }
 }
 
 impl Guards {
@@ -136,6 +150,14 @@ impl Guards {
                         min_users: g.min_users,
                     });
                     (t.id.clone(), guard)
+                })
+                .collect(),
+            pending_stale_ms: file
+                .targets
+                .iter()
+                .map(|t| {
+                    let ms = t.pending_stale_secs.saturating_mul(1000);
+                    (t.id.clone(), i64::try_from(ms).unwrap_or(i64::MAX))
                 })
                 .collect(),
         }
@@ -444,6 +466,8 @@ impl Service {
             s.queue_depth = depth;
             s.queue_depth_known = true;
         }
+        (s.pending_references, s.oldest_pending_since_ms) =
+            self.store.pending_summary(target).await?;
         Ok(Some(s))
     }
 }
@@ -573,6 +597,20 @@ impl StatusService for Service {
                 "subject_id: no target has seen subject {:?}",
                 req.subject_id
             )));
+        }
+        let mut targets = targets;
+        let now = scimrelay_core::now_ms();
+        for t in &mut targets {
+            let key = SubjectKey {
+                target: t.target.clone(),
+                tenant: t.tenant.clone(),
+                kind: t.subject_kind,
+                subject_id: t.subject_id.clone(),
+            };
+            t.pending = self.store.references_of(&key).await?;
+            for p in &mut t.pending {
+                p.stale = p.dropped.is_empty() && self.guards.stale(&t.target, p.since_ms, now);
+            }
         }
         Ok(Response::new(GetSubjectResponse { targets }))
     }
@@ -709,6 +747,24 @@ impl StatusService for Service {
         let recorded = self.store.record_converged(&items).await?;
         observe_record_call("RecordConverged", items.len(), started);
         Ok(Response::new(RecordConvergedResponse { recorded }))
+    }
+
+    async fn due_references(
+        &self,
+        request: Request<DueReferencesRequest>,
+    ) -> Result<Response<DueReferencesResponse>, Status> {
+        operator(&request, Scope::Connector, "DueReferences")?;
+        let req = request.into_inner();
+        if req.target.is_empty() {
+            return Err(Status::invalid_argument("target: required"));
+        }
+        let started = std::time::Instant::now();
+        let due = self
+            .store
+            .due_references(&req.target, req.lease_ms, req.limit)
+            .await?;
+        observe_record_call("DueReferences", due.len().max(1), started);
+        Ok(Response::new(DueReferencesResponse { due }))
     }
 
     async fn get_records(

@@ -10,7 +10,8 @@
 //! - [`write`]: batched, idempotent writes of outcomes and held events; `seq` grows in commit
 //!   order; one terminal outcome per (tenant, event, target).
 //! - [`query`]: the outcome history and held events; [`targets`]: reports and target summaries.
-//! - [`record`]: the state of record (desired and applied state per subject, claims, fences).
+//! - [`record`]: the state of record (desired and applied state per subject, claims, fences);
+//!   [`refs`]: references to users not at a target yet, and the sweep that completes them.
 //! - [`guard`]: the mass-deprovisioning guard.
 //! - [`retention`]: pruning history; state is kept.
 //!
@@ -85,6 +86,7 @@ mod guard;
 mod migrate;
 mod query;
 mod record;
+pub mod refs;
 mod retention;
 mod targets;
 mod write;

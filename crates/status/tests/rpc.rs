@@ -86,6 +86,7 @@ fn delivery(event: &str, target: &str, subject: &str, kind: EventKind) -> Delive
         attempt: 0,
         waits: 0,
         reply_to: String::new(),
+        retrigger: false,
     }
 }
 

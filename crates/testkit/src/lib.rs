@@ -58,6 +58,8 @@ pub struct Run {
     pub stats: ExecStats,
     /// The writes a plan recorded (plan mode only).
     pub planned: Vec<PlannedRequest>,
+    /// The references the converge left pending (`None`: it resolved none).
+    pub pending: Option<Vec<scimrelay_proto::v1::PendingReference>>,
 }
 
 impl Harness {
@@ -151,6 +153,7 @@ impl Harness {
             result,
             stats: exec.stats(),
             planned: exec.planned(),
+            pending: exec.pending_references(),
         }
     }
 

@@ -375,8 +375,20 @@ async fn tenants_share_a_target() {
             }
         }
     }
-    let users = stack.sim_users("shared").await;
-    let groups = stack.sim_groups("shared").await;
+    let both = |u: &[serde_json::Value], g: &[serde_json::Value]| {
+        [("acme", &acme), ("globex", &globex)]
+            .into_iter()
+            .flat_map(|(tenant, events)| {
+                expect::check(
+                    &expect::of_tenant(u, tenant),
+                    &expect::of_tenant(g, tenant),
+                    events,
+                    true,
+                )
+            })
+            .collect()
+    };
+    let (users, groups, _) = stack.settled("shared", Duration::from_secs(60), both).await;
     assert!(
         users.iter().chain(&groups).all(|o| o["externalId"]
             .as_str()

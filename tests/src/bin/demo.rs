@@ -259,9 +259,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     println!();
     for t in &targets {
-        let users = stack.sim_users(t.tenant).await;
-        let groups = stack.sim_groups(t.tenant).await;
-        let problems = expect::check_with(&users, &groups, &events, &t.check);
+        let (users, groups, problems) = stack
+            .settled(t.tenant, Duration::from_secs(20), |u, g| {
+                expect::check_with(u, g, &events, &t.check)
+            })
+            .await;
         if problems.is_empty() {
             println!(
                 "simulator check {:<16} OK — every sample subject in its final state ({} users, {} groups)",

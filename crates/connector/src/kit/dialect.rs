@@ -20,11 +20,18 @@ use super::{get_by_id, id_of, resources, send};
 use crate::exec::Exec;
 use crate::{ConvergeError, ConvergeInput, Converged, FailureClass};
 
+/// Values joined by `or` in one lookup request ([`Dialect::find_many`]): short enough for any
+/// server's URL (50 externalIds of 64 characters with their filter text stay under 8 KiB).
+pub const FIND_MANY_CHUNK: usize = 50;
+
 /// How a server is asked for the objects with one attribute value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
     /// `GET /{endpoint}?filter=attr eq "value"`; the first match (RFC 7644 §3.4.2.2).
     Filter,
+    /// [`Lookup::Filter`] on a server whose filters take `or`: several objects are looked up
+    /// in one request ([`Dialect::find_many`], up to [`FIND_MANY_CHUNK`] at a time).
+    FilterOr,
     /// A server that cannot filter: index pages (`startIndex`, `count`) compared on our side.
     /// The scan follows `totalResults`, not the page length (a server may answer fewer than
     /// asked per page, and taking a short page for the last one would answer "not found" for
@@ -82,7 +89,7 @@ impl Dialect {
         value: &str,
     ) -> Result<Option<Value>, ConvergeError> {
         match self.lookup {
-            Lookup::Filter => {
+            Lookup::Filter | Lookup::FilterOr => {
                 let req = ScimRequest::get(format!("/{endpoint}"))
                     .with_query("filter", filter_eq(attr, value));
                 Ok(resources(&send(exec, req).await?).into_iter().next())
@@ -105,6 +112,42 @@ impl Dialect {
             .into_iter()
             .next()),
         }
+    }
+
+    /// The object of `endpoint` whose `attr` is each of `values` (`None`: none), in the order
+    /// of `values`: one request per [`FIND_MANY_CHUNK`] values joined by `or` on a server that
+    /// takes it ([`Lookup::FilterOr`]), else one lookup each ([`Dialect::find`]).
+    pub async fn find_many(
+        &self,
+        exec: &Exec,
+        endpoint: &str,
+        attr: &str,
+        values: &[String],
+    ) -> Result<Vec<Option<Value>>, ConvergeError> {
+        let mut found = Vec::with_capacity(values.len());
+        if self.lookup != Lookup::FilterOr {
+            for v in values {
+                found.push(self.find(exec, endpoint, attr, v).await?);
+            }
+            return Ok(found);
+        }
+        for chunk in values.chunks(FIND_MANY_CHUNK) {
+            let filter = chunk
+                .iter()
+                .map(|v| filter_eq(attr, v))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let req = ScimRequest::get(format!("/{endpoint}"))
+                .with_query("filter", filter)
+                .with_query("count", chunk.len().to_string());
+            let page = resources(&send(exec, req).await?);
+            found.extend(chunk.iter().map(|v| {
+                page.iter()
+                    .find(|r| r.get(attr).and_then(Value::as_str) == Some(v.as_str()))
+                    .cloned()
+            }));
+        }
+        Ok(found)
     }
 
     /// After a 409 to a create: the object the subject may adopt, looked up by each
@@ -295,27 +338,28 @@ impl Dialect {
 
     /// The provider user ids of the event's group members, sorted and deduplicated: those the
     /// state of record links ([`super::members_from_record`]), the others looked up by
-    /// externalId; a member not at the target yet is a transient failure
-    /// ([`super::finish_members`]).
+    /// externalId; a member not at the target yet is left pending ([`super::finish_members`]).
     pub async fn group_members(
         &self,
         input: &ConvergeInput<'_>,
     ) -> Result<Vec<String>, ConvergeError> {
-        let (ids, unknown) = super::members_from_record(input).await?;
-        let mut looked_up = Vec::with_capacity(unknown.len());
-        for member in unknown {
-            let found = self
-                .find(
-                    input.exec,
-                    "Users",
-                    "externalId",
-                    &input.external_id_of(&member),
-                )
-                .await?
-                .and_then(|u| id_of(&u));
-            looked_up.push((member, found));
+        let (ids, mut unknown) = super::members_from_record(input).await?;
+        unknown.sort();
+        unknown.dedup();
+        if input.exec.is_retrigger() {
+            let looked_up = unknown.into_iter().map(|m| (m, None)).collect();
+            return Ok(super::finish_members(input.exec, ids, looked_up));
         }
-        super::finish_members(ids, looked_up)
+        let external: Vec<String> = unknown.iter().map(|m| input.external_id_of(m)).collect();
+        let found = self
+            .find_many(input.exec, "Users", "externalId", &external)
+            .await?;
+        let looked_up = unknown
+            .into_iter()
+            .zip(found)
+            .map(|(member, user)| (member, user.as_ref().and_then(id_of)))
+            .collect();
+        Ok(super::finish_members(input.exec, ids, looked_up))
     }
 
     /// `req` with `If-Match: etag` when the server supports ETags and one was read.

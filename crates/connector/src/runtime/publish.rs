@@ -252,3 +252,56 @@ impl ShardCtx {
         Ok(())
     }
 }
+
+/// Publishes a re-trigger of the subject `key` (docs/design.md, "References") onto its shard,
+/// confirmed: a `Delivery` marked `retrigger` whose event names only the subject.
+pub(super) async fn retrigger(
+    publisher: &amqp::Publisher,
+    target: &scimrelay_core::config::TargetConfig,
+    key: &scimrelay_proto::v1::SubjectKey,
+) -> anyhow::Result<()> {
+    use scimrelay_proto::v1::{EventKind, GroupState, IdentityEvent, SubjectKind, UserState};
+    let group = key.kind == SubjectKind::Group as i32;
+    let event = IdentityEvent {
+        id: format!("retrigger-{}", uuid::Uuid::now_v7()),
+        tenant: key.tenant.clone(),
+        kind: if group {
+            EventKind::GroupUpserted
+        } else {
+            EventKind::UserUpserted
+        } as i32,
+        group: group.then(|| GroupState {
+            id: key.subject_id.clone(),
+            ..Default::default()
+        }),
+        user: (!group).then(|| UserState {
+            id: key.subject_id.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let shard = amqp::shard_of(&event.subject_ref(), target.shards);
+    let routing_key = amqp::event_routing_key(target.provider.as_str(), &target.id, shard);
+    let delivery = Delivery {
+        event: Some(event),
+        target: target.id.clone(),
+        provider: target.provider.as_str().to_owned(),
+        accepted_at_ms: now_ms(),
+        retrigger: true,
+        ..Default::default()
+    };
+    let props = amqp::properties(scimrelay_proto::TYPE_DELIVERY, FieldTable::default());
+    publisher
+        .publish(
+            amqp::EVENTS_EXCHANGE,
+            &routing_key,
+            &delivery.encode_to_vec(),
+            props,
+        )
+        .await?;
+    metrics()
+        .retriggers
+        .get_or_create(&metrics::target(&target.id))
+        .inc();
+    Ok(())
+}

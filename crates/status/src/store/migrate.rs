@@ -75,6 +75,9 @@ const SQLITE: &[Released] = &[
     // A subject's claim by the connector session converging it, and the fence a claim left by
     // an ended session puts on it (see `record`).
     released!(6, "sqlite/0006_claims_and_fences.sql"),
+    // References of a subject to users not at the target yet, and the lease of a subject's
+    // re-trigger (see `record`, "References").
+    released!(7, "sqlite/0007_references.sql"),
 ];
 
 /// PostgreSQL's released migrations, in order: the same schema as SQLite's, in PostgreSQL types.
@@ -89,6 +92,7 @@ const POSTGRES: &[Released] = &[
     // PostgreSQL's defaults of the tables migration 1 created.
     released!(5, "postgres/0005_state_of_record.sql"),
     released!(6, "postgres/0006_claims_and_fences.sql"),
+    released!(7, "postgres/0007_references.sql"),
 ];
 
 // Migration 4: the identity-platform tenant of every outcome and ledger row, so a key scoped

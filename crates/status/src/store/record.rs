@@ -34,10 +34,11 @@ use std::collections::BTreeMap;
 use prost::Message;
 
 use scimrelay_proto::v1::{
-    Converged, IdentityEvent, Presence, SubjectKey, SubjectKind, SubjectRecord, SubjectState,
-    TakeEvent,
+    Converged, IdentityEvent, PendingReference, Presence, SubjectKey, SubjectKind, SubjectRecord,
+    SubjectState, TakeEvent,
 };
 
+use super::refs::{self, RefRow};
 use super::{Backend, Pool, Store, StoreError, now_ms};
 
 /// An error text with its control characters replaced: a connector's error may quote a broken
@@ -334,7 +335,9 @@ const RECORD_APPLIED: &str = "INSERT INTO subjects (target, tenant, subject_kind
          ELSE subjects.last_error END, \
        updated_at_ms = CASE WHEN $5 >= subjects.applied_version THEN $8 \
          ELSE subjects.updated_at_ms END, \
-       claim = CASE WHEN $14 <> '' AND subjects.claim = $14 THEN $15 ELSE subjects.claim END \
+       claim = CASE WHEN $14 <> '' AND subjects.claim = $14 THEN $15 ELSE subjects.claim END, \
+       retrigger_until_ms = CASE WHEN $5 >= subjects.applied_version THEN 0 \
+         ELSE subjects.retrigger_until_ms END \
      RETURNING applied_version";
 
 /// Records a failed converge: the error, and the fingerprint and member set invalidated unless
@@ -349,6 +352,53 @@ const RECORD_FAILED: &str = "UPDATE subjects SET last_error = $5, updated_at_ms 
 /// Releases the claim held by `$5` (a session), handing it to `$6`.
 const RELEASE_CLAIM: &str = "UPDATE subjects SET claim = $6 WHERE target = $1 AND tenant = $2 \
      AND subject_kind = $3 AND subject_id = $4 AND claim = $5";
+
+/// Replaces a subject's recorded references with `$pending` inside `$tx`: references still
+/// pending keep their `since_ms`, new ones start at `$now`, the rest (completed, or dropped)
+/// go.
+macro_rules! replace_refs {
+    ($tx:ident, $key:expr, $pending:expr, $now:expr) => {{
+        let key: &SubjectKey = $key;
+        let pending: &[PendingReference] = $pending;
+        let before: Vec<RefRow> = sqlx::query_as(refs::SELECT_REFS_OF)
+            .bind(&key.target)
+            .bind(&key.tenant)
+            .bind(i64::from(key.kind))
+            .bind(&key.subject_id)
+            .fetch_all(&mut *$tx)
+            .await?;
+        if !before.is_empty() {
+            sqlx::query(refs::DELETE_REFS_OF)
+                .bind(&key.target)
+                .bind(&key.tenant)
+                .bind(i64::from(key.kind))
+                .bind(&key.subject_id)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        for p in pending {
+            let since = before
+                .iter()
+                .find(|(k, u, _, d)| {
+                    *k == i64::from(p.kind)
+                        && *u == p.user_id
+                        && d.is_empty() == p.dropped.is_empty()
+                })
+                .map_or($now, |r| r.2);
+            sqlx::query(refs::INSERT_REF)
+                .bind(&key.target)
+                .bind(&key.tenant)
+                .bind(i64::from(key.kind))
+                .bind(&key.subject_id)
+                .bind(i64::from(p.kind))
+                .bind(&p.user_id)
+                .bind(since)
+                .bind(printable(&p.dropped))
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
 
 /// Records one converge inside the transaction `$tx`, in one statement; evaluates to whether
 /// it changed the row (see [`Store::record_converged`]).
@@ -401,6 +451,9 @@ macro_rules! record_one {
                 .await?;
             // Applied iff the version now recorded is this one: an older one was replaced (or
             // the same one again); a newer one was kept.
+            if after == version && c.references_known {
+                replace_refs!($tx, key, &c.pending, $now);
+            }
             after == version
         } else {
             sqlx::query(RECORD_FAILED)
@@ -563,6 +616,8 @@ impl Store {
                         presence: presence as i32,
                         last_operation,
                         desired_version: u64::try_from(desired).unwrap_or_default(),
+                        // Filled by the gRPC layer, which knows when one is stale.
+                        pending: Vec::new(),
                     }
                 },
             )

@@ -362,6 +362,7 @@ on_both!(
     tenants_and_kinds_are_separate_subjects,
     a_claim_left_by_an_ended_session_fences_the_subject,
     a_write_without_an_answer_fences_the_subject_even_for_its_own_session,
+    pending_references_are_swept_once_per_lease_and_dropped_for_absent_users,
 );
 
 const WINDOW_MS: u64 = 600_000;
@@ -1307,4 +1308,108 @@ async fn a_claim_left_by_an_ended_session_fences_the_subject(db: &TestStore) {
         r[0].fenced_until_ms, 0,
         "a recorded converge does not fence"
     );
+}
+
+/// A group of acme at `target` recorded with `pending` members (platform user ids).
+fn group_with_pending(target: &str, group: &str, version: u64, pending: &[&str]) -> Converged {
+    Converged {
+        key: Some(SubjectKey::new(target, "acme", SubjectKind::Group, group)),
+        succeeded: true,
+        version,
+        event_id: format!("{group}-v{version}"),
+        remote_id: format!("r-{group}"),
+        presence: Presence::PresentActive as i32,
+        fingerprint: version,
+        operation: "created".into(),
+        references_known: true,
+        pending: pending
+            .iter()
+            .map(|u| scimrelay_proto::v1::PendingReference {
+                user_id: (*u).into(),
+                kind: scimrelay_proto::v1::ReferenceKind::Member as i32,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+async fn pending_references_are_swept_once_per_lease_and_dropped_for_absent_users(db: &TestStore) {
+    let store = &db.store;
+    let g1 = SubjectKey::new("t1", "acme", SubjectKind::Group, "g1");
+    store
+        .record_converged(&[
+            group_with_pending("t1", "g1", 1, &["u1", "u2", "u3"]),
+            group_with_pending("t2", "g1", 1, &["u1"]),
+        ])
+        .await
+        .expect("groups");
+    let since = store.references_of(&g1).await.expect("refs")[0].since_ms;
+    assert_eq!(
+        store.pending_summary("t1").await.expect("summary"),
+        (3, since)
+    );
+    // Nothing arrived yet: nothing is due.
+    assert!(
+        store
+            .due_references("t1", 30_000, 0)
+            .await
+            .expect("sweep")
+            .is_empty()
+    );
+    // u1 arrives at t1 only; u3 converges to absent (deleted before it was ever created).
+    store
+        .record_converged(&[
+            applied("t1", "u1", 1, "r-u1", Presence::PresentActive),
+            applied("t1", "u3", 2, "", Presence::Absent),
+        ])
+        .await
+        .expect("users");
+    let due = store.due_references("t1", 30_000, 0).await.expect("sweep");
+    assert_eq!(due.len(), 1, "g1 is due at t1, once");
+    assert_eq!(due[0], g1);
+    assert!(
+        store
+            .due_references("t1", 30_000, 0)
+            .await
+            .expect("again")
+            .is_empty(),
+        "leased: the next sweep does not answer it again"
+    );
+    assert!(
+        store
+            .due_references("t2", 30_000, 0)
+            .await
+            .expect("t2")
+            .is_empty()
+    );
+    let refs = store.references_of(&g1).await.expect("refs");
+    let dropped: Vec<_> = refs.iter().filter(|r| !r.dropped.is_empty()).collect();
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(dropped[0].user_id, "u3");
+    assert_eq!(dropped[0].dropped, super::refs::DROPPED_ABSENT);
+    // The re-trigger converges g1 with u1: u2 stays pending since it was first recorded, and
+    // the lease ends with the record.
+    store
+        .record_converged(&[group_with_pending("t1", "g1", 1, &["u2"])])
+        .await
+        .expect("re-converged");
+    let refs = store.references_of(&g1).await.expect("refs");
+    assert_eq!(refs.len(), 1);
+    assert_eq!((refs[0].user_id.as_str(), refs[0].since_ms), ("u2", since));
+    store
+        .record_converged(&[applied("t1", "u2", 1, "r-u2", Presence::PresentActive)])
+        .await
+        .expect("u2");
+    assert_eq!(
+        store.due_references("t1", 30_000, 0).await.expect("sweep"),
+        vec![g1.clone()],
+        "the record ended the lease"
+    );
+    store
+        .record_converged(&[group_with_pending("t1", "g1", 1, &[])])
+        .await
+        .expect("complete");
+    assert!(store.references_of(&g1).await.expect("refs").is_empty());
+    assert_eq!(store.pending_summary("t1").await.expect("summary"), (0, 0));
 }
