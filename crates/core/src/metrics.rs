@@ -67,6 +67,10 @@ pub struct Metrics {
     pub end_to_end: Hist,
     /// Status: messages waiting in a target's shard queues.
     pub queue_depth: Family<Labels, Gauge>,
+    /// Status: references to users not at the target yet, per target.
+    pub pending_references: Family<Labels, Gauge>,
+    /// Status: how long the oldest of them has been pending, seconds, per target.
+    pub pending_reference_age: Family<Labels, Gauge>,
     /// Status: state-of-record calls (`TakeEvents`, `RecordConverged`, `GetRecords`) by call.
     pub record_calls: Family<Labels, Counter>,
     /// Status: items of those calls by call (items ÷ calls is the batching connectors achieve).
@@ -104,6 +108,8 @@ impl Metrics {
             status_write_duration: hist(),
             end_to_end: hist(),
             queue_depth: Family::default(),
+            pending_references: Family::default(),
+            pending_reference_age: Family::default(),
             record_calls: Family::default(),
             record_items: Family::default(),
             record_duration: hist(),
@@ -219,8 +225,18 @@ impl Metrics {
         );
         r.register(
             "queue_depth",
-            "Messages waiting in a target's shard queues",
+            "Messages waiting in a target's shard queues and its interactive lane",
             self.queue_depth.clone(),
+        );
+        r.register(
+            "pending_references",
+            "References (group members) to users not at the target yet, by target",
+            self.pending_references.clone(),
+        );
+        r.register(
+            "pending_reference_age_seconds",
+            "How long the oldest pending reference has been pending, by target (0: none)",
+            self.pending_reference_age.clone(),
         );
         r.register(
             "state_of_record_calls",

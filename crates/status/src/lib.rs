@@ -180,16 +180,31 @@ pub async fn prune_loop(store: store::Store, days: u32, shutdown: CancellationTo
 /// How often the queue-depth gauges are refreshed.
 pub const DEPTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Refreshes `scimrelay_queue_depth{target}` for every target known to the store.
+/// Refreshes `scimrelay_queue_depth{target}`, `scimrelay_pending_references{target}` and
+/// `scimrelay_pending_reference_age_seconds{target}` for every target known to the store.
 async fn depth_loop(store: store::Store, ops: Arc<broker::Ops>, shutdown: CancellationToken) {
     loop {
         if let Ok(ids) = store.target_ids().await {
+            let m = scimrelay_core::metrics::metrics();
             for id in ids {
+                let labels = scimrelay_core::metrics::target(&id);
                 if let Some(depth) = ops.queue_depth(&id).await {
-                    scimrelay_core::metrics::metrics()
-                        .queue_depth
-                        .get_or_create(&scimrelay_core::metrics::target(&id))
+                    m.queue_depth
+                        .get_or_create(&labels)
                         .set(i64::try_from(depth).unwrap_or(i64::MAX));
+                }
+                if let Ok((pending, oldest_ms)) = store.pending_summary(&id).await {
+                    m.pending_references
+                        .get_or_create(&labels)
+                        .set(i64::try_from(pending).unwrap_or(i64::MAX));
+                    let age = if pending == 0 {
+                        0
+                    } else {
+                        (scimrelay_core::now_ms() - oldest_ms) / 1000
+                    };
+                    m.pending_reference_age
+                        .get_or_create(&labels)
+                        .set(age.max(0));
                 }
             }
         }
