@@ -71,29 +71,13 @@ async fn send(stack: &Stack, events: &[Value]) -> Vec<String> {
 async fn wait_for_members(stack: &Stack, tenant: &str, limit: Duration) {
     let began = Instant::now();
     loop {
-        let users: HashMap<String, String> = stack
-            .sim_users(tenant)
-            .await
-            .iter()
-            .map(|u| {
-                (
-                    u["id"].as_str().unwrap_or_default().to_owned(),
-                    u["externalId"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
         let groups = stack.sim_groups(tenant).await;
+        let users = external_ids(stack, tenant).await;
         let wrong: Vec<String> = (0..GROUPS)
             .filter_map(|g| {
                 let want: BTreeSet<String> = (0..MEMBERS).map(|m| member(g, m)).collect();
                 let name = format!("Group {g:02}");
-                let have: BTreeSet<String> =
-                    groups.iter().find(|x| x["displayName"] == name.as_str())?["members"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|m| users.get(m["value"].as_str().unwrap_or_default()).cloned())
-                        .collect();
+                let have = members_of(&groups, &users, &name);
                 (have != want).then(|| format!("{name}: {} of {MEMBERS}", have.len()))
             })
             .collect();
@@ -109,6 +93,33 @@ async fn wait_for_members(stack: &Stack, tenant: &str, limit: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The externalId of each of `tenant`'s users at the simulator, by its id there.
+async fn external_ids(stack: &Stack, tenant: &str) -> HashMap<String, String> {
+    stack
+        .sim_users(tenant)
+        .await
+        .iter()
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap_or_default().to_owned(),
+                u["externalId"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The members of the group named `name` among `groups`, as externalIds.
+fn members_of(groups: &[Value], users: &HashMap<String, String>, name: &str) -> BTreeSet<String> {
+    groups
+        .iter()
+        .find(|g| g["displayName"] == name)
+        .and_then(|g| g["members"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| users.get(m["value"].as_str().unwrap_or_default()).cloned())
+        .collect()
 }
 
 /// No outcome of `ids` other than succeeded.
@@ -292,27 +303,8 @@ async fn wait_references(
 
 /// Members of the group named `name` at the simulator, as externalIds.
 async fn members_at(stack: &Stack, tenant: &str, name: &str) -> BTreeSet<String> {
-    let users: HashMap<String, String> = stack
-        .sim_users(tenant)
-        .await
-        .iter()
-        .map(|u| {
-            (
-                u["id"].as_str().unwrap_or_default().to_owned(),
-                u["externalId"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    stack
-        .sim_groups(tenant)
-        .await
-        .iter()
-        .find(|g| g["displayName"] == name)
-        .and_then(|g| g["members"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|m| users.get(m["value"].as_str().unwrap_or_default()).cloned())
-        .collect()
+    let users = external_ids(stack, tenant).await;
+    members_of(&stack.sim_groups(tenant).await, &users, name)
 }
 
 /// Polls until the group holds exactly `want`.
