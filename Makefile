@@ -46,11 +46,11 @@ fmt: ## Format the code
 conformance: ## SCIM conformance (scim2-tester from PyPI) against the simulator's plain scim mode
 	scripts/conformance.sh
 
-chaos: rabbitmq build-all ## The chaos suite at full size (5,000 events per scenario, a 10,000-user CSV, group members arriving over 2 minutes), with the scenarios that start a RabbitMQ node of their own
+chaos: rabbitmq build-all ## The chaos suite at full size (5,000 events per scenario, a 10,000-user CSV, group members arriving over 2 minutes, a login through 20,000 queued creations), with the scenarios that start a RabbitMQ node of their own
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  SCIMRELAY_CHAOS_EVENTS=5000 SCIMRELAY_CTL_USERS=10000 SCIMRELAY_REFS_SECS=120 $(CARGO) nextest run --profile chaos -p scimrelay-tests --no-fail-fast --no-capture --run-ignored all -E 'test(chaos::) | test(ctl::) | test(references::)'; \
+	  SCIMRELAY_CHAOS_EVENTS=5000 SCIMRELAY_CTL_USERS=10000 SCIMRELAY_REFS_SECS=120 SCIMRELAY_LOGIN_BACKLOG=20000 $(CARGO) nextest run --profile chaos -p scimrelay-tests --no-fail-fast --no-capture --run-ignored all -E 'test(chaos::) | test(ctl::) | test(references::) | test(login::)'; \
 	else \
-	  SCIMRELAY_CHAOS_EVENTS=5000 SCIMRELAY_CTL_USERS=10000 SCIMRELAY_REFS_SECS=120 $(CARGO) test -p scimrelay-tests --test e2e --no-fail-fast -- --nocapture --test-threads=1 --include-ignored chaos:: ctl:: references::; \
+	  SCIMRELAY_CHAOS_EVENTS=5000 SCIMRELAY_CTL_USERS=10000 SCIMRELAY_REFS_SECS=120 SCIMRELAY_LOGIN_BACKLOG=20000 $(CARGO) test -p scimrelay-tests --test e2e --no-fail-fast -- --nocapture --test-threads=1 --include-ignored chaos:: ctl:: references:: login::; \
 	fi
 
 HELM_VENV := target/helm-venv

@@ -75,7 +75,13 @@ async fn stack_of(setup: &Setup, target: String) -> Stack {
         label: setup.label.into(),
         sim_args: vec!["--tenant".into(), format!("acme:scim:bearer={token}")],
         targets_yaml: format!("targets:\n{target}{}", setup.extra_target),
-        env: BTreeMap::from([(TOKEN_ENV.to_owned(), token)]),
+        // A lost session's subjects are fenced for the hold bound plus `timeout_secs` (its
+        // converge may still run: docs/design.md, "Claims and fences"); a hold bound of 15 s
+        // keeps the scenarios that lose sessions short.
+        env: BTreeMap::from([
+            (TOKEN_ENV.to_owned(), token),
+            ("SCIMRELAY_MAX_HOLD_SECS".to_owned(), "15".to_owned()),
+        ]),
         connectors: vec!["scim-connector".into(); setup.replicas],
         ..Default::default()
     })

@@ -149,7 +149,8 @@ impl Processor {
                 invalidate,
                 read_only: plan,
                 session: self.session.clone(),
-                fence_ms: fence_ms(t.config.timeout_secs),
+                fence_ms: fence_ms(t.config.timeout_secs, t.io.max_hold),
+                unanswered_fence_ms: t.config.timeout_secs.saturating_mul(2_000),
             })
             .await;
         let record = match taken {
@@ -210,9 +211,10 @@ impl Processor {
 
     /// A re-trigger (docs/design.md, "References"): converges the subject again to the desired
     /// state it last applied, so that its references to users who arrived since are completed.
-    /// It records no desired state and has no outcome; when the subject is not settled (a newer
-    /// event is on its way, which completes them itself), fenced, or the state of record cannot
-    /// be asked, it does nothing: the references stay pending and a later sweep tries again.
+    /// It records no desired state and has no outcome. Fenced, or while the state of record
+    /// cannot be asked, it waits on a delay tier like any message; when the subject is not
+    /// settled (its latest event is on its way) it does nothing; a converge that fails is
+    /// recorded, and the sweep tries again.
     async fn retrigger(&self, delivery: &Delivery, received: tokio::time::Instant) -> Step {
         let t = &self.target;
         let event = delivery.event.clone().unwrap_or_default();
@@ -229,15 +231,17 @@ impl Processor {
                 invalidate: false,
                 read_only: false,
                 session: self.session.clone(),
-                fence_ms: fence_ms(t.config.timeout_secs),
+                fence_ms: fence_ms(t.config.timeout_secs, t.io.max_hold),
+                unanswered_fence_ms: t.config.timeout_secs.saturating_mul(2_000),
             })
             .await
         {
             Ok(r) => r,
-            Err(why) => return quiet(format!("not taken ({why}); the next sweep tries again")),
+            // Not the re-trigger's fault: it waits on a delay tier like any message.
+            Err(why) => return self.wait(delivery, delivery.attempt, &why),
         };
         if record.fenced_until_ms > 0 {
-            return quiet("fenced; the next sweep tries again".into());
+            return fenced(delivery, record.fenced_until_ms);
         }
         let m = Taken {
             delivery,
@@ -268,8 +272,11 @@ impl Processor {
                     format!(" ({})", o.detail)
                 }
             )),
+            // Recorded, or not even that: the copy waits like any message.
+            wait @ Step::Wait { .. } => wait,
+            // The failure is recorded, which cuts the lease: the sweep tries again in 30 s.
             other => quiet(format!(
-                "not completed ({}); the next sweep tries again",
+                "not completed ({}); the sweep tries again in 30 s",
                 other.name()
             )),
         }
@@ -517,8 +524,14 @@ impl Processor {
 /// How long a subject is fenced after a session ended while it may have had a write in flight:
 /// the target's request timeout, the longest that write can have been in flight (the store
 /// doubles it after a write that got no answer, see `Converged.unanswered`).
-fn fence_ms(timeout_secs: u64) -> u64 {
-    timeout_secs.saturating_mul(1_000)
+/// How long a take that finds another session's claim fences the subject: the longest that
+/// session's converge can still run — its hold bound, counted from the delivery, plus one
+/// request's timeout. A claimant may be alive: a subject's shard and its target's interactive
+/// lane can be owned by two replicas (docs/design.md, "Login-time provisioning").
+fn fence_ms(timeout_secs: u64, max_hold: std::time::Duration) -> u64 {
+    timeout_secs
+        .saturating_mul(1_000)
+        .saturating_add(u64::try_from(max_hold.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn fenced(delivery: &Delivery, until_ms: i64) -> Step {
@@ -605,7 +618,7 @@ fn with_pending_note(detail: String, pending: Option<&[PendingReference]>) -> St
         pending
             .unwrap_or_default()
             .iter()
-            .filter(|p| p.kind == kind as i32)
+            .filter(|p| p.kind == kind as i32 && p.dropped.is_empty())
             .count()
     };
     let mut notes = Vec::new();
@@ -622,4 +635,34 @@ fn with_pending_note(detail: String, pending: Option<&[PendingReference]>) -> St
         notes.push(detail);
     }
     notes.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_outlasts_any_converge_of_a_live_claimant() {
+        // 60 s from delivery to the last request's start, and that request's 30 s.
+        assert_eq!(fence_ms(30, std::time::Duration::from_secs(60)), 90_000);
+    }
+
+    #[test]
+    fn the_note_counts_pending_references_not_dropped_ones() {
+        let r = |user: &str, dropped: &str| PendingReference {
+            user_id: user.into(),
+            kind: ReferenceKind::Member as i32,
+            dropped: dropped.into(),
+            ..Default::default()
+        };
+        let pending = [r("a", ""), r("b", "deleted"), r("c", "")];
+        assert_eq!(
+            with_pending_note("x".into(), Some(&pending)),
+            "2 member(s) pending: not provisioned at the target yet; x"
+        );
+        assert_eq!(
+            with_pending_note(String::new(), Some(&[r("b", "gone")])),
+            ""
+        );
+    }
 }

@@ -84,7 +84,13 @@ impl SubjectLocks {
 
     /// Waits for the subject's lock.
     pub async fn lock(&self, subject: &str) -> SubjectGuard<'_> {
-        let lock = self.map().entry(subject.to_owned()).or_default().clone();
+        let lock = {
+            let mut map = self.map();
+            // Entries nobody holds or waits for any more: a waiter cancelled while it waited
+            // leaves its entry behind (its guard did not exist yet).
+            map.retain(|_, l| Arc::strong_count(l) > 1);
+            map.entry(subject.to_owned()).or_default().clone()
+        };
         let held = lock.clone().lock_owned().await;
         SubjectGuard {
             locks: self,
@@ -350,9 +356,11 @@ struct SessionParts {
 /// (docs/design.md, "References"): also the window within which arrivals are merged into one
 /// re-converge of their referrer.
 pub const REFERENCE_SWEEP: Duration = Duration::from_secs(2);
-/// How long a re-triggered subject is not answered again by the sweep: time for its re-trigger
-/// to travel its shard and converge; past it, one that was lost is sent again.
-pub const REFERENCE_LEASE: Duration = Duration::from_secs(30);
+/// How long a re-triggered subject is not answered again by the sweep (its next successful
+/// record ends the lease): time for its re-trigger to travel its shard, behind whatever backlog
+/// is queued there, and converge; past it, one that was lost (or could not complete) is sent
+/// again. Short leases would pile duplicate re-triggers behind a bulk backlog.
+pub const REFERENCE_LEASE: Duration = Duration::from_secs(300);
 
 /// Every [`REFERENCE_SWEEP`] for the session's life: the target's subjects whose pending
 /// references now point at users present there are re-triggered, each through RabbitMQ onto
@@ -779,7 +787,8 @@ impl ShardCtx {
                 self.delay(raw, copy, wait, &reason, class, marks).await?;
             }
             Step::Quiet { note } => {
-                tracing::info!(target = %target, subject = %delivery.event.as_ref().map(|e| e.subject_ref()).unwrap_or_default(), %note, "re-trigger");
+                // No subject id (a platform id may be an e-mail); the note may quote a server.
+                tracing::info!(target = %target, note = %telemetry::redact(&note), "re-trigger");
             }
         }
         raw.acker.ack(BasicAckOptions::default()).await?;

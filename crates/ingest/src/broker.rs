@@ -32,7 +32,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct Session {
     /// The confirm channel.
     pub publisher: Publisher,
-    /// The reply queue's name (`None`: waits run out and answer 202).
+    /// The reply queue's name (`None`: a request asking to wait is answered at once, 202).
     pub reply_queue: Option<String>,
 }
 
@@ -92,7 +92,7 @@ async fn supervise(
                 let reply_queue = match replies(&conn, waiters.clone()).await {
                     Ok(q) => Some(q),
                     Err(e) => {
-                        tracing::warn!(error = %e, "no reply queue: requests that wait for outcomes will answer 202 when their wait runs out");
+                        tracing::warn!(error = %e, "no reply queue: requests that ask to wait for outcomes are answered at once (202)");
                         None
                     }
                 };

@@ -61,17 +61,21 @@ impl LaneBudget {
         left: Duration,
         option: &str,
     ) -> Result<(), ConvergeError> {
+        let deadline = tokio::time::Instant::now() + left;
         loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let now = DefaultClock::default().now();
-            let mut wait = match self.shared.check() {
-                Ok(()) => return Ok(()),
-                Err(not_until) => not_until.wait_time_from(now),
-            };
+            // Interactive work takes from its reserve first, so the shared part stays bulk's.
+            let mut wait = Duration::MAX;
             if let (Lane::Interactive, Some(reserve)) = (lane, &self.reserve) {
                 match reserve.check() {
                     Ok(()) => return Ok(()),
-                    Err(not_until) => wait = wait.min(not_until.wait_time_from(now)),
+                    Err(not_until) => wait = not_until.wait_time_from(now),
                 }
+            }
+            match self.shared.check() {
+                Ok(()) => return Ok(()),
+                Err(not_until) => wait = wait.min(not_until.wait_time_from(now)),
             }
             if wait > left {
                 return Err(ConvergeError {
@@ -119,6 +123,18 @@ mod tests {
             "{}",
             e.detail
         );
+    }
+
+    #[tokio::test]
+    async fn logins_take_the_reserve_first_and_leave_bulk_its_part() {
+        let b = LaneBudget::per_hour(10, 0.2, "the budget");
+        assert!(b.spend(Lane::Interactive, LEFT, "o").await.is_ok());
+        assert!(b.spend(Lane::Interactive, LEFT, "o").await.is_ok());
+        let mut bulk = 0;
+        while b.spend(Lane::Bulk, LEFT, "o").await.is_ok() {
+            bulk += 1;
+        }
+        assert_eq!(bulk, 8, "two logins took the reserve, not bulk's part");
     }
 
     #[tokio::test]

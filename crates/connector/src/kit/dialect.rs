@@ -140,12 +140,41 @@ impl Dialect {
             let req = ScimRequest::get(format!("/{endpoint}"))
                 .with_query("filter", filter)
                 .with_query("count", chunk.len().to_string());
-            let page = resources(&send(exec, req).await?);
-            found.extend(chunk.iter().map(|v| {
-                page.iter()
+            // A server that refuses the `or` (400) is asked one value at a time.
+            let answer = match exec.send(req).await {
+                Ok(r) => r,
+                Err(e) if e.status() == Some(400) => {
+                    for v in chunk {
+                        found.push(self.find(exec, endpoint, attr, v).await?);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(exec.classify(&e)),
+            };
+            let page = resources(&answer);
+            let total = answer
+                .body
+                .as_ref()
+                .and_then(|b| b.get("totalResults"))
+                .and_then(Value::as_u64)
+                .unwrap_or(page.len() as u64);
+            // A page that may not hold every match (shorter than the total, or objects that do
+            // not show the attribute) leaves the values it does not show to single lookups.
+            let complete = total <= page.len() as u64
+                && page
+                    .iter()
+                    .all(|r| r.get(attr).and_then(Value::as_str).is_some());
+            for v in chunk {
+                let hit = page
+                    .iter()
                     .find(|r| r.get(attr).and_then(Value::as_str) == Some(v.as_str()))
-                    .cloned()
-            }));
+                    .cloned();
+                found.push(match hit {
+                    Some(r) => Some(r),
+                    None if complete => None,
+                    None => self.find(exec, endpoint, attr, v).await?,
+                });
+            }
         }
         Ok(found)
     }

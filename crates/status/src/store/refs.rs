@@ -40,11 +40,13 @@ const DUE: &str = "SELECT DISTINCT r.tenant, r.referrer_kind, r.referrer_id FROM
      JOIN subjects g ON g.target = r.target AND g.tenant = r.tenant \
        AND g.subject_kind = r.referrer_kind AND g.subject_id = r.referrer_id \
      WHERE r.target = $1 AND u.presence IN (1, 2) \
-       AND g.retrigger_until_ms <= $2 \
+       AND g.retrigger_until_ms <= $2 AND g.applied_version = g.desired_version \
      ORDER BY r.tenant, r.referrer_kind, r.referrer_id LIMIT $3";
 
+/// Leases one due subject, only if no other sweep leased it since it was read (the answer's
+/// rows decide who re-triggers it).
 const LEASE: &str = "UPDATE subjects SET retrigger_until_ms = $5 WHERE target = $1 \
-     AND tenant = $2 AND subject_kind = $3 AND subject_id = $4";
+     AND tenant = $2 AND subject_kind = $3 AND subject_id = $4 AND retrigger_until_ms <= $6";
 
 const SUMMARY: &str = "SELECT COUNT(*), COALESCE(MIN(since_ms), 0) FROM refs \
      WHERE target = $1 AND dropped = ''";
@@ -80,31 +82,41 @@ impl Store {
         let now = now_ms();
         let until = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
         let limit = i64::from(if limit == 0 { 1000 } else { limit.min(1000) });
+        // Two transactions, each touching one table, so a sweep never holds a row of `refs`
+        // while it waits for one of `subjects` (a converge record takes them the other way
+        // round): no lock cycle on PostgreSQL.
         let rows: Vec<(String, i64, String)> = on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
             sqlx::query(DROP_ABSENT)
                 .bind(target)
                 .bind(DROPPED_ABSENT)
-                .execute(&mut *tx)
+                .execute(pool)
                 .await?;
-            let rows: Vec<(String, i64, String)> = sqlx::query_as(DUE)
+            let mut tx = pool.begin().await?;
+            let due: Vec<(String, i64, String)> = sqlx::query_as(DUE)
                 .bind(target)
                 .bind(now)
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
-            for (tenant, kind, id) in &rows {
-                sqlx::query(LEASE)
+            let mut leased = Vec::with_capacity(due.len());
+            for (tenant, kind, id) in due {
+                let won = sqlx::query(LEASE)
                     .bind(target)
-                    .bind(tenant)
+                    .bind(&tenant)
                     .bind(kind)
-                    .bind(id)
+                    .bind(&id)
                     .bind(until)
+                    .bind(now)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if won {
+                    leased.push((tenant, kind, id));
+                }
             }
             tx.commit().await?;
-            Ok::<_, StoreError>(rows)
+            Ok::<_, StoreError>(leased)
         })?;
         Ok(rows
             .into_iter()
