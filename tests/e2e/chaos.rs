@@ -76,11 +76,11 @@ async fn stack_of(setup: &Setup, target: String) -> Stack {
         sim_args: vec!["--tenant".into(), format!("acme:scim:bearer={token}")],
         targets_yaml: format!("targets:\n{target}{}", setup.extra_target),
         // A lost session's subjects are fenced for the hold bound plus `timeout_secs` (its
-        // converge may still run: docs/design.md, "Claims and fences"); a hold bound of 15 s
+        // converge may still run: docs/design.md, "Claims and fences"); a hold bound of 8 s
         // keeps the scenarios that lose sessions short.
         env: BTreeMap::from([
             (TOKEN_ENV.to_owned(), token),
-            ("SCIMRELAY_MAX_HOLD_SECS".to_owned(), "15".to_owned()),
+            ("SCIMRELAY_MAX_HOLD_SECS".to_owned(), "8".to_owned()),
         ]),
         connectors: vec!["scim-connector".into(); setup.replicas],
         ..Default::default()
