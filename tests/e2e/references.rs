@@ -4,7 +4,7 @@
 //! `failed` outcome.
 //!
 //! Size: 50 groups of 10 members, the members arriving over `SCIMRELAY_REFS_SECS` seconds
-//! (default 30 for `make test`; `make chaos` runs 120) in random order.
+//! (default 20 for `make test`; `make chaos` runs 120) in random order.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ fn arrival_secs() -> u64 {
     std::env::var("SCIMRELAY_REFS_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(30)
+        .unwrap_or(20)
 }
 
 fn target(id: &str, tenant: &str) -> String {

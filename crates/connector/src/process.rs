@@ -274,9 +274,9 @@ impl Processor {
             )),
             // Recorded, or not even that: the copy waits like any message.
             wait @ Step::Wait { .. } => wait,
-            // The failure is recorded, which cuts the lease: the sweep tries again in 30 s.
+            // The failure is recorded, which cuts the lease: the sweep tries again in 10 s.
             other => quiet(format!(
-                "not completed ({}); the sweep tries again in 30 s",
+                "not completed ({}); the sweep tries again in 10 s",
                 other.name()
             )),
         }

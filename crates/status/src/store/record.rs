@@ -346,13 +346,13 @@ const RECORD_APPLIED: &str = "INSERT INTO subjects (target, tenant, subject_kind
 
 /// Records a failed converge: the error, and the fingerprint and member set invalidated unless
 /// a version at least as new (`$7`) was applied since; the claim held by `$8` (a session) is
-/// handed to `$9`. A re-trigger's lease (see `refs`) is cut to 30 s from now: a failed
+/// handed to `$9`. A re-trigger's lease (see `refs`) is cut to 10 s from now: a failed
 /// re-trigger is tried again by the sweep after that, not after the whole lease.
 const RECORD_FAILED: &str = "UPDATE subjects SET last_error = $5, updated_at_ms = $6, \
        fingerprint = CASE WHEN applied_version < $7 THEN 0 ELSE fingerprint END, \
        members = CASE WHEN applied_version < $7 THEN NULL ELSE members END, \
        claim = CASE WHEN $8 <> '' AND claim = $8 THEN $9 ELSE claim END, \
-       retrigger_until_ms = CASE WHEN retrigger_until_ms > $6 + 30000 THEN $6 + 30000 \
+       retrigger_until_ms = CASE WHEN retrigger_until_ms > $6 + 10000 THEN $6 + 10000 \
          ELSE retrigger_until_ms END \
      WHERE target = $1 AND tenant = $2 AND subject_kind = $3 AND subject_id = $4";
 
